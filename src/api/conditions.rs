@@ -1,0 +1,57 @@
+//! Helpers for `metav1.Condition` lists: a condition's `lastTransitionTime` moves only when its
+//! status flips, so recomputing an unchanged world yields byte-identical statuses.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Builds a new condition list against the previous one.
+pub struct ConditionSet<'a> {
+    previous: &'a [Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+    conditions: Vec<Condition>,
+}
+
+impl<'a> ConditionSet<'a> {
+    pub fn new(previous: &'a [Condition], generation: Option<i64>, now: Timestamp) -> Self {
+        // metav1.Time keeps whole seconds; so do we, or every write would differ from the read.
+        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        ConditionSet { previous, generation, now, conditions: Vec::with_capacity(3) }
+    }
+
+    /// Adds a condition; `status` is `"True"`, `"False"` or `"Unknown"`.
+    pub fn set(mut self, type_: &str, status: &str, reason: &str, message: impl Into<String>) -> Self {
+        let since = match find_condition(self.previous, type_) {
+            Some(old) if old.status == status => old.last_transition_time.clone(),
+            _ => Time(self.now),
+        };
+        self.conditions.push(condition(type_, status, reason, message, self.generation, since));
+        self
+    }
+
+    pub fn build(self) -> Vec<Condition> {
+        self.conditions
+    }
+}
+
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    since: Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}

@@ -1,0 +1,50 @@
+//! The API contract: the `OneDriveSite` and `OneDriveTenant` custom resources.
+//!
+//! Validation lives in the CRD schema itself (CEL rules with messages a person understands),
+//! so `kubectl apply` refuses bad manifests before the operator ever sees them.
+
+mod conditions;
+mod rules;
+mod site;
+mod tenant;
+
+pub use conditions::{ConditionSet, condition, find_condition};
+pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
+pub use tenant::{
+    AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, OneDriveTenant,
+    OneDriveTenantSpec, OneDriveTenantStatus, SecretKeyRef, SecretRef, TenantAuth, TenantAuthKind,
+    UserCounts, WorkloadIdentityAuth, parse_duration,
+};
+
+/// API group of both resources.
+pub const GROUP: &str = "onedrive-operator.dev";
+/// The only served version.
+pub const VERSION: &str = "v1alpha1";
+/// SharePoint refuses more than 200 users in one enqueue request.
+pub const MAX_BATCH_SIZE: i32 = 200;
+
+/// Condition types written on both resources (kstatus conventions, so Flux reads them).
+pub mod condition_type {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Both CRDs, in the order they are printed and stored in `crds/`.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    use kube::CustomResourceExt;
+    vec![OneDriveSite::crd(), OneDriveTenant::crd()]
+}
+
+/// The CRDs as one multi-document YAML stream (what `onedrive-operator crd` prints).
+pub fn crds_yaml() -> String {
+    crds().iter().map(crd_yaml).collect::<Vec<_>>().join("---\n")
+}
+
+/// One CRD as YAML (the content of its file in `crds/`).
+pub fn crd_yaml(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
+    serde_yaml::to_string(crd).expect("a CustomResourceDefinition always serializes to YAML")
+}

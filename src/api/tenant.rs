@@ -1,0 +1,297 @@
+//! `OneDriveTenant`: one Microsoft 365 tenant, its credentials and its batching limits.
+
+// Each `printcolumn(...)` repeats `type_ = ...`; clippy mistakes them for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// How to reach and authenticate to one Microsoft 365 tenant.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "onedrive-operator.dev",
+    version = "v1alpha1",
+    kind = "OneDriveTenant",
+    status = "OneDriveTenantStatus",
+    shortname = "odt",
+    category = "onedrive",
+    derive = "PartialEq",
+    doc = "A Microsoft 365 tenant whose users get OneDrive sites, at most 200 per SharePoint request.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.users.desired"),
+    printcolumn(name = "Ready users", type_ = "integer", json_path = ".status.users.ready"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.users.pending"),
+    printcolumn(name = "Provisioning", type_ = "integer", json_path = ".status.users.provisioning"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.users.failed"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OneDriveTenantSpec {
+    /// Directory (tenant) id: a GUID, or a verified domain such as `contoso.onmicrosoft.com`.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(crate::api::rules::TENANT_ID).message(crate::api::rules::TENANT_ID_MESSAGE))]
+    pub tenant_id: String,
+
+    /// The SharePoint admin host, e.g. `https://contoso-admin.sharepoint.com`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(crate::api::rules::SERVICE_URL).message(Message::Message(format!("spec.adminUrl {}", crate::api::rules::SERVICE_URL_MESSAGE))))]
+    pub admin_url: String,
+
+    /// Microsoft Graph root; override for sovereign clouds or the simulator.
+    #[serde(default = "default_graph_url")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(crate::api::rules::SERVICE_URL).message(Message::Message(format!("spec.graphUrl {}", crate::api::rules::SERVICE_URL_MESSAGE))))]
+    pub graph_url: String,
+
+    /// Entra ID authority; override for sovereign clouds or the simulator.
+    #[serde(default = "default_authority_host")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(crate::api::rules::SERVICE_URL).message(Message::Message(format!("spec.authorityHost {}", crate::api::rules::SERVICE_URL_MESSAGE))))]
+    pub authority_host: String,
+
+    /// Exactly one way to get tokens.
+    pub auth: TenantAuth,
+
+    /// Which SharePoint call asks for personal sites.
+    #[serde(default)]
+    pub enqueue_method: EnqueueMethod,
+
+    /// Users per enqueue request, 1 to 200.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 200))]
+    #[x_kube(validation = Rule::new(crate::api::rules::BATCH_SIZE).message(crate::api::rules::BATCH_SIZE_MESSAGE))]
+    pub batch_size: i32,
+
+    /// How often to check the last user of an in-flight batch.
+    #[serde(default = "default_poll_interval")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::DURATION).message(Message::Message(format!("spec.pollInterval {}", crate::api::rules::DURATION_MESSAGE))))]
+    pub poll_interval: String,
+
+    /// How long an enqueued user may stay without a site before it is reported `ProvisioningTimedOut`.
+    #[serde(default = "default_provisioning_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::DURATION).message(Message::Message(format!("spec.provisioningTimeout {}", crate::api::rules::DURATION_MESSAGE))))]
+    pub provisioning_timeout: String,
+
+    /// How often a Ready user's site is verified again (drift detection).
+    #[serde(default = "default_drift_check_interval")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::rules::DURATION).message(Message::Message(format!("spec.driftCheckInterval {}", crate::api::rules::DURATION_MESSAGE))))]
+    pub drift_check_interval: String,
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".to_string()
+}
+fn default_authority_host() -> String {
+    "https://login.microsoftonline.com".to_string()
+}
+fn default_batch_size() -> i32 {
+    super::MAX_BATCH_SIZE
+}
+fn default_poll_interval() -> String {
+    "60s".to_string()
+}
+fn default_provisioning_timeout() -> String {
+    "24h".to_string()
+}
+fn default_drift_check_interval() -> String {
+    "24h".to_string()
+}
+
+/// Exactly one of the three token sources.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(crate::api::rules::ONE_AUTH).message(crate::api::rules::ONE_AUTH_MESSAGE))]
+pub struct TenantAuth {
+    /// Entra ID app-only with a certificate (the only app-only form SharePoint accepts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateAuth>,
+    /// Azure Workload Identity federation: no secret in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<WorkloadIdentityAuth>,
+    /// A SharePoint administrator's refresh token (for tenants that refuse app-only enqueue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated: Option<DelegatedAuth>,
+}
+
+/// Which auth mode a tenant uses, once validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantAuthKind {
+    Certificate,
+    WorkloadIdentity,
+    Delegated,
+}
+
+impl TenantAuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantAuthKind::Certificate => "certificate",
+            TenantAuthKind::WorkloadIdentity => "workloadIdentity",
+            TenantAuthKind::Delegated => "delegated",
+        }
+    }
+}
+
+impl TenantAuth {
+    /// The single configured mode, or a message naming the problem (the CRD rejects this too;
+    /// the check is repeated for manifests that never passed through an API server).
+    pub fn kind(&self) -> Result<TenantAuthKind, String> {
+        let set: Vec<TenantAuthKind> = [
+            self.certificate.as_ref().map(|_| TenantAuthKind::Certificate),
+            self.workload_identity.as_ref().map(|_| TenantAuthKind::WorkloadIdentity),
+            self.delegated.as_ref().map(|_| TenantAuthKind::Delegated),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match set.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(super::rules::ONE_AUTH_MESSAGE.to_string()),
+        }
+    }
+}
+
+/// Client-assertion signing algorithm.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum AssertionAlgorithm {
+    /// RSA-PSS SHA-256 with an `x5t#S256` thumbprint (Microsoft's current guidance).
+    #[default]
+    PS256,
+    /// RSA PKCS#1 SHA-256 with a SHA-1 `x5t` thumbprint (older guidance).
+    RS256,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateAuth {
+    /// Application (client) id of the Entra ID app registration.
+    #[schemars(length(min = 1, max = 64))]
+    pub client_id: String,
+    /// A `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) in the operator's namespace.
+    pub secret_ref: SecretRef,
+    #[serde(default)]
+    pub algorithm: AssertionAlgorithm,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadIdentityAuth {
+    /// Application (client) id; defaults to `AZURE_CLIENT_ID` injected by Azure Workload Identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub client_id: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegatedAuth {
+    /// Application (client) id the refresh token was issued to.
+    #[schemars(length(min = 1, max = 64))]
+    pub client_id: String,
+    /// Secret (in the operator's namespace) holding the refresh token; rotated tokens are written back.
+    pub refresh_token_secret_ref: SecretKeyRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(crate::api::rules::OBJECT_NAME).message(crate::api::rules::OBJECT_NAME_MESSAGE))]
+    pub name: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(crate::api::rules::OBJECT_NAME).message(crate::api::rules::OBJECT_NAME_MESSAGE))]
+    pub name: String,
+    /// Key inside the Secret; default `refresh_token`.
+    #[serde(default = "default_refresh_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_refresh_token_key() -> String {
+    "refresh_token".to_string()
+}
+
+/// The SharePoint call used to ask for personal sites.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum EnqueueMethod {
+    /// REST `ProfileLoader.CreatePersonalSiteEnqueueBulk` (the seeds' way).
+    #[default]
+    ProfileLoader,
+    /// The same call through CSOM `ProcessQuery`.
+    ProfileLoaderCsom,
+    /// CSOM `Tenant.RequestPersonalSites` (what `Request-SPOPersonalSite` uses today).
+    RequestPersonalSites,
+}
+
+/// The tenant's health, its users by phase, and the batch in flight.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OneDriveTenantStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub users: UserCounts,
+    /// The enqueue request in flight. Recorded before the request is sent, so a restart resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_batch: Option<BatchStatus>,
+    /// Id of the last batch recorded (ids grow by one per batch).
+    #[serde(default)]
+    pub last_batch_id: i64,
+    /// No request is sent to the tenant before this time (the service asked us to back off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_until: Option<Time>,
+}
+
+/// Distinct users (two sites naming one user count once).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct UserCounts {
+    pub desired: i32,
+    pub ready: i32,
+    pub pending: i32,
+    pub provisioning: i32,
+    pub failed: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchStatus {
+    pub id: i64,
+    /// Every user in the request, in the order sent.
+    pub users: Vec<String>,
+    pub size: i32,
+    /// The user whose site marks the batch as done (the seeds' rule).
+    pub last_user: String,
+    /// When the batch was recorded (just before the request was sent).
+    pub enqueued_at: Time,
+    /// Whether SharePoint accepted the request. A batch recorded but not yet confirmed is re-sent
+    /// after a restart: enqueueing is idempotent on the service.
+    #[serde(default)]
+    pub sent: bool,
+}
+
+/// Parses a Kubernetes/Go duration (`60s`, `1h30m`), rejecting negative and zero values.
+pub fn parse_duration(field: &str, text: &str) -> Result<jiff::SignedDuration, String> {
+    let parsed: kube::core::Duration = text
+        .parse()
+        .map_err(|e| format!("{field}: {text:?} is not a duration ({e}); use e.g. 60s, 15m or 24h"))?;
+    if parsed.is_negative() {
+        return Err(format!("{field}: {text:?} is negative"));
+    }
+    let std: std::time::Duration = parsed.into();
+    if std.is_zero() {
+        return Err(format!("{field}: {text:?} must be greater than zero"));
+    }
+    jiff::SignedDuration::try_from(std).map_err(|e| format!("{field}: {text:?} is too large ({e})"))
+}

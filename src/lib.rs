@@ -1,0 +1,7 @@
+//! onedrive-operator: makes "this user has a OneDrive for Business site" a declarative fact.
+//!
+//! Data flows one way: kube cache → gather → observe (tenant) → plan (pure) → act (tenant) →
+//! write status (kube). [`plan`] holds the rules and knows neither Kubernetes nor Microsoft.
+
+pub mod api;
+pub mod plan;

@@ -1,0 +1,967 @@
+//! The batch planner: a pure function from what the operator knows to what it should do.
+//!
+//! No I/O and no clock (`now` is an input), so every rule of the mission is unit- and
+//! property-tested here:
+//! - at most `batch_size` (≤ 200) users per enqueue, at most one enqueue per cycle;
+//! - no new batch while the previous one is in flight, i.e. until its **last user** has a site
+//!   (the seeds' rule) or the batch timed out;
+//! - never enqueue a user who has a site, who is already provisioning, or who was not observed
+//!   without a site recently (`Limits::enqueue_recheck_after`);
+//! - Pending users are enqueued oldest first (by the oldest `OneDriveSite` naming them);
+//! - statuses change only when the world does, so an unchanged world writes nothing.
+//!
+//! A cycle calls [`targets`] to learn whom to observe, observes them, then calls [`plan`]
+//! until [`Plan::observe_now`] is empty (the plan may need a few more users observed before it
+//! can finish a batch or form the next one: the whole finished batch once, the next candidates).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    BatchStatus, ConditionSet, MAX_BATCH_SIZE, OneDriveSiteStatus, OneDriveTenantSpec, SitePhase, UserCounts,
+    condition_type, find_condition, parse_duration,
+};
+
+/// Condition reasons written on `OneDriveSite`s (README documents each with its fix).
+pub mod reason {
+    pub const PENDING: &str = "Pending";
+    pub const SPSSITEERROR: &str = "SPSSITEERROR";
+    pub const PROVISIONED: &str = "Provisioned";
+    pub const USER_NOT_FOUND: &str = "UserNotFound";
+    pub const USER_NOT_LICENSED: &str = "UserNotLicensed";
+    pub const SITE_CREATION_NOT_PERMITTED: &str = "SiteCreationNotPermitted";
+    pub const PROVISIONING_FAILED: &str = "ProvisioningFailed";
+    pub const PROVISIONING_TIMED_OUT: &str = "ProvisioningTimedOut";
+    pub const TENANT_NOT_READY: &str = "TenantNotReady";
+    pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
+}
+
+/// Tunables, mostly from the tenant's spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Users per enqueue; always within 1..=200.
+    pub batch_size: usize,
+    /// How often an in-flight batch's last user (and any straggler) is checked.
+    pub poll_interval: SignedDuration,
+    /// How long a user may stay enqueued without a site.
+    pub provisioning_timeout: SignedDuration,
+    /// How often a Ready user's site is verified again.
+    pub drift_check_interval: SignedDuration,
+    /// How many Ready or Failed users are re-checked per cycle at most.
+    pub recheck_per_cycle: usize,
+    /// How often a user the directory refused (not found, not licensed) is checked again.
+    pub failed_recheck_interval: SignedDuration,
+    /// An observation "no site" older than this is repeated before the user is enqueued.
+    pub enqueue_recheck_after: SignedDuration,
+    /// Requeue interval when there is nothing to do.
+    pub resync_interval: SignedDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            batch_size: MAX_BATCH_SIZE as usize,
+            poll_interval: SignedDuration::from_secs(60),
+            provisioning_timeout: SignedDuration::from_hours(24),
+            drift_check_interval: SignedDuration::from_hours(24),
+            recheck_per_cycle: 100,
+            failed_recheck_interval: SignedDuration::from_hours(1),
+            enqueue_recheck_after: SignedDuration::from_hours(1),
+            resync_interval: SignedDuration::from_mins(10),
+        }
+    }
+}
+
+impl Limits {
+    /// Limits from a tenant spec; a message naming the field when a value is unusable.
+    pub fn from_spec(spec: &OneDriveTenantSpec) -> Result<Limits, String> {
+        if spec.batch_size < 1 || spec.batch_size > MAX_BATCH_SIZE {
+            return Err(format!(
+                "spec.batchSize: {} is outside 1..=200 (SharePoint accepts at most 200 users per request)",
+                spec.batch_size
+            ));
+        }
+        Ok(Limits {
+            batch_size: spec.batch_size as usize,
+            poll_interval: parse_duration("spec.pollInterval", &spec.poll_interval)?,
+            provisioning_timeout: parse_duration("spec.provisioningTimeout", &spec.provisioning_timeout)?,
+            drift_check_interval: parse_duration("spec.driftCheckInterval", &spec.drift_check_interval)?,
+            ..Limits::default()
+        })
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size.clamp(1, MAX_BATCH_SIZE as usize)
+    }
+}
+
+/// Identifies one `OneDriveSite`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SiteKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for SiteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One `OneDriveSite` of the tenant, as the cache holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredSite {
+    pub key: SiteKey,
+    pub user: String,
+    pub created: Timestamp,
+    pub generation: i64,
+    pub status: Option<OneDriveSiteStatus>,
+}
+
+/// What the tenant said about one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// The personal site exists.
+    HasSite { url: String },
+    /// The user exists but has no site (Graph: "User's mysite not found.").
+    NoSite,
+    /// `SPS-PersonalSiteInstantiationState` from the user profile, when no drive was found.
+    ProfileState(i64),
+    /// The directory has no such user.
+    UserNotFound,
+    /// The user has no SharePoint licence.
+    UserNotLicensed,
+    /// The observation failed (throttled, timed out): nothing is concluded.
+    Unknown,
+}
+
+impl Observation {
+    /// Observations that mean "exists, has no site, may be enqueued".
+    fn is_no_site(&self) -> bool {
+        matches!(self, Observation::NoSite | Observation::ProfileState(0 | 3))
+    }
+}
+
+/// An observation and when it was made. The controller keeps the newest per user in memory
+/// (soft state: after a restart everything uncertain is simply observed again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub at: Timestamp,
+    pub observation: Observation,
+}
+
+/// A tenant-level problem that stops all work (missing Secret, refused token kind, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantProblem {
+    pub reason: String,
+    pub message: String,
+    /// Whether a person must act (credentials) rather than wait (throttling, outage).
+    pub stalled: bool,
+}
+
+/// Everything the planner needs for one tenant.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanInput<'a> {
+    pub tenant: &'a str,
+    pub sites: &'a [DesiredSite],
+    /// Newest observation per user key ([`user_key`]).
+    pub observed: &'a HashMap<String, Observed>,
+    /// The tenant's `status.currentBatch`.
+    pub batch: Option<&'a BatchStatus>,
+    /// The tenant's `status.lastBatchId`.
+    pub last_batch_id: i64,
+    pub throttled_until: Option<Timestamp>,
+    pub tenant_problem: Option<&'a TenantProblem>,
+    pub now: Timestamp,
+    pub limits: &'a Limits,
+}
+
+/// What to send to SharePoint in this cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enqueue {
+    /// The batch, recorded in the tenant's status with `sent: false` before the request goes out.
+    pub batch: BatchStatus,
+    /// The batch was recorded by an earlier process that may have stopped before sending it.
+    pub resend: bool,
+}
+
+/// A status to write to one `OneDriveSite`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteUpdate {
+    pub key: SiteKey,
+    pub user: String,
+    pub previous_phase: Option<SitePhase>,
+    pub status: OneDriveSiteStatus,
+}
+
+/// How an in-flight batch ended in this cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Its last user has a site (or can never get one), and every user was checked once.
+    Completed,
+    /// `provisioningTimeout` passed before its last user had a site.
+    TimedOut,
+}
+
+/// The decisions of one cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Users to observe before this plan is final; when non-empty nothing is enqueued.
+    pub observe_now: Vec<String>,
+    pub enqueue: Option<Enqueue>,
+    /// The tenant's `status.currentBatch` after this cycle.
+    pub batch: Option<BatchStatus>,
+    /// The tenant's `status.lastBatchId` after this cycle.
+    pub last_batch_id: i64,
+    pub finished: Option<(i64, BatchOutcome)>,
+    /// Only sites whose status changes.
+    pub site_updates: Vec<SiteUpdate>,
+    pub users: UserCounts,
+    /// Whether any user still has work ahead (drives the tenant's `Reconciling`).
+    pub reconciling: bool,
+    pub requeue_after: SignedDuration,
+}
+
+/// Users are compared case-insensitively: sign-in names are.
+pub fn user_key(user: &str) -> String {
+    user.trim().to_lowercase()
+}
+
+/// The users one cycle should observe first: the last user of the in-flight batch (the whole
+/// batch once that user is done), users never observed, users still provisioning outside the
+/// batch, the next candidates for a batch whose "no site" is stale, and a bounded slice of Ready
+/// and Failed users due for a re-check.
+pub fn targets(input: &PlanInput) -> Vec<String> {
+    let input = &PlanInput { now: whole_second(input.now), ..*input };
+    if blocked(input) {
+        return Vec::new();
+    }
+    let users = gather(input);
+    let states: Vec<UserState> = users.iter().map(|u| decide(u, input)).collect();
+    let mut out = Targets::default();
+    let mut batch_ending = input.batch.is_none();
+    if let Some(b) = input.batch.filter(|b| b.sent) {
+        out.push(&b.last_user);
+        if let Some(done_at) = last_user_done_at(b, &users, &states, input) {
+            batch_ending = true;
+            for u in &b.users {
+                if !observed_since(input, u, done_at) {
+                    out.push(u);
+                }
+            }
+        }
+    }
+    let mut rechecks: Vec<(Timestamp, &str)> = Vec::new();
+    for (u, s) in users.iter().zip(&states) {
+        let obs = input.observed.get(&u.key);
+        match s.phase {
+            _ if obs.is_none() && u.prior.phase.is_none() => out.push(u.upn),
+            SitePhase::SpsSiteError if !in_batch(input.batch, &u.key) => out.push(u.upn),
+            SitePhase::Ready => {
+                let last = obs.map(|o| o.at).or(u.prior.provisioned_at).unwrap_or(Timestamp::MIN);
+                if after(last, input.limits.drift_check_interval) <= input.now {
+                    rechecks.push((last, u.upn));
+                }
+            }
+            SitePhase::Failed if s.reason != reason::PROVISIONING_TIMED_OUT => {
+                let last = obs.map(|o| o.at).or(u.prior.failed_since).unwrap_or(Timestamp::MIN);
+                if after(last, input.limits.failed_recheck_interval) <= input.now {
+                    rechecks.push((last, u.upn));
+                }
+            }
+            _ => {}
+        }
+    }
+    rechecks.sort();
+    for (_, upn) in rechecks.into_iter().take(input.limits.recheck_per_cycle) {
+        out.push(upn);
+    }
+    if batch_ending {
+        for u in unverified_candidates(&users, &states, input) {
+            out.push(u);
+        }
+    }
+    out.users
+}
+
+/// Decides one cycle. See the module documentation for the rules.
+pub fn plan(input: &PlanInput) -> Plan {
+    // Kubernetes stores times to the second: plan in whole seconds so that an unchanged world
+    // computes byte-identical statuses.
+    let input = &PlanInput { now: whole_second(input.now), ..*input };
+    let users = gather(input);
+    let mut states: Vec<UserState> = users.iter().map(|u| decide(u, input)).collect();
+    let mut observe_now = Targets::default();
+    let mut batch = input.batch.cloned();
+    let mut finished = None;
+    let mut enqueue = None;
+    let mut last_batch_id = input.last_batch_id.max(batch.as_ref().map_or(0, |b| b.id));
+
+    if !blocked(input) {
+        match &batch {
+            Some(b) if !b.sent => {
+                enqueue = Some(Enqueue { batch: b.clone(), resend: true });
+            }
+            Some(b) => {
+                if after(b.enqueued_at.0, input.limits.provisioning_timeout) <= input.now {
+                    finished = Some((b.id, BatchOutcome::TimedOut));
+                } else if let Some(done_at) = last_user_done_at(b, &users, &states, input) {
+                    for u in &b.users {
+                        if !observed_since(input, u, done_at) {
+                            observe_now.push(u);
+                        }
+                    }
+                    if observe_now.users.is_empty() {
+                        finished = Some((b.id, BatchOutcome::Completed));
+                    } else {
+                        // The next batch's candidates are needed too: ask for both at once.
+                        for u in unverified_candidates(&users, &states, input) {
+                            observe_now.push(u);
+                        }
+                    }
+                }
+                if finished.is_some() {
+                    batch = None;
+                }
+            }
+            None => {}
+        }
+        if batch.is_none() {
+            let unverified = unverified_candidates(&users, &states, input);
+            if !unverified.is_empty() {
+                for u in unverified {
+                    observe_now.push(u);
+                }
+            } else if observe_now.users.is_empty() {
+                let chosen: Vec<usize> =
+                    candidates(&users, &states, input).into_iter().take(input.limits.batch_size()).collect();
+                if !chosen.is_empty() {
+                    last_batch_id += 1;
+                    let new = BatchStatus {
+                        id: last_batch_id,
+                        users: chosen.iter().map(|&i| users[i].upn.to_string()).collect(),
+                        size: chosen.len() as i32,
+                        last_user: users[*chosen.last().expect("non-empty")].upn.to_string(),
+                        enqueued_at: Time(input.now),
+                        sent: false,
+                    };
+                    for &i in &chosen {
+                        states[i] = provisioning(new.id, input.now, input);
+                    }
+                    enqueue = Some(Enqueue { batch: new.clone(), resend: false });
+                    batch = Some(new);
+                }
+            }
+        }
+    }
+
+    let mut site_updates = Vec::new();
+    let mut counts = UserCounts::default();
+    let mut reconciling = false;
+    for (u, s) in users.iter().zip(&states) {
+        counts.desired += 1;
+        match s.phase {
+            SitePhase::Ready => counts.ready += 1,
+            SitePhase::Pending => counts.pending += 1,
+            SitePhase::SpsSiteError => counts.provisioning += 1,
+            SitePhase::Failed => counts.failed += 1,
+        }
+        reconciling |= s.reconciling();
+        for site in &u.sites {
+            let status = site_status(site, s, input.now);
+            if site.status.as_ref() != Some(&status) {
+                site_updates.push(SiteUpdate {
+                    key: site.key.clone(),
+                    user: site.user.clone(),
+                    previous_phase: site.status.as_ref().and_then(|s| s.phase),
+                    status,
+                });
+            }
+        }
+    }
+
+    let requeue_after = requeue(input, &users, &states, &batch, !observe_now.users.is_empty());
+    Plan {
+        observe_now: observe_now.users,
+        enqueue,
+        batch,
+        last_batch_id,
+        finished,
+        site_updates,
+        users: counts,
+        reconciling,
+        requeue_after,
+    }
+}
+
+/// The status of a site whose `spec.tenantRef` names no existing tenant.
+pub fn tenant_not_found_status(site: &DesiredSite, tenant: &str, now: Timestamp) -> OneDriveSiteStatus {
+    let prior = site.status.clone().unwrap_or_default();
+    let message = format!(
+        "OneDriveTenant {tenant:?} does not exist: create it, or point spec.tenantRef at an existing tenant"
+    );
+    OneDriveSiteStatus {
+        observed_generation: Some(site.generation),
+        phase: Some(prior.phase.unwrap_or(SitePhase::Pending)),
+        conditions: ConditionSet::new(&prior.conditions, Some(site.generation), now)
+            .set(condition_type::READY, "False", reason::TENANT_NOT_FOUND, message)
+            .set(condition_type::RECONCILING, "False", reason::TENANT_NOT_FOUND, "")
+            .set(condition_type::STALLED, "True", reason::TENANT_NOT_FOUND, "the tenant must be created")
+            .build(),
+        ..prior
+    }
+}
+
+/// `t + d`, saturating: times read from statuses are not trusted to be sane.
+fn after(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_add(d).unwrap_or(if d.is_negative() { Timestamp::MIN } else { Timestamp::MAX })
+}
+
+/// `t` without its fraction of a second (what a `metav1.Time` keeps).
+pub fn whole_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gathering: sites grouped per user, with what their statuses already say.
+
+/// One distinct user and the sites naming it.
+struct User<'a> {
+    key: String,
+    /// The spelling of the oldest site (what is sent to SharePoint).
+    upn: &'a str,
+    /// Creation of the oldest site naming the user: the queue order.
+    since: Timestamp,
+    sites: Vec<&'a DesiredSite>,
+    prior: Prior,
+}
+
+/// What the persisted statuses say about a user.
+#[derive(Default)]
+struct Prior {
+    phase: Option<SitePhase>,
+    reason: Option<String>,
+    site_url: Option<String>,
+    enqueued_at: Option<Timestamp>,
+    batch: Option<i64>,
+    provisioned_at: Option<Timestamp>,
+    failed_since: Option<Timestamp>,
+}
+
+fn gather<'a>(input: &PlanInput<'a>) -> Vec<User<'a>> {
+    let mut by_key: BTreeMap<String, Vec<&'a DesiredSite>> = BTreeMap::new();
+    for site in input.sites {
+        by_key.entry(user_key(&site.user)).or_default().push(site);
+    }
+    let mut users: Vec<User> = by_key
+        .into_iter()
+        .map(|(key, mut sites)| {
+            sites.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+            let prior = prior_of(&sites);
+            User { upn: sites[0].user.trim(), since: sites[0].created, key, sites, prior }
+        })
+        .collect();
+    users.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.key.cmp(&b.key)));
+    users
+}
+
+/// Merges the statuses of the sites naming one user. They agree once written; a site that
+/// is new or was written for another generation contributes nothing.
+fn prior_of(sites: &[&DesiredSite]) -> Prior {
+    let rank = |p: SitePhase| match p {
+        SitePhase::Ready => 3,
+        SitePhase::SpsSiteError => 2,
+        SitePhase::Failed => 1,
+        SitePhase::Pending => 0,
+    };
+    let best = sites
+        .iter()
+        .filter_map(|s| {
+            let st = s.status.as_ref()?;
+            (st.observed_generation == Some(s.generation)).then_some(st)
+        })
+        .filter(|st| st.phase.is_some())
+        .max_by_key(|st| st.phase.map(rank));
+    let Some(st) = best else { return Prior::default() };
+    let ready = find_condition(&st.conditions, condition_type::READY);
+    let reason = ready.map(|c| c.reason.clone());
+    // A Pending site that was never checked (or could not be, for a tenant problem) carries
+    // no knowledge: the user is observed again.
+    if st.phase == Some(SitePhase::Pending)
+        && ready.is_some_and(|c| {
+            c.status == "Unknown"
+                || c.reason == reason::TENANT_NOT_READY
+                || c.reason == reason::TENANT_NOT_FOUND
+        })
+    {
+        return Prior::default();
+    }
+    Prior {
+        phase: st.phase,
+        // Stalled flips to True exactly when a user fails (Ready may have been False before).
+        failed_since: (st.phase == Some(SitePhase::Failed))
+            .then(|| find_condition(&st.conditions, condition_type::STALLED))
+            .flatten()
+            .filter(|c| c.status == "True")
+            .map(|c| c.last_transition_time.0),
+        reason,
+        site_url: st.site_url.clone(),
+        enqueued_at: st.enqueued_at.as_ref().map(|t| t.0),
+        batch: st.batch,
+        provisioned_at: st.provisioned_at.as_ref().map(|t| t.0),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deciding: one user's new state.
+
+#[derive(Clone, Debug, PartialEq)]
+struct UserState {
+    phase: SitePhase,
+    reason: &'static str,
+    ready: &'static str,
+    message: String,
+    site_url: Option<String>,
+    enqueued_at: Option<Timestamp>,
+    batch: Option<i64>,
+    provisioned_at: Option<Timestamp>,
+    /// A person must act (kstatus `Stalled`).
+    stalled: bool,
+}
+
+impl UserState {
+    fn reconciling(&self) -> bool {
+        matches!(self.phase, SitePhase::Pending | SitePhase::SpsSiteError)
+            || self.reason == reason::PROVISIONING_TIMED_OUT
+            || (self.reason == reason::TENANT_NOT_READY && !self.stalled)
+    }
+}
+
+fn blocked(input: &PlanInput) -> bool {
+    input.tenant_problem.is_some() || input.throttled_until.is_some_and(|t| t > input.now)
+}
+
+fn in_batch(batch: Option<&BatchStatus>, key: &str) -> bool {
+    batch.is_some_and(|b| b.users.iter().any(|u| user_key(u) == key))
+}
+
+fn decide(u: &User, input: &PlanInput) -> UserState {
+    let state = decide_from_tenant(u, input);
+    match input.tenant_problem {
+        // Users waiting for a batch say why they cannot progress. What is already known stays:
+        // a Ready site is still there, an enqueued one is still being made, a failure still
+        // needs its own fix.
+        Some(p) if state.phase == SitePhase::Pending => UserState {
+            reason: reason::TENANT_NOT_READY,
+            ready: "False",
+            message: format!("OneDriveTenant {} is not ready ({}): {}", input.tenant, p.reason, p.message),
+            stalled: p.stalled,
+            ..state
+        },
+        _ => state,
+    }
+}
+
+fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
+    let limits = input.limits;
+    let obs = input.observed.get(&u.key);
+    // Provisioning since when, and in which batch: the in-flight batch (which survives a crash
+    // between recording it and writing the sites) or the site's own status.
+    let provisioning_since = match input.batch {
+        Some(b) if in_batch(Some(b), &u.key) => Some((b.enqueued_at.0, b.id)),
+        _ if u.prior.phase == Some(SitePhase::SpsSiteError) => {
+            u.prior.enqueued_at.map(|t| (t, u.prior.batch.unwrap_or(0)))
+        }
+        _ => None,
+    };
+    let still_provisioning = |since: Timestamp, batch: i64| {
+        if after(since, limits.provisioning_timeout) <= input.now {
+            timed_out(since, batch, input)
+        } else {
+            provisioning(batch, since, input)
+        }
+    };
+    let fail = |reason: &'static str, message: String| UserState {
+        phase: SitePhase::Failed,
+        reason,
+        ready: "False",
+        message,
+        site_url: None,
+        enqueued_at: u.prior.enqueued_at,
+        batch: u.prior.batch,
+        provisioned_at: None,
+        stalled: true,
+    };
+    let recheck = format_duration(limits.failed_recheck_interval);
+    match obs.map(|o| &o.observation) {
+        Some(Observation::HasSite { url }) => {
+            let provisioned_at = match u.prior.phase {
+                Some(SitePhase::Ready) => u.prior.provisioned_at,
+                _ => None,
+            }
+            .or(obs.map(|o| whole_second(o.at)));
+            UserState {
+                phase: SitePhase::Ready,
+                reason: reason::PROVISIONED,
+                ready: "True",
+                message: format!("the OneDrive exists at {url}"),
+                site_url: Some(url.clone()),
+                enqueued_at: provisioning_since.map(|p| p.0).or(u.prior.enqueued_at),
+                batch: provisioning_since.map(|p| p.1).or(u.prior.batch),
+                provisioned_at,
+                stalled: false,
+            }
+        }
+        Some(Observation::UserNotFound) => fail(
+            reason::USER_NOT_FOUND,
+            format!(
+                "{} does not exist in the tenant's directory: fix spec.user or create the user (checked again every {recheck})",
+                u.upn
+            ),
+        ),
+        Some(Observation::UserNotLicensed | Observation::ProfileState(4098)) => fail(
+            reason::USER_NOT_LICENSED,
+            format!(
+                "{} has no SharePoint licence (profile state 4098): assign a licence that includes SharePoint Online (checked again every {recheck})",
+                u.upn
+            ),
+        ),
+        Some(Observation::ProfileState(code @ (4096..=4102))) => fail(
+            reason::SITE_CREATION_NOT_PERMITTED,
+            format!(
+                "SharePoint may not create a personal site for {} (profile state {code}, {}): fix the tenant's personal-site settings (checked again every {recheck})",
+                u.upn,
+                profile_state_name(*code)
+            ),
+        ),
+        Some(Observation::ProfileState(code @ (8192..=8195 | 8197..=8198))) => fail(
+            reason::PROVISIONING_FAILED,
+            format!(
+                "SharePoint failed to create the personal site of {} (profile state {code}, {}): see the SharePoint admin centre (checked again every {recheck})",
+                u.upn,
+                profile_state_name(*code)
+            ),
+        ),
+        // Enqueued by someone, created without a URL yet, or "already exists": still being made.
+        Some(Observation::ProfileState(1 | 2 | 8196)) => {
+            let (since, batch) = provisioning_since.unwrap_or((obs.expect("matched").at, 0));
+            still_provisioning(since, batch)
+        }
+        Some(o) if o.is_no_site() => {
+            let at = obs.expect("matched").at;
+            if let Some((since, batch)) = provisioning_since {
+                still_provisioning(since, batch)
+            } else if u.prior.phase == Some(SitePhase::Ready)
+                && u.prior.provisioned_at.is_some_and(|p| p >= at)
+            {
+                prior_state(u, input)
+            } else if u.prior.phase == Some(SitePhase::Ready) {
+                pending(
+                    format!(
+                        "the OneDrive that existed at {} is gone: {} waits for a batch slot to get a new one",
+                        u.prior.site_url.as_deref().unwrap_or("(unknown)"),
+                        u.upn
+                    ),
+                    u,
+                )
+            } else if u.prior.reason.as_deref() == Some(reason::PROVISIONING_TIMED_OUT) {
+                timed_out(u.prior.enqueued_at.unwrap_or(at), u.prior.batch.unwrap_or(0), input)
+            } else {
+                pending(format!("{} has no OneDrive yet and waits for a batch slot", u.upn), u)
+            }
+        }
+        // Nothing (new) is known: keep what the status says, advanced by the clock.
+        _ => match (provisioning_since, u.prior.phase) {
+            (Some((since, batch)), _) => still_provisioning(since, batch),
+            (None, None) => UserState {
+                ready: "Unknown",
+                ..pending(format!("{} has not been checked against the tenant yet", u.upn), u)
+            },
+            (None, Some(_)) => prior_state(u, input),
+        },
+    }
+}
+
+fn pending(message: String, u: &User) -> UserState {
+    UserState {
+        phase: SitePhase::Pending,
+        reason: reason::PENDING,
+        ready: "False",
+        message,
+        site_url: None,
+        enqueued_at: u.prior.enqueued_at,
+        batch: u.prior.batch,
+        provisioned_at: None,
+        stalled: false,
+    }
+}
+
+fn provisioning(batch: i64, since: Timestamp, input: &PlanInput) -> UserState {
+    UserState {
+        phase: SitePhase::SpsSiteError,
+        reason: reason::SPSSITEERROR,
+        ready: "False",
+        message: format!(
+            "enqueued in batch {batch} at {since}; SharePoint shows SPSSITEERROR while its timer job creates the site (timeout {})",
+            format_duration(input.limits.provisioning_timeout)
+        ),
+        site_url: None,
+        enqueued_at: Some(since),
+        batch: Some(batch),
+        provisioned_at: None,
+        stalled: false,
+    }
+}
+
+fn timed_out(since: Timestamp, batch: i64, input: &PlanInput) -> UserState {
+    UserState {
+        phase: SitePhase::Failed,
+        reason: reason::PROVISIONING_TIMED_OUT,
+        ready: "False",
+        message: format!(
+            "enqueued in batch {batch} at {since} but no site after {}: it is sent again in the next batch; if this repeats, check the user can sign in and holds a SharePoint licence",
+            format_duration(input.limits.provisioning_timeout)
+        ),
+        site_url: None,
+        enqueued_at: Some(since),
+        batch: Some(batch),
+        provisioned_at: None,
+        stalled: true,
+    }
+}
+
+/// Rebuilds the state a status describes (nothing new was observed).
+fn prior_state(u: &User, input: &PlanInput) -> UserState {
+    let current = u
+        .sites
+        .iter()
+        .filter_map(|s| s.status.as_ref())
+        .find(|st| st.phase == u.prior.phase)
+        .and_then(|st| find_condition(&st.conditions, condition_type::READY));
+    let reason = match u.prior.reason.as_deref() {
+        Some(reason::PROVISIONED) => reason::PROVISIONED,
+        Some(reason::USER_NOT_FOUND) => reason::USER_NOT_FOUND,
+        Some(reason::USER_NOT_LICENSED) => reason::USER_NOT_LICENSED,
+        Some(reason::SITE_CREATION_NOT_PERMITTED) => reason::SITE_CREATION_NOT_PERMITTED,
+        Some(reason::PROVISIONING_FAILED) => reason::PROVISIONING_FAILED,
+        Some(reason::PROVISIONING_TIMED_OUT) => {
+            return timed_out(u.prior.enqueued_at.unwrap_or(input.now), u.prior.batch.unwrap_or(0), input);
+        }
+        _ => reason::PENDING,
+    };
+    let phase = u.prior.phase.unwrap_or(SitePhase::Pending);
+    let fallback = || match phase {
+        SitePhase::Ready => {
+            format!("the OneDrive exists at {}", u.prior.site_url.as_deref().unwrap_or("(unknown)"))
+        }
+        _ => format!("{} has no OneDrive yet and waits for a batch slot", u.upn),
+    };
+    // A message written with a tenant problem is replaced once the problem is gone.
+    let message = current.filter(|c| c.reason == reason).map(|c| c.message.clone()).unwrap_or_else(fallback);
+    UserState {
+        phase,
+        reason,
+        ready: if phase == SitePhase::Ready { "True" } else { "False" },
+        message,
+        site_url: u.prior.site_url.clone().filter(|_| phase == SitePhase::Ready),
+        enqueued_at: u.prior.enqueued_at,
+        batch: u.prior.batch,
+        provisioned_at: u.prior.provisioned_at.filter(|_| phase == SitePhase::Ready),
+        stalled: phase == SitePhase::Failed,
+    }
+}
+
+/// When the batch's last user was seen done (site, or a permanent refusal), if it was.
+fn last_user_done_at(
+    b: &BatchStatus,
+    users: &[User],
+    states: &[UserState],
+    input: &PlanInput,
+) -> Option<Timestamp> {
+    let key = user_key(&b.last_user);
+    let obs = input.observed.get(&key);
+    let state = users.iter().position(|u| u.key == key).map(|i| &states[i]);
+    let done_by_obs = obs.filter(|o| match &o.observation {
+        Observation::HasSite { .. } | Observation::UserNotFound | Observation::UserNotLicensed => true,
+        Observation::ProfileState(code) => *code >= 4096,
+        _ => false,
+    });
+    if let Some(o) = done_by_obs {
+        return Some(o.at);
+    }
+    // After a restart the memory is empty, but the status may already say Ready.
+    match state {
+        Some(s) if s.phase == SitePhase::Ready => s.provisioned_at.or(Some(b.enqueued_at.0)),
+        _ => None,
+    }
+}
+
+fn observed_since(input: &PlanInput, user: &str, since: Timestamp) -> bool {
+    input.observed.get(&user_key(user)).is_some_and(|o| o.at >= since)
+}
+
+/// Users who may join the next batch, oldest first: they exist, have no site, and are neither
+/// provisioning nor refused by the directory.
+fn candidates(users: &[User], states: &[UserState], input: &PlanInput) -> Vec<usize> {
+    (0..users.len())
+        .filter(|&i| eligible(&users[i], &states[i]))
+        .filter(|&i| {
+            let fresh = fresh_since(&users[i], input);
+            input.observed.get(&users[i].key).is_some_and(|o| o.observation.is_no_site() && o.at >= fresh)
+        })
+        .collect()
+}
+
+/// The oldest observation that still counts as "no site" for an enqueue. A timed-out user's
+/// site may appear any moment, so it must be seen without one after the timeout was written.
+fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
+    let recent = after(input.now, -input.limits.enqueue_recheck_after);
+    match (u.prior.reason.as_deref(), u.prior.failed_since) {
+        (Some(reason::PROVISIONING_TIMED_OUT), Some(since)) => {
+            recent.max(after(since, SignedDuration::from_secs(1)))
+        }
+        _ => recent,
+    }
+}
+
+/// A timed-out user is sent again only once its `ProvisioningTimedOut` status was written, so
+/// the timeout is always visible on the resource.
+fn eligible(u: &User, s: &UserState) -> bool {
+    s.reason == reason::PENDING
+        || (s.reason == reason::PROVISIONING_TIMED_OUT
+            && u.prior.reason.as_deref() == Some(reason::PROVISIONING_TIMED_OUT))
+}
+
+/// The oldest `batch_size` eligible users whose "no site" is missing or stale.
+fn unverified_candidates<'a>(users: &'a [User], states: &[UserState], input: &PlanInput) -> Vec<&'a str> {
+    (0..users.len())
+        .filter(|&i| eligible(&users[i], &states[i]))
+        .take(input.limits.batch_size())
+        .filter(|&i| {
+            let fresh = fresh_since(&users[i], input);
+            !input
+                .observed
+                .get(&users[i].key)
+                .is_some_and(|o| o.at >= fresh && o.observation != Observation::Unknown)
+        })
+        .map(|i| users[i].upn)
+        .collect()
+}
+
+fn requeue(
+    input: &PlanInput,
+    users: &[User],
+    states: &[UserState],
+    batch: &Option<BatchStatus>,
+    must_observe: bool,
+) -> SignedDuration {
+    let limits = input.limits;
+    if let Some(until) = input.throttled_until.filter(|t| *t > input.now) {
+        return until.duration_since(input.now);
+    }
+    if input.tenant_problem.is_some() || batch.is_some() {
+        return limits.poll_interval;
+    }
+    if must_observe {
+        return SignedDuration::from_secs(1);
+    }
+    if states.iter().any(|s| s.phase == SitePhase::SpsSiteError) {
+        return limits.poll_interval;
+    }
+    // Idle: wake for the next re-check, at most a resync interval away.
+    let mut next = after(input.now, limits.resync_interval);
+    for (u, s) in users.iter().zip(states) {
+        let last = input.observed.get(&u.key).map(|o| o.at);
+        let due = match s.phase {
+            SitePhase::Ready => last.or(s.provisioned_at).map(|t| after(t, limits.drift_check_interval)),
+            SitePhase::Failed => last.map(|t| after(t, limits.failed_recheck_interval)),
+            _ => None,
+        };
+        if let Some(due) = due {
+            next = next.min(due);
+        }
+    }
+    next.duration_since(input.now).max(SignedDuration::from_secs(1))
+}
+
+fn site_status(site: &DesiredSite, s: &UserState, now: Timestamp) -> OneDriveSiteStatus {
+    let previous = site.status.as_ref().map(|st| st.conditions.as_slice()).unwrap_or(&[]);
+    let g = Some(site.generation);
+    let reconciling = if s.reconciling() { "True" } else { "False" };
+    let stalled = if s.stalled { "True" } else { "False" };
+    OneDriveSiteStatus {
+        observed_generation: g,
+        phase: Some(s.phase),
+        site_url: s.site_url.clone(),
+        enqueued_at: s.enqueued_at.map(Time),
+        batch: s.batch,
+        provisioned_at: s.provisioned_at.map(Time),
+        conditions: ConditionSet::new(previous, g, now)
+            .set(condition_type::READY, s.ready, s.reason, s.message.clone())
+            .set(condition_type::RECONCILING, reconciling, s.reason, "")
+            .set(condition_type::STALLED, stalled, s.reason, "")
+            .build(),
+    }
+}
+
+/// Ordered, de-duplicated (case-insensitively) list of users.
+#[derive(Default)]
+struct Targets {
+    seen: HashSet<String>,
+    users: Vec<String>,
+}
+
+impl Targets {
+    fn push(&mut self, user: &str) {
+        if self.seen.insert(user_key(user)) {
+            self.users.push(user.trim().to_string());
+        }
+    }
+}
+
+/// `90s`, `15m`, `24h`, `1h30m`: the notation the spec uses.
+pub fn format_duration(d: SignedDuration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out += &format!("{h}h");
+    }
+    if m > 0 {
+        out += &format!("{m}m");
+    }
+    if s > 0 || out.is_empty() {
+        out += &format!("{s}s");
+    }
+    out
+}
+
+/// Names of `SPS-PersonalSiteInstantiationState` failure codes.
+pub fn profile_state_name(code: i64) -> &'static str {
+    match code {
+        0 => "Uninitialized",
+        1 => "Enqueued",
+        2 => "Created",
+        3 => "Deleted",
+        4096 => "PermissionsGeneral",
+        4097 => "UPANotGranted",
+        4098 => "UserNotLicensed",
+        4099 => "SelfServiceSiteCreationDisabled",
+        4100 => "NoMySitesInPeopleLight",
+        4101 => "EmptyHostUrl",
+        4102 => "HostFailedToInitializePersonalSiteContext",
+        8192 => "ErrorGeneral",
+        8193 => "ManagedPathDoesNotExist",
+        8194 => "LanguageNotInstalled",
+        8195 => "PartialCreate",
+        8196 => "PersonalSiteAlreadyExists",
+        8197 => "RootSiteNotPresent",
+        8198 => "SelfServiceSiteCreateCallFailed",
+        _ => "unknown state",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,833 @@
+//! Unit tests for each rule, and property tests against a model tenant over many cycles.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use proptest::prelude::*;
+
+use super::*;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn site(ns: &str, name: &str, user: &str, created: i64) -> DesiredSite {
+    DesiredSite {
+        key: SiteKey { namespace: ns.into(), name: name.into() },
+        user: user.into(),
+        created: t(created),
+        generation: 1,
+        status: None,
+    }
+}
+
+fn seen(at: i64, o: Observation) -> Observed {
+    Observed { at: t(at), observation: o }
+}
+
+fn url(user: &str) -> String {
+    format!("https://contoso-my.sharepoint.com/personal/{}/", user_key(user).replace(['@', '.'], "_"))
+}
+
+fn input<'a>(
+    sites: &'a [DesiredSite],
+    observed: &'a HashMap<String, Observed>,
+    batch: Option<&'a BatchStatus>,
+    now: i64,
+    limits: &'a Limits,
+) -> PlanInput<'a> {
+    PlanInput {
+        tenant: "contoso",
+        sites,
+        observed,
+        batch,
+        last_batch_id: batch.map_or(0, |b| b.id),
+        throttled_until: None,
+        tenant_problem: None,
+        now: t(now),
+        limits,
+    }
+}
+
+fn ready_of(s: &OneDriveSiteStatus) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    find_condition(&s.conditions, condition_type::READY).expect("Ready is always written")
+}
+
+fn apply(sites: &mut [DesiredSite], plan: &Plan) {
+    for u in &plan.site_updates {
+        let s = sites.iter_mut().find(|s| s.key == u.key).unwrap();
+        s.status = Some(u.status.clone());
+    }
+}
+
+fn users(n: usize) -> Vec<DesiredSite> {
+    (0..n).map(|i| site("ns", &format!("u{i}"), &format!("u{i}@contoso.com"), i as i64)).collect()
+}
+
+fn all_no_site(sites: &[DesiredSite], at: i64) -> HashMap<String, Observed> {
+    sites.iter().map(|s| (user_key(&s.user), seen(at, Observation::NoSite))).collect()
+}
+
+#[test]
+fn first_visit_writes_ready_unknown_and_observes_everyone() {
+    let sites = users(3);
+    let obs = HashMap::new();
+    let limits = Limits::default();
+    let i = input(&sites, &obs, None, 100, &limits);
+    assert_eq!(targets(&i), vec!["u0@contoso.com", "u1@contoso.com", "u2@contoso.com"]);
+    let p = plan(&i);
+    assert_eq!(p.site_updates.len(), 3);
+    let st = &p.site_updates[0].status;
+    assert_eq!(st.phase, Some(SitePhase::Pending));
+    assert_eq!(ready_of(st).status, "Unknown");
+    assert_eq!(st.observed_generation, Some(1));
+    // The unobserved oldest candidates are needed before anything is enqueued.
+    assert!(p.enqueue.is_none());
+    assert_eq!(p.observe_now.len(), 3);
+}
+
+#[test]
+fn batch_is_capped_at_200_and_takes_the_oldest_first() {
+    let mut sites = users(450);
+    sites.reverse(); // input order must not matter
+    let obs = all_no_site(&sites, 100);
+    let limits = Limits { batch_size: 500, ..Limits::default() };
+    let p = plan(&input(&sites, &obs, None, 100, &limits));
+    let e = p.enqueue.expect("a batch");
+    assert_eq!(e.batch.users.len(), 200);
+    assert_eq!(e.batch.size, 200);
+    assert_eq!(e.batch.users[0], "u0@contoso.com");
+    assert_eq!(e.batch.last_user, "u199@contoso.com");
+    assert!(!e.batch.sent && !e.resend);
+    assert_eq!(e.batch.id, 1);
+    assert_eq!(p.users.provisioning, 200);
+    assert_eq!(p.users.pending, 250);
+}
+
+#[test]
+fn users_with_a_site_are_never_enqueued() {
+    let sites = users(4);
+    let mut obs = all_no_site(&sites, 100);
+    obs.insert("u1@contoso.com".into(), seen(100, Observation::HasSite { url: url("u1@contoso.com") }));
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &obs, None, 100, &limits));
+    let batch = p.enqueue.unwrap().batch;
+    assert_eq!(batch.users, vec!["u0@contoso.com", "u2@contoso.com", "u3@contoso.com"]);
+    let u1 = p.site_updates.iter().find(|u| u.user == "u1@contoso.com").unwrap();
+    assert_eq!(u1.status.phase, Some(SitePhase::Ready));
+    assert_eq!(u1.status.site_url.as_deref(), Some(url("u1@contoso.com").as_str()));
+    assert_eq!(ready_of(&u1.status).reason, reason::PROVISIONED);
+}
+
+#[test]
+fn a_stale_no_site_is_checked_again_before_enqueue() {
+    let sites = users(2);
+    let obs = all_no_site(&sites, 0);
+    let limits = Limits { enqueue_recheck_after: SignedDuration::from_mins(10), ..Limits::default() };
+    let p = plan(&input(&sites, &obs, None, 3600, &limits));
+    assert!(p.enqueue.is_none());
+    assert_eq!(p.observe_now, vec!["u0@contoso.com", "u1@contoso.com"]);
+}
+
+fn in_flight(users: &[&str], id: i64, at: i64) -> BatchStatus {
+    BatchStatus {
+        id,
+        users: users.iter().map(|u| u.to_string()).collect(),
+        size: users.len() as i32,
+        last_user: users.last().unwrap().to_string(),
+        enqueued_at: Time(t(at)),
+        sent: true,
+    }
+}
+
+#[test]
+fn while_a_batch_is_in_flight_only_its_last_user_is_observed_and_nothing_is_enqueued() {
+    let sites = users(5);
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 3, 100);
+    let mut obs = all_no_site(&sites, 150);
+    obs.insert("u0@contoso.com".into(), seen(150, Observation::HasSite { url: url("u0") }));
+    let limits = Limits::default();
+    let i = input(&sites, &obs, Some(&b), 200, &limits);
+    assert_eq!(targets(&i), vec!["u1@contoso.com"]);
+    let p = plan(&i);
+    assert!(p.enqueue.is_none());
+    assert_eq!(p.batch.as_ref(), Some(&b));
+    assert!(p.finished.is_none());
+    assert_eq!(p.requeue_after, limits.poll_interval);
+    let u1 = p.site_updates.iter().find(|u| u.user == "u1@contoso.com").unwrap();
+    assert_eq!(u1.status.phase, Some(SitePhase::SpsSiteError));
+    assert_eq!(ready_of(&u1.status).reason, reason::SPSSITEERROR);
+    assert_eq!(u1.status.batch, Some(3));
+    assert_eq!(u1.status.enqueued_at, Some(Time(t(100))));
+}
+
+#[test]
+fn once_the_last_user_has_a_site_the_whole_batch_is_observed_once_then_the_next_batch_goes() {
+    let sites = users(4);
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 100);
+    let limits = Limits::default();
+    // Round 1: the last user has a site; u0 was last seen before that.
+    let mut obs = all_no_site(&sites, 90);
+    obs.insert("u1@contoso.com".into(), seen(200, Observation::HasSite { url: url("u1") }));
+    let p = plan(&input(&sites, &obs, Some(&b), 200, &limits));
+    assert!(p.enqueue.is_none() && p.finished.is_none());
+    // u2 and u3 were seen without a site recently enough: only u0 needs a look.
+    assert_eq!(p.observe_now, vec!["u0@contoso.com"]);
+    // Round 2: observed.
+    obs.insert("u0@contoso.com".into(), seen(200, Observation::HasSite { url: url("u0") }));
+    obs.insert("u2@contoso.com".into(), seen(200, Observation::NoSite));
+    obs.insert("u3@contoso.com".into(), seen(200, Observation::NoSite));
+    let p = plan(&input(&sites, &obs, Some(&b), 200, &limits));
+    assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
+    let next = p.enqueue.unwrap().batch;
+    assert_eq!(next.id, 2);
+    assert_eq!(next.users, vec!["u2@contoso.com", "u3@contoso.com"]);
+    assert_eq!(p.users.ready, 2);
+}
+
+#[test]
+fn a_recorded_but_unsent_batch_is_sent_again_and_nothing_new_is_formed() {
+    let sites = users(3);
+    let mut b = in_flight(&["u0@contoso.com"], 4, 100);
+    b.sent = false;
+    let obs = all_no_site(&sites, 100);
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &obs, Some(&b), 120, &limits));
+    let e = p.enqueue.unwrap();
+    assert!(e.resend);
+    assert_eq!(e.batch, b);
+    assert_eq!(p.last_batch_id, 4);
+}
+
+#[test]
+fn two_resources_naming_one_user_share_one_enqueue_and_one_phase() {
+    let sites = vec![
+        site("a", "alice", "Alice@Contoso.com", 5),
+        site("b", "alice-again", "alice@contoso.com", 1),
+        site("a", "bob", "bob@contoso.com", 3),
+    ];
+    let obs: HashMap<_, _> = [
+        ("alice@contoso.com".to_string(), seen(10, Observation::NoSite)),
+        ("bob@contoso.com".to_string(), seen(10, Observation::NoSite)),
+    ]
+    .into();
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &obs, None, 10, &limits));
+    // alice's oldest resource is older than bob's: she goes first, with that resource's spelling.
+    assert_eq!(p.enqueue.unwrap().batch.users, vec!["alice@contoso.com", "bob@contoso.com"]);
+    assert_eq!(p.users.desired, 2);
+    let phases: Vec<_> = p
+        .site_updates
+        .iter()
+        .filter(|u| user_key(&u.user) == "alice@contoso.com")
+        .map(|u| u.status.clone())
+        .collect();
+    assert_eq!(phases.len(), 2);
+    assert_eq!(phases[0], phases[1]);
+}
+
+#[test]
+fn an_unchanged_world_writes_nothing_and_keeps_transition_times() {
+    let mut sites = users(3);
+    let mut obs = all_no_site(&sites, 10);
+    obs.insert("u2@contoso.com".into(), seen(10, Observation::HasSite { url: url("u2") }));
+    let limits = Limits { batch_size: 1, ..Limits::default() };
+    let b = in_flight(&["u0@contoso.com"], 1, 10);
+    let p = plan(&input(&sites, &obs, Some(&b), 10, &limits));
+    apply(&mut sites, &p);
+    let before = sites.clone();
+    let p = plan(&input(&sites, &obs, Some(&b), 500, &limits));
+    assert!(p.site_updates.is_empty(), "{:?}", p.site_updates);
+    assert!(p.enqueue.is_none());
+    assert_eq!(sites, before);
+}
+
+#[test]
+fn last_transition_time_moves_only_when_the_status_flips() {
+    let mut sites = users(1);
+    let limits = Limits::default();
+    let obs = HashMap::new();
+    let p = plan(&input(&sites, &obs, None, 10, &limits));
+    apply(&mut sites, &p);
+    let first = ready_of(sites[0].status.as_ref().unwrap()).last_transition_time.clone();
+    assert_eq!(first, Time(t(10)));
+    // Observed without a site: Unknown -> False moves it; the Stalled condition stays False.
+    let obs = all_no_site(&sites, 20);
+    let mut b = in_flight(&["u0@contoso.com"], 1, 30);
+    b.sent = true;
+    let p = plan(&input(&sites, &obs, None, 20, &limits));
+    apply(&mut sites, &p);
+    let st = sites[0].status.as_ref().unwrap();
+    assert_eq!(ready_of(st).last_transition_time, Time(t(20)));
+    let stalled = find_condition(&st.conditions, condition_type::STALLED).unwrap();
+    assert_eq!(stalled.last_transition_time, Time(t(10)));
+    // Enqueued: False -> False (reason changes) keeps the time.
+    assert_eq!(st.phase, Some(SitePhase::SpsSiteError));
+    let p = plan(&input(&sites, &obs, Some(&b), 40, &limits));
+    apply(&mut sites, &p);
+    assert_eq!(ready_of(sites[0].status.as_ref().unwrap()).last_transition_time, Time(t(20)));
+}
+
+#[test]
+fn directory_refusals_fail_with_their_reason_and_stall_without_touching_others() {
+    let sites = users(3);
+    let mut obs = all_no_site(&sites, 10);
+    obs.insert("u0@contoso.com".into(), seen(10, Observation::UserNotFound));
+    obs.insert("u1@contoso.com".into(), seen(10, Observation::ProfileState(4098)));
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &obs, None, 10, &limits));
+    let by_user: HashMap<_, _> = p.site_updates.iter().map(|u| (u.user.as_str(), &u.status)).collect();
+    assert_eq!(ready_of(by_user["u0@contoso.com"]).reason, reason::USER_NOT_FOUND);
+    assert_eq!(ready_of(by_user["u1@contoso.com"]).reason, reason::USER_NOT_LICENSED);
+    for s in [by_user["u0@contoso.com"], by_user["u1@contoso.com"]] {
+        assert_eq!(s.phase, Some(SitePhase::Failed));
+        assert_eq!(find_condition(&s.conditions, condition_type::STALLED).unwrap().status, "True");
+        assert_eq!(find_condition(&s.conditions, condition_type::RECONCILING).unwrap().status, "False");
+    }
+    assert_eq!(p.enqueue.unwrap().batch.users, vec!["u2@contoso.com"]);
+    assert_eq!(p.users.failed, 2);
+}
+
+#[test]
+fn a_batch_times_out_into_provisioning_timed_out_and_is_retried_in_a_later_batch() {
+    let mut sites = users(2);
+    let limits = Limits { provisioning_timeout: SignedDuration::from_hours(1), ..Limits::default() };
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
+    let obs = all_no_site(&sites, 3500);
+    let p = plan(&input(&sites, &obs, Some(&b), 3600, &limits));
+    assert_eq!(p.finished, Some((1, BatchOutcome::TimedOut)));
+    assert!(p.enqueue.is_none(), "a timeout is shown before the retry");
+    for u in &p.site_updates {
+        assert_eq!(u.status.phase, Some(SitePhase::Failed));
+        assert_eq!(ready_of(&u.status).reason, reason::PROVISIONING_TIMED_OUT);
+    }
+    apply(&mut sites, &p);
+    let obs = all_no_site(&sites, 3700);
+    let mut i = input(&sites, &obs, None, 3700, &limits);
+    i.last_batch_id = p.last_batch_id;
+    let p = plan(&i);
+    let e = p.enqueue.expect("retried");
+    assert_eq!(e.batch.id, 2);
+    assert_eq!(e.batch.users.len(), 2);
+}
+
+#[test]
+fn a_ready_user_whose_site_vanished_goes_back_to_pending() {
+    let mut sites = users(1);
+    let limits = Limits::default();
+    let obs: HashMap<_, _> =
+        [("u0@contoso.com".to_string(), seen(10, Observation::HasSite { url: url("u0") }))].into();
+    let p = plan(&input(&sites, &obs, None, 10, &limits));
+    apply(&mut sites, &p);
+    // Not due for a drift re-check yet.
+    let empty = HashMap::new();
+    assert!(targets(&input(&sites, &empty, None, 100, &limits)).is_empty());
+    let day = 24 * 3600 + 10;
+    assert_eq!(targets(&input(&sites, &empty, None, day, &limits)), vec!["u0@contoso.com"]);
+    let obs = all_no_site(&sites, day);
+    let p = plan(&input(&sites, &obs, None, day, &limits));
+    let st = &p.site_updates[0].status;
+    assert_eq!(st.phase, Some(SitePhase::SpsSiteError), "vanished, then enqueued again");
+    assert!(p.enqueue.is_some());
+}
+
+#[test]
+fn tenant_problems_stop_all_work_and_explain_themselves_on_waiting_sites() {
+    let sites = users(2);
+    let mut obs = all_no_site(&sites, 10);
+    obs.insert("u1@contoso.com".into(), seen(10, Observation::HasSite { url: url("u1") }));
+    let limits = Limits::default();
+    let problem = TenantProblem {
+        reason: "CredentialsInvalid".into(),
+        message: "Secret contoso-app-cert has no tls.key".into(),
+        stalled: true,
+    };
+    let mut i = input(&sites, &obs, None, 10, &limits);
+    i.tenant_problem = Some(&problem);
+    assert!(targets(&i).is_empty());
+    let p = plan(&i);
+    assert!(p.enqueue.is_none());
+    let by_user: HashMap<_, _> = p.site_updates.iter().map(|u| (u.user.as_str(), &u.status)).collect();
+    let waiting = ready_of(by_user["u0@contoso.com"]);
+    assert_eq!(waiting.reason, reason::TENANT_NOT_READY);
+    assert!(waiting.message.contains("CredentialsInvalid") && waiting.message.contains("tls.key"));
+    assert_eq!(ready_of(by_user["u1@contoso.com"]).reason, reason::PROVISIONED);
+}
+
+#[test]
+fn throttling_defers_everything_until_the_service_allows() {
+    let sites = users(2);
+    let obs = all_no_site(&sites, 10);
+    let limits = Limits::default();
+    let mut i = input(&sites, &obs, None, 10, &limits);
+    i.throttled_until = Some(t(70));
+    assert!(targets(&i).is_empty());
+    let p = plan(&i);
+    assert!(p.enqueue.is_none());
+    assert_eq!(p.requeue_after, SignedDuration::from_secs(60));
+}
+
+#[test]
+fn stragglers_of_a_finished_batch_are_polled_until_ready() {
+    let mut sites = users(2);
+    let limits = Limits::default();
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
+    let obs: HashMap<_, _> = [
+        ("u0@contoso.com".to_string(), seen(100, Observation::NoSite)),
+        ("u1@contoso.com".to_string(), seen(100, Observation::HasSite { url: url("u1") })),
+    ]
+    .into();
+    let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
+    assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
+    assert!(p.enqueue.is_none(), "u0 is still provisioning, not a candidate");
+    apply(&mut sites, &p);
+    assert_eq!(sites[0].status.as_ref().unwrap().phase, Some(SitePhase::SpsSiteError));
+    let i = input(&sites, &obs, None, 200, &limits);
+    assert_eq!(targets(&i), vec!["u0@contoso.com"]);
+    assert_eq!(plan(&i).requeue_after, limits.poll_interval);
+}
+
+#[test]
+fn a_crash_between_recording_and_writing_sites_still_reports_the_batch() {
+    // The batch is in the tenant status; the sites were never written (no status at all).
+    let sites = users(2);
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 50);
+    let memory = HashMap::new();
+    let limits = Limits::default();
+    let i = input(&sites, &memory, Some(&b), 60, &limits);
+    let p = plan(&i);
+    assert!(p.enqueue.is_none());
+    for u in &p.site_updates {
+        assert_eq!(u.status.phase, Some(SitePhase::SpsSiteError));
+    }
+}
+
+#[test]
+fn a_missing_tenant_is_named_on_the_site() {
+    let s = site("ns", "a", "a@contoso.com", 0);
+    let st = tenant_not_found_status(&s, "fabrikam", t(5));
+    let ready = ready_of(&st);
+    assert_eq!(ready.reason, reason::TENANT_NOT_FOUND);
+    assert!(ready.message.contains("fabrikam"));
+    assert_eq!(st.observed_generation, Some(1));
+}
+
+#[test]
+fn limits_come_from_the_spec_with_errors_that_name_the_field() {
+    let mut spec: OneDriveTenantSpec = serde_yaml::from_str(
+        "tenantId: contoso.onmicrosoft.com\nadminUrl: https://contoso-admin.sharepoint.com\nauth: {workloadIdentity: {}}\n",
+    )
+    .unwrap();
+    let l = Limits::from_spec(&spec).unwrap();
+    assert_eq!(l.batch_size, 200);
+    assert_eq!(l.poll_interval, SignedDuration::from_secs(60));
+    assert_eq!(l.provisioning_timeout, SignedDuration::from_hours(24));
+    spec.poll_interval = "soon".into();
+    assert!(Limits::from_spec(&spec).unwrap_err().contains("spec.pollInterval"));
+    spec.poll_interval = "0s".into();
+    assert!(Limits::from_spec(&spec).unwrap_err().contains("greater than zero"));
+    spec.poll_interval = "1m30s".into();
+    spec.batch_size = 201;
+    assert!(Limits::from_spec(&spec).unwrap_err().contains("spec.batchSize"));
+}
+
+#[test]
+fn absurd_times_in_statuses_do_not_panic() {
+    let mut sites = users(1);
+    sites[0].status = Some(OneDriveSiteStatus {
+        observed_generation: Some(1),
+        phase: Some(SitePhase::SpsSiteError),
+        enqueued_at: Some(Time(Timestamp::MAX)),
+        ..Default::default()
+    });
+    let obs = HashMap::new();
+    let limits = Limits::default();
+    let i = input(&sites, &obs, None, 0, &limits);
+    let _ = targets(&i);
+    let p = plan(&i);
+    assert_eq!(p.users.provisioning, 1);
+}
+
+#[test]
+fn durations_print_the_way_the_spec_writes_them() {
+    assert_eq!(format_duration(SignedDuration::from_secs(90)), "1m30s");
+    assert_eq!(format_duration(SignedDuration::from_hours(24)), "24h");
+    assert_eq!(format_duration(SignedDuration::ZERO), "0s");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests: the real planner driven over many cycles against a model tenant.
+
+/// What the tenant "really" has: sites appear `delay` seconds after a user is enqueued.
+#[derive(Clone, Debug)]
+struct ModelTenant {
+    sites: HashMap<String, String>,
+    provisioning: HashMap<String, Timestamp>,
+    delay: HashMap<String, i64>,
+    not_found: HashSet<String>,
+    unlicensed: HashSet<String>,
+    /// Users whose first enqueue SharePoint silently drops (a stuck timer job).
+    lose_first: HashSet<String>,
+    enqueues: Vec<(Timestamp, Vec<String>)>,
+}
+
+impl ModelTenant {
+    fn tick(&mut self, now: Timestamp) {
+        let done: Vec<String> = self
+            .provisioning
+            .iter()
+            .filter(|(u, at)| **at + SignedDuration::from_secs(self.delay[*u]) <= now)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in done {
+            self.provisioning.remove(&u);
+            self.sites.insert(u.clone(), url(&u));
+        }
+    }
+
+    fn observe(&self, user: &str) -> Observation {
+        let k = user_key(user);
+        if self.not_found.contains(&k) {
+            Observation::UserNotFound
+        } else if self.unlicensed.contains(&k) {
+            Observation::UserNotLicensed
+        } else if let Some(url) = self.sites.get(&k) {
+            Observation::HasSite { url: url.clone() }
+        } else {
+            Observation::NoSite
+        }
+    }
+}
+
+struct World {
+    sites: Vec<DesiredSite>,
+    memory: HashMap<String, Observed>,
+    batch: Option<BatchStatus>,
+    last_batch_id: i64,
+    now: Timestamp,
+    limits: Limits,
+    tenant: ModelTenant,
+    writes: usize,
+}
+
+/// What one cycle did, for the invariant checks.
+struct Cycle {
+    enqueued: Option<Vec<String>>,
+    updates: usize,
+}
+
+impl World {
+    fn input(&self) -> PlanInput<'_> {
+        PlanInput {
+            tenant: "model",
+            sites: &self.sites,
+            observed: &self.memory,
+            batch: self.batch.as_ref(),
+            last_batch_id: self.last_batch_id,
+            throttled_until: None,
+            tenant_problem: None,
+            now: self.now,
+            limits: &self.limits,
+        }
+    }
+
+    /// Whether the planner still sees work ahead (a batch in flight, users not settled).
+    fn reconciling(&self) -> bool {
+        self.batch.is_some() || plan(&self.input()).reconciling
+    }
+
+    fn observe(&mut self, users: &[String]) {
+        for u in users {
+            let o = self.tenant.observe(u);
+            self.memory.insert(user_key(u), Observed { at: self.now, observation: o });
+        }
+    }
+
+    /// One reconcile cycle as the controller runs it, checking the mission's rules on the way.
+    fn cycle(&mut self) -> Cycle {
+        self.tenant.tick(self.now);
+        let first = targets(&self.input());
+        self.observe(&first);
+        let mut p = plan(&self.input());
+        for _ in 0..3 {
+            if p.observe_now.is_empty() {
+                break;
+            }
+            let more = p.observe_now.clone();
+            self.observe(&more);
+            p = plan(&self.input());
+        }
+        let mut enqueued = None;
+        if let Some(e) = &p.enqueue {
+            assert!(p.observe_now.is_empty(), "nothing is sent while the plan waits on observations");
+            let users = &e.batch.users;
+            assert!(!users.is_empty());
+            assert!(users.len() <= self.limits.batch_size.min(200), "batch of {}", users.len());
+            let keys: HashSet<String> = users.iter().map(|u| user_key(u)).collect();
+            assert_eq!(keys.len(), users.len(), "duplicate user in one batch");
+            if !e.resend {
+                if let Some(prev) = &self.batch {
+                    let last = user_key(&prev.last_user);
+                    let timed_out = prev.enqueued_at.0 + self.limits.provisioning_timeout <= self.now;
+                    assert!(
+                        self.tenant.sites.contains_key(&last)
+                            || self.tenant.not_found.contains(&last)
+                            || self.tenant.unlicensed.contains(&last)
+                            || timed_out,
+                        "a new batch while batch {} is in flight",
+                        prev.id
+                    );
+                }
+                for k in &keys {
+                    assert!(!self.tenant.sites.contains_key(k), "{k} already has a site");
+                    if let Some(at) = self.tenant.provisioning.get(k) {
+                        assert!(
+                            *at + self.limits.provisioning_timeout <= self.now,
+                            "{k} is already in flight"
+                        );
+                    }
+                }
+            }
+            for k in keys {
+                if !self.tenant.lose_first.remove(&k) {
+                    self.tenant.provisioning.entry(k).or_insert(self.now);
+                }
+            }
+            self.tenant.enqueues.push((self.now, users.clone()));
+            enqueued = Some(users.clone());
+        }
+        self.batch = p.batch.clone().map(|mut b| {
+            b.sent = true;
+            b
+        });
+        self.last_batch_id = p.last_batch_id;
+        apply(&mut self.sites, &p);
+        self.writes += p.site_updates.len();
+        Cycle { enqueued, updates: p.site_updates.len() }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    users: Vec<(i64, u8)>, // (creation second, kind: 0..=6 normal, 7 has site, 8 not found, 9 unlicensed)
+    duplicates: Vec<usize>,
+    batch_size: usize,
+    delays: Vec<i64>,
+    poll: i64,
+}
+
+fn scenario(max_users: usize) -> impl Strategy<Value = Scenario> {
+    (1..=max_users)
+        .prop_flat_map(|n| {
+            (
+                proptest::collection::vec((0i64..500, 0u8..10), n),
+                proptest::collection::vec(0..n, 0..=n.min(5)),
+                prop_oneof![1usize..=25, Just(200usize), 201usize..=400],
+                proptest::collection::vec(1i64..=400, n),
+                10i64..=120,
+            )
+        })
+        .prop_map(|(users, duplicates, batch_size, delays, poll)| Scenario {
+            users,
+            duplicates,
+            batch_size,
+            delays,
+            poll,
+        })
+}
+
+fn world(s: &Scenario) -> World {
+    let mut sites = Vec::new();
+    let mut tenant = ModelTenant {
+        sites: HashMap::new(),
+        provisioning: HashMap::new(),
+        delay: HashMap::new(),
+        not_found: HashSet::new(),
+        unlicensed: HashSet::new(),
+        lose_first: HashSet::new(),
+        enqueues: Vec::new(),
+    };
+    for (i, (created, kind)) in s.users.iter().enumerate() {
+        let user = format!("user{i}@contoso.com");
+        sites.push(site("ns-a", &format!("s{i}"), &user, *created));
+        tenant.delay.insert(user_key(&user), s.delays[i]);
+        match kind {
+            7 => {
+                tenant.sites.insert(user_key(&user), url(&user));
+            }
+            8 => {
+                tenant.not_found.insert(user_key(&user));
+            }
+            9 => {
+                tenant.unlicensed.insert(user_key(&user));
+            }
+            _ => {}
+        }
+    }
+    // Kubernetes names are unique: one duplicate resource per user at most.
+    let duplicates: std::collections::BTreeSet<usize> = s.duplicates.iter().copied().collect();
+    for i in duplicates {
+        // Another team's resource for the same user, spelled differently, created later.
+        let user = format!("USER{i}@Contoso.com");
+        sites.push(site("ns-b", &format!("dup{i}"), &user, s.users[i].0 + 1000));
+    }
+    World {
+        sites,
+        memory: HashMap::new(),
+        batch: None,
+        last_batch_id: 0,
+        now: t(1000),
+        limits: Limits {
+            batch_size: s.batch_size,
+            poll_interval: SignedDuration::from_secs(s.poll),
+            ..Limits::default()
+        },
+        tenant,
+        writes: 0,
+    }
+}
+
+/// Runs cycles until nothing is left to do (or a generous bound), returning every cycle.
+fn run(w: &mut World, max_cycles: usize) -> Vec<Cycle> {
+    let mut cycles = Vec::new();
+    for _ in 0..max_cycles {
+        let c = w.cycle();
+        let idle = c.enqueued.is_none() && c.updates == 0 && !w.reconciling();
+        cycles.push(c);
+        if idle {
+            break;
+        }
+        let step = plan(&w.input()).requeue_after;
+        w.now += step.max(SignedDuration::from_secs(1));
+    }
+    cycles
+}
+
+fn phase_of(w: &World, key: &str) -> Vec<(SitePhase, String)> {
+    w.sites
+        .iter()
+        .filter(|s| user_key(&s.user) == key)
+        .map(|s| {
+            let st = s.status.as_ref().expect("every site gets a status");
+            (st.phase.unwrap(), ready_of(st).reason.clone())
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Batches never exceed the size or 200, never hold a user with a site or in flight, never
+    /// start while one is in flight (all asserted inside `cycle`), and every user converges:
+    /// enqueued exactly once, oldest first; duplicates share their phase.
+    #[test]
+    fn converges_in_batches_oldest_first_without_duplicates(s in scenario(60)) {
+        let mut w = world(&s);
+        run(&mut w, 2000);
+        let mut sent: Vec<String> = Vec::new();
+        for (_, users) in &w.tenant.enqueues {
+            sent.extend(users.iter().map(|u| user_key(u)));
+        }
+        let unique: HashSet<&String> = sent.iter().collect();
+        prop_assert_eq!(unique.len(), sent.len(), "a user was enqueued twice");
+        // Oldest first: the order sent is the order of the users' oldest resources.
+        let mut expected: Vec<(Timestamp, String)> = Vec::new();
+        let mut oldest: BTreeMap<String, Timestamp> = BTreeMap::new();
+        for site in &w.sites {
+            let e = oldest.entry(user_key(&site.user)).or_insert(site.created);
+            *e = (*e).min(site.created);
+        }
+        for (k, at) in &oldest {
+            if sent.contains(k) {
+                expected.push((*at, k.clone()));
+            }
+        }
+        expected.sort();
+        let expected: Vec<String> = expected.into_iter().map(|(_, k)| k).collect();
+        prop_assert_eq!(&sent, &expected);
+        for k in oldest.keys() {
+            let phases = phase_of(&w, k);
+            prop_assert!(phases.windows(2).all(|p| p[0] == p[1]), "{k}: {phases:?}");
+            let (phase, reason) = phases[0].clone();
+            if w.tenant.not_found.contains(k) {
+                prop_assert_eq!(reason, reason::USER_NOT_FOUND);
+                prop_assert!(!sent.contains(k));
+            } else if w.tenant.unlicensed.contains(k) {
+                prop_assert_eq!(reason, reason::USER_NOT_LICENSED);
+                prop_assert!(!sent.contains(k));
+            } else {
+                prop_assert_eq!(phase, SitePhase::Ready, "{} ended {:?}", k, reason);
+            }
+        }
+        // An unchanged world: nothing written, nothing sent.
+        w.now += SignedDuration::from_secs(30);
+        let c = w.cycle();
+        prop_assert_eq!(c.updates, 0);
+        prop_assert!(c.enqueued.is_none());
+    }
+
+    /// A user whose first enqueue is lost is reported `ProvisioningTimedOut`, then sent again
+    /// in a later batch, and ends Ready.
+    #[test]
+    fn timeouts_are_reported_then_retried(s in scenario(20), slow in 0usize..20) {
+        let mut w = world(&s);
+        let slow_user = user_key(&format!("user{}@contoso.com", slow % s.users.len()));
+        let normal = !w.tenant.not_found.contains(&slow_user)
+            && !w.tenant.unlicensed.contains(&slow_user)
+            && !w.tenant.sites.contains_key(&slow_user);
+        w.limits.provisioning_timeout = SignedDuration::from_secs(1000);
+        w.tenant.lose_first.insert(slow_user.clone());
+        let mut saw_timeout = false;
+        for _ in 0..3000 {
+            let c = w.cycle();
+            saw_timeout |= phase_of(&w, &slow_user)
+                .iter()
+                .any(|(p, r)| *p == SitePhase::Failed && r == reason::PROVISIONING_TIMED_OUT);
+            if c.enqueued.is_none() && c.updates == 0 && !w.reconciling() {
+                break;
+            }
+            w.now += plan(&w.input()).requeue_after.max(SignedDuration::from_secs(1));
+        }
+        if normal {
+            prop_assert!(saw_timeout);
+            let times = w.tenant.enqueues.iter().filter(|(_, u)| u.iter().any(|x| user_key(x) == slow_user)).count();
+            prop_assert!(times >= 2, "sent {times} times");
+            prop_assert_eq!(phase_of(&w, &slow_user)[0].0, SitePhase::Ready);
+        }
+    }
+
+    /// A Ready user whose site disappears is found by the drift re-check, goes back to
+    /// Pending and is provisioned again.
+    #[test]
+    fn vanished_sites_are_found_and_provisioned_again(s in scenario(30), victim in 0usize..30) {
+        let mut w = world(&s);
+        w.limits.drift_check_interval = SignedDuration::from_secs(3600);
+        run(&mut w, 2000);
+        let k = user_key(&format!("user{}@contoso.com", victim % s.users.len()));
+        if phase_of(&w, &k)[0].0 == SitePhase::Ready {
+            w.tenant.sites.remove(&k);
+            let mut saw_pending = false;
+            for _ in 0..500 {
+                w.now += SignedDuration::from_secs(600);
+                w.cycle();
+                let p = phase_of(&w, &k)[0].0;
+                saw_pending |= p == SitePhase::Pending || p == SitePhase::SpsSiteError;
+                if saw_pending && p == SitePhase::Ready {
+                    break;
+                }
+            }
+            prop_assert!(saw_pending);
+            prop_assert_eq!(phase_of(&w, &k)[0].0, SitePhase::Ready);
+        }
+    }
+
+    /// Status writes stay proportional to phase changes: at most 4 per site over a whole
+    /// convergence (first visit, checked, enqueued, ready).
+    #[test]
+    fn writes_per_site_stay_small(s in scenario(40)) {
+        let mut w = world(&s);
+        run(&mut w, 2000);
+        prop_assert!(w.writes <= 4 * w.sites.len(), "{} writes for {} sites", w.writes, w.sites.len());
+    }
+}

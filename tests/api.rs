@@ -1,0 +1,211 @@
+//! The API contract: generated CRDs match `crds/`, examples parse, and the CRDs' own CEL rules
+//! reject bad manifests with their messages (evaluated client-side with kube's `cel` feature;
+//! the real API server does the same in the end-to-end tests).
+
+use std::path::Path;
+
+use kube::CustomResourceExt;
+use kube::core::cel::Validator;
+use onedrive_operator::api::{self, OneDriveSite, OneDriveTenant};
+use serde_json::{Value, json};
+
+fn crd_file(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crds").join(format!("{name}.yaml")).display().to_string()
+}
+
+#[test]
+fn crds_directory_matches_the_types() {
+    for crd in api::crds() {
+        let name = crd.spec.names.plural.clone();
+        let path = crd_file(&name);
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        if std::env::var_os("UPDATE_CRDS").is_some() {
+            std::fs::write(&path, api::crd_yaml(&crd)).unwrap();
+            continue;
+        }
+        assert_eq!(
+            on_disk,
+            api::crd_yaml(&crd),
+            "{path} is out of date: run `UPDATE_CRDS=1 cargo test --test api` (or `onedrive-operator crd`)"
+        );
+    }
+}
+
+#[test]
+fn crd_command_prints_both_definitions() {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator")).arg("crd").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    for (doc, plural) in docs.iter().zip(["onedrivesites", "onedrivetenants"]) {
+        assert_eq!(doc["kind"], "CustomResourceDefinition");
+        assert_eq!(doc["spec"]["names"]["plural"], plural);
+        assert_eq!(doc["spec"]["names"]["categories"][0], "onedrive");
+        assert!(doc["spec"]["versions"][0]["subresources"]["status"].is_object());
+    }
+    assert_eq!(docs[0]["spec"]["scope"], "Namespaced");
+    assert_eq!(docs[0]["spec"]["names"]["shortNames"][0], "ods");
+    assert_eq!(docs[1]["spec"]["scope"], "Cluster");
+    assert_eq!(docs[1]["spec"]["names"]["shortNames"][0], "odt");
+    let columns = |doc: &Value| -> Vec<String> {
+        doc["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(columns(&docs[0]), ["User", "Phase", "Reason", "Site", "Age"]);
+    assert_eq!(
+        columns(&docs[1]),
+        ["Ready", "Desired", "Ready users", "Pending", "Provisioning", "Failed", "Age"]
+    );
+}
+
+fn schema_of<K: CustomResourceExt>() -> Value {
+    let crd = K::crd();
+    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+        .unwrap()
+}
+
+/// The messages of every rule the object breaks.
+fn violations<K: CustomResourceExt>(object: &Value, old: Option<&Value>) -> Vec<String> {
+    match Validator::new().validate(&schema_of::<K>(), object, old) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+fn site(user: &str) -> Value {
+    json!({
+        "apiVersion": "onedrive-operator.dev/v1alpha1", "kind": "OneDriveSite",
+        "metadata": {"name": "a", "namespace": "ns"},
+        "spec": {"user": user, "tenantRef": {"name": "contoso"}}
+    })
+}
+
+fn tenant(patch: Value) -> Value {
+    let mut spec = json!({
+        "tenantId": "00000000-0000-0000-0000-000000000000",
+        "adminUrl": "https://contoso-admin.sharepoint.com",
+        "auth": {"certificate": {"clientId": "app", "secretRef": {"name": "contoso-app-cert"}}}
+    });
+    for (k, v) in patch.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    json!({
+        "apiVersion": "onedrive-operator.dev/v1alpha1", "kind": "OneDriveTenant",
+        "metadata": {"name": "contoso"}, "spec": spec
+    })
+}
+
+#[test]
+fn valid_manifests_pass_every_rule() {
+    assert_eq!(violations::<OneDriveSite>(&site("alice@contoso.com"), None), Vec::<String>::new());
+    assert!(violations::<OneDriveSite>(&site("first.last+tag@sub.contoso.co.uk"), None).is_empty());
+    assert!(violations::<OneDriveTenant>(&tenant(json!({})), None).is_empty());
+    let simulator = tenant(json!({
+        "adminUrl": "http://127.0.0.1:18080", "graphUrl": "http://localhost:18080/graph",
+        "authorityHost": "http://[::1]:18080", "batchSize": 1, "pollInterval": "1h30m",
+        "provisioningTimeout": "90s"
+    }));
+    assert_eq!(violations::<OneDriveTenant>(&simulator, None), Vec::<String>::new());
+}
+
+#[test]
+fn a_site_whose_user_is_not_an_email_is_rejected_with_its_message() {
+    for bad in
+        ["not an email", "alice", "alice@contoso", "al ice@contoso.com", "a@b@contoso.com", "alice@.com"]
+    {
+        let v = violations::<OneDriveSite>(&site(bad), None);
+        assert_eq!(v.len(), 1, "{bad:?}: {v:?}");
+        assert!(v[0].contains("spec.user must be a user principal name"), "{v:?}");
+    }
+}
+
+#[test]
+fn changing_a_sites_user_is_rejected() {
+    let v = violations::<OneDriveSite>(&site("bob@contoso.com"), Some(&site("alice@contoso.com")));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("spec.user is immutable"));
+    assert!(
+        violations::<OneDriveSite>(&site("alice@contoso.com"), Some(&site("alice@contoso.com"))).is_empty()
+    );
+}
+
+#[test]
+fn a_batch_size_over_200_is_rejected_with_its_message() {
+    for bad in [0, 201, 5000] {
+        let v = violations::<OneDriveTenant>(&tenant(json!({"batchSize": bad})), None);
+        assert_eq!(v.len(), 1, "{bad}: {v:?}");
+        assert!(v[0].contains("at most 200 users per enqueue request"), "{v:?}");
+    }
+}
+
+#[test]
+fn two_auth_methods_or_none_are_rejected_with_its_message() {
+    let two = tenant(json!({"auth": {
+        "certificate": {"clientId": "app", "secretRef": {"name": "cert"}},
+        "workloadIdentity": {}
+    }}));
+    let none = tenant(json!({"auth": {}}));
+    for bad in [two, none] {
+        let v = violations::<OneDriveTenant>(&bad, None);
+        assert_eq!(v, vec!["spec.auth must set exactly one of certificate, workloadIdentity or delegated"]);
+    }
+}
+
+#[test]
+fn plain_http_is_only_for_loopback_and_durations_must_parse() {
+    let v = violations::<OneDriveTenant>(
+        &tenant(json!({"adminUrl": "http://contoso-admin.sharepoint.com"})),
+        None,
+    );
+    assert_eq!(v.len(), 1);
+    assert!(v[0].starts_with("spec.adminUrl must be an https:// URL"), "{v:?}");
+    let v = violations::<OneDriveTenant>(&tenant(json!({"graphUrl": "ftp://graph"})), None);
+    assert!(v[0].starts_with("spec.graphUrl"), "{v:?}");
+    let v = violations::<OneDriveTenant>(&tenant(json!({"pollInterval": "one minute"})), None);
+    assert_eq!(v, vec!["spec.pollInterval must be a duration such as 60s, 15m, 24h or 1h30m"]);
+    let v = violations::<OneDriveTenant>(&tenant(json!({"tenantId": "con toso"})), None);
+    assert!(v[0].starts_with("spec.tenantId"), "{v:?}");
+}
+
+#[test]
+fn every_example_parses_into_the_types_and_passes_the_rules() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+            let at = format!("{}", path.display());
+            match value["kind"].as_str() {
+                Some("OneDriveSite") => {
+                    serde_json::from_value::<OneDriveSite>(value.clone())
+                        .unwrap_or_else(|e| panic!("{at}: {e}"));
+                    assert_eq!(violations::<OneDriveSite>(&value, None), Vec::<String>::new(), "{at}");
+                    seen.0 += 1;
+                }
+                Some("OneDriveTenant") => {
+                    let t: OneDriveTenant =
+                        serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{at}: {e}"));
+                    assert_eq!(violations::<OneDriveTenant>(&value, None), Vec::<String>::new(), "{at}");
+                    t.spec.auth.kind().unwrap();
+                    onedrive_operator::plan::Limits::from_spec(&t.spec).unwrap();
+                    seen.1 += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(seen.0 >= 3 && seen.1 >= 3, "examples hold {} sites and {} tenants", seen.0, seen.1);
+}
