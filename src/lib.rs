@@ -4,4 +4,6 @@
 //! write status (kube). [`plan`] holds the rules and knows neither Kubernetes nor Microsoft.
 
 pub mod api;
+pub mod jose;
 pub mod plan;
+pub mod simulator;

@@ -1,6 +1,9 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use onedrive_operator::simulator::{self, AppOnlyEnqueue, manifests::PrintedAuth};
 
 /// A Kubernetes operator that pre-provisions OneDrive for Business sites.
 #[derive(Parser)]
@@ -14,6 +17,51 @@ struct Cli {
 enum Command {
     /// Print both CustomResourceDefinitions as YAML (the source of `crds/`).
     Crd,
+    /// Serve a simulated Microsoft 365 tenant on loopback and print a ready-to-apply tenant + Secret.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    listen: SocketAddr,
+    /// A YAML list of users: UPN strings, or objects {upn, licensed, signInAllowed, hasSite, geo}.
+    #[arg(long, conflicts_with = "generate", required_unless_present = "generate")]
+    users: Option<PathBuf>,
+    /// Generate this many users (every 50th unlicensed, every 97th not allowed to sign in).
+    #[arg(long)]
+    generate: Option<usize>,
+    /// Simulated time from enqueue to site (before jitter of ±20%).
+    #[arg(long, default_value = "30s")]
+    provision_delay: String,
+    /// Share of Graph and SharePoint requests answered 429/503 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate: f64,
+    /// Seed for faults and jitter: the same seed gives the same sequence.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Whether ProfileLoader accepts app-only tokens (the field reports disagree).
+    #[arg(long, value_enum, default_value = "accept")]
+    app_only_enqueue: AppOnlyArg,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Credentials the printed tenant uses.
+    #[arg(long, value_enum, default_value = "certificate")]
+    auth: PrintedAuth,
+    /// Namespace the operator runs in (where the printed Secret goes).
+    #[arg(long, default_value = "onedrive-operator")]
+    namespace: String,
+    /// Name of the printed OneDriveTenant.
+    #[arg(long, default_value = "simulator")]
+    tenant_name: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AppOnlyArg {
+    Accept,
+    Refuse,
 }
 
 fn main() -> ExitCode {
@@ -23,5 +71,119 @@ fn main() -> ExitCode {
             print!("{}", onedrive_operator::api::crds_yaml());
             ExitCode::SUCCESS
         }
+        Command::Simulate(args) => {
+            init_stderr_logs();
+            let rt = tokio::runtime::Runtime::new().expect("a Tokio runtime");
+            match rt.block_on(simulate(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("onedrive-operator simulate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
+}
+
+fn init_stderr_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+}
+
+async fn simulate(args: SimulateArgs) -> Result<(), String> {
+    use onedrive_operator::simulator::{App, Clock, Config, FaultConfig, generate_users};
+    let mut config = Config::default();
+    let users = match (&args.users, args.generate) {
+        (Some(path), _) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--users {}: {e}", path.display()))?;
+            parse_users(&text).map_err(|e| format!("--users {}: {e}", path.display()))?
+        }
+        (None, Some(n)) => generate_users(n, &config.domain),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    config.users = users;
+    let delay = onedrive_operator::api::parse_duration("--provision-delay", &args.provision_delay)?;
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        return Err("--fault-rate must be between 0 and 1".into());
+    }
+    if !args.time_scale.is_finite() || args.time_scale <= 0.0 {
+        return Err("--time-scale must be positive".into());
+    }
+    config.provision_delay = delay;
+    config.clock = Clock::Scaled(args.time_scale);
+    config.app_only_enqueue = match args.app_only_enqueue {
+        AppOnlyArg::Accept => AppOnlyEnqueue::Accept,
+        AppOnlyArg::Refuse => AppOnlyEnqueue::Refuse,
+    };
+    config.faults = FaultConfig { rate: args.fault_rate, seed: args.seed, ..FaultConfig::default() };
+
+    // Test credentials, valid for this simulator only.
+    let key = onedrive_operator::jose::generate_key();
+    let certificate = onedrive_operator::jose::self_signed_certificate(&key, "onedrive-operator simulator")
+        .map_err(|e| e.to_string())?;
+    let client_id = "5e6f7a8b-0c1d-4e2f-8a9b-0c1d2e3f4a5b".to_string();
+    let refresh_token = format!("rt-{}", onedrive_operator::jose::guid());
+    config.apps = vec![
+        App::Certificate { client_id: client_id.clone(), certificate: certificate.clone() },
+        App::Delegated { client_id: client_id.clone(), refresh_tokens: vec![refresh_token.clone()] },
+    ];
+    let users = config.users.len();
+    let sim = simulator::start(config, args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let endpoints = simulator::manifests::Endpoints {
+        tenant_id: sim.tenant_id().to_string(),
+        admin_url: sim.admin_url(),
+        graph_url: sim.graph_url(),
+        authority_host: sim.authority_host(),
+    };
+    let data = match args.auth {
+        PrintedAuth::Certificate => [
+            ("tls.crt".to_string(), certificate.to_pem()),
+            ("tls.key".to_string(), onedrive_operator::jose::private_key_to_pem(&key)),
+        ]
+        .into(),
+        PrintedAuth::Delegated => [("refresh_token".to_string(), refresh_token)].into(),
+    };
+    let (tenant, secret) = simulator::manifests::tenant_and_secret(
+        &args.tenant_name,
+        &args.namespace,
+        &endpoints,
+        args.auth,
+        &client_id,
+        data,
+    );
+    println!(
+        "# A simulated Microsoft 365 tenant with {users} users. Test credentials: valid for this simulator only."
+    );
+    print!("{}", simulator::manifests::to_yaml(&tenant, &secret));
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(listen = %sim.addr(), users, "Microsoft 365 simulator ready; stats at {}/_sim/stats", sim.base_url());
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// A YAML list whose items are UPN strings or user objects.
+fn parse_users(text: &str) -> Result<Vec<onedrive_operator::simulator::UserSpec>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Upn(String),
+        User(onedrive_operator::simulator::UserSpec),
+    }
+    let entries: Vec<Entry> = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    Ok(entries
+        .into_iter()
+        .map(|e| match e {
+            Entry::Upn(upn) => onedrive_operator::simulator::UserSpec::new(upn),
+            Entry::User(u) => u,
+        })
+        .collect())
 }

@@ -1,0 +1,294 @@
+//! The Entra ID v2.0 token endpoint: certificate and federated client assertions, client
+//! secrets and delegated refresh tokens. Errors use Entra's body shape and AADSTS codes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{App, Sim};
+use crate::jose::{Alg, Jws};
+
+pub(super) fn routes() -> Router<Arc<Sim>> {
+    Router::new().route("/entra/{tenant}/oauth2/v2.0/token", post(token))
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The audience Azure Workload Identity projects service-account tokens for.
+pub const FEDERATION_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+fn error(sim: &Sim, status: StatusCode, error: &str, code: u32, description: &str) -> Response {
+    let correlation = sim.correlation();
+    let body = json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {description} Trace ID: {correlation} Correlation ID: {correlation} Timestamp: {}", sim.now()),
+        "error_codes": [code],
+        "timestamp": sim.now().to_string(),
+        "trace_id": correlation,
+        "correlation_id": correlation,
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn token(
+    State(sim): State<Arc<Sim>>,
+    Path(tenant): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let response = issue(&sim, &tenant, &form);
+    let client = form.get("client_id").map(String::as_str);
+    sim.record("entra.token", response.status().as_u16(), None, client);
+    response
+}
+
+fn issue(sim: &Sim, tenant: &str, form: &HashMap<String, String>) -> Response {
+    if tenant != sim.config.tenant_id && !tenant.eq_ignore_ascii_case(&sim.config.domain) {
+        return error(
+            sim,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
+    }
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let client_id = get("client_id");
+    match get("grant_type") {
+        "client_credentials" => {
+            let resource = match resource_of(sim, get("scope")) {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            if !get("client_assertion").is_empty() {
+                if get("client_assertion_type") != JWT_BEARER {
+                    return error(
+                        sim,
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        900023,
+                        "Specified client_assertion_type is not supported.",
+                    );
+                }
+                match verify_assertion(sim, client_id, get("client_assertion")) {
+                    Ok(kind) => grant(sim, client_id, kind, &resource, None),
+                    Err(r) => r,
+                }
+            } else if !get("client_secret").is_empty() {
+                let ok = sim.config.apps.iter().any(|a| {
+                    matches!(a, App::Secret { client_id: c, secret } if c == client_id && secret == get("client_secret"))
+                });
+                if ok {
+                    grant(sim, client_id, "app-secret", &resource, None)
+                } else {
+                    error(
+                        sim,
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        7000215,
+                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
+                    )
+                }
+            } else {
+                error(
+                    sim,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client",
+                    7000218,
+                    "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+                )
+            }
+        }
+        "refresh_token" => {
+            let resource = match resource_of(sim, get("scope")) {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            let known_app = sim
+                .config
+                .apps
+                .iter()
+                .any(|a| matches!(a, App::Delegated { client_id: c, .. } if c == client_id));
+            if !known_app {
+                return error(
+                    sim,
+                    StatusCode::BAD_REQUEST,
+                    "unauthorized_client",
+                    700016,
+                    &format!("Application with identifier '{client_id}' was not found in the directory."),
+                );
+            }
+            let presented = get("refresh_token");
+            let mut tokens = sim.refresh_tokens.lock().unwrap();
+            if !tokens.contains(presented) {
+                return error(
+                    sim,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    700082,
+                    "The refresh token has expired due to inactivity.",
+                );
+            }
+            // Entra rotates refresh tokens on use. Choice: like the real service, the old one
+            // stays valid too, so an operator that stops before saving the new one is not locked out.
+            let rotated = format!("rt-{}", crate::jose::guid());
+            tokens.insert(rotated.clone());
+            drop(tokens);
+            grant(sim, client_id, "delegated", &resource, Some(rotated))
+        }
+        "" => error(
+            sim,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        ),
+        other => error(
+            sim,
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            &format!("The app requested an unsupported grant type '{other}'."),
+        ),
+    }
+}
+
+/// `https://graph.microsoft.com/.default` → the resource, which must be one the tenant has.
+fn resource_of(sim: &Sim, scope: &str) -> Result<String, Response> {
+    let resource = scope.split_whitespace().find_map(|s| s.strip_suffix("/.default")).unwrap_or_default();
+    if resource == sim.graph_resource() || resource == sim.sharepoint_resource() {
+        Ok(resource.to_string())
+    } else if resource.is_empty() {
+        Err(error(
+            sim,
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            &format!(
+                "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
+        ))
+    } else {
+        Err(error(
+            sim,
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            500011,
+            &format!(
+                "The resource principal named {resource} was not found in the tenant named {}.",
+                sim.config.tenant_id
+            ),
+        ))
+    }
+}
+
+fn grant(sim: &Sim, client_id: &str, kind: &str, resource: &str, refresh: Option<String>) -> Response {
+    let now = sim.now().as_second();
+    let lifetime = sim.config.token_lifetime.as_secs();
+    let claims = json!({
+        "aud": resource,
+        "iss": format!("{}/entra/{}/v2.0", sim.base, sim.config.tenant_id),
+        "tid": sim.config.tenant_id,
+        "appid": client_id,
+        "kind": kind,
+        "iat": now, "nbf": now, "exp": now + lifetime,
+    });
+    let mut body = json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": crate::jose::sign_hmac(&sim.token_secret, &claims),
+    });
+    if let Some(rt) = refresh {
+        body["refresh_token"] = Value::from(rt);
+        body["scope"] = Value::from(format!("{resource}/.default"));
+    }
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// Verifies a client assertion; returns the token kind it earns.
+fn verify_assertion(sim: &Sim, client_id: &str, assertion: &str) -> Result<&'static str, Response> {
+    let invalid =
+        |code: u32, text: &str| Err(error(sim, StatusCode::UNAUTHORIZED, "invalid_client", code, text));
+    let Ok(jws) = Jws::decode(assertion) else {
+        return invalid(50027, "JWT token is invalid or malformed.");
+    };
+    let apps: Vec<&App> = sim.config.apps.iter().filter(|a| a.client_id() == client_id).collect();
+    if apps.is_empty() {
+        return Err(error(
+            sim,
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!("Application with identifier '{client_id}' was not found in the directory."),
+        ));
+    }
+    let now = sim.now().as_second();
+    let claim_i64 = |k: &str| jws.claims[k].as_i64();
+    let in_time =
+        claim_i64("exp").is_some_and(|e| e > now) && claim_i64("nbf").is_none_or(|n| n <= now + 300);
+    let has_thumbprint = jws.header.get("x5t#S256").is_some() || jws.header.get("x5t").is_some();
+    if has_thumbprint {
+        let Some(App::Certificate { certificate, .. }) =
+            apps.iter().find(|a| matches!(a, App::Certificate { .. })).copied()
+        else {
+            return invalid(
+                700027,
+                "Client assertion contains an invalid signature. [Reason - The key was not found.]",
+            );
+        };
+        // The thumbprint must name the registered certificate: x5t#S256 (SHA-256) or legacy x5t (SHA-1).
+        let named = jws.header["x5t#S256"].as_str() == Some(certificate.x5t_s256().as_str())
+            || jws.header["x5t"].as_str() == Some(certificate.x5t().as_str());
+        if !named {
+            return invalid(
+                700027,
+                "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client does not match any registered certificate.]",
+            );
+        }
+        if !matches!(jws.alg(), Ok(Alg::PS256 | Alg::RS256))
+            || jws.verify_rsa(&certificate.public_key).is_err()
+        {
+            return invalid(700027, "Client assertion failed signature validation.");
+        }
+        if jws.claims["aud"].as_str()
+            != Some(format!("{}/entra/{}/oauth2/v2.0/token", sim.base, sim.config.tenant_id).as_str())
+        {
+            // Choice: Entra's exact code for a wrong `aud` is not documented; 700027 with the reason.
+            return invalid(700027, "Client assertion audience claim does not match Realm issuer.");
+        }
+        if jws.claims["iss"].as_str() != Some(client_id) || jws.claims["sub"].as_str() != Some(client_id) {
+            return invalid(700023, "Client assertion issuer and subject must both be the client id.");
+        }
+        if !in_time {
+            return invalid(700024, "Client assertion is not within its valid time range.");
+        }
+        return Ok("app-certificate");
+    }
+    let Some(App::Federated { issuer, subject, issuer_key, .. }) =
+        apps.iter().find(|a| matches!(a, App::Federated { .. })).copied()
+    else {
+        return invalid(
+            700027,
+            "Client assertion contains an invalid signature. [Reason - The key was not found.]",
+        );
+    };
+    if jws.verify_rsa(issuer_key).is_err() {
+        return invalid(700027, "Client assertion failed signature validation.");
+    }
+    let matches_record = jws.claims["iss"].as_str() == Some(issuer.as_str())
+        && jws.claims["sub"].as_str() == Some(subject.as_str())
+        && jws.claims["aud"].as_str() == Some(FEDERATION_AUDIENCE);
+    if !matches_record {
+        return invalid(70021, "No matching federated identity record found for presented assertion.");
+    }
+    if !in_time {
+        return invalid(700024, "Client assertion is not within its valid time range.");
+    }
+    Ok("app-federated")
+}

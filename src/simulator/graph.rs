@@ -1,0 +1,277 @@
+//! Microsoft Graph v1.0: users, their drives, JSON batching and the tenant-wide site listing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{Fault, Service, Sim, TokenError, percent_decode};
+
+pub(super) fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/graph/v1.0/users/{upn}", get(user))
+        .route("/graph/v1.0/users/{upn}/drive", get(drive))
+        .route("/graph/v1.0/$batch", post(batch))
+        .route("/graph/v1.0/sites/getAllSites", get(all_sites))
+}
+
+const CONTENT_TYPE: &str =
+    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+
+/// One Graph answer, before it becomes an HTTP response or a `$batch` item.
+struct Answer {
+    status: u16,
+    body: Value,
+    retry_after: Option<String>,
+}
+
+impl Answer {
+    fn ok(body: Value) -> Answer {
+        Answer { status: 200, body, retry_after: None }
+    }
+
+    fn into_response(self) -> Response {
+        let mut r = (
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            self.body.to_string(),
+        )
+            .into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, CONTENT_TYPE.parse().expect("static header"));
+        if let Some(ra) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, ra.parse().expect("digits"));
+        }
+        r
+    }
+}
+
+fn error(sim: &Sim, status: u16, code: &str, message: &str) -> Answer {
+    let id = sim.correlation();
+    Answer {
+        status,
+        body: json!({"error": {"code": code, "message": message, "innerError": {
+            "date": sim.now().to_string(), "request-id": id, "client-request-id": id
+        }}}),
+        retry_after: None,
+    }
+}
+
+fn throttled(sim: &Sim, fault: Fault) -> Answer {
+    Answer {
+        retry_after: Some(fault.header()),
+        ..error(
+            sim,
+            429,
+            "TooManyRequests",
+            "Too many requests. Please retry after the time given in Retry-After.",
+        )
+    }
+}
+
+fn unauthorized(sim: &Sim, e: TokenError) -> Answer {
+    let message = match e {
+        TokenError::Missing => "Access token is empty.",
+        TokenError::Invalid => "IDX14100: JWT is not well formed or its signature is invalid.",
+        TokenError::Expired => "Lifetime validation failed, the token is expired.",
+        TokenError::WrongAudience => "Access token validation failure. Invalid audience.",
+    };
+    error(sim, 401, "InvalidAuthenticationToken", message)
+}
+
+/// Runs one authenticated, possibly throttled, Graph call and records it.
+fn call(sim: &Sim, headers: &HeaderMap, endpoint: &str, f: impl FnOnce(&Sim) -> Answer) -> Response {
+    let token = match sim.verify_bearer(headers, &sim.graph_resource()) {
+        Ok(t) => t,
+        Err(e) => {
+            let a = unauthorized(sim, e);
+            sim.record(endpoint, a.status, None, None);
+            return a.into_response();
+        }
+    };
+    let fault = sim.draw(Service::Graph);
+    let answer = match fault {
+        Some(f) => throttled(sim, f),
+        None => f(sim),
+    };
+    sim.record(endpoint, answer.status, fault, Some(&token.client_id));
+    answer.into_response()
+}
+
+async fn user(State(sim): State<Arc<Sim>>, Path(upn): Path<String>, headers: HeaderMap) -> Response {
+    call(&sim, &headers, "graph.user", |sim| get_user(sim, &upn))
+}
+
+async fn drive(State(sim): State<Arc<Sim>>, Path(upn): Path<String>, headers: HeaderMap) -> Response {
+    call(&sim, &headers, "graph.drive", |sim| get_drive(sim, &upn))
+}
+
+fn no_such_user(sim: &Sim, upn: &str) -> Answer {
+    error(
+        sim,
+        404,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{upn}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+}
+
+fn get_user(sim: &Sim, upn: &str) -> Answer {
+    let now = sim.now();
+    let mut tenant = sim.tenant.lock().unwrap();
+    let Some(u) = tenant.user(upn, now) else { return no_such_user(sim, upn) };
+    Answer::ok(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
+        "id": u.id,
+        "userPrincipalName": u.spec.upn,
+        "mail": u.spec.upn,
+        "displayName": u.spec.upn.split('@').next().unwrap_or_default(),
+        "accountEnabled": u.spec.sign_in_allowed,
+        "preferredDataLocation": u.spec.geo,
+        "assignedPlans": [{
+            "assignedDateTime": "2026-01-01T00:00:00Z",
+            "capabilityStatus": if u.spec.licensed { "Enabled" } else { "Deleted" },
+            "service": "SharePoint",
+            "servicePlanId": "5dbe027f-2339-4123-9542-606e4d348a72"
+        }]
+    }))
+}
+
+fn get_drive(sim: &Sim, upn: &str) -> Answer {
+    let now = sim.now();
+    let mut tenant = sim.tenant.lock().unwrap();
+    let Some(u) = tenant.user(upn, now) else { return no_such_user(sim, upn) };
+    match &u.site {
+        super::SiteState::Created { url } => Answer::ok(json!({
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#drives/$entity",
+            "id": format!("b!{}", u.id),
+            "driveType": "business",
+            "name": "OneDrive",
+            "webUrl": format!("{url}Documents"),
+            "owner": {"user": {"id": u.id, "displayName": u.spec.upn}},
+        })),
+        // Choice: the reference lists 400 "Unable to retrieve user's mysite URL." as seen
+        // without a cause; the simulator gives it to users without a SharePoint licence.
+        _ if !u.spec.licensed => error(sim, 400, "BadRequest", "Unable to retrieve user's mysite URL."),
+        _ => error(sim, 404, "ResourceNotFound", "User's mysite not found."),
+    }
+}
+
+/// `/users/{upn}` or `/users/{upn}/drive`, as written in a `$batch` item.
+fn route_item(sim: &Sim, url: &str) -> Answer {
+    let path = url.split('?').next().unwrap_or_default().trim_start_matches('/');
+    let path = percent_decode(path);
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["users", upn] => get_user(sim, upn),
+        ["users", upn, "drive"] => get_drive(sim, upn),
+        _ => error(sim, 400, "BadRequest", &format!("Resource not found for the segment '{path}'.")),
+    }
+}
+
+async fn batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+    let endpoint = "graph.batch";
+    let token = match sim.verify_bearer(&headers, &sim.graph_resource()) {
+        Ok(t) => t,
+        Err(e) => {
+            let a = unauthorized(&sim, e);
+            sim.record(endpoint, a.status, None, None);
+            return a.into_response();
+        }
+    };
+    let reject = |message: &str| {
+        let a = error(&sim, 400, "BadRequest", message);
+        sim.record(endpoint, 400, None, Some(&token.client_id));
+        a.into_response()
+    };
+    let Ok(parsed) = serde_json::from_str::<Value>(&body) else {
+        return reject("Unable to read JSON request payload.");
+    };
+    let Some(requests) = parsed["requests"].as_array() else {
+        return reject("Write request id : null does not contain a 'requests' array.");
+    };
+    if requests.len() > 20 {
+        return reject("The number of requests in the batch exceeds the limit of 20.");
+    }
+    let mut ids = HashSet::new();
+    for r in requests {
+        let id = r["id"].as_str().unwrap_or_default();
+        if id.is_empty() || !ids.insert(id.to_string()) {
+            return reject("Request id must be unique and not empty.");
+        }
+    }
+    let mut worst: Option<Fault> = None;
+    let mut responses: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap_or_default();
+            let answer = if r["method"].as_str().unwrap_or("GET") != "GET" {
+                error(&sim, 405, "BadRequest", "The simulator answers GET items only.")
+            } else if let Some(f) = sim.draw(Service::Graph) {
+                worst = Some(match worst {
+                    Some(w) if w.retry_after >= f.retry_after => w,
+                    _ => f,
+                });
+                throttled(&sim, f)
+            } else {
+                route_item(&sim, r["url"].as_str().unwrap_or_default())
+            };
+            let mut headers = json!({"Content-Type": CONTENT_TYPE});
+            if let Some(ra) = &answer.retry_after {
+                headers["Retry-After"] = Value::from(ra.clone());
+            }
+            json!({"id": id, "status": answer.status, "headers": headers, "body": answer.body})
+        })
+        .collect();
+    sim.faults.lock().unwrap().shuffle(&mut responses);
+    {
+        let mut stats = sim.stats.lock().unwrap();
+        *stats.requests.entry("graph.batch.items".into()).or_default() += requests.len() as u64;
+    }
+    sim.record(endpoint, 200, worst, Some(&token.client_id));
+    Answer::ok(json!({"responses": responses})).into_response()
+}
+
+async fn all_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    call(&sim, &headers, "graph.sites", |sim| {
+        let param = |name: &str| {
+            query.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (percent_decode(k) == name).then(|| percent_decode(v))
+            })
+        };
+        if param("$filter").is_some_and(|f| f.replace([' ', '+'], "") != "isPersonalSiteeqtrue") {
+            return error(
+                sim,
+                400,
+                "BadRequest",
+                "The simulator supports only $filter=isPersonalSite eq true.",
+            );
+        }
+        let top: usize = param("$top").and_then(|t| t.parse().ok()).unwrap_or(200).clamp(1, 999);
+        let skip: usize = param("$skiptoken").and_then(|t| t.parse().ok()).unwrap_or(0);
+        let now = sim.now();
+        let sites = sim.tenant.lock().unwrap().sites(now);
+        let page: Vec<Value> = sites
+            .iter()
+            .skip(skip)
+            .take(top)
+            .map(|(upn, url)| json!({"id": format!("site-{upn}"), "webUrl": url.trim_end_matches('/'), "isPersonalSite": true, "name": upn}))
+            .collect();
+        let mut body =
+            json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#sites", "value": page});
+        if skip + top < sites.len() {
+            body["@odata.nextLink"] = Value::from(format!(
+                "{}/v1.0/sites/getAllSites?$filter=isPersonalSite%20eq%20true&$top={top}&$skiptoken={}",
+                sim.graph_resource(),
+                skip + top
+            ));
+        }
+        Answer::ok(body)
+    })
+}

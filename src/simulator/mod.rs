@@ -1,0 +1,477 @@
+//! A faithful Microsoft 365 tenant simulator on one loopback listener.
+//!
+//! Paths tell Microsoft's hosts apart, so a tenant's `authorityHost`, `graphUrl` and `adminUrl`
+//! all point at one listener:
+//! - `/entra/{tenant}/oauth2/v2.0/token` — the Entra ID token endpoint;
+//! - `/graph/v1.0/...` — Microsoft Graph;
+//! - `/sharepoint/...` — the SharePoint admin host (REST, CSOM, user profiles);
+//! - `/my/personal/...` — where personal sites "live" (URLs only);
+//! - `/_sim/stats` — introspection.
+//!
+//! It reproduces the wire formats in `reference/m365-protocol.md`; where Microsoft's behaviour
+//! is undocumented the choice made is written next to the code that makes it.
+
+// Handlers return finished HTTP responses as their `Err`: they are built once per request.
+#![allow(clippy::result_large_err)]
+
+mod csom;
+mod entra;
+pub mod faults;
+mod graph;
+pub mod manifests;
+pub mod model;
+mod sharepoint;
+pub mod stats;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jiff::{SignedDuration, Timestamp};
+use rsa::PublicKey;
+
+use crate::jose::{Certificate, Jws};
+pub use faults::{Fault, FaultConfig, Service};
+pub use model::{SiteState, UserSpec};
+pub use stats::{EnqueueRecord, RequestRecord, Stats};
+
+/// Who may enqueue personal sites with an app-only token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppOnlyEnqueue {
+    Accept,
+    /// The field reports: ProfileLoader refuses app-only tokens; only a SharePoint admin's
+    /// delegated token works.
+    Refuse,
+}
+
+/// A registered Entra ID application and how it may authenticate.
+#[derive(Clone, Debug)]
+pub enum App {
+    /// App-only with a certificate (client assertion signed by its key).
+    Certificate { client_id: String, certificate: Certificate },
+    /// Workload identity federation: assertions from `issuer` signed by `issuer_key`.
+    Federated { client_id: String, issuer: String, subject: String, issuer_key: PublicKey },
+    /// Client secret: Graph accepts its tokens, SharePoint does not.
+    Secret { client_id: String, secret: String },
+    /// A public client whose delegated refresh tokens a SharePoint administrator issued.
+    Delegated { client_id: String, refresh_tokens: Vec<String> },
+}
+
+impl App {
+    pub fn client_id(&self) -> &str {
+        match self {
+            App::Certificate { client_id, .. }
+            | App::Federated { client_id, .. }
+            | App::Secret { client_id, .. }
+            | App::Delegated { client_id, .. } => client_id,
+        }
+    }
+}
+
+/// How simulated time moves.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    /// Simulated seconds per real second (1.0 is real time, 60.0 makes minutes take seconds).
+    Scaled(f64),
+    /// Moves only when a test calls [`SimHandle::advance`].
+    Manual,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub tenant_id: String,
+    pub domain: String,
+    pub users: Vec<UserSpec>,
+    pub apps: Vec<App>,
+    /// Simulated time from enqueue to site.
+    pub provision_delay: SignedDuration,
+    /// ± share of the delay, drawn from the seeded generator.
+    pub jitter: f64,
+    pub clock: Clock,
+    pub app_only_enqueue: AppOnlyEnqueue,
+    pub faults: FaultConfig,
+    pub token_lifetime: SignedDuration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tenant_id: "8d1e4f12-7c3a-4b5e-9f60-0a1b2c3d4e5f".into(),
+            domain: "contoso.onmicrosoft.com".into(),
+            users: Vec::new(),
+            apps: Vec::new(),
+            provision_delay: SignedDuration::from_secs(30),
+            jitter: 0.2,
+            clock: Clock::Scaled(1.0),
+            app_only_enqueue: AppOnlyEnqueue::Accept,
+            faults: FaultConfig::default(),
+            token_lifetime: SignedDuration::from_secs(3599),
+        }
+    }
+}
+
+/// `n` generated users: `user0001@domain` …; every 50th is unlicensed, every 97th may not sign in.
+pub fn generate_users(n: usize, domain: &str) -> Vec<UserSpec> {
+    (1..=n)
+        .map(|i| {
+            let mut u = UserSpec::new(format!("user{i:04}@{domain}"));
+            u.licensed = i % 50 != 0;
+            u.sign_in_allowed = i % 97 != 0;
+            u
+        })
+        .collect()
+}
+
+/// Shared state behind the listener.
+pub(crate) struct Sim {
+    config: Config,
+    base: String,
+    started: Instant,
+    started_at: Timestamp,
+    manual_now: Mutex<Timestamp>,
+    tenant: Mutex<model::Tenant>,
+    faults: Mutex<faults::Faults>,
+    stats: Mutex<Stats>,
+    /// Issued tokens are HMAC-signed with this per-process secret.
+    token_secret: [u8; 32],
+    refresh_tokens: Mutex<HashSet<String>>,
+    digests: Mutex<HashSet<String>>,
+    operations: Mutex<HashMap<String, Timestamp>>,
+    /// Per (client, service): no request should arrive before this.
+    not_before: Mutex<HashMap<(String, &'static str), Instant>>,
+    /// SharePoint requests in the current minute window.
+    window: Mutex<(Instant, u32)>,
+    in_flight: AtomicUsize,
+}
+
+impl Sim {
+    pub(crate) fn now(&self) -> Timestamp {
+        match self.config.clock {
+            Clock::Manual => *self.manual_now.lock().unwrap(),
+            Clock::Scaled(scale) => {
+                let real = self.started.elapsed().as_secs_f64() * scale;
+                self.started_at + SignedDuration::from_secs_f64(real)
+            }
+        }
+    }
+
+    fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    pub(crate) fn graph_resource(&self) -> String {
+        format!("{}/graph", self.base)
+    }
+
+    pub(crate) fn sharepoint_resource(&self) -> String {
+        format!("{}/sharepoint", self.base)
+    }
+
+    /// Counts a request and notes whether it came before a `Retry-After` had elapsed.
+    pub(crate) fn record(&self, endpoint: &str, status: u16, fault: Option<Fault>, client: Option<&str>) {
+        let service: &'static str = if endpoint.starts_with("graph.") { "graph" } else { "sharepoint" };
+        let mut stats = self.stats.lock().unwrap();
+        *stats.requests.entry(endpoint.to_string()).or_default() += 1;
+        if let Some(client) = client {
+            let mut nb = self.not_before.lock().unwrap();
+            let k = (client.to_string(), service);
+            if nb.get(&k).is_some_and(|t| Instant::now() < *t) {
+                stats.early_retries += 1;
+            }
+            if let Some(f) = fault {
+                let until = Instant::now() + Duration::from_secs_f64(f.retry_after);
+                let e = nb.entry(k).or_insert(until);
+                *e = (*e).max(until);
+            }
+        }
+        if fault.is_some() {
+            stats.throttled += 1;
+        }
+        let at_ms = self.elapsed_ms();
+        stats.log.push(RequestRecord {
+            at_ms,
+            endpoint: endpoint.to_string(),
+            status,
+            retry_after: fault.map(|f| f.retry_after),
+            client: client.map(str::to_string),
+        });
+    }
+
+    pub(crate) fn draw(&self, service: Service) -> Option<Fault> {
+        self.faults.lock().unwrap().draw(service)
+    }
+
+    /// SharePoint's quota: `RateLimit-*` headers from 80% of the per-minute budget, 429 beyond.
+    pub(crate) fn sharepoint_budget(&self) -> (Vec<(&'static str, String)>, Option<Fault>) {
+        let quota = self.faults.lock().unwrap().config().sharepoint_quota_per_minute.max(1);
+        let mut w = self.window.lock().unwrap();
+        if w.0.elapsed() >= Duration::from_secs(60) {
+            *w = (Instant::now(), 0);
+        }
+        w.1 += 1;
+        let reset = 60u64.saturating_sub(w.0.elapsed().as_secs()).max(1);
+        if w.1 * 10 < quota * 8 {
+            return (Vec::new(), None);
+        }
+        let headers = vec![
+            ("RateLimit-Limit", quota.to_string()),
+            ("RateLimit-Remaining", quota.saturating_sub(w.1).to_string()),
+            ("RateLimit-Reset", reset.to_string()),
+        ];
+        let over = (w.1 > quota).then_some(Fault { status: 429, retry_after: reset as f64 });
+        (headers, over)
+    }
+
+    pub(crate) fn correlation(&self) -> String {
+        crate::jose::guid()
+    }
+}
+
+/// A running simulator; stops when dropped or on [`SimHandle::shutdown`].
+pub struct SimHandle {
+    sim: Arc<Sim>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.sim.base
+    }
+    pub fn authority_host(&self) -> String {
+        format!("{}/entra", self.sim.base)
+    }
+    pub fn graph_url(&self) -> String {
+        self.sim.graph_resource()
+    }
+    pub fn admin_url(&self) -> String {
+        self.sim.sharepoint_resource()
+    }
+    pub fn tenant_id(&self) -> &str {
+        &self.sim.config.tenant_id
+    }
+    /// The token endpoint, which is also the `aud` a client assertion must carry.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/entra/{}/oauth2/v2.0/token", self.sim.base, self.sim.config.tenant_id)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.sim.stats.lock().unwrap().clone()
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.sim.now()
+    }
+
+    /// Moves a [`Clock::Manual`] clock forward.
+    pub fn advance(&self, by: SignedDuration) {
+        let mut now = self.sim.manual_now.lock().unwrap();
+        *now += by;
+    }
+
+    /// The state of a user's personal site, advanced to now.
+    pub fn site_state(&self, upn: &str) -> Option<SiteState> {
+        let now = self.sim.now();
+        self.sim.tenant.lock().unwrap().user(upn, now).map(|u| u.site.clone())
+    }
+
+    /// Test hook: sets a user's site state (e.g. `Uninitialized` to simulate a deleted site).
+    pub fn set_site_state(&self, upn: &str, state: SiteState) -> bool {
+        self.sim.tenant.lock().unwrap().set_site(upn, state)
+    }
+
+    /// Test hook: changes how often requests are throttled from now on.
+    pub fn set_fault_rate(&self, rate: f64) {
+        let mut f = self.sim.faults.lock().unwrap();
+        let mut config = f.config().clone();
+        config.rate = rate;
+        let seed_state = f.rng().clone();
+        *f = faults::Faults::new(config);
+        *f.rng() = seed_state;
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds `listen` (use port 0 for a free port) and serves until the handle is dropped.
+pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let started_at = crate::plan::whole_second(Timestamp::now());
+    let faults = faults::Faults::new(config.faults.clone());
+    let tenant =
+        model::Tenant::new(config.users.clone(), format!("{base}/my"), config.provision_delay, config.jitter);
+    let refresh_tokens = config
+        .apps
+        .iter()
+        .filter_map(|a| match a {
+            App::Delegated { refresh_tokens, .. } => Some(refresh_tokens.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut token_secret = [0u8; 32];
+    crate::jose::getrandom_fill(&mut token_secret);
+    let sim = Arc::new(Sim {
+        base,
+        started: Instant::now(),
+        started_at,
+        manual_now: Mutex::new(started_at),
+        tenant: Mutex::new(tenant),
+        faults: Mutex::new(faults),
+        stats: Mutex::new(Stats::default()),
+        token_secret,
+        refresh_tokens: Mutex::new(refresh_tokens),
+        digests: Mutex::new(HashSet::new()),
+        operations: Mutex::new(HashMap::new()),
+        not_before: Mutex::new(HashMap::new()),
+        window: Mutex::new((Instant::now(), 0)),
+        in_flight: AtomicUsize::new(0),
+        config,
+    });
+    let app = router(sim.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok(SimHandle { sim, addr, shutdown: Some(tx), task: Some(task) })
+}
+
+fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .merge(entra::routes())
+        .merge(graph::routes())
+        .merge(sharepoint::routes())
+        .route("/_sim/stats", axum::routing::get(stats_json))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(sim.clone(), around_every_request))
+        .with_state(sim)
+}
+
+/// Concurrency accounting and added latency for every request.
+async fn around_every_request(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let now = sim.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    {
+        let mut s = sim.stats.lock().unwrap();
+        s.peak_concurrency = s.peak_concurrency.max(now);
+    }
+    let latency = sim.faults.lock().unwrap().config().latency;
+    if !latency.is_zero() && !req.uri().path().starts_with("/_sim") {
+        tokio::time::sleep(latency).await;
+    }
+    let response = next.run(req).await;
+    sim.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn stats_json(State(sim): State<Arc<Sim>>) -> Response {
+    let stats = sim.stats.lock().unwrap().clone();
+    axum::Json(stats).into_response()
+}
+
+async fn not_found() -> Response {
+    (axum::http::StatusCode::NOT_FOUND, "no such endpoint in the Microsoft 365 simulator\n").into_response()
+}
+
+/// What a verified bearer token says.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenInfo {
+    pub client_id: String,
+    /// `app-certificate`, `app-federated`, `app-secret` or `delegated`.
+    pub kind: String,
+}
+
+impl TokenInfo {
+    pub fn app_only(&self) -> bool {
+        self.kind.starts_with("app-")
+    }
+}
+
+/// Why a bearer token was refused.
+#[derive(Debug)]
+pub(crate) enum TokenError {
+    Missing,
+    Invalid,
+    Expired,
+    WrongAudience,
+}
+
+impl Sim {
+    pub(crate) fn verify_bearer(&self, headers: &HeaderMap, resource: &str) -> Result<TokenInfo, TokenError> {
+        let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or(TokenError::Missing)?;
+        let token = value.strip_prefix("Bearer ").ok_or(TokenError::Missing)?;
+        let jws = Jws::decode(token).map_err(|_| TokenError::Invalid)?;
+        jws.verify_hmac(&self.token_secret).map_err(|_| TokenError::Invalid)?;
+        let exp = jws.claims["exp"].as_i64().ok_or(TokenError::Invalid)?;
+        if exp <= self.now().as_second() {
+            return Err(TokenError::Expired);
+        }
+        if jws.claims["aud"].as_str() != Some(resource) {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(TokenInfo {
+            client_id: jws.claims["appid"].as_str().unwrap_or_default().to_string(),
+            kind: jws.claims["kind"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// Decodes `%XX` escapes (a literal `+` stays a `+`: it is common in email addresses).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,246 @@
+//! The simulated tenant: a user directory and, per user, the personal-site state machine
+//! Uninitialized → Enqueued (profile shows SPSSITEERROR) → Created, plus failure states.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// A user as configured (`--users FILE` entries, or generated).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSpec {
+    pub upn: String,
+    #[serde(default = "yes")]
+    pub licensed: bool,
+    #[serde(default = "yes")]
+    pub sign_in_allowed: bool,
+    /// The user already has a OneDrive.
+    #[serde(default)]
+    pub has_site: bool,
+    #[serde(default = "default_geo")]
+    pub geo: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_geo() -> String {
+    "NAM".into()
+}
+
+impl UserSpec {
+    pub fn new(upn: impl Into<String>) -> UserSpec {
+        UserSpec {
+            upn: upn.into(),
+            licensed: true,
+            sign_in_allowed: true,
+            has_site: false,
+            geo: default_geo(),
+        }
+    }
+}
+
+/// `SPS-PersonalSiteInstantiationState` and what the profile shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SiteState {
+    Uninitialized,
+    /// Waiting for the timer job; `ready_at: None` never finishes (a stuck user).
+    Enqueued {
+        since: Timestamp,
+        ready_at: Option<Timestamp>,
+    },
+    Created {
+        url: String,
+    },
+    /// A failure code (4098 = UserNotLicensed).
+    Failed(i64),
+}
+
+impl SiteState {
+    pub fn code(&self) -> i64 {
+        match self {
+            SiteState::Uninitialized => 0,
+            SiteState::Enqueued { .. } => 1,
+            SiteState::Created { .. } => 2,
+            SiteState::Failed(code) => *code,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimUser {
+    pub spec: UserSpec,
+    pub id: String,
+    pub site: SiteState,
+}
+
+/// The directory and its sites. Time only moves through `now` arguments.
+pub struct Tenant {
+    users: BTreeMap<String, SimUser>,
+    /// Base URL of personal sites, e.g. `http://127.0.0.1:18080/my`.
+    my_base: String,
+    provision_delay: SignedDuration,
+    jitter: f64,
+}
+
+pub fn key(upn: &str) -> String {
+    upn.trim().to_lowercase()
+}
+
+impl Tenant {
+    pub fn new(
+        users: Vec<UserSpec>,
+        my_base: String,
+        provision_delay: SignedDuration,
+        jitter: f64,
+    ) -> Tenant {
+        let mut map = BTreeMap::new();
+        for (i, spec) in users.into_iter().enumerate() {
+            let site = if spec.has_site {
+                SiteState::Created { url: personal_url(&my_base, &spec.upn) }
+            } else {
+                SiteState::Uninitialized
+            };
+            let id = format!("{:08x}-0000-4000-8000-{:012x}", i + 1, i + 1);
+            map.insert(key(&spec.upn), SimUser { spec, id, site });
+        }
+        Tenant { users: map, my_base, provision_delay, jitter }
+    }
+
+    /// Advances a user's timer job to `now` and returns it.
+    pub fn user(&mut self, upn: &str, now: Timestamp) -> Option<&SimUser> {
+        let my_base = self.my_base.clone();
+        let u = self.users.get_mut(&key(upn))?;
+        if let SiteState::Enqueued { ready_at: Some(at), .. } = u.site
+            && at <= now
+        {
+            u.site = SiteState::Created { url: personal_url(&my_base, &u.spec.upn) };
+        }
+        Some(u)
+    }
+
+    /// Asks for personal sites. Unknown users and users with a site are ignored silently, as
+    /// the service does; nothing per user is reported back.
+    pub fn enqueue(&mut self, emails: &[String], now: Timestamp, rng: &mut impl Rng) -> usize {
+        let mut changed = 0;
+        for email in emails {
+            let delay = self.jittered_delay(rng);
+            let Some(u) = self.user(email, now).cloned() else { continue };
+            let next = match &u.site {
+                SiteState::Created { .. } | SiteState::Enqueued { .. } => continue,
+                _ if !u.spec.licensed => SiteState::Failed(4098),
+                // The service accepts the request but never creates a site for a blocked user.
+                _ if !u.spec.sign_in_allowed => SiteState::Enqueued { since: now, ready_at: None },
+                _ => SiteState::Enqueued { since: now, ready_at: Some(now + delay) },
+            };
+            self.users.get_mut(&key(email)).expect("present").site = next;
+            changed += 1;
+        }
+        changed
+    }
+
+    fn jittered_delay(&self, rng: &mut impl Rng) -> SignedDuration {
+        let base = self.provision_delay.as_secs_f64();
+        let factor = if self.jitter > 0.0 { 1.0 + rng.random_range(-self.jitter..=self.jitter) } else { 1.0 };
+        SignedDuration::from_secs_f64((base * factor).max(0.0))
+    }
+
+    /// Every personal site, in a stable order.
+    pub fn sites(&mut self, now: Timestamp) -> Vec<(String, String)> {
+        let keys: Vec<String> = self.users.keys().cloned().collect();
+        keys.iter()
+            .filter_map(|k| {
+                let u = self.user(k, now)?;
+                match &u.site {
+                    SiteState::Created { url } => Some((u.spec.upn.clone(), url.clone())),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Test hook: remove a site (drift), or change a user.
+    pub fn set_site(&mut self, upn: &str, state: SiteState) -> bool {
+        match self.users.get_mut(&key(upn)) {
+            Some(u) => {
+                u.site = state;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    pub fn my_base(&self) -> &str {
+        &self.my_base
+    }
+}
+
+/// `https://contoso-my.sharepoint.com/personal/alice_contoso_com/` in the simulator's shape.
+pub fn personal_url(my_base: &str, upn: &str) -> String {
+    format!("{my_base}/personal/{}/", personal_space_name(upn))
+}
+
+/// `alice@contoso.com` → `alice_contoso_com`, the way SharePoint names personal sites.
+pub fn personal_space_name(upn: &str) -> String {
+    key(upn).chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn tenant() -> Tenant {
+        let mut unlicensed = UserSpec::new("u@contoso.com");
+        unlicensed.licensed = false;
+        let mut blocked = UserSpec::new("b@contoso.com");
+        blocked.sign_in_allowed = false;
+        let mut has = UserSpec::new("h@contoso.com");
+        has.has_site = true;
+        Tenant::new(
+            vec![UserSpec::new("a@contoso.com"), unlicensed, blocked, has],
+            "http://sim/my".into(),
+            SignedDuration::from_secs(60),
+            0.0,
+        )
+    }
+
+    #[test]
+    fn sites_appear_after_the_delay_and_failures_show_as_states() {
+        let mut t = tenant();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let n = t.enqueue(
+            &[
+                "A@contoso.com".into(),
+                "u@contoso.com".into(),
+                "b@contoso.com".into(),
+                "h@contoso.com".into(),
+                "x@y.z".into(),
+            ],
+            t0,
+            &mut rng,
+        );
+        assert_eq!(n, 3, "the user with a site and the unknown one change nothing");
+        assert_eq!(t.user("a@contoso.com", t0).unwrap().site.code(), 1);
+        assert_eq!(t.user("u@contoso.com", t0).unwrap().site.code(), 4098);
+        let later = t0 + SignedDuration::from_secs(60);
+        assert_eq!(
+            t.user("a@contoso.com", later).unwrap().site,
+            SiteState::Created { url: "http://sim/my/personal/a_contoso_com/".into() }
+        );
+        let much_later = t0 + SignedDuration::from_hours(100);
+        assert_eq!(t.user("b@contoso.com", much_later).unwrap().site.code(), 1, "blocked users stay stuck");
+        assert_eq!(t.sites(much_later).len(), 2);
+    }
+}

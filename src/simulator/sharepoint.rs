@@ -1,0 +1,441 @@
+//! The SharePoint admin host: form digests, the REST and CSOM enqueue calls, and user profiles.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::csom::{self, Action, ObjectPath};
+use super::{
+    AppOnlyEnqueue, EnqueueRecord, Fault, Service, Sim, SiteState, TokenError, TokenInfo, percent_decode,
+};
+
+pub(super) fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/sharepoint/_api/contextinfo", post(contextinfo))
+        .route(
+            "/sharepoint/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk",
+            post(rest_enqueue),
+        )
+        .route("/sharepoint/_api/SP.UserProfiles.PeopleManager/{*call}", get(profile))
+        .route("/sharepoint/_vti_bin/client.svc/ProcessQuery", post(process_query))
+}
+
+/// SharePoint refuses more than this many users per enqueue call.
+pub const MAX_USERS_PER_ENQUEUE: usize = 200;
+const ACCESS_DENIED: &str =
+    "Access denied. You do not have permission to perform this action or access this resource.";
+const SCHEMA_VERSION: &str = "15.0.0.0";
+const LIBRARY_VERSION: &str = "16.0.26000.12000";
+
+fn verbose(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("odata=verbose"))
+}
+
+/// An OData error in the shape the request asked for (verbose `error`, else `odata.error`).
+fn odata_error(headers: &HeaderMap, status: StatusCode, code: &str, message: &str) -> Response {
+    let inner = json!({"code": code, "message": {"lang": "en-US", "value": message}});
+    let body = if verbose(headers) { json!({"error": inner}) } else { json!({"odata.error": inner}) };
+    (status, Json(body)).into_response()
+}
+
+fn with_retry_after(mut r: Response, fault: Fault) -> Response {
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&fault.header()).expect("digits"));
+    r
+}
+
+/// Authenticates, applies blocking, quota and injected throttling. `Err` is the finished response.
+/// `RateLimit-*` headers to add to a response.
+type RateHeaders = Vec<(&'static str, String)>;
+
+fn admit(sim: &Sim, headers: &HeaderMap, endpoint: &str) -> Result<(TokenInfo, RateHeaders), Response> {
+    let token = match sim.verify_bearer(headers, &sim.sharepoint_resource()) {
+        Ok(t) => t,
+        Err(e) => {
+            let (code, reason) = match e {
+                TokenError::Missing => ("3000008", "Invalid JWT token. No token in the request."),
+                TokenError::Invalid => ("3000006", "Token contains invalid signature."),
+                TokenError::Expired => ("3000007", "Token expired."),
+                TokenError::WrongAudience => ("3000003", "Invalid audience Uri"),
+            };
+            let mut r = (StatusCode::UNAUTHORIZED, "").into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(&format!(
+                    "Bearer realm=\"{}\",client_id=\"00000003-0000-0ff1-ce00-000000000000\"",
+                    sim.config.tenant_id
+                ))
+                .expect("ascii"),
+            );
+            h.insert(
+                "x-ms-diagnostics",
+                HeaderValue::from_str(&format!("{code};reason=\"{reason}\";category=\"invalid_client\""))
+                    .expect("ascii"),
+            );
+            sim.record(endpoint, 401, None, None);
+            return Err(r);
+        }
+    };
+    if token.kind == "app-secret" {
+        // SharePoint accepts app-only tokens only when the app authenticated with a certificate.
+        let mut r =
+            (StatusCode::UNAUTHORIZED, Json(json!({"error_description": "Unsupported app only token."})))
+                .into_response();
+        r.headers_mut().insert(
+            "x-ms-diagnostics",
+            HeaderValue::from_static(
+                "3001000;reason=\"There has been an error authenticating the request.\";category=\"invalid_client\"",
+            ),
+        );
+        sim.record(endpoint, 401, None, Some(&token.client_id));
+        return Err(r);
+    }
+    if sim.faults.lock().unwrap().config().blocked {
+        let fault = Fault { status: 503, retry_after: 120.0 };
+        sim.record(endpoint, 503, Some(fault), Some(&token.client_id));
+        let r = odata_error(
+            headers,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "-2147024891, Microsoft.SharePoint.SPQueryThrottledException",
+            "The request has been blocked: the app exceeded its usage limits repeatedly.",
+        );
+        return Err(with_retry_after(r, fault));
+    }
+    let (rate_headers, over_quota) = sim.sharepoint_budget();
+    if let Some(fault) = over_quota.or_else(|| sim.draw(Service::SharePoint)) {
+        sim.record(endpoint, fault.status, Some(fault), Some(&token.client_id));
+        let status = StatusCode::from_u16(fault.status).expect("429 or 503");
+        let text = if fault.status == 429 { "Too many requests." } else { "Server too busy." };
+        let mut r = with_retry_after(
+            odata_error(headers, status, "-2147024860, Microsoft.SharePoint.SPQueryThrottledException", text),
+            fault,
+        );
+        for (k, v) in rate_headers {
+            r.headers_mut().insert(k, HeaderValue::from_str(&v).expect("digits"));
+        }
+        return Err(r);
+    }
+    Ok((token, rate_headers))
+}
+
+fn finish(sim: &Sim, endpoint: &str, token: &TokenInfo, rate: RateHeaders, mut r: Response) -> Response {
+    for (k, v) in rate {
+        r.headers_mut().insert(k, HeaderValue::from_str(&v).expect("digits"));
+    }
+    sim.record(endpoint, r.status().as_u16(), None, Some(&token.client_id));
+    r
+}
+
+async fn contextinfo(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    let endpoint = "sharepoint.contextinfo";
+    let (token, rate) = match admit(&sim, &headers, endpoint) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let digest = format!("0x{},{} +0000", crate::jose::guid().replace('-', "").to_uppercase(), sim.now());
+    sim.digests.lock().unwrap().insert(digest.clone());
+    let info = json!({
+        "FormDigestTimeoutSeconds": 1800,
+        "FormDigestValue": digest,
+        "LibraryVersion": LIBRARY_VERSION,
+        "SiteFullUrl": sim.sharepoint_resource(),
+        "WebFullUrl": sim.sharepoint_resource(),
+    });
+    let body = if verbose(&headers) { json!({"d": {"GetContextWebInformation": info}}) } else { info };
+    finish(&sim, endpoint, &token, rate, Json(body).into_response())
+}
+
+/// A digest is optional with OAuth (CLI for Microsoft 365 sends one anyway); if present it
+/// must be one this host issued.
+fn digest_ok(sim: &Sim, headers: &HeaderMap) -> bool {
+    match headers.get("x-requestdigest").and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(d) => sim.digests.lock().unwrap().contains(d),
+    }
+}
+
+/// Why an enqueue is refused before it reaches the tenant model.
+fn enqueue_refusal(sim: &Sim, token: &TokenInfo, emails: &[String]) -> Option<(&'static str, String)> {
+    if token.app_only() && sim.config.app_only_enqueue == AppOnlyEnqueue::Refuse {
+        return Some(("System.UnauthorizedAccessException", ACCESS_DENIED.into()));
+    }
+    if emails.is_empty() {
+        return Some(("System.ArgumentException", "UserEmails must contain at least one value.".into()));
+    }
+    if emails.len() > MAX_USERS_PER_ENQUEUE {
+        // Choice: the service's error for more than 200 users is undocumented; ours names the limit.
+        return Some((
+            "System.ArgumentException",
+            format!(
+                "The number of users ({}) exceeds the maximum of {MAX_USERS_PER_ENQUEUE} per request.",
+                emails.len()
+            ),
+        ));
+    }
+    if emails.iter().any(|e| e.trim().is_empty()) {
+        return Some(("System.ArgumentException", "UserEmails contains an empty value".into()));
+    }
+    None
+}
+
+fn apply_enqueue(sim: &Sim, token: &TokenInfo, emails: &[String], method: &str) {
+    let now = sim.now();
+    let mut faults = sim.faults.lock().unwrap();
+    sim.tenant.lock().unwrap().enqueue(emails, now, faults.rng());
+    drop(faults);
+    let at_ms = sim.started.elapsed().as_secs_f64() * 1000.0;
+    sim.stats.lock().unwrap().enqueues.push(EnqueueRecord {
+        at_ms,
+        at: now.to_string(),
+        users: emails.to_vec(),
+        token_kind: token.kind.clone(),
+        method: method.into(),
+    });
+}
+
+async fn rest_enqueue(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+    let endpoint = "sharepoint.enqueue.rest";
+    let (token, rate) = match admit(&sim, &headers, endpoint) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let done = |r: Response| finish(&sim, endpoint, &token, rate.clone(), r);
+    if !digest_ok(&sim, &headers) {
+        return done(odata_error(
+            &headers,
+            StatusCode::FORBIDDEN,
+            "-2130575252, Microsoft.SharePoint.SPException",
+            "The security validation for this page is invalid and might be corrupted. Please use your web browser's Back button to try your operation again.",
+        ));
+    }
+    let emails: Vec<String> = match serde_json::from_str::<Value>(&body) {
+        Ok(v) => match v["emailIDs"].as_array() {
+            Some(list) if list.iter().all(Value::is_string) => {
+                list.iter().map(|e| e.as_str().expect("checked").to_string()).collect()
+            }
+            _ => {
+                return done(odata_error(
+                    &headers,
+                    StatusCode::BAD_REQUEST,
+                    "-1, Microsoft.SharePoint.Client.InvalidClientQueryException",
+                    "The parameter emailIDs does not exist in method CreatePersonalSiteEnqueueBulk.",
+                ));
+            }
+        },
+        Err(_) => {
+            return done(odata_error(
+                &headers,
+                StatusCode::BAD_REQUEST,
+                "-1, Microsoft.SharePoint.Client.InvalidClientQueryException",
+                "Invalid JSON. A token was not recognized in the JSON content.",
+            ));
+        }
+    };
+    match enqueue_refusal(&sim, &token, &emails) {
+        Some(("System.UnauthorizedAccessException", message)) => {
+            let mut r = odata_error(
+                &headers,
+                StatusCode::FORBIDDEN,
+                "-2147024891, System.UnauthorizedAccessException",
+                &message,
+            );
+            r.headers_mut().insert(
+                "X-MSDAVEXT_Error",
+                HeaderValue::from_static("917656; Access+denied.+Before+opening+files+in+this+location%2c+you+must+first+browse+to+the+web+site+and+select+the+option+to+login+automatically."),
+            );
+            done(r)
+        }
+        Some((kind, message)) => {
+            done(odata_error(&headers, StatusCode::BAD_REQUEST, &format!("-2147024809, {kind}"), &message))
+        }
+        None => {
+            apply_enqueue(&sim, &token, &emails, "ProfileLoader");
+            // The body shape is undocumented; clients must not depend on it.
+            let body = if verbose(&headers) {
+                json!({"d": {"CreatePersonalSiteEnqueueBulk": null}})
+            } else {
+                json!({"odata.null": true})
+            };
+            done(Json(body).into_response())
+        }
+    }
+}
+
+fn csom_reply(sim: &Sim, error: Option<(&str, &str, i64)>, results: Vec<Value>) -> Response {
+    let error_info = error.map(|(kind, message, code)| {
+        json!({"ErrorMessage": message, "ErrorValue": null, "TraceCorrelationId": sim.correlation(),
+               "ErrorCode": code, "ErrorTypeName": kind})
+    });
+    let mut out = vec![json!({
+        "SchemaVersion": SCHEMA_VERSION, "LibraryVersion": LIBRARY_VERSION,
+        "ErrorInfo": error_info, "TraceCorrelationId": sim.correlation()
+    })];
+    out.extend(results);
+    // CSOM answers HTTP 200 even when the call failed: ErrorInfo carries the failure.
+    Json(Value::Array(out)).into_response()
+}
+
+fn spo_operation(sim: &Sim, identity: &str) -> Value {
+    json!({
+        "_ObjectType_": "Microsoft.Online.SharePoint.TenantAdministration.SpoOperation",
+        "_ObjectIdentity_": identity,
+        // Choice: enqueueing is synchronous in the model, so the operation is complete at once.
+        "IsComplete": sim.operations.lock().unwrap().contains_key(identity),
+        "HasTimedout": false,
+        "PollingInterval": 15000,
+    })
+}
+
+async fn process_query(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+    let endpoint = "sharepoint.processquery";
+    let (token, rate) = match admit(&sim, &headers, endpoint) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let done = |r: Response| finish(&sim, endpoint, &token, rate.clone(), r);
+    let request = match csom::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return done(csom_reply(
+                &sim,
+                Some(("Microsoft.SharePoint.Client.InvalidClientQueryException", &e, -2146233088)),
+                vec![],
+            ));
+        }
+    };
+    let mut results = Vec::new();
+    // Enqueue calls: void methods on ProfileLoader (actions) or object-returning ones on Tenant (paths).
+    let mut calls: Vec<(String, String, csom::Call)> = Vec::new();
+    for a in &request.actions {
+        if let Action::Method { id, path, call } = a {
+            calls.push((id.clone(), request.type_of(path).to_string(), call.clone()));
+        }
+    }
+    for (id, p) in &request.paths {
+        if let ObjectPath::Method { parent, call } = p {
+            calls.push((id.clone(), request.type_of(parent).to_string(), call.clone()));
+        }
+    }
+    for (id, target, call) in &calls {
+        let method = match (target.as_str(), call.name.as_str()) {
+            ("ProfileLoader", "CreatePersonalSiteEnqueueBulk") => "ProfileLoaderCsom",
+            ("Tenant", "RequestPersonalSites") => "RequestPersonalSites",
+            _ => {
+                let msg = format!("Method \"{}\" does not exist on {target}.", call.name);
+                return done(csom_reply(
+                    &sim,
+                    Some(("Microsoft.SharePoint.Client.InvalidClientQueryException", &msg, -1)),
+                    vec![],
+                ));
+            }
+        };
+        if let Some((kind, message)) = enqueue_refusal(&sim, &token, &call.strings) {
+            let (message, code) = if kind == "System.UnauthorizedAccessException" {
+                ("Attempted to perform an unauthorized operation.".to_string(), -2147024891)
+            } else {
+                (message, -2147024809)
+            };
+            return done(csom_reply(&sim, Some((kind, &message, code)), vec![]));
+        }
+        apply_enqueue(&sim, &token, &call.strings, method);
+        if method == "RequestPersonalSites" {
+            let identity = format!("{}|{}", crate::jose::guid(), id);
+            sim.operations.lock().unwrap().insert(identity.clone(), sim.now());
+            for a in &request.actions {
+                if let Action::Query { id: qid, path } = a
+                    && path == id
+                {
+                    results.push(Value::from(qid.parse::<i64>().unwrap_or(0)));
+                    results.push(spo_operation(&sim, &identity));
+                }
+            }
+        }
+    }
+    // Reloading an operation by identity (how PnP polls IsComplete).
+    for a in &request.actions {
+        if let Action::Query { id, path } = a
+            && let Some(ObjectPath::Identity { name }) = request.paths.get(path)
+        {
+            results.push(Value::from(id.parse::<i64>().unwrap_or(0)));
+            results.push(spo_operation(&sim, name));
+        }
+    }
+    done(csom_reply(&sim, None, results))
+}
+
+async fn profile(
+    State(sim): State<Arc<Sim>>,
+    Path(call): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let endpoint = "sharepoint.profile";
+    let (token, rate) = match admit(&sim, &headers, endpoint) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let done = |r: Response| finish(&sim, endpoint, &token, rate.clone(), r);
+    if !call.starts_with("GetPropertiesFor(accountName=@v)") {
+        return done(odata_error(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "-1, Microsoft.SharePoint.Client.InvalidClientQueryException",
+            "The simulator answers GetPropertiesFor(accountName=@v) only.",
+        ));
+    }
+    let account = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| {
+            kv.split_once('=').filter(|(k, _)| percent_decode(k) == "@v").map(|(_, v)| v.to_string())
+        })
+        .map(|v| percent_decode(&v).trim_matches('\'').to_string())
+        .unwrap_or_default();
+    let upn = account.rsplit('|').next().unwrap_or_default().to_string();
+    let now = sim.now();
+    let mut tenant = sim.tenant.lock().unwrap();
+    let my_base = tenant.my_base().to_string();
+    let Some(u) = tenant.user(&upn, now).cloned() else {
+        drop(tenant);
+        // Choice: an unknown account gives an empty (null) profile, not an error.
+        let body = if verbose(&headers) { json!({"d": null}) } else { json!({"odata.null": true}) };
+        return done(Json(body).into_response());
+    };
+    drop(tenant);
+    let (personal_url, personal_space) = match &u.site {
+        SiteState::Created { url } => {
+            (url.clone(), format!("/personal/{}/", super::model::personal_space_name(&u.spec.upn)))
+        }
+        // While the timer job works, the profile shows the SPSSITEERROR placeholder instead of
+        // the personal site (choice: in PersonalSpace; PersonalUrl is the profile page).
+        SiteState::Enqueued { .. } => {
+            (format!("{my_base}/Person.aspx?accountname={account}"), "SPSSITEERROR".into())
+        }
+        _ => (format!("{my_base}/Person.aspx?accountname={account}"), String::new()),
+    };
+    let property = |k: &str, v: String| json!({"Key": k, "Value": v, "ValueType": "Edm.String"});
+    let properties = vec![
+        property("AccountName", account.clone()),
+        property("PersonalSpace", personal_space),
+        property("SPS-PersonalSiteInstantiationState", u.site.code().to_string()),
+        property(
+            "SPS-PersonalSiteCapabilities",
+            if matches!(u.site, SiteState::Created { .. }) { "36" } else { "0" }.into(),
+        ),
+    ];
+    let profile = |props: Value| {
+        json!({"AccountName": account, "DisplayName": u.spec.upn, "Email": u.spec.upn,
+               "PersonalUrl": personal_url, "UserProfileProperties": props})
+    };
+    let body = if verbose(&headers) {
+        json!({"d": profile(json!({"results": properties}))})
+    } else {
+        profile(Value::Array(properties))
+    };
+    done(Json(body).into_response())
+}

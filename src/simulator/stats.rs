@@ -1,0 +1,63 @@
+//! Introspection: what the simulator was asked, when, and what it answered.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// One request as the simulator saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestRecord {
+    /// Milliseconds since the simulator started (real time).
+    pub at_ms: f64,
+    pub endpoint: String,
+    pub status: u16,
+    /// The `Retry-After` given with a 429/503, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<f64>,
+    /// Who sent it (the token's client id), when authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+/// One enqueue that reached the tenant model.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnqueueRecord {
+    pub at_ms: f64,
+    /// Simulated time.
+    pub at: String,
+    pub users: Vec<String>,
+    pub token_kind: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// Requests per endpoint (`$batch` counts once; its items are counted under `graph.batch.items`).
+    pub requests: BTreeMap<String, u64>,
+    pub enqueues: Vec<EnqueueRecord>,
+    pub log: Vec<RequestRecord>,
+    pub peak_concurrency: usize,
+    pub throttled: u64,
+    /// Requests that arrived before an earlier `Retry-After` given to the same client for the same
+    /// service had elapsed.
+    pub early_retries: u64,
+}
+
+impl Stats {
+    pub fn count(&self, endpoint: &str) -> u64 {
+        self.requests.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// Requests to Graph (`$batch` once, plus direct calls).
+    pub fn graph_requests(&self) -> u64 {
+        self.requests
+            .iter()
+            .filter(|(k, _)| k.starts_with("graph.") && *k != "graph.batch.items")
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    pub fn sharepoint_requests(&self) -> u64 {
+        self.requests.iter().filter(|(k, _)| k.starts_with("sharepoint.")).map(|(_, v)| v).sum()
+    }
+}
