@@ -7,3 +7,4 @@ pub mod api;
 pub mod jose;
 pub mod plan;
 pub mod simulator;
+pub mod tenant;

@@ -19,6 +19,21 @@ enum Command {
     Crd,
     /// Serve a simulated Microsoft 365 tenant on loopback and print a ready-to-apply tenant + Secret.
     Simulate(SimulateArgs),
+    /// Check a tenant's credentials, permissions and whether its enqueue call accepts this token kind.
+    Doctor {
+        /// A OneDriveTenant manifest, optionally followed by the Secrets it references.
+        #[arg(long)]
+        tenant: PathBuf,
+    },
+    /// Print what the tenant says about each user.
+    Check {
+        /// A OneDriveTenant manifest, optionally followed by the Secrets it references.
+        #[arg(long)]
+        tenant: PathBuf,
+        /// User principal names.
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -71,6 +86,37 @@ fn main() -> ExitCode {
             print!("{}", onedrive_operator::api::crds_yaml());
             ExitCode::SUCCESS
         }
+        Command::Doctor { tenant } => {
+            init_stderr_logs();
+            with_manifests(&tenant, |m| async move {
+                let env = |k: &str| std::env::var(k).ok();
+                let checks = onedrive_operator::tenant::doctor::doctor(&m, &env).await;
+                let name = m.tenant.metadata.name.clone().unwrap_or_default();
+                if onedrive_operator::tenant::doctor::print_checks(&name, &checks) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
+        }
+        Command::Check { tenant, users } => {
+            init_stderr_logs();
+            with_manifests(&tenant, |m| async move {
+                let env = |k: &str| std::env::var(k).ok();
+                match onedrive_operator::tenant::doctor::check_users(&m, &users, &env).await {
+                    Ok(lines) => {
+                        for l in lines {
+                            println!("{l}");
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("onedrive-operator check: {} ({})", e, e.reason());
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
         Command::Simulate(args) => {
             init_stderr_logs();
             let rt = tokio::runtime::Runtime::new().expect("a Tokio runtime");
@@ -83,6 +129,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Reads a tenant manifest file and runs `f` on it in a Tokio runtime.
+fn with_manifests<F, Fut>(path: &std::path::Path, f: F) -> ExitCode
+where
+    F: FnOnce(onedrive_operator::tenant::doctor::Manifests) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let manifests = match onedrive_operator::tenant::doctor::parse_manifests(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    tokio::runtime::Runtime::new().expect("a Tokio runtime").block_on(f(manifests))
 }
 
 fn init_stderr_logs() {

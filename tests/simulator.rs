@@ -3,56 +3,24 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
 
 use jiff::SignedDuration;
-use onedrive_operator::jose::{self, Alg, Certificate};
+use onedrive_operator::jose::{self, Alg};
 use onedrive_operator::simulator::{
-    self, App, AppOnlyEnqueue, Clock, Config, FaultConfig, SimHandle, SiteState, UserSpec,
+    self, AppOnlyEnqueue, Config, FaultConfig, SimHandle, SiteState, UserSpec,
 };
 use reqwest::StatusCode;
-use rsa::PrivateKey;
 use serde_json::{Value, json};
 
-const APP: &str = "11111111-2222-4333-8444-555555555555";
-const FED_APP: &str = "66666666-7777-4888-9999-000000000000";
-const SECRET_APP: &str = "secret-app";
-const ISSUER: &str = "https://oidc.example.test/cluster";
-const SUBJECT: &str = "system:serviceaccount:onedrive-operator:onedrive-operator";
-
-static KEY: LazyLock<PrivateKey> = LazyLock::new(jose::generate_key);
-static CERT: LazyLock<Certificate> = LazyLock::new(|| jose::self_signed_certificate(&KEY, "test").unwrap());
-static ISSUER_KEY: LazyLock<PrivateKey> = LazyLock::new(jose::generate_key);
+mod common;
+use common::*;
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
 fn config(users: usize) -> Config {
-    let mut c = Config {
-        users: (0..users).map(|i| UserSpec::new(format!("user{i}@contoso.com"))).collect(),
-        ..Config::default()
-    };
-    let mut unlicensed = UserSpec::new("nolicence@contoso.com");
-    unlicensed.licensed = false;
-    let mut has = UserSpec::new("has@contoso.com");
-    has.has_site = true;
-    c.users.extend([unlicensed, has]);
-    c.apps = vec![
-        App::Certificate { client_id: APP.into(), certificate: CERT.clone() },
-        App::Federated {
-            client_id: FED_APP.into(),
-            issuer: ISSUER.into(),
-            subject: SUBJECT.into(),
-            issuer_key: ISSUER_KEY.to_public_key(),
-        },
-        App::Secret { client_id: SECRET_APP.into(), secret: "s3cret".into() },
-        App::Delegated { client_id: APP.into(), refresh_tokens: vec!["rt-initial".into()] },
-    ];
-    c.clock = Clock::Manual;
-    c.jitter = 0.0;
-    c.provision_delay = SignedDuration::from_mins(10);
-    c
+    common::sim_config(users)
 }
 
 async fn start(c: Config) -> SimHandle {
@@ -108,7 +76,7 @@ async fn delegated_token(sim: &SimHandle, resource: &str) -> String {
             ("grant_type", "refresh_token"),
             ("client_id", APP),
             ("scope", &scope),
-            ("refresh_token", "rt-initial"),
+            ("refresh_token", REFRESH_TOKEN),
         ],
     )
     .await;
@@ -171,10 +139,7 @@ async fn federated_assertions_need_a_matching_federated_record() {
     let sim = start(config(1)).await;
     let scope = format!("{}/.default", sim.admin_url());
     let now = sim.now().as_second();
-    let make = |sub: &str| {
-        let claims = json!({"aud": "api://AzureADTokenExchange", "iss": ISSUER, "sub": sub, "nbf": now, "exp": now + 3600});
-        jose::sign_rsa(Alg::RS256, &ISSUER_KEY, json!({"kid": "k1"}), &claims).unwrap()
-    };
+    let make = |sub: &str| federated_assertion(sub, now);
     let form = |a: &str| {
         vec![
             ("grant_type".to_string(), "client_credentials".to_string()),
@@ -207,13 +172,13 @@ async fn refresh_tokens_rotate_and_bad_ones_are_invalid_grant() {
             ("grant_type", "refresh_token"),
             ("client_id", APP),
             ("scope", &scope),
-            ("refresh_token", "rt-initial"),
+            ("refresh_token", REFRESH_TOKEN),
         ],
     )
     .await;
     assert_eq!(status, 200);
     let rotated = body["refresh_token"].as_str().unwrap().to_string();
-    assert_ne!(rotated, "rt-initial");
+    assert_ne!(rotated, REFRESH_TOKEN);
     let (status, _) = token_request(
         &sim,
         &[
@@ -252,7 +217,7 @@ async fn client_secrets_work_for_graph_but_sharepoint_refuses_them() {
                 &[
                     ("grant_type", "client_credentials"),
                     ("client_id", SECRET_APP),
-                    ("client_secret", "s3cret"),
+                    ("client_secret", CLIENT_SECRET),
                     ("scope", &scope),
                 ],
             )
@@ -746,34 +711,7 @@ async fn stats_are_served_as_json_and_count_everything() {
 
 #[test]
 fn the_simulate_command_serves_stats_and_refuses_anonymous_graph_calls() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
-        .args(["simulate", "--listen", "127.0.0.1:0", "--generate", "300"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let _guard = Kill(child);
-    let mut printed = String::new();
-    let mut lines = BufReader::new(stdout).lines();
-    // The manifests end with the tenant's last field.
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        printed.push_str(&line);
-        printed.push('\n');
-        if line.trim_start().starts_with("driftCheckInterval:") {
-            break;
-        }
-    }
+    let (_child, printed) = spawn_simulate(&["--generate", "300"]);
     let docs: Vec<Value> =
         printed.split("\n---\n").map(|d| serde_yaml::from_str::<Value>(d).unwrap()).collect();
     assert_eq!(docs[0]["kind"], "Secret");

@@ -14,6 +14,7 @@ use super::{Fault, Service, Sim, TokenError, percent_decode};
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
     Router::new()
+        .route("/graph/v1.0/users", get(list_users))
         .route("/graph/v1.0/users/{upn}", get(user))
         .route("/graph/v1.0/users/{upn}/drive", get(drive))
         .route("/graph/v1.0/$batch", post(batch))
@@ -99,6 +100,24 @@ fn call(sim: &Sim, headers: &HeaderMap, endpoint: &str, f: impl FnOnce(&Sim) -> 
     };
     sim.record(endpoint, answer.status, fault, Some(&token.client_id));
     answer.into_response()
+}
+
+async fn list_users(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let top: usize = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| {
+            kv.split_once('=').filter(|(k, _)| percent_decode(k) == "$top").and_then(|(_, v)| v.parse().ok())
+        })
+        .unwrap_or(100)
+        .clamp(1, 999);
+    call(&sim, &headers, "graph.users", |sim| {
+        let upns = sim.tenant.lock().unwrap().upns(top);
+        let value: Vec<Value> = upns.iter().map(|u| json!({"userPrincipalName": u})).collect();
+        Answer::ok(
+            json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users(userPrincipalName)", "value": value}),
+        )
+    })
 }
 
 async fn user(State(sim): State<Arc<Sim>>, Path(upn): Path<String>, headers: HeaderMap) -> Response {

@@ -117,11 +117,13 @@ impl Default for Config {
     }
 }
 
-/// `n` generated users: `user0001@domain` …; every 50th is unlicensed, every 97th may not sign in.
+/// `n` generated users: `user0001@domain` …; every 10th already has a OneDrive, every 50th is
+/// unlicensed, every 97th may not sign in.
 pub fn generate_users(n: usize, domain: &str) -> Vec<UserSpec> {
     (1..=n)
         .map(|i| {
             let mut u = UserSpec::new(format!("user{i:04}@{domain}"));
+            u.has_site = i % 10 == 0 && i % 50 != 0;
             u.licensed = i % 50 != 0;
             u.sign_in_allowed = i % 97 != 0;
             u
@@ -389,6 +391,11 @@ async fn around_every_request(State(sim): State<Arc<Sim>>, req: Request, next: N
     {
         let mut s = sim.stats.lock().unwrap();
         s.peak_concurrency = s.peak_concurrency.max(now);
+        if let Some(ua) = req.headers().get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok())
+            && !req.uri().path().starts_with("/_sim")
+        {
+            s.user_agents.insert(ua.to_string());
+        }
     }
     let latency = sim.faults.lock().unwrap().config().latency;
     if !latency.is_zero() && !req.uri().path().starts_with("/_sim") {

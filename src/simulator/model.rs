@@ -172,6 +172,11 @@ impl Tenant {
         }
     }
 
+    /// The first `n` users' principal names.
+    pub fn upns(&self, n: usize) -> Vec<String> {
+        self.users.values().take(n).map(|u| u.spec.upn.clone()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }

@@ -1,6 +1,6 @@
 //! Introspection: what the simulator was asked, when, and what it answered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -41,6 +41,8 @@ pub struct Stats {
     /// Requests that arrived before an earlier `Retry-After` given to the same client for the same
     /// service had elapsed.
     pub early_retries: u64,
+    /// Every distinct `User-Agent` seen (Microsoft asks for `NONISV|<Company>|<App>/<version>`).
+    pub user_agents: BTreeSet<String>,
 }
 
 impl Stats {

@@ -1,0 +1,270 @@
+//! Tokens from Entra ID: certificate client assertions, workload identity federation and a
+//! SharePoint administrator's refresh token. A cache per resource refreshes before expiry with
+//! one refresh in flight at a time. Tokens, assertions and keys never reach a log or an error.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use jiff::{SignedDuration, Timestamp};
+use rsa::PrivateKey;
+use serde_json::{Value, json};
+
+use super::TenantError;
+use crate::api::AssertionAlgorithm;
+use crate::jose::{self, Alg, Certificate};
+
+/// Called with a rotated refresh token so it can be stored (the controller writes its Secret).
+pub type RotationCallback = Arc<dyn Fn(String) + Send + Sync>;
+
+/// How this tenant gets tokens.
+#[derive(Clone)]
+pub enum Credentials {
+    Certificate {
+        client_id: String,
+        certificate: Certificate,
+        key: Box<PrivateKey>,
+        algorithm: AssertionAlgorithm,
+    },
+    /// Azure Workload Identity: the file is re-read on every token request (the kubelet rotates it).
+    WorkloadIdentity {
+        client_id: String,
+        token_file: PathBuf,
+    },
+    Delegated {
+        client_id: String,
+        refresh_token: Arc<Mutex<String>>,
+        on_rotate: Option<RotationCallback>,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material or tokens.
+        f.write_str(match self {
+            Credentials::Certificate { .. } => "Credentials::Certificate",
+            Credentials::WorkloadIdentity { .. } => "Credentials::WorkloadIdentity",
+            Credentials::Delegated { .. } => "Credentials::Delegated",
+        })
+    }
+}
+
+impl Credentials {
+    /// `app-certificate`, `app-federated` or `delegated`: what SharePoint will see.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::Certificate { .. } => "app-certificate",
+            Credentials::WorkloadIdentity { .. } => "app-federated",
+            Credentials::Delegated { .. } => "delegated",
+        }
+    }
+
+    pub fn app_only(&self) -> bool {
+        !matches!(self, Credentials::Delegated { .. })
+    }
+
+    pub fn client_id(&self) -> &str {
+        match self {
+            Credentials::Certificate { client_id, .. }
+            | Credentials::WorkloadIdentity { client_id, .. }
+            | Credentials::Delegated { client_id, .. } => client_id,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: String,
+    expires_at: Timestamp,
+}
+
+/// Per-resource token cache.
+pub struct TokenCache {
+    credentials: Credentials,
+    token_endpoint: String,
+    http: reqwest::Client,
+    entries: Mutex<HashMap<String, Cached>>,
+    /// One refresh in flight per resource.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Tokens are renewed this long before they expire.
+const RENEW_BEFORE: SignedDuration = SignedDuration::from_mins(5);
+
+impl TokenCache {
+    pub fn new(
+        credentials: Credentials,
+        authority_host: &str,
+        tenant_id: &str,
+        http: reqwest::Client,
+    ) -> TokenCache {
+        TokenCache {
+            credentials,
+            token_endpoint: format!(
+                "{}/{}/oauth2/v2.0/token",
+                authority_host.trim_end_matches('/'),
+                tenant_id
+            ),
+            http,
+            entries: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// A bearer token for `resource` (e.g. `https://graph.microsoft.com`).
+    pub async fn token(&self, resource: &str) -> Result<String, TenantError> {
+        if let Some(t) = self.fresh(resource) {
+            return Ok(t);
+        }
+        let lock = self.locks.lock().unwrap().entry(resource.to_string()).or_default().clone();
+        let _guard = lock.lock().await;
+        if let Some(t) = self.fresh(resource) {
+            return Ok(t); // another task refreshed it while we waited
+        }
+        let (token, lifetime) = self.request(resource).await?;
+        let expires_at = Timestamp::now() + SignedDuration::from_secs(lifetime);
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(resource.to_string(), Cached { token: token.clone(), expires_at });
+        Ok(token)
+    }
+
+    /// Forgets a token the service refused (it may have been revoked).
+    pub fn invalidate(&self, resource: &str) {
+        self.entries.lock().unwrap().remove(resource);
+    }
+
+    fn fresh(&self, resource: &str) -> Option<String> {
+        let entries = self.entries.lock().unwrap();
+        let c = entries.get(resource)?;
+        (c.expires_at - RENEW_BEFORE > Timestamp::now()).then(|| c.token.clone())
+    }
+
+    async fn request(&self, resource: &str) -> Result<(String, i64), TenantError> {
+        let scope = format!("{}/.default", resource.trim_end_matches('/'));
+        let mut form: Vec<(&str, String)> = vec![("client_id", self.credentials.client_id().to_string())];
+        match &self.credentials {
+            Credentials::Certificate { client_id, certificate, key, algorithm } => {
+                form.push(("grant_type", "client_credentials".into()));
+                form.push(("scope", scope));
+                form.push(("client_assertion_type", JWT_BEARER.into()));
+                form.push(("client_assertion", self.assertion(client_id, certificate, key, *algorithm)?));
+            }
+            Credentials::WorkloadIdentity { token_file, .. } => {
+                let assertion = std::fs::read_to_string(token_file).map_err(|e| {
+                    TenantError::CredentialsInvalid(format!(
+                        "cannot read the federated token file {} ({e}): is the pod labelled azure.workload.identity/use=true and its ServiceAccount annotated with azure.workload.identity/client-id?",
+                        token_file.display()
+                    ))
+                })?;
+                form.push(("grant_type", "client_credentials".into()));
+                form.push(("scope", scope));
+                form.push(("client_assertion_type", JWT_BEARER.into()));
+                form.push(("client_assertion", assertion.trim().to_string()));
+            }
+            Credentials::Delegated { refresh_token, .. } => {
+                let current = refresh_token.lock().unwrap().clone();
+                form.push(("grant_type", "refresh_token".into()));
+                form.push(("scope", format!("{scope} offline_access")));
+                form.push(("refresh_token", current));
+            }
+        }
+        let response = self.http.post(&self.token_endpoint).form(&form).send().await.map_err(|e| {
+            TenantError::Unreachable(format!(
+                "token endpoint {}: {}",
+                self.token_endpoint,
+                super::http::describe(&e)
+            ))
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(token_error(status.as_u16(), &body, &self.credentials));
+        }
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| {
+                TenantError::Protocol("the token endpoint answered without an access_token".into())
+            })?
+            .to_string();
+        let lifetime =
+            body["expires_in"].as_i64().or_else(|| body["expires_in"].as_str()?.parse().ok()).unwrap_or(3599);
+        if let (Credentials::Delegated { refresh_token, on_rotate, .. }, Some(new)) =
+            (&self.credentials, body["refresh_token"].as_str())
+        {
+            let changed = {
+                let mut rt = refresh_token.lock().unwrap();
+                let changed = *rt != new;
+                *rt = new.to_string();
+                changed
+            };
+            if changed && let Some(cb) = on_rotate {
+                cb(new.to_string());
+            }
+        }
+        Ok((token, lifetime))
+    }
+
+    fn assertion(
+        &self,
+        client_id: &str,
+        certificate: &Certificate,
+        key: &PrivateKey,
+        algorithm: AssertionAlgorithm,
+    ) -> Result<String, TenantError> {
+        let now = Timestamp::now().as_second();
+        let (alg, header) = match algorithm {
+            AssertionAlgorithm::PS256 => (Alg::PS256, json!({"x5t#S256": certificate.x5t_s256()})),
+            AssertionAlgorithm::RS256 => (Alg::RS256, json!({"x5t": certificate.x5t()})),
+        };
+        let claims = json!({
+            "aud": self.token_endpoint,
+            "iss": client_id,
+            "sub": client_id,
+            "jti": jose::guid(),
+            "nbf": now,
+            "iat": now,
+            "exp": now + 600,
+        });
+        jose::sign_rsa(alg, key, header, &claims)
+            .map_err(|e| TenantError::CredentialsInvalid(format!("cannot sign the client assertion: {e}")))
+    }
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Entra's error body, turned into a message that names the fix. Only `error`, the AADSTS code
+/// and its description are used: none of them carries a credential.
+fn token_error(status: u16, body: &Value, credentials: &Credentials) -> TenantError {
+    let error = body["error"].as_str().unwrap_or("unknown_error");
+    let code = body["error_codes"][0].as_i64().unwrap_or(0);
+    let description =
+        body["error_description"].as_str().unwrap_or("").lines().next().unwrap_or("").to_string();
+    let fix = match (code, credentials) {
+        (700027, _) => {
+            "upload this certificate to the app registration (Certificates & secrets) or put the registered one in the Secret"
+        }
+        (700024, _) => "check the clock of the node running the operator",
+        (70021, _) => {
+            "add a federated credential to the app for this cluster's issuer and the operator's ServiceAccount"
+        }
+        (7000215 | 7000218, _) => "SharePoint refuses client secrets anyway: use a certificate",
+        (700016, _) => "check spec.auth.*.clientId and that the app exists in this tenant",
+        (90002, _) => "check spec.tenantId",
+        (700082 | 70000 | 50173 | 50076, Credentials::Delegated { .. }) => {
+            "sign in again as a SharePoint administrator and store the new refresh token in the Secret"
+        }
+        (500011, _) => "check spec.adminUrl and spec.graphUrl belong to this tenant",
+        _ => "see the AADSTS code in Microsoft's error reference",
+    };
+    let message = format!(
+        "Entra ID refused the {} token request ({status} {error}, AADSTS{code}: {description}); fix: {fix}",
+        credentials.kind()
+    );
+    TenantError::CredentialsInvalid(message)
+}

@@ -1,0 +1,59 @@
+//! The tenant layer's one error type. `reason()` is reused as the tenant's condition reason,
+//! the event reason and the metric label, so each kind names what a person should do.
+
+use jiff::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TenantError {
+    /// The credentials could not be loaded or Entra ID refused them.
+    #[error("{0}")]
+    CredentialsInvalid(String),
+    /// SharePoint refused this kind of token for the call (app-only vs delegated, client secret).
+    #[error("{0}")]
+    TokenKindRefused(String),
+    /// The token is fine but lacks a permission (consent, admin role).
+    #[error("{0}")]
+    PermissionMissing(String),
+    /// The service asked us to wait until `until`; the caller should requeue, not sleep.
+    #[error("throttled by {service} until {until}")]
+    Throttled { service: &'static str, until: Timestamp },
+    /// Persistent 503s: Microsoft has blocked the app for ignoring throttling.
+    #[error("{0}")]
+    Blocked(String),
+    /// Network errors, timeouts, 5xx.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Refused on the client before anything was sent (more than 200 users, an empty email).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// An answer the client does not understand.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl TenantError {
+    /// The condition/event reason and metric label for this kind.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TenantError::CredentialsInvalid(_) => "CredentialsInvalid",
+            TenantError::TokenKindRefused(_) => "TokenKindRefused",
+            TenantError::PermissionMissing(_) => "PermissionMissing",
+            TenantError::Throttled { .. } => "Throttled",
+            TenantError::Blocked(_) => "Blocked",
+            TenantError::Unreachable(_) => "Unreachable",
+            TenantError::InvalidRequest(_) => "InvalidRequest",
+            TenantError::Protocol(_) => "ProtocolError",
+        }
+    }
+
+    /// Whether a person must act (kstatus `Stalled`) rather than wait.
+    pub fn needs_person(&self) -> bool {
+        matches!(
+            self,
+            TenantError::CredentialsInvalid(_)
+                | TenantError::TokenKindRefused(_)
+                | TenantError::PermissionMissing(_)
+                | TenantError::Blocked(_)
+        )
+    }
+}

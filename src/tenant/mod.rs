@@ -1,0 +1,170 @@
+//! Microsoft 365: the only code that knows Microsoft's wire formats on the operator's side.
+//!
+//! [`TenantClient::observe`] asks Graph (in `$batch`es of 20) whether users have a OneDrive;
+//! [`TenantClient::enqueue`] asks SharePoint to create personal sites for at most 200 users,
+//! by REST ProfileLoader, CSOM ProfileLoader or CSOM `Tenant.RequestPersonalSites`.
+
+mod auth;
+mod credentials;
+pub mod doctor;
+mod error;
+mod graph;
+pub mod http;
+mod sharepoint;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use auth::{Credentials, RotationCallback, TokenCache};
+pub use credentials::{SecretStore, credentials_for, federated_token_file};
+pub use error::TenantError;
+pub use http::Service;
+
+use crate::api::{EnqueueMethod, OneDriveTenantSpec};
+use crate::plan::Observation;
+
+/// SharePoint refuses more than 200 users per enqueue request.
+pub const MAX_USERS_PER_ENQUEUE: usize = 200;
+/// Graph accepts at most 20 requests per `$batch`.
+pub const GRAPH_BATCH_LIMIT: usize = 20;
+
+/// Where the tenant is and how to talk to it.
+#[derive(Clone, Debug)]
+pub struct TenantConfig {
+    pub tenant_id: String,
+    pub admin_url: String,
+    pub graph_url: String,
+    pub authority_host: String,
+    pub enqueue_method: EnqueueMethod,
+    /// Goes into `User-Agent: NONISV|<organization>|onedrive-operator/<version>`.
+    pub organization: String,
+    pub request_timeout: Duration,
+    /// Longest one call waits on throttling before returning `Throttled`.
+    pub max_throttle_wait: Duration,
+    /// Extra PEM CA certificates to trust (a corporate proxy). Verification is never disabled.
+    pub ca_bundle: Option<Vec<u8>>,
+    /// Concurrent Graph `$batch` requests.
+    pub graph_concurrency: usize,
+}
+
+impl TenantConfig {
+    pub fn from_spec(spec: &OneDriveTenantSpec) -> TenantConfig {
+        TenantConfig {
+            tenant_id: spec.tenant_id.clone(),
+            admin_url: spec.admin_url.trim_end_matches('/').to_string(),
+            graph_url: spec.graph_url.trim_end_matches('/').to_string(),
+            authority_host: spec.authority_host.trim_end_matches('/').to_string(),
+            enqueue_method: spec.enqueue_method,
+            organization: "onedrive-operator".into(),
+            request_timeout: Duration::from_secs(30),
+            max_throttle_wait: Duration::from_secs(120),
+            ca_bundle: None,
+            graph_concurrency: 4,
+        }
+    }
+
+    pub fn user_agent(&self) -> String {
+        format!("NONISV|{}|onedrive-operator/{}", self.organization, env!("CARGO_PKG_VERSION"))
+    }
+}
+
+/// A client for one tenant.
+pub struct TenantClient {
+    config: TenantConfig,
+    tokens: TokenCache,
+    http: http::Http,
+}
+
+impl TenantClient {
+    pub fn new(config: TenantConfig, credentials: Credentials) -> Result<TenantClient, TenantError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(config.user_agent())
+            .timeout(config.request_timeout)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = &config.ca_bundle {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| TenantError::CredentialsInvalid(format!("the CA bundle is not PEM: {e}")))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| TenantError::Unreachable(format!("cannot build the HTTP client: {e}")))?;
+        let tokens = TokenCache::new(credentials, &config.authority_host, &config.tenant_id, client.clone());
+        let http = http::Http::new(client, config.max_throttle_wait);
+        Ok(TenantClient { config, tokens, http })
+    }
+
+    pub fn config(&self) -> &TenantConfig {
+        &self.config
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        self.tokens.credentials()
+    }
+
+    /// Requests and throttles so far, per service (for metrics).
+    pub fn counters(&self) -> HashMap<(Service, &'static str), u64> {
+        self.http.counters.lock().unwrap().clone()
+    }
+
+    /// Gets a token for Graph (used by `doctor`).
+    pub async fn graph_token(&self) -> Result<(), TenantError> {
+        self.tokens.token(&self.config.graph_url).await.map(|_| ())
+    }
+
+    /// Gets a token for SharePoint (used by `doctor`).
+    pub async fn sharepoint_token(&self) -> Result<(), TenantError> {
+        self.tokens.token(&self.config.admin_url).await.map(|_| ())
+    }
+
+    /// What the tenant says about each user, keyed by [`crate::plan::user_key`]. A user whose
+    /// lookup failed is `Unknown`; an error means nothing could be observed.
+    pub async fn observe(&self, users: &[String]) -> Result<HashMap<String, Observation>, TenantError> {
+        graph::observe(self, users).await
+    }
+
+    /// Asks SharePoint to create personal sites. Refuses more than 200 users or an empty email
+    /// before sending anything.
+    pub async fn enqueue(&self, users: &[String]) -> Result<(), TenantError> {
+        validate_enqueue(users)?;
+        match self.config.enqueue_method {
+            EnqueueMethod::ProfileLoader => sharepoint::enqueue_rest(self, users).await,
+            EnqueueMethod::ProfileLoaderCsom => sharepoint::enqueue_csom(self, users, false).await,
+            EnqueueMethod::RequestPersonalSites => sharepoint::enqueue_csom(self, users, true).await,
+        }
+    }
+
+    /// `SPS-PersonalSiteInstantiationState` from the user's SharePoint profile (`None`: no profile).
+    pub async fn profile_state(&self, user: &str) -> Result<Option<i64>, TenantError> {
+        sharepoint::profile_state(self, user).await
+    }
+
+    /// `POST /_api/contextinfo`: SharePoint is reachable and accepts the token.
+    pub async fn sharepoint_reachable(&self) -> Result<(), TenantError> {
+        sharepoint::contextinfo(self).await
+    }
+
+    /// Some users of the directory (for `doctor`'s probes).
+    pub async fn some_users(&self, n: usize) -> Result<Vec<String>, TenantError> {
+        graph::some_users(self, n).await
+    }
+}
+
+/// The seeds' rules, enforced before anything is sent.
+pub fn validate_enqueue(users: &[String]) -> Result<(), TenantError> {
+    if users.is_empty() {
+        return Err(TenantError::InvalidRequest("an enqueue needs at least one user".into()));
+    }
+    if users.len() > MAX_USERS_PER_ENQUEUE {
+        return Err(TenantError::InvalidRequest(format!(
+            "{} users in one enqueue: SharePoint accepts at most {MAX_USERS_PER_ENQUEUE}",
+            users.len()
+        )));
+    }
+    if let Some(i) = users.iter().position(|u| u.trim().is_empty()) {
+        return Err(TenantError::InvalidRequest(format!("user #{} of the enqueue is empty", i + 1)));
+    }
+    Ok(())
+}

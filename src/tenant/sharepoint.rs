@@ -1,0 +1,269 @@
+//! SharePoint admin host: the three enqueue calls, the form digest probe and user profiles.
+
+use serde_json::Value;
+
+use super::http::Service;
+use super::{TenantClient, TenantError};
+
+const PROFILE_LOADER_TYPE: &str = "{9c42543a-91b3-4902-b2fe-14ccdefb6e2b}";
+const TENANT_TYPE: &str = "{268004ae-ef6b-4e9b-8425-127220d84719}";
+/// Longest the client polls a `SpoOperation` before trusting it to finish on its own.
+const OPERATION_POLLS: usize = 5;
+
+/// The fix for a refused enqueue, depending on the token kind that was refused.
+fn refused(client: &TenantClient, detail: &str) -> TenantError {
+    if client.credentials().app_only() {
+        TenantError::TokenKindRefused(format!(
+            "SharePoint refused to enqueue with an app-only ({}) token: {detail}. Fix: grant the app SharePoint Sites.FullControl.All and User.ReadWrite.All (application) with admin consent; if the tenant still refuses app-only enqueue, switch spec.auth to delegated with a SharePoint administrator's refresh token",
+            client.credentials().kind()
+        ))
+    } else {
+        TenantError::PermissionMissing(format!(
+            "SharePoint refused the delegated token: {detail}. Fix: the refresh token must belong to a SharePoint administrator (or Global administrator) of this tenant"
+        ))
+    }
+}
+
+fn odata_message(body: &Value) -> String {
+    let e = if body["error"].is_object() { &body["error"] } else { &body["odata.error"] };
+    let message = e["message"]["value"].as_str().or(e["message"].as_str()).unwrap_or("");
+    let code = e["code"].as_str().unwrap_or("");
+    format!("{code} {message}").trim().to_string()
+}
+
+/// Sends an authenticated SharePoint request, renewing a refused token once.
+async fn send(
+    client: &TenantClient,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, TenantError> {
+    let resource = &client.config.admin_url;
+    for attempt in 0..2 {
+        let token = client.tokens.token(resource).await?;
+        let response = client.http.send(Service::SharePoint, || build(&token)).await?;
+        if response.status() == 401 {
+            let diagnostics = response
+                .headers()
+                .get("x-ms-diagnostics")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = response.text().await.unwrap_or_default();
+            if body.contains("Unsupported app only token") {
+                return Err(TenantError::TokenKindRefused(
+                    "SharePoint refuses app-only tokens obtained with a client secret. Fix: authenticate the app with a certificate (spec.auth.certificate) or use workload identity".into(),
+                ));
+            }
+            if attempt == 0 {
+                client.tokens.invalidate(resource);
+                continue;
+            }
+            return Err(TenantError::CredentialsInvalid(format!(
+                "SharePoint refused the token (401 {diagnostics}). Fix: check spec.adminUrl is this tenant's admin host and the app is consented"
+            )));
+        }
+        return Ok(response);
+    }
+    unreachable!("the loop returns")
+}
+
+pub(super) async fn enqueue_rest(client: &TenantClient, users: &[String]) -> Result<(), TenantError> {
+    let url = format!(
+        "{}/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk",
+        client.config.admin_url
+    );
+    let body = serde_json::json!({ "emailIDs": users });
+    // With OAuth no X-RequestDigest is needed.
+    let response = send(client, |token| {
+        client
+            .http
+            .client()
+            .post(&url)
+            .bearer_auth(token)
+            .header("accept", "application/json;odata=nometadata")
+            .json(&body)
+    })
+    .await?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(()); // the body shape is undocumented: nothing is read from it
+    }
+    let davext = response.headers().get("x-msdavext_error").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let message = odata_message(&body);
+    if status == 403 || davext.is_some() || message.contains("UnauthorizedAccessException") {
+        let detail = match davext {
+            Some(d) => format!("403 X-MSDAVEXT_Error {}", d.split(';').next().unwrap_or("")),
+            None => format!("{status} {message}"),
+        };
+        return Err(refused(client, &detail));
+    }
+    if status == 400 {
+        return Err(TenantError::InvalidRequest(format!("SharePoint refused the enqueue: {message}")));
+    }
+    Err(TenantError::Unreachable(format!("SharePoint enqueue answered {status}: {message}")))
+}
+
+fn csom_request(users: &[String], tenant_method: bool) -> String {
+    let objects: String = users
+        .iter()
+        .map(|u| format!("<Object Type=\"String\">{}</Object>", quick_xml::escape::escape(u.as_str())))
+        .collect();
+    let params = format!("<Parameters><Parameter Type=\"Array\">{objects}</Parameter></Parameters>");
+    let head = format!(
+        "<Request xmlns=\"http://schemas.microsoft.com/sharepoint/clientquery/2009\" SchemaVersion=\"15.0.0.0\" LibraryVersion=\"16.0.0.0\" ApplicationName=\"onedrive-operator/{}\">",
+        env!("CARGO_PKG_VERSION")
+    );
+    if tenant_method {
+        format!(
+            "{head}<Actions><ObjectPath Id=\"2\" ObjectPathId=\"1\" /><ObjectPath Id=\"4\" ObjectPathId=\"3\" /><Query Id=\"5\" ObjectPathId=\"3\"><Query SelectAllProperties=\"false\"><Properties><Property Name=\"IsComplete\" ScalarProperty=\"true\" /><Property Name=\"PollingInterval\" ScalarProperty=\"true\" /></Properties></Query></Query></Actions><ObjectPaths><Constructor Id=\"1\" TypeId=\"{TENANT_TYPE}\" /><Method Id=\"3\" ParentId=\"1\" Name=\"RequestPersonalSites\">{params}</Method></ObjectPaths></Request>"
+        )
+    } else {
+        format!(
+            "{head}<Actions><ObjectPath Id=\"2\" ObjectPathId=\"1\" /><Method Name=\"CreatePersonalSiteEnqueueBulk\" Id=\"3\" ObjectPathId=\"1\">{params}</Method></Actions><ObjectPaths><StaticMethod Id=\"1\" Name=\"GetProfileLoader\" TypeId=\"{PROFILE_LOADER_TYPE}\" /></ObjectPaths></Request>"
+        )
+    }
+}
+
+fn poll_request(identity: &str) -> String {
+    format!(
+        "<Request xmlns=\"http://schemas.microsoft.com/sharepoint/clientquery/2009\" SchemaVersion=\"15.0.0.0\" LibraryVersion=\"16.0.0.0\" ApplicationName=\"onedrive-operator\"><Actions><Query Id=\"2\" ObjectPathId=\"1\"><Query SelectAllProperties=\"false\"><Properties><Property Name=\"IsComplete\" ScalarProperty=\"true\" /><Property Name=\"PollingInterval\" ScalarProperty=\"true\" /></Properties></Query></Query></Actions><ObjectPaths><Identity Id=\"1\" Name=\"{}\" /></ObjectPaths></Request>",
+        quick_xml::escape::escape(identity)
+    )
+}
+
+/// Posts to ProcessQuery; a non-null `ErrorInfo` is a failure whatever the HTTP status.
+async fn process_query(client: &TenantClient, xml: String) -> Result<Vec<Value>, TenantError> {
+    let url = format!("{}/_vti_bin/client.svc/ProcessQuery", client.config.admin_url);
+    let response = send(client, |token| {
+        client
+            .http
+            .client()
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-type", "text/xml")
+            .body(xml.clone())
+    })
+    .await?;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let Some(items) = body.as_array().filter(|a| !a.is_empty()) else {
+        return Err(TenantError::Unreachable(format!(
+            "CSOM ProcessQuery answered {status} without a result array"
+        )));
+    };
+    let info = &items[0]["ErrorInfo"];
+    if !info.is_null() {
+        let kind = info["ErrorTypeName"].as_str().unwrap_or("");
+        let message = info["ErrorMessage"].as_str().unwrap_or("");
+        let code = info["ErrorCode"].as_i64().unwrap_or(0);
+        let detail = format!("{kind} ({code}): {message}");
+        return Err(
+            if kind.contains("UnauthorizedAccess") || code == -2147024891 || message.contains("Access denied")
+            {
+                refused(client, &detail)
+            } else if kind.contains("Argument") {
+                TenantError::InvalidRequest(format!("SharePoint refused the enqueue: {detail}"))
+            } else {
+                TenantError::Protocol(format!("CSOM error: {detail}"))
+            },
+        );
+    }
+    Ok(items.clone())
+}
+
+pub(super) async fn enqueue_csom(
+    client: &TenantClient,
+    users: &[String],
+    tenant_method: bool,
+) -> Result<(), TenantError> {
+    let items = process_query(client, csom_request(users, tenant_method)).await?;
+    if !tenant_method {
+        return Ok(());
+    }
+    // RequestPersonalSites returns an SpoOperation; poll it briefly like PnP does. The sites are
+    // still created by the timer job afterwards: completion here only means "accepted".
+    let Some(op) =
+        items.iter().find(|v| v["_ObjectType_"].as_str().is_some_and(|t| t.ends_with("SpoOperation")))
+    else {
+        return Ok(());
+    };
+    let mut op = op.clone();
+    for _ in 0..OPERATION_POLLS {
+        if op["IsComplete"].as_bool().unwrap_or(true) {
+            return Ok(());
+        }
+        let interval = op["PollingInterval"].as_u64().unwrap_or(15_000).clamp(100, 15_000);
+        tokio::time::sleep(std::time::Duration::from_millis(interval)).await;
+        let identity = op["_ObjectIdentity_"].as_str().unwrap_or_default().to_string();
+        let reloaded = process_query(client, poll_request(&identity)).await?;
+        match reloaded.iter().find(|v| v.is_object() && v.get("IsComplete").is_some()) {
+            Some(next) => op = next.clone(),
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn contextinfo(client: &TenantClient) -> Result<(), TenantError> {
+    let url = format!("{}/_api/contextinfo", client.config.admin_url);
+    let response = send(client, |token| {
+        client
+            .http
+            .client()
+            .post(&url)
+            .bearer_auth(token)
+            .header("accept", "application/json;odata=nometadata")
+    })
+    .await?;
+    match response.status().as_u16() {
+        200 => Ok(()),
+        403 => Err(TenantError::PermissionMissing(
+            "SharePoint refused POST /_api/contextinfo (403): the app or user has no access to the admin site".into(),
+        )),
+        s => Err(TenantError::Unreachable(format!("SharePoint /_api/contextinfo answered {s}"))),
+    }
+}
+
+pub(super) async fn profile_state(client: &TenantClient, user: &str) -> Result<Option<i64>, TenantError> {
+    let url = format!(
+        "{}/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)",
+        client.config.admin_url
+    );
+    let account = format!("'i:0#.f|membership|{}'", user.trim());
+    let response = send(client, |token| {
+        client
+            .http
+            .client()
+            .get(&url)
+            .query(&[("@v", account.as_str())])
+            .bearer_auth(token)
+            .header("accept", "application/json;odata=nometadata")
+    })
+    .await?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(TenantError::Unreachable(format!("SharePoint profile read answered {status}")));
+    }
+    let body: Value = response.json().await.map_err(|e| TenantError::Protocol(e.to_string()))?;
+    let properties =
+        body["UserProfileProperties"].as_array().or(body["UserProfileProperties"]["results"].as_array());
+    Ok(properties.and_then(|props| {
+        props
+            .iter()
+            .find(|p| p["Key"] == "SPS-PersonalSiteInstantiationState")
+            .and_then(|p| p["Value"].as_str()?.parse().ok())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csom_requests_escape_emails() {
+        let xml = csom_request(&["o'neil&co<x>@contoso.com".into()], false);
+        assert!(xml.contains("<Object Type=\"String\">o&apos;neil&amp;co&lt;x&gt;@contoso.com</Object>"));
+        assert!(xml.contains(PROFILE_LOADER_TYPE));
+        assert!(csom_request(&["a@b.c".into()], true).contains("RequestPersonalSites"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Shared test fixtures: test credentials and a simulator configuration that registers them.
+#![allow(dead_code)]
+
+use std::sync::LazyLock;
+
+use jiff::SignedDuration;
+use onedrive_operator::jose::{self, Certificate};
+use onedrive_operator::simulator::{App, Clock, Config, UserSpec};
+use rsa::PrivateKey;
+
+pub const APP: &str = "11111111-2222-4333-8444-555555555555";
+pub const FED_APP: &str = "66666666-7777-4888-9999-000000000000";
+pub const SECRET_APP: &str = "secret-app";
+pub const CLIENT_SECRET: &str = "s3cret-value-never-logged";
+pub const REFRESH_TOKEN: &str = "rt-initial-never-logged";
+pub const ISSUER: &str = "https://oidc.example.test/cluster";
+pub const SUBJECT: &str = "system:serviceaccount:onedrive-operator:onedrive-operator";
+
+pub static KEY: LazyLock<PrivateKey> = LazyLock::new(jose::generate_key);
+pub static CERT: LazyLock<Certificate> =
+    LazyLock::new(|| jose::self_signed_certificate(&KEY, "test").unwrap());
+pub static ISSUER_KEY: LazyLock<PrivateKey> = LazyLock::new(jose::generate_key);
+
+/// `users` plain users `user{i}@contoso.com`, plus `nolicence@` (unlicensed) and `has@` (has a
+/// site); every test app registered; a manual clock; no jitter.
+pub fn sim_config(users: usize) -> Config {
+    let mut unlicensed = UserSpec::new("nolicence@contoso.com");
+    unlicensed.licensed = false;
+    let mut has = UserSpec::new("has@contoso.com");
+    has.has_site = true;
+    let mut all: Vec<UserSpec> = (0..users).map(|i| UserSpec::new(format!("user{i}@contoso.com"))).collect();
+    all.extend([unlicensed, has]);
+    Config {
+        users: all,
+        apps: vec![
+            App::Certificate { client_id: APP.into(), certificate: CERT.clone() },
+            App::Federated {
+                client_id: FED_APP.into(),
+                issuer: ISSUER.into(),
+                subject: SUBJECT.into(),
+                issuer_key: ISSUER_KEY.to_public_key(),
+            },
+            App::Secret { client_id: SECRET_APP.into(), secret: CLIENT_SECRET.into() },
+            App::Delegated { client_id: APP.into(), refresh_tokens: vec![REFRESH_TOKEN.into()] },
+        ],
+        clock: Clock::Manual,
+        jitter: 0.0,
+        provision_delay: SignedDuration::from_mins(10),
+        ..Config::default()
+    }
+}
+
+/// A federated (workload identity) assertion as the kubelet would project it.
+pub fn federated_assertion(subject: &str, now: i64) -> String {
+    let claims = serde_json::json!({"aud": "api://AzureADTokenExchange", "iss": ISSUER, "sub": subject, "nbf": now, "exp": now + 3600});
+    jose::sign_rsa(jose::Alg::RS256, &ISSUER_KEY, serde_json::json!({"kid": "k1"}), &claims).unwrap()
+}
+
+/// A child process killed when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `onedrive-operator simulate ARGS --listen 127.0.0.1:0` and returns it with the
+/// manifests it printed (read up to the tenant's last field).
+pub fn spawn_simulate(args: &[&str]) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
+        .arg("simulate")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("piped");
+    let guard = Child(child);
+    let mut printed = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("utf-8 output");
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.trim_start().starts_with("driftCheckInterval:") {
+            break;
+        }
+    }
+    (guard, printed)
+}

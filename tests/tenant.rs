@@ -1,0 +1,435 @@
+//! The tenant client against the simulator over loopback HTTP (no mocks of the client's HTTP).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use onedrive_operator::api::{
+    AssertionAlgorithm, CertificateAuth, DelegatedAuth, EnqueueMethod, OneDriveTenantSpec, SecretKeyRef,
+    SecretRef, TenantAuth, WorkloadIdentityAuth,
+};
+use onedrive_operator::jose;
+use onedrive_operator::plan::{Observation, user_key};
+use onedrive_operator::simulator::{
+    self, AppOnlyEnqueue, Config, FaultConfig, SimHandle, SiteState, UserSpec,
+};
+use onedrive_operator::tenant::{
+    Credentials, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for,
+};
+
+async fn start(c: Config) -> SimHandle {
+    simulator::start(c, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+fn spec(sim: &SimHandle, auth: TenantAuth, method: EnqueueMethod) -> OneDriveTenantSpec {
+    OneDriveTenantSpec {
+        tenant_id: sim.tenant_id().into(),
+        admin_url: sim.admin_url(),
+        graph_url: sim.graph_url(),
+        authority_host: sim.authority_host(),
+        auth,
+        enqueue_method: method,
+        batch_size: 200,
+        poll_interval: "10s".into(),
+        provisioning_timeout: "24h".into(),
+        drift_check_interval: "24h".into(),
+    }
+}
+
+fn cert_auth(algorithm: AssertionAlgorithm) -> TenantAuth {
+    TenantAuth {
+        certificate: Some(CertificateAuth {
+            client_id: APP.into(),
+            secret_ref: SecretRef { name: "app-cert".into() },
+            algorithm,
+        }),
+        ..Default::default()
+    }
+}
+
+fn secrets() -> SecretStore {
+    let mut s = SecretStore::new();
+    s.insert(
+        "app-cert".into(),
+        BTreeMap::from([
+            ("tls.crt".into(), CERT.to_pem().into_bytes()),
+            ("tls.key".into(), jose::private_key_to_pem(&KEY).into_bytes()),
+        ]),
+    );
+    s.insert(
+        "admin-token".into(),
+        BTreeMap::from([("refresh_token".into(), REFRESH_TOKEN.as_bytes().to_vec())]),
+    );
+    s
+}
+
+fn client(spec: &OneDriveTenantSpec, env: &dyn Fn(&str) -> Option<String>) -> TenantClient {
+    client_with(spec, env, |_| {})
+}
+
+fn client_with(
+    spec: &OneDriveTenantSpec,
+    env: &dyn Fn(&str) -> Option<String>,
+    tune: impl FnOnce(&mut TenantConfig),
+) -> TenantClient {
+    let creds = credentials_for(spec, &secrets(), "onedrive-operator", env, None).unwrap();
+    let mut config = TenantConfig::from_spec(spec);
+    tune(&mut config);
+    TenantClient::new(config, creds).unwrap()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn users(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("user{i}@contoso.com")).collect()
+}
+
+#[tokio::test]
+async fn certificate_auth_calls_graph_and_sharepoint_with_both_algorithms() {
+    let sim = start(sim_config(3)).await;
+    for alg in [AssertionAlgorithm::PS256, AssertionAlgorithm::RS256] {
+        let c = client(&spec(&sim, cert_auth(alg), EnqueueMethod::ProfileLoader), &no_env);
+        let seen = c.observe(&["has@contoso.com".into(), "user0@contoso.com".into()]).await.unwrap();
+        assert!(matches!(seen["has@contoso.com"], Observation::HasSite { .. }));
+        assert_eq!(seen["user0@contoso.com"], Observation::NoSite);
+        c.sharepoint_reachable().await.unwrap();
+        c.enqueue(&["user0@contoso.com".into()]).await.unwrap();
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.count("entra.token"), 4, "one token per resource per client: cached");
+    assert!(stats.enqueues.iter().all(|e| e.token_kind == "app-certificate"));
+    let expected = format!("NONISV|onedrive-operator|onedrive-operator/{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(stats.user_agents.iter().collect::<Vec<_>>(), vec![&expected], "every request is decorated");
+}
+
+#[tokio::test]
+async fn workload_identity_rereads_the_rotated_token_file() {
+    let sim = start(sim_config(1)).await;
+    let dir = std::env::temp_dir().join(format!("odo-wi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("azure-identity-token");
+    let now = sim.now().as_second();
+    // First the kubelet projected a token for the wrong subject; then it rotated the file.
+    std::fs::write(&file, federated_assertion("system:serviceaccount:other:sa", now)).unwrap();
+    let env_file = file.display().to_string();
+    let env = move |k: &str| match k {
+        "AZURE_FEDERATED_TOKEN_FILE" => Some(env_file.clone()),
+        "AZURE_CLIENT_ID" => Some(FED_APP.to_string()),
+        _ => None,
+    };
+    let auth = TenantAuth {
+        workload_identity: Some(WorkloadIdentityAuth { client_id: None }),
+        ..Default::default()
+    };
+    let c = client(&spec(&sim, auth, EnqueueMethod::RequestPersonalSites), &env);
+    let err = c.observe(&["user0@contoso.com".into()]).await.unwrap_err();
+    assert_eq!(err.reason(), "CredentialsInvalid");
+    assert!(
+        err.to_string().contains("AADSTS70021") && err.to_string().contains("federated credential"),
+        "{err}"
+    );
+    std::fs::write(&file, federated_assertion(SUBJECT, now)).unwrap();
+    let seen = c.observe(&["user0@contoso.com".into()]).await.unwrap();
+    assert_eq!(seen["user0@contoso.com"], Observation::NoSite);
+    c.enqueue(&["user0@contoso.com".into()]).await.unwrap();
+    assert_eq!(sim.stats().enqueues[0].token_kind, "app-federated");
+    assert_eq!(sim.stats().enqueues[0].method, "RequestPersonalSites");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn delegated_auth_hands_rotated_refresh_tokens_to_the_callback() {
+    let mut c = sim_config(1);
+    c.app_only_enqueue = AppOnlyEnqueue::Refuse;
+    let sim = start(c).await;
+    let auth = TenantAuth {
+        delegated: Some(DelegatedAuth {
+            client_id: APP.into(),
+            refresh_token_secret_ref: SecretKeyRef {
+                name: "admin-token".into(),
+                key: "refresh_token".into(),
+            },
+        }),
+        ..Default::default()
+    };
+    let s = spec(&sim, auth, EnqueueMethod::ProfileLoaderCsom);
+    let rotated = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = rotated.clone();
+    let creds =
+        credentials_for(&s, &secrets(), "ns", &no_env, Some(Arc::new(move |t| sink.lock().unwrap().push(t))))
+            .unwrap();
+    let client = TenantClient::new(TenantConfig::from_spec(&s), creds).unwrap();
+    client.observe(&["user0@contoso.com".into()]).await.unwrap();
+    client.enqueue(&["user0@contoso.com".into()]).await.unwrap();
+    let got = rotated.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "one rotation per resource token");
+    assert!(got.iter().all(|t| t != REFRESH_TOKEN));
+    assert_eq!(sim.stats().enqueues[0].token_kind, "delegated");
+    assert_eq!(sim.site_state("user0@contoso.com").unwrap().code(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_token_kind_is_token_kind_refused_with_its_fix_for_every_method() {
+    let mut c = sim_config(2);
+    c.app_only_enqueue = AppOnlyEnqueue::Refuse;
+    let sim = start(c).await;
+    for method in
+        [EnqueueMethod::ProfileLoader, EnqueueMethod::ProfileLoaderCsom, EnqueueMethod::RequestPersonalSites]
+    {
+        let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), method), &no_env);
+        let err = c.enqueue(&["user0@contoso.com".into()]).await.unwrap_err();
+        assert_eq!(err.reason(), "TokenKindRefused", "{method:?}: {err}");
+        assert!(err.to_string().contains("switch spec.auth to delegated"), "{err}");
+        assert!(err.needs_person());
+    }
+    assert!(sim.stats().enqueues.is_empty());
+    assert_eq!(sim.site_state("user0@contoso.com"), Some(SiteState::Uninitialized));
+}
+
+#[tokio::test]
+async fn observing_1000_users_costs_at_most_55_graph_requests_and_classifies_them() {
+    let mut c = sim_config(0);
+    c.users = (0..1000)
+        .map(|i| {
+            let mut u = UserSpec::new(format!("user{i}@contoso.com"));
+            u.has_site = i % 3 == 0;
+            u.licensed = i % 40 != 7;
+            u
+        })
+        .collect();
+    let sim = start(c).await;
+    let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
+    let mut asked = users(0..990);
+    asked.extend((0..10).map(|i| format!("ghost{i}@contoso.com")));
+    let seen = c.observe(&asked).await.unwrap();
+    assert_eq!(seen.len(), 1000);
+    let graph_requests = sim.stats().graph_requests();
+    println!("observing 1000 users: {graph_requests} Graph HTTP requests");
+    assert!(graph_requests <= 55, "{graph_requests} Graph requests");
+    for i in 0..990 {
+        let o = &seen[&user_key(&format!("user{i}@contoso.com"))];
+        let expected = if i % 3 == 0 {
+            "site"
+        } else if i % 40 == 7 {
+            "unlicensed"
+        } else {
+            "none"
+        };
+        match (expected, o) {
+            ("site", Observation::HasSite { url }) => {
+                assert!(url.ends_with(&format!("/personal/user{i}_contoso_com/")))
+            }
+            ("unlicensed", Observation::UserNotLicensed) | ("none", Observation::NoSite) => {}
+            _ => panic!("user{i}: expected {expected}, got {o:?}"),
+        }
+    }
+    for i in 0..10 {
+        assert_eq!(seen[&format!("ghost{i}@contoso.com")], Observation::UserNotFound);
+    }
+}
+
+#[tokio::test]
+async fn with_30_percent_throttling_everything_completes_and_no_retry_is_early() {
+    let mut c = sim_config(120);
+    c.faults = FaultConfig { rate: 0.3, seed: 11, max_retry_after: 0.6, ..FaultConfig::default() };
+    let sim = start(c).await;
+    // One request at a time, so "early" can only mean the client ignored a Retry-After it had
+    // received (concurrent requests already on the wire would be counted too).
+    let c = client_with(
+        &spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader),
+        &no_env,
+        |cfg| cfg.graph_concurrency = 1,
+    );
+    let all = users(0..120);
+    let seen = c.observe(&all).await.unwrap();
+    assert_eq!(seen.len(), 120);
+    assert!(seen.values().all(|o| *o == Observation::NoSite), "every lookup completed: {seen:?}");
+    for chunk in all.chunks(60) {
+        c.enqueue(chunk).await.unwrap();
+    }
+    let stats = sim.stats();
+    assert!(stats.throttled > 5, "faults were injected: {}", stats.throttled);
+    assert_eq!(stats.early_retries, 0, "a request came before its Retry-After had elapsed");
+    assert_eq!(stats.enqueues.len(), 2);
+    for e in &stats.enqueues {
+        assert!(e.users.len() <= 200 && e.users.iter().all(|u| !u.trim().is_empty()));
+    }
+    for u in &all {
+        assert_eq!(sim.site_state(u).unwrap().code(), 1);
+    }
+    let counters = c.counters();
+    assert!(counters.values().sum::<u64>() > 0);
+}
+
+#[tokio::test]
+async fn oversized_or_empty_enqueues_are_refused_before_sending() {
+    let sim = start(sim_config(1)).await;
+    let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
+    let err = c.enqueue(&users(0..201)).await.unwrap_err();
+    assert_eq!(err.reason(), "InvalidRequest");
+    assert!(err.to_string().contains("at most 200"));
+    let err = c.enqueue(&["user0@contoso.com".into(), "  ".into()]).await.unwrap_err();
+    assert_eq!(err.reason(), "InvalidRequest");
+    assert!(c.enqueue(&[]).await.is_err());
+    assert_eq!(sim.stats().sharepoint_requests(), 0, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_blocked_app_and_throttling_beyond_the_budget_are_reported_not_slept_through() {
+    let mut c = sim_config(1);
+    c.faults = FaultConfig { blocked: true, ..FaultConfig::default() };
+    let sim = start(c).await;
+    let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
+    let err = c.enqueue(&["user0@contoso.com".into()]).await.unwrap_err();
+    // The simulator's blocked mode answers 503 with Retry-After 120 s: beyond the budget.
+    assert!(matches!(err, TenantError::Throttled { .. } | TenantError::Blocked(_)), "{err:?}");
+    let mut c2 = sim_config(1);
+    c2.faults = FaultConfig { rate: 1.0, max_retry_after: 1.0, ..FaultConfig::default() };
+    let sim2 = start(c2).await;
+    let s = spec(&sim2, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader);
+    let c = client_with(&s, &no_env, |cfg| cfg.max_throttle_wait = std::time::Duration::from_secs(2));
+    let err = c.enqueue(&["user0@contoso.com".into()]).await.unwrap_err();
+    assert!(matches!(err, TenantError::Throttled { .. } | TenantError::Blocked(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn credential_problems_name_the_secret_and_the_fix() {
+    let sim = start(sim_config(1)).await;
+    let s = spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader);
+    let err = credentials_for(&s, &SecretStore::new(), "ops", &no_env, None).unwrap_err();
+    assert!(err.to_string().contains("Secret ops/app-cert does not exist"), "{err}");
+    let mut broken = secrets();
+    broken
+        .get_mut("app-cert")
+        .unwrap()
+        .insert("tls.key".into(), jose::private_key_to_pem(&ISSUER_KEY).into_bytes());
+    let err = credentials_for(&s, &broken, "ops", &no_env, None).unwrap_err();
+    assert!(err.to_string().contains("not the private key of tls.crt"), "{err}");
+    // A certificate Entra does not know.
+    let other_key = jose::generate_key();
+    let other = jose::self_signed_certificate(&other_key, "other").unwrap();
+    let creds = Credentials::Certificate {
+        client_id: APP.into(),
+        certificate: other,
+        key: Box::new(other_key),
+        algorithm: AssertionAlgorithm::PS256,
+    };
+    let c = TenantClient::new(TenantConfig::from_spec(&s), creds).unwrap();
+    let err = c.observe(&["user0@contoso.com".into()]).await.unwrap_err();
+    assert_eq!(err.reason(), "CredentialsInvalid");
+    assert!(
+        err.to_string().contains("AADSTS700027") && err.to_string().contains("upload this certificate"),
+        "{err}"
+    );
+}
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_log_line_or_an_error_message() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut c = sim_config(30);
+    c.app_only_enqueue = AppOnlyEnqueue::Refuse;
+    c.faults = FaultConfig { rate: 0.2, seed: 5, max_retry_after: 0.3, ..FaultConfig::default() };
+    let sim = start(c).await;
+    let mut messages = Vec::new();
+    let cert =
+        client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
+    cert.observe(&users(0..30)).await.unwrap();
+    messages.push(cert.enqueue(&users(0..5)).await.unwrap_err().to_string());
+    let auth = TenantAuth {
+        delegated: Some(DelegatedAuth {
+            client_id: APP.into(),
+            refresh_token_secret_ref: SecretKeyRef {
+                name: "admin-token".into(),
+                key: "refresh_token".into(),
+            },
+        }),
+        ..Default::default()
+    };
+    let delegated = client(&spec(&sim, auth.clone(), EnqueueMethod::ProfileLoader), &no_env);
+    delegated.enqueue(&users(0..5)).await.unwrap();
+    let mut bad = secrets();
+    bad.insert(
+        "admin-token".into(),
+        BTreeMap::from([("refresh_token".into(), b"rt-revoked-never-logged".to_vec())]),
+    );
+    let s = spec(&sim, auth, EnqueueMethod::ProfileLoader);
+    let revoked = TenantClient::new(
+        TenantConfig::from_spec(&s),
+        credentials_for(&s, &bad, "ns", &no_env, None).unwrap(),
+    )
+    .unwrap();
+    messages.push(revoked.enqueue(&users(0..1)).await.unwrap_err().to_string());
+    messages.push(format!("{:?}", revoked.credentials()));
+    drop(_guard);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.is_empty(), "TRACE output was captured");
+    let key_pem = jose::private_key_to_pem(&KEY);
+    let key_line = key_pem.lines().nth(1).unwrap();
+    for text in std::iter::once(&logs).chain(messages.iter()) {
+        for secret in
+            [REFRESH_TOKEN, "rt-revoked-never-logged", CLIENT_SECRET, "PRIVATE KEY", key_line, "eyJ"]
+        {
+            assert!(!text.contains(secret), "{secret:?} leaked into: {}", &text[..text.len().min(2000)]);
+        }
+    }
+    assert!(messages[1].contains("sign in again as a SharePoint administrator"), "{}", messages[1]);
+}
+
+fn doctor(manifests: &str, name: &str) -> (bool, String) {
+    let path = std::env::temp_dir().join(format!("odo-doctor-{}-{name}.yaml", std::process::id()));
+    std::fs::write(&path, manifests).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
+        .args(["doctor", "--tenant"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn doctor_passes_against_the_simulator_and_names_the_fix_when_enqueue_is_refused() {
+    let (_sim, manifests) = spawn_simulate(&["--generate", "300"]);
+    let (ok, out) = doctor(&manifests, "accept");
+    assert!(ok, "{out}");
+    assert!(out.contains("All checks passed."), "{out}");
+    assert_eq!(out.matches("[ok]").count(), 7, "{out}");
+    assert!(!out.contains("PRIVATE KEY") && !out.contains("eyJ"));
+
+    let (_sim, manifests) = spawn_simulate(&["--generate", "300", "--app-only-enqueue", "refuse"]);
+    let (ok, out) = doctor(&manifests, "refuse");
+    assert!(!ok, "{out}");
+    assert!(out.contains("[FAIL] enqueue"), "{out}");
+    assert!(out.contains("switch spec.auth to delegated"), "{out}");
+
+    // The same refusing tenant, with the delegated credentials it also printed: passes.
+    let (_sim, manifests) =
+        spawn_simulate(&["--generate", "300", "--app-only-enqueue", "refuse", "--auth", "delegated"]);
+    let (ok, out) = doctor(&manifests, "delegated");
+    assert!(ok, "{out}");
+}
