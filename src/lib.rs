@@ -4,7 +4,9 @@
 //! write status (kube). [`plan`] holds the rules and knows neither Kubernetes nor Microsoft.
 
 pub mod api;
+pub mod controller;
 pub mod jose;
 pub mod plan;
 pub mod simulator;
 pub mod tenant;
+pub mod testing;

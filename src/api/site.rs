@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// Desired state: the user who must have a OneDrive.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "onedrive-operator.dev",
     version = "v1alpha1",
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
     shortname = "ods",
     category = "onedrive",
     derive = "PartialEq",
+    derive = "Default",
     doc = "A user who must have a OneDrive for Business site. Deleting the resource never deletes the OneDrive.",
     printcolumn(name = "User", type_ = "string", json_path = ".spec.user"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),

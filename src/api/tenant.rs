@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// How to reach and authenticate to one Microsoft 365 tenant.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "onedrive-operator.dev",
     version = "v1alpha1",
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     shortname = "odt",
     category = "onedrive",
     derive = "PartialEq",
+    derive = "Default",
     doc = "A Microsoft 365 tenant whose users get OneDrive sites, at most 200 per SharePoint request.",
     printcolumn(
         name = "Ready",

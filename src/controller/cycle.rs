@@ -1,0 +1,625 @@
+//! One reconcile cycle of one tenant: gather → observe → plan → act → write → requeue.
+//!
+//! Usable with any `kube::Client` (a real API server or an in-memory one): the sites come from
+//! a reflector store when the controller runs, or from a list call in tests and the demo.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::ControllerError;
+use super::metrics::Metrics;
+use crate::api::{
+    BatchStatus, ConditionSet, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, SitePhase, TenantAuthKind,
+    condition_type,
+};
+use crate::plan::{self, DesiredSite, Limits, Observed, PlanInput, SiteKey, TenantProblem};
+use crate::tenant::{SecretStore, TenantClient, TenantConfig, TenantError, credentials_for};
+
+/// The field manager of every write.
+pub const MANAGER: &str = "onedrive-operator";
+/// Plan rounds per cycle (observe what the plan asks for, plan again).
+const MAX_ROUNDS: usize = 3;
+
+/// Where the cycle reads `OneDriveSite`s from.
+#[derive(Clone)]
+pub enum SiteSource {
+    /// The controller's reflector cache.
+    Store(Store<OneDriveSite>),
+    /// A list call per cycle (in-memory API servers without watches).
+    List,
+}
+
+/// A place a test can stop the cycle, as a crash would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After the batch was recorded in the tenant status, before the request was sent.
+    BeforeSend,
+    /// After SharePoint accepted the batch, before any site status was written.
+    AfterEnqueue,
+}
+
+/// What one cycle did (for tests, the demo and logs).
+#[derive(Clone, Debug, Default)]
+pub struct CycleReport {
+    pub enqueued: Option<BatchStatus>,
+    pub site_writes: usize,
+    pub tenant_written: bool,
+    pub users: crate::api::UserCounts,
+    pub requeue_after: Duration,
+    pub problem: Option<String>,
+    pub crashed: bool,
+}
+
+/// Per-tenant state kept between cycles: the tenant client and the newest observation per user.
+/// Soft state: a restart loses it and simply observes uncertain users again.
+struct TenantRuntime {
+    fingerprint: String,
+    client: Arc<TenantClient>,
+    memory: HashMap<String, Observed>,
+    last_counters: HashMap<(crate::tenant::Service, &'static str), u64>,
+}
+
+/// Everything a cycle needs; one per operator process.
+pub struct Reconciler {
+    pub client: kube::Client,
+    /// The operator's namespace: Secrets referenced by tenants live here.
+    pub namespace: String,
+    /// Tenant for sites without `spec.tenantRef`.
+    pub default_tenant: Option<String>,
+    /// For `User-Agent: NONISV|<organization>|onedrive-operator/<version>`.
+    pub organization: String,
+    pub sites: SiteSource,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Option<Recorder>,
+    /// Extra CA certificates for the tenant's hosts.
+    pub ca_bundle: Option<Vec<u8>>,
+    /// Test hook: stop the next cycle at this point, as a crash would.
+    pub crash: Mutex<Option<CrashPoint>>,
+    runtimes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TenantRuntime>>>>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        client: kube::Client,
+        namespace: impl Into<String>,
+        sites: SiteSource,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Reconciler {
+            client,
+            namespace: namespace.into(),
+            default_tenant: None,
+            organization: "onedrive-operator".into(),
+            sites,
+            metrics,
+            recorder: None,
+            ca_bundle: None,
+            crash: Mutex::new(None),
+            runtimes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant a site belongs to.
+    pub fn tenant_of(&self, site: &OneDriveSite) -> Option<String> {
+        site.spec.tenant_ref.as_ref().map(|r| r.name.clone()).or_else(|| self.default_tenant.clone())
+    }
+
+    async fn all_sites(&self) -> Result<Vec<Arc<OneDriveSite>>, ControllerError> {
+        match &self.sites {
+            SiteSource::Store(store) => Ok(store.state()),
+            SiteSource::List => {
+                let api: Api<OneDriveSite> = Api::all(self.client.clone());
+                Ok(api
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(ControllerError::kube)?
+                    .items
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect())
+            }
+        }
+    }
+
+    /// One cycle for the tenant `name`. One cycle per tenant runs at a time.
+    pub async fn reconcile_tenant(&self, name: &str) -> Result<CycleReport, ControllerError> {
+        let slot = self.runtimes.lock().unwrap().entry(name.to_string()).or_default().clone();
+        let mut runtime = slot.lock().await;
+        let started = std::time::Instant::now();
+        let result = self.cycle(name, &mut runtime).await;
+        let outcome = match &result {
+            Ok(r) if r.problem.is_some() => "tenant_not_ready",
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        self.metrics.reconciled(name, outcome, started.elapsed());
+        if let Err(e) = &result {
+            self.metrics.error(name, e.reason());
+        }
+        result
+    }
+
+    async fn cycle(
+        &self,
+        name: &str,
+        runtime: &mut Option<TenantRuntime>,
+    ) -> Result<CycleReport, ControllerError> {
+        let tenants: Api<OneDriveTenant> = Api::all(self.client.clone());
+        let Some(tenant) = tenants.get_opt(name).await.map_err(ControllerError::kube)? else {
+            *runtime = None;
+            return Ok(CycleReport::default());
+        };
+        let status = tenant.status.clone().unwrap_or_default();
+        let sites: Vec<Arc<OneDriveSite>> = self
+            .all_sites()
+            .await?
+            .into_iter()
+            .filter(|s| self.tenant_of(s).as_deref() == Some(name))
+            .collect();
+        let desired: Vec<DesiredSite> = sites.iter().filter_map(|s| desired_site(s)).collect();
+        let now = Timestamp::now();
+
+        // Limits and a tenant client, or the problem that prevents them.
+        let mut problem: Option<TenantProblem> = None;
+        let limits = match Limits::from_spec(&tenant.spec) {
+            Ok(l) => l,
+            Err(message) => {
+                problem = Some(TenantProblem { reason: "InvalidSpec".into(), message, stalled: true });
+                Limits::default()
+            }
+        };
+        if problem.is_none()
+            && let Err(e) = self.ensure_client(&tenant, runtime).await
+        {
+            problem = Some(problem_of(&e));
+        }
+        let mut throttled_until = status.throttled_until.as_ref().map(|t| t.0).filter(|t| *t > now);
+        let empty_memory = HashMap::new();
+
+        // Observe what the plan needs, in a few rounds.
+        let mut batch = status.current_batch.clone();
+        let mut last_batch_id = status.last_batch_id;
+        let mut report = CycleReport::default();
+        let mut plan = {
+            let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
+            let input = PlanInput {
+                tenant: name,
+                sites: &desired,
+                observed: memory,
+                batch: batch.as_ref(),
+                last_batch_id,
+                throttled_until,
+                tenant_problem: problem.as_ref(),
+                now,
+                limits: &limits,
+            };
+            let first = plan::targets(&input);
+            let mut wanted = first;
+            let mut p = None;
+            for round in 0..=MAX_ROUNDS {
+                if !wanted.is_empty() && problem.is_none() && throttled_until.is_none() {
+                    let rt = runtime.as_mut().expect("a client exists when there is no problem");
+                    match rt.client.observe(&wanted).await {
+                        Ok(seen) => {
+                            let at = Timestamp::now();
+                            for (k, observation) in seen {
+                                rt.memory.insert(k, Observed { at, observation });
+                            }
+                        }
+                        Err(TenantError::Throttled { until, .. }) => throttled_until = Some(until),
+                        Err(e) => problem = Some(problem_of(&e)),
+                    }
+                }
+                let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
+                let input = PlanInput {
+                    tenant: name,
+                    sites: &desired,
+                    observed: memory,
+                    batch: batch.as_ref(),
+                    last_batch_id,
+                    throttled_until,
+                    tenant_problem: problem.as_ref(),
+                    now,
+                    limits: &limits,
+                };
+                let next = plan::plan(&input);
+                wanted = next.observe_now.clone();
+                p = Some(next);
+                if wanted.is_empty() || round == MAX_ROUNDS {
+                    break;
+                }
+            }
+            p.expect("at least one round")
+        };
+
+        // Act: at most one enqueue, recorded before it is sent.
+        if let Some(enqueue) = plan.enqueue.clone() {
+            let mut recorded = enqueue.batch.clone();
+            recorded.sent = false;
+            self.write_tenant_batch(name, Some(&recorded), plan.last_batch_id).await?;
+            if self.crash_at(CrashPoint::BeforeSend) {
+                report.crashed = true;
+                return Ok(report);
+            }
+            let client = runtime.as_ref().expect("a plan with an enqueue has a client").client.clone();
+            match client.enqueue(&recorded.users).await {
+                Ok(()) => {
+                    recorded.sent = true;
+                    self.write_tenant_batch(name, Some(&recorded), plan.last_batch_id).await?;
+                    self.metrics.batch(name, recorded.users.len());
+                    self.event(
+                        &tenant,
+                        EventType::Normal,
+                        "BatchEnqueued",
+                        format!(
+                            "batch {} of {} users sent to SharePoint ({:?}); last user {}",
+                            recorded.id,
+                            recorded.users.len(),
+                            tenant.spec.enqueue_method,
+                            recorded.last_user
+                        ),
+                    )
+                    .await;
+                    report.enqueued = Some(recorded.clone());
+                    plan.batch = Some(recorded);
+                    if self.crash_at(CrashPoint::AfterEnqueue) {
+                        report.crashed = true;
+                        return Ok(report);
+                    }
+                }
+                Err(TenantError::Throttled { until, .. }) => {
+                    // Recorded, not sent: the next cycle sends it again.
+                    throttled_until = Some(until);
+                    plan.batch = Some(recorded);
+                    plan.site_updates.clear();
+                }
+                Err(e @ TenantError::Unreachable(_)) => {
+                    // It may or may not have arrived: keep it unsent and resend (idempotent).
+                    problem = Some(problem_of(&e));
+                    plan.batch = Some(recorded);
+                    plan.site_updates.clear();
+                }
+                Err(e) => {
+                    // A definite refusal: nothing was enqueued. Forget the batch and say why.
+                    problem = Some(problem_of(&e));
+                    batch = None;
+                    last_batch_id = plan.last_batch_id;
+                    self.write_tenant_batch(name, None, last_batch_id).await?;
+                    let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
+                    plan = plan::plan(&PlanInput {
+                        tenant: name,
+                        sites: &desired,
+                        observed: memory,
+                        batch: batch.as_ref(),
+                        last_batch_id,
+                        throttled_until,
+                        tenant_problem: problem.as_ref(),
+                        now,
+                        limits: &limits,
+                    });
+                }
+            }
+        }
+
+        // Write: one status patch per site that changes, then the tenant.
+        for update in &plan.site_updates {
+            self.write_site(update).await?;
+            report.site_writes += 1;
+            self.site_event(&sites, update).await;
+        }
+        self.metrics.site_writes(name, plan.site_updates.len());
+        if let Some((id, outcome)) = &plan.finished {
+            self.event(&tenant, EventType::Normal, "BatchFinished", format!("batch {id}: {outcome:?}")).await;
+        }
+        let new_status = tenant_status(&tenant, &status, &plan, problem.as_ref(), throttled_until, now);
+        if Some(&new_status) != tenant.status.as_ref() {
+            if let Some(p) = &problem
+                && Some(&p.reason) != tenant_problem_reason(&status).as_ref()
+            {
+                self.event(&tenant, EventType::Warning, &p.reason, p.message.clone()).await;
+            }
+            self.write_tenant_status(name, &new_status).await?;
+            report.tenant_written = true;
+        }
+        if let Some(rt) = runtime.as_mut() {
+            let counters = rt.client.counters();
+            self.metrics.tenant_http(name, &counters, &rt.last_counters);
+            rt.last_counters = counters;
+        }
+        self.metrics.users(name, &plan.users);
+        report.users = plan.users.clone();
+        report.problem = problem.map(|p| format!("{}: {}", p.reason, p.message));
+        report.requeue_after = match throttled_until {
+            Some(t) if t > now => t.duration_since(now).unsigned_abs(),
+            _ => plan.requeue_after.unsigned_abs(),
+        };
+        Ok(report)
+    }
+
+    fn crash_at(&self, point: CrashPoint) -> bool {
+        let mut crash = self.crash.lock().unwrap();
+        if *crash == Some(point) {
+            *crash = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Builds (or reuses) the tenant client for the tenant's current spec and Secrets.
+    async fn ensure_client(
+        &self,
+        tenant: &OneDriveTenant,
+        runtime: &mut Option<TenantRuntime>,
+    ) -> Result<(), TenantError> {
+        let (secrets, versions) = self.secrets_for(tenant).await?;
+        let fingerprint = format!("{}|{}", tenant.metadata.generation.unwrap_or(0), versions);
+        if runtime.as_ref().is_some_and(|r| r.fingerprint == fingerprint) {
+            return Ok(());
+        }
+        let on_rotate = self.rotation_writer(tenant);
+        let env = |k: &str| std::env::var(k).ok();
+        let credentials = credentials_for(&tenant.spec, &secrets, &self.namespace, &env, on_rotate)?;
+        let mut config = TenantConfig::from_spec(&tenant.spec);
+        config.organization = self.organization.clone();
+        config.ca_bundle = self.ca_bundle.clone();
+        let client = Arc::new(TenantClient::new(config, credentials)?);
+        // Observations stay valid across a credential change; the client does not.
+        let memory = runtime.take().map(|r| r.memory).unwrap_or_default();
+        *runtime = Some(TenantRuntime { fingerprint, client, memory, last_counters: HashMap::new() });
+        Ok(())
+    }
+
+    /// The Secrets the tenant references, and their resource versions (to notice rotation).
+    async fn secrets_for(&self, tenant: &OneDriveTenant) -> Result<(SecretStore, String), TenantError> {
+        let auth = &tenant.spec.auth;
+        let name = match auth.kind().map_err(TenantError::CredentialsInvalid)? {
+            TenantAuthKind::Certificate => auth.certificate.as_ref().map(|c| c.secret_ref.name.clone()),
+            TenantAuthKind::Delegated => {
+                auth.delegated.as_ref().map(|d| d.refresh_token_secret_ref.name.clone())
+            }
+            TenantAuthKind::WorkloadIdentity => None,
+        };
+        let mut store = SecretStore::new();
+        let mut versions = String::new();
+        if let Some(name) = name {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+            match api.get_opt(&name).await {
+                Ok(Some(secret)) => {
+                    versions = secret.resource_version().unwrap_or_default();
+                    let data: BTreeMap<String, Vec<u8>> =
+                        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                    store.insert(name, data);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(TenantError::Unreachable(format!(
+                        "cannot read Secret {}/{name}: {e}",
+                        self.namespace
+                    )));
+                }
+            }
+        }
+        Ok((store, versions))
+    }
+
+    /// For delegated auth: writes rotated refresh tokens back to their Secret.
+    fn rotation_writer(&self, tenant: &OneDriveTenant) -> Option<crate::tenant::RotationCallback> {
+        let d = tenant.spec.auth.delegated.as_ref()?;
+        let (secret, key) = (d.refresh_token_secret_ref.name.clone(), d.refresh_token_secret_ref.key.clone());
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let handle = tokio::runtime::Handle::current();
+        Some(Arc::new(move |token: String| {
+            let (api, secret, key) = (api.clone(), secret.clone(), key.clone());
+            handle.spawn(async move {
+                let patch = json!({"stringData": { key: token }});
+                if let Err(e) = api.patch(&secret, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    tracing::warn!(secret, error = %e, "could not store the rotated refresh token");
+                }
+            });
+        }))
+    }
+
+    async fn write_site(&self, update: &plan::SiteUpdate) -> Result<(), ControllerError> {
+        let api: Api<OneDriveSite> = Api::namespaced(self.client.clone(), &update.key.namespace);
+        let patch = json!({
+            "apiVersion": OneDriveSite::api_version(&()),
+            "kind": OneDriveSite::kind(&()),
+            "status": update.status,
+        });
+        match api
+            .patch_status(&update.key.name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Deleted since the cache saw it: nothing to report on.
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(ControllerError::kube(e)),
+        }
+    }
+
+    /// Records the in-flight batch. A JSON merge patch, so `null` removes a finished batch.
+    async fn write_tenant_batch(
+        &self,
+        name: &str,
+        batch: Option<&BatchStatus>,
+        last_batch_id: i64,
+    ) -> Result<(), ControllerError> {
+        let api: Api<OneDriveTenant> = Api::all(self.client.clone());
+        let patch = json!({"status": {"currentBatch": batch, "lastBatchId": last_batch_id}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(ControllerError::kube)?;
+        Ok(())
+    }
+
+    async fn write_tenant_status(
+        &self,
+        name: &str,
+        status: &OneDriveTenantStatus,
+    ) -> Result<(), ControllerError> {
+        let api: Api<OneDriveTenant> = Api::all(self.client.clone());
+        let mut value = serde_json::to_value(status).expect("status serializes");
+        // Absent optional fields must be removed, not left as they were.
+        for field in ["currentBatch", "throttledUntil"] {
+            if value.get(field).is_none() {
+                value[field] = serde_json::Value::Null;
+            }
+        }
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({ "status": value })))
+            .await
+            .map_err(ControllerError::kube)?;
+        Ok(())
+    }
+
+    async fn event(&self, tenant: &OneDriveTenant, type_: EventType, reason: &str, note: String) {
+        let Some(recorder) = &self.recorder else { return };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &tenant.object_ref(&())).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+
+    /// Events on site transitions only: Ready, and each failure.
+    async fn site_event(&self, sites: &[Arc<OneDriveSite>], update: &plan::SiteUpdate) {
+        let Some(recorder) = &self.recorder else { return };
+        let phase = update.status.phase;
+        if phase == update.previous_phase || !matches!(phase, Some(SitePhase::Ready | SitePhase::Failed)) {
+            return;
+        }
+        let Some(site) = sites.iter().find(|s| {
+            s.metadata.name.as_deref() == Some(&update.key.name)
+                && s.metadata.namespace.as_deref() == Some(&update.key.namespace)
+        }) else {
+            return;
+        };
+        let ready = crate::api::find_condition(&update.status.conditions, condition_type::READY);
+        let (reason, note) = ready.map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default();
+        let type_ = if phase == Some(SitePhase::Ready) { EventType::Normal } else { EventType::Warning };
+        let ev = Event { type_, reason, note: Some(note), action: "Reconcile".into(), secondary: None };
+        if let Err(e) = recorder.publish(&ev, &site.object_ref(&())).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+
+    /// Sites whose tenant does not exist get `TenantNotFound`. Returns the number written.
+    pub async fn reconcile_orphans(&self) -> Result<usize, ControllerError> {
+        let tenants: Api<OneDriveTenant> = Api::all(self.client.clone());
+        let existing: std::collections::HashSet<String> = tenants
+            .list(&ListParams::default())
+            .await
+            .map_err(ControllerError::kube)?
+            .items
+            .iter()
+            .map(|t| t.name_any())
+            .collect();
+        let now = Timestamp::now();
+        let mut written = 0;
+        for site in self.all_sites().await? {
+            let tenant = self.tenant_of(&site);
+            if tenant.as_ref().is_some_and(|t| existing.contains(t)) {
+                continue;
+            }
+            let Some(desired) = desired_site(&site) else { continue };
+            let name = tenant.unwrap_or_else(|| {
+                "(none: set spec.tenantRef or run the operator with --default-tenant)".into()
+            });
+            let status = plan::tenant_not_found_status(&desired, &name, now);
+            if site.status.as_ref() != Some(&status) {
+                let update = plan::SiteUpdate {
+                    key: desired.key.clone(),
+                    user: desired.user.clone(),
+                    previous_phase: site.status.as_ref().and_then(|s| s.phase),
+                    status,
+                };
+                self.write_site(&update).await?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+}
+
+fn desired_site(site: &OneDriveSite) -> Option<DesiredSite> {
+    Some(DesiredSite {
+        key: SiteKey { namespace: site.metadata.namespace.clone()?, name: site.metadata.name.clone()? },
+        user: site.spec.user.clone(),
+        created: site.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH),
+        generation: site.metadata.generation.unwrap_or(1),
+        status: site.status.clone(),
+    })
+}
+
+fn problem_of(e: &TenantError) -> TenantProblem {
+    TenantProblem { reason: e.reason().to_string(), message: e.to_string(), stalled: e.needs_person() }
+}
+
+fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<String> {
+    crate::api::find_condition(&status.conditions, condition_type::READY)
+        .filter(|c| c.status == "False")
+        .map(|c| c.reason.clone())
+}
+
+/// The tenant's status after this cycle.
+fn tenant_status(
+    tenant: &OneDriveTenant,
+    previous: &OneDriveTenantStatus,
+    plan: &plan::Plan,
+    problem: Option<&TenantProblem>,
+    throttled_until: Option<Timestamp>,
+    now: Timestamp,
+) -> OneDriveTenantStatus {
+    let g = tenant.metadata.generation;
+    let u = &plan.users;
+    let summary = format!(
+        "{} users: {} ready, {} provisioning, {} pending, {} failed",
+        u.desired, u.ready, u.provisioning, u.pending, u.failed
+    );
+    let conditions = ConditionSet::new(&previous.conditions, g, now);
+    let conditions = match (problem, throttled_until) {
+        (Some(p), _) => conditions
+            .set(condition_type::READY, "False", &p.reason, p.message.clone())
+            .set(condition_type::RECONCILING, if p.stalled { "False" } else { "True" }, &p.reason, "")
+            .set(condition_type::STALLED, if p.stalled { "True" } else { "False" }, &p.reason, ""),
+        (None, Some(until)) => conditions
+            .set(
+                condition_type::READY,
+                "True",
+                "Throttled",
+                format!("Microsoft asked to wait until {until}; {summary}"),
+            )
+            .set(condition_type::RECONCILING, "True", "Throttled", "")
+            .set(condition_type::STALLED, "False", "Throttled", ""),
+        (None, None) => {
+            let reason = if plan.reconciling { "Provisioning" } else { "Ready" };
+            conditions
+                .set(condition_type::READY, "True", "Ready", format!("credentials accepted; {summary}"))
+                .set(condition_type::RECONCILING, if plan.reconciling { "True" } else { "False" }, reason, "")
+                .set(condition_type::STALLED, "False", reason, "")
+        }
+    };
+    OneDriveTenantStatus {
+        observed_generation: g,
+        conditions: conditions.build(),
+        users: plan.users.clone(),
+        current_batch: plan.batch.clone(),
+        last_batch_id: plan.last_batch_id,
+        throttled_until: throttled_until.map(|t| Time(plan::whole_second(t))),
+    }
+}

@@ -1,0 +1,168 @@
+//! Prometheus metrics (prometheus-client), labelled by tenant.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::UserCounts;
+use crate::tenant::Service;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub tenant: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub tenant: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub tenant: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub tenant: String,
+    pub service: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    reconciles: Family<ResultLabels, Counter>,
+    durations: Family<TenantLabel, Histogram>,
+    errors: Family<ReasonLabels, Counter>,
+    users: Family<PhaseLabels, Gauge>,
+    batches: Family<TenantLabel, Counter>,
+    batch_sizes: Family<TenantLabel, Histogram>,
+    status_writes: Family<TenantLabel, Counter>,
+    requests: Family<ServiceLabels, Counter>,
+    throttles: Family<ServiceLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("onedrive_operator");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let durations = Family::<TenantLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        let errors = Family::<ReasonLabels, Counter>::default();
+        let users = Family::<PhaseLabels, Gauge>::default();
+        let batches = Family::<TenantLabel, Counter>::default();
+        let batch_sizes = Family::<TenantLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([1.0, 10.0, 50.0, 100.0, 150.0, 199.0, 200.0])
+        });
+        let status_writes = Family::<TenantLabel, Counter>::default();
+        let requests = Family::<ServiceLabels, Counter>::default();
+        let throttles = Family::<ServiceLabels, Counter>::default();
+        registry.register("reconciles", "Reconcile cycles by result", reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Duration of a reconcile cycle", durations.clone());
+        registry.register("reconcile_errors", "Failed cycles and tenant problems by reason", errors.clone());
+        registry.register("users", "Distinct users by phase", users.clone());
+        registry.register("batches_enqueued", "Enqueue requests accepted by SharePoint", batches.clone());
+        registry.register("batch_size_users", "Users per enqueue request", batch_sizes.clone());
+        registry.register("site_status_writes", "OneDriveSite status patches", status_writes.clone());
+        registry.register("tenant_requests", "HTTP requests to Microsoft 365 by service", requests.clone());
+        registry.register(
+            "tenant_throttled",
+            "429/503 answers from Microsoft 365 by service",
+            throttles.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            reconciles,
+            durations,
+            errors,
+            users,
+            batches,
+            batch_sizes,
+            status_writes,
+            requests,
+            throttles,
+        }
+    }
+
+    fn tenant(t: &str) -> TenantLabel {
+        TenantLabel { tenant: t.into() }
+    }
+
+    pub fn reconciled(&self, tenant: &str, result: &str, took: Duration) {
+        self.reconciles.get_or_create(&ResultLabels { tenant: tenant.into(), result: result.into() }).inc();
+        self.durations.get_or_create(&Self::tenant(tenant)).observe(took.as_secs_f64());
+    }
+
+    pub fn error(&self, tenant: &str, reason: &str) {
+        self.errors.get_or_create(&ReasonLabels { tenant: tenant.into(), reason: reason.into() }).inc();
+    }
+
+    pub fn users(&self, tenant: &str, u: &UserCounts) {
+        for (phase, n) in [
+            ("Ready", u.ready),
+            ("Pending", u.pending),
+            ("SPSSITEERROR", u.provisioning),
+            ("Failed", u.failed),
+        ] {
+            self.users
+                .get_or_create(&PhaseLabels { tenant: tenant.into(), phase: phase.into() })
+                .set(n as i64);
+        }
+    }
+
+    pub fn batch(&self, tenant: &str, size: usize) {
+        self.batches.get_or_create(&Self::tenant(tenant)).inc();
+        self.batch_sizes.get_or_create(&Self::tenant(tenant)).observe(size as f64);
+    }
+
+    pub fn site_writes(&self, tenant: &str, n: usize) {
+        self.status_writes.get_or_create(&Self::tenant(tenant)).inc_by(n as u64);
+    }
+
+    /// Adds what the tenant client counted since the last cycle.
+    pub fn tenant_http(
+        &self,
+        tenant: &str,
+        now: &HashMap<(Service, &'static str), u64>,
+        before: &HashMap<(Service, &'static str), u64>,
+    ) {
+        for ((service, what), n) in now {
+            let delta = n.saturating_sub(before.get(&(*service, *what)).copied().unwrap_or(0));
+            let labels = ServiceLabels { tenant: tenant.into(), service: service.name().into() };
+            match *what {
+                "requests" => self.requests.get_or_create(&labels).inc_by(delta),
+                "throttled" => self.throttles.get_or_create(&labels).inc_by(delta),
+                _ => 0,
+            };
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

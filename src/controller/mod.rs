@@ -1,0 +1,31 @@
+//! The only code that knows kube-runtime: the controller, its cycle, metrics, probes and
+//! leader election.
+
+mod cycle;
+pub mod metrics;
+pub mod run;
+
+pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, SiteSource};
+
+/// The controller layer's error. `reason()` is the metric label and event reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] Box<kube::Error>),
+}
+
+impl ControllerError {
+    pub fn kube(e: kube::Error) -> ControllerError {
+        ControllerError::Kube(Box::new(e))
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ControllerError::Kube(e) => match e.as_ref() {
+                kube::Error::Api(s) if s.code == 409 => "Conflict",
+                kube::Error::Api(s) if s.code == 403 => "Forbidden",
+                _ => "KubernetesApi",
+            },
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The controller cycle against an in-memory Kubernetes API (kube-fake-client) and the
+//! simulator over loopback HTTP.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use common::*;
+use jiff::SignedDuration;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, ObjectMeta};
+use kube_fake_client::ClientBuilder;
+use onedrive_operator::api::{
+    CertificateAuth, OneDriveSite, OneDriveSiteSpec, OneDriveTenant, OneDriveTenantSpec, SecretRef,
+    SitePhase, TenantAuth, TenantRef, condition_type, find_condition,
+};
+use onedrive_operator::controller::{CrashPoint, Reconciler, SiteSource, metrics::Metrics};
+use onedrive_operator::jose;
+use onedrive_operator::simulator::{self, AppOnlyEnqueue, Config, SimHandle, UserSpec};
+
+const NS: &str = "onedrive-operator";
+
+fn tenant(sim: &SimHandle, name: &str, secret: &str) -> OneDriveTenant {
+    OneDriveTenant::new(
+        name,
+        OneDriveTenantSpec {
+            tenant_id: sim.tenant_id().into(),
+            admin_url: sim.admin_url(),
+            graph_url: sim.graph_url(),
+            authority_host: sim.authority_host(),
+            auth: TenantAuth {
+                certificate: Some(CertificateAuth {
+                    client_id: APP.into(),
+                    secret_ref: SecretRef { name: secret.into() },
+                    algorithm: Default::default(),
+                }),
+                ..Default::default()
+            },
+            enqueue_method: Default::default(),
+            batch_size: 200,
+            poll_interval: "60s".into(),
+            provisioning_timeout: "24h".into(),
+            drift_check_interval: "24h".into(),
+        },
+    )
+}
+
+fn cert_secret(name: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".into(), ByteString(CERT.to_pem().into_bytes())),
+            ("tls.key".into(), ByteString(jose::private_key_to_pem(&KEY).into_bytes())),
+        ])),
+        ..Default::default()
+    }
+}
+
+fn site(ns: &str, name: &str, user: &str, tenant: &str) -> OneDriveSite {
+    let mut s = OneDriveSite::new(
+        name,
+        OneDriveSiteSpec { user: user.into(), tenant_ref: Some(TenantRef { name: tenant.into() }) },
+    );
+    s.metadata.namespace = Some(ns.into());
+    s
+}
+
+async fn kube(
+    objects: Vec<OneDriveSite>,
+    tenants: Vec<OneDriveTenant>,
+    secrets: Vec<Secret>,
+) -> kube::Client {
+    let client = ClientBuilder::new()
+        .with_resource::<OneDriveSite>()
+        .with_status_subresource::<OneDriveSite>()
+        .with_resource::<OneDriveTenant>()
+        .with_status_subresource::<OneDriveTenant>()
+        .with_objects(secrets)
+        .with_objects(objects)
+        .build()
+        .await
+        .unwrap();
+    let client = onedrive_operator::testing::cluster_scoped_tenants(client);
+    let api: Api<OneDriveTenant> = Api::all(client.clone());
+    for t in tenants {
+        api.create(&Default::default(), &t).await.unwrap();
+    }
+    client
+}
+
+fn reconciler(client: &kube::Client) -> Reconciler {
+    Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new()))
+}
+
+async fn start(c: Config) -> SimHandle {
+    simulator::start(c, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+async fn sites_of(client: &kube::Client) -> Vec<OneDriveSite> {
+    Api::<OneDriveSite>::all(client.clone()).list(&ListParams::default()).await.unwrap().items
+}
+
+fn ready_reason(s: &OneDriveSite) -> String {
+    s.status
+        .as_ref()
+        .and_then(|st| find_condition(&st.conditions, condition_type::READY))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+/// Runs cycles, moving the simulator's clock by the poll interval between them, until every
+/// site is settled (or `max` cycles).
+async fn converge(r: &Reconciler, sim: &SimHandle, client: &kube::Client, max: usize) -> usize {
+    for cycle in 0..max {
+        let report = r.reconcile_tenant("contoso").await.unwrap();
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        let sites: Vec<OneDriveSite> = sites_of(client)
+            .await
+            .into_iter()
+            .filter(|s| s.spec.tenant_ref.as_ref().is_some_and(|t| t.name == "contoso"))
+            .collect();
+        if report.enqueued.is_none()
+            && sites.iter().all(|s| {
+                matches!(
+                    s.status.as_ref().and_then(|st| st.phase),
+                    Some(SitePhase::Ready | SitePhase::Failed)
+                )
+            })
+        {
+            return cycle + 1;
+        }
+        sim.advance(SignedDuration::from_secs(60));
+    }
+    panic!("not converged after {max} cycles");
+}
+
+/// Batches of ≤ 200, each sent after the previous batch's last user had a site (with no
+/// jitter a site appears exactly `delay` after its enqueue), and no user sent twice.
+fn assert_batches_follow_the_rules(sim: &SimHandle, delay: SignedDuration) {
+    let stats = sim.stats();
+    let mut seen = HashSet::new();
+    let mut previous: Option<jiff::Timestamp> = None;
+    for e in &stats.enqueues {
+        assert!(!e.users.is_empty() && e.users.len() <= 200, "batch of {}", e.users.len());
+        for u in &e.users {
+            assert!(seen.insert(u.to_lowercase()), "{u} enqueued twice");
+        }
+        let at: jiff::Timestamp = e.at.parse().unwrap();
+        if let Some(p) = previous {
+            assert!(
+                at >= p + delay,
+                "batch sent at {at} before the previous last user's site ({})",
+                p + delay
+            );
+        }
+        previous = Some(at);
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_sites_in_two_namespaces_converge_in_batches_of_200() {
+    let sim = start(sim_config(1000)).await;
+    let sites: Vec<OneDriveSite> = (0..1000)
+        .map(|i| {
+            site(
+                if i % 2 == 0 { "team-a" } else { "team-b" },
+                &format!("u{i}"),
+                &format!("user{i}@contoso.com"),
+                "contoso",
+            )
+        })
+        .collect();
+    let client = kube(sites, vec![tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let r = reconciler(&client);
+    let cycles = converge(&r, &sim, &client, 200).await;
+    let sites = sites_of(&client).await;
+    assert_eq!(sites.len(), 1000);
+    for s in &sites {
+        let st = s.status.as_ref().unwrap();
+        assert_eq!(st.phase, Some(SitePhase::Ready), "{:?}", s.metadata.name);
+        assert!(st.site_url.as_ref().unwrap().contains("/personal/"));
+        assert_eq!(st.observed_generation, s.metadata.generation.or(Some(1)));
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.enqueues.len(), 5, "1000 users in batches of 200");
+    assert_batches_follow_the_rules(&sim, SignedDuration::from_mins(10));
+    println!("converged in {cycles} cycles, {} Graph requests", stats.graph_requests());
+
+    // Converged: another cycle writes nothing and enqueues nothing.
+    let report = r.reconcile_tenant("contoso").await.unwrap();
+    assert_eq!(report.site_writes, 0);
+    assert!(!report.tenant_written);
+    assert!(report.enqueued.is_none());
+    let t = Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap();
+    let ts = t.status.unwrap();
+    assert_eq!(ts.users.ready, 1000);
+    assert!(ts.current_batch.is_none());
+    assert_eq!(find_condition(&ts.conditions, condition_type::READY).unwrap().status, "True");
+}
+
+async fn crash_and_resume(point: CrashPoint) {
+    let sim = start(sim_config(450)).await;
+    let sites: Vec<OneDriveSite> = (0..450)
+        .map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso"))
+        .collect();
+    let client = kube(sites, vec![tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let first = reconciler(&client);
+    *first.crash.lock().unwrap() = Some(point);
+    let report = first.reconcile_tenant("contoso").await.unwrap();
+    assert!(report.crashed);
+    drop(first);
+    let batch = Api::<OneDriveTenant>::all(client.clone())
+        .get("contoso")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .current_batch;
+    assert!(batch.is_some(), "the batch was recorded before the crash");
+    // A fresh process: nothing in memory.
+    let second = reconciler(&client);
+    converge(&second, &sim, &client, 200).await;
+    assert!(
+        sites_of(&client).await.iter().all(|s| s.status.as_ref().unwrap().phase == Some(SitePhase::Ready))
+    );
+    let sent = sim.stats().enqueues.len();
+    assert_eq!(sent, 3, "450 users, 3 batches, none lost or repeated");
+    assert_batches_follow_the_rules(&sim, SignedDuration::from_mins(10));
+}
+
+#[tokio::test]
+async fn a_crash_after_the_enqueue_loses_nothing_and_repeats_nothing() {
+    crash_and_resume(CrashPoint::AfterEnqueue).await;
+}
+
+#[tokio::test]
+async fn a_crash_before_sending_resends_the_recorded_batch_once() {
+    crash_and_resume(CrashPoint::BeforeSend).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_documented_reasons_and_others_are_unaffected() {
+    let mut c = sim_config(3);
+    c.users.push({
+        let mut u = UserSpec::new("blocked@contoso.com");
+        u.sign_in_allowed = true;
+        u
+    });
+    let sim = start(c).await;
+    let mut refusing = sim_config(1);
+    refusing.app_only_enqueue = AppOnlyEnqueue::Refuse;
+    let refusing = start(refusing).await;
+    let sites = vec![
+        site("a", "ok", "user0@contoso.com", "contoso"),
+        site("a", "ghost", "ghost@contoso.com", "contoso"),
+        site("a", "unlicensed", "nolicence@contoso.com", "contoso"),
+        site("a", "lost", "user1@contoso.com", "no-such-tenant"),
+        site("b", "nosecret", "user1@contoso.com", "missing-secret"),
+        site("b", "refused", "user0@contoso.com", "refusing"),
+    ];
+    let tenants = vec![
+        tenant(&sim, "contoso", "app-cert"),
+        tenant(&sim, "missing-secret", "not-there"),
+        tenant(&refusing, "refusing", "app-cert"),
+    ];
+    let client = kube(sites, tenants, vec![cert_secret("app-cert")]).await;
+    let r = reconciler(&client);
+    converge(&r, &sim, &client, 50).await;
+    r.reconcile_tenant("missing-secret").await.unwrap();
+    let refused = r.reconcile_tenant("refusing").await.unwrap();
+    assert!(
+        refused.problem.as_deref().unwrap_or("").starts_with("TokenKindRefused"),
+        "{:?}",
+        refused.problem
+    );
+    assert_eq!(r.reconcile_orphans().await.unwrap(), 1);
+    let by_name: BTreeMap<String, OneDriveSite> =
+        sites_of(&client).await.into_iter().map(|s| (s.metadata.name.clone().unwrap(), s)).collect();
+    assert_eq!(ready_reason(&by_name["ok"]), "Provisioned");
+    assert_eq!(ready_reason(&by_name["ghost"]), "UserNotFound");
+    assert_eq!(ready_reason(&by_name["unlicensed"]), "UserNotLicensed");
+    assert_eq!(ready_reason(&by_name["lost"]), "TenantNotFound");
+    assert_eq!(ready_reason(&by_name["nosecret"]), "TenantNotReady");
+    assert_eq!(ready_reason(&by_name["refused"]), "TenantNotReady");
+    let msg = |n: &str| {
+        find_condition(&by_name[n].status.as_ref().unwrap().conditions, condition_type::READY)
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert!(
+        msg("nosecret").contains("Secret onedrive-operator/not-there does not exist"),
+        "{}",
+        msg("nosecret")
+    );
+    assert!(msg("refused").contains("switch spec.auth to delegated"), "{}", msg("refused"));
+    assert!(msg("lost").contains("no-such-tenant"));
+    let tenants: BTreeMap<String, OneDriveTenant> = Api::<OneDriveTenant>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|t| (t.metadata.name.clone().unwrap(), t))
+        .collect();
+    let reason = |n: &str| {
+        find_condition(&tenants[n].status.as_ref().unwrap().conditions, condition_type::READY)
+            .unwrap()
+            .reason
+            .clone()
+    };
+    assert_eq!(reason("contoso"), "Ready");
+    assert_eq!(reason("missing-secret"), "CredentialsInvalid");
+    assert_eq!(reason("refusing"), "TokenKindRefused");
+    assert!(
+        tenants["refusing"].status.as_ref().unwrap().current_batch.is_none(),
+        "a refused batch is not left in flight"
+    );
+    assert!(refusing.stats().enqueues.is_empty());
+}
