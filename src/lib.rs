@@ -10,3 +10,9 @@ pub mod plan;
 pub mod simulator;
 pub mod tenant;
 pub mod testing;
+
+/// Selects rustls' `ring` crypto provider for the process (kube and reqwest share it). Call
+/// once before any TLS connection; later calls are harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -9,12 +9,59 @@ use onedrive_operator::simulator::{self, AppOnlyEnqueue, manifests::PrintedAuth}
 #[derive(Parser)]
 #[command(name = "onedrive-operator", version, about)]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The operator's namespace: where tenants' Secrets and the leader Lease live.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "onedrive-operator")]
+    namespace: String,
+    /// Watch OneDriveSites in this namespace only (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Tenant for OneDriveSites without spec.tenantRef.
+    #[arg(long, env = "DEFAULT_TENANT")]
+    default_tenant: Option<String>,
+    /// Tenants reconciled in parallel.
+    #[arg(long, default_value_t = 4)]
+    concurrency: u16,
+    /// Address of /metrics, /livez and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "METRICS_ADDR")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease so that only one replica acts.
+    #[arg(long, env = "LEADER_ELECTION")]
+    leader_election: bool,
+    #[arg(long, default_value = "onedrive-operator-leader")]
+    lease_name: String,
+    /// Seconds a leader holds the lease without renewing it.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// This replica's identity in the lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Your organisation, for Microsoft's `User-Agent: NONISV|<organisation>|onedrive-operator/<version>`.
+    #[arg(long, env = "ORGANIZATION", default_value = "onedrive-operator")]
+    organization: String,
+    /// PEM file of extra CA certificates to trust for Microsoft 365 endpoints (TLS is always verified).
+    #[arg(long, env = "CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator (in cluster, or with a kubeconfig).
+    Run(RunArgs),
     /// Print both CustomResourceDefinitions as YAML (the source of `crds/`).
     Crd,
     /// Serve a simulated Microsoft 365 tenant on loopback and print a ready-to-apply tenant + Secret.
@@ -81,7 +128,48 @@ enum AppOnlyArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    onedrive_operator::install_crypto_provider();
+    let json = matches!(cli.log_format, LogFormat::Json);
     match cli.command {
+        Command::Run(args) => {
+            init_logs(json);
+            let ca_bundle = match &args.ca_bundle {
+                Some(p) => match std::fs::read(p) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        eprintln!("--ca-bundle {}: {e}", p.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                None => None,
+            };
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| format!("onedrive-operator-{}", std::process::id()))
+            });
+            let options = onedrive_operator::controller::run::RunOptions {
+                namespace: args.namespace,
+                watch_namespace: args.watch_namespace,
+                default_tenant: args.default_tenant,
+                concurrency: args.concurrency.max(1),
+                metrics_addr: args.metrics_addr,
+                leader_election: args.leader_election,
+                lease_name: args.lease_name,
+                lease_duration: std::time::Duration::from_secs(args.lease_duration),
+                identity,
+                organization: args.organization,
+                ca_bundle,
+            };
+            let rt = tokio::runtime::Runtime::new().expect("a Tokio runtime");
+            match rt.block_on(onedrive_operator::controller::run::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "onedrive-operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Crd => {
             print!("{}", onedrive_operator::api::crds_yaml());
             ExitCode::SUCCESS
@@ -155,12 +243,14 @@ where
 }
 
 fn init_stderr_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .try_init();
+    init_logs(false)
+}
+
+/// Logs on stderr, `RUST_LOG` filtered (default `info`), text or JSON lines.
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
 async fn simulate(args: SimulateArgs) -> Result<(), String> {

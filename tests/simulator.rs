@@ -28,6 +28,7 @@ async fn start(c: Config) -> SimHandle {
 }
 
 fn http() -> reqwest::Client {
+    onedrive_operator::install_crypto_provider();
     reqwest::Client::new()
 }
 

@@ -1,1 +1,239 @@
-pub async fn placeholder() {}
+//! `onedrive-operator run`: the controller, its probes and metrics, and leader election.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::metrics::Metrics;
+use super::{ControllerError, Reconciler, SiteSource};
+use crate::api::{OneDriveSite, OneDriveTenant};
+
+/// How the operator runs (flags and environment of `onedrive-operator run`).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The operator's own namespace: Secrets referenced by tenants, and the leader Lease.
+    pub namespace: String,
+    /// Watch `OneDriveSite`s in this namespace only (all namespaces when `None`).
+    pub watch_namespace: Option<String>,
+    pub default_tenant: Option<String>,
+    /// Tenants reconciled in parallel (one cycle per tenant at a time).
+    pub concurrency: u16,
+    pub metrics_addr: SocketAddr,
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    pub identity: String,
+    pub organization: String,
+    pub ca_bundle: Option<Vec<u8>>,
+}
+
+/// Health as the probes report it.
+#[derive(Default)]
+struct Health {
+    ready: AtomicBool,
+}
+
+pub async fn run(options: RunOptions) -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the Kubernetes API (in cluster or KUBECONFIG): {e}"))?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let server = tokio::spawn(serve(options.metrics_addr, metrics.clone(), health.clone()));
+
+    if options.leader_election {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+            .with_namespace(&options.namespace)
+            .with_identity(&options.identity)
+            .with_duration(options.lease_duration.as_secs().max(5))
+            .with_grace(2)
+            .build()
+            .await
+            .map_err(|e| format!("leader election: {e}"))?;
+        let (mut leader, _task) = manager.watch().await;
+        tracing::info!(lease = %options.lease_name, identity = %options.identity, "waiting to become the leader");
+        while !*leader.borrow_and_update() {
+            tokio::select! {
+                changed = leader.changed() => changed.map_err(|_| "leader election stopped".to_string())?,
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
+        tracing::info!("became the leader");
+        let controller = run_controller(client, options, metrics, health);
+        tokio::select! {
+            r = controller => r?,
+            _ = async {
+                // Losing the lease means another replica may act: stop at once.
+                while leader.changed().await.is_ok() && *leader.borrow() {}
+            } => return Err("lost the leader lease; exiting so that only one replica acts".into()),
+        }
+    } else {
+        run_controller(client, options, metrics, health).await?;
+    }
+    server.abort();
+    Ok(())
+}
+
+async fn run_controller(
+    client: kube::Client,
+    options: RunOptions,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<(), String> {
+    let sites: Api<OneDriveSite> = match &options.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let tenants: Api<OneDriveTenant> = Api::all(client.clone());
+    let (store, writer) = reflector::store();
+    let site_events = watcher(sites, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+
+    let mut reconciler =
+        Reconciler::new(client.clone(), options.namespace.clone(), SiteSource::Store(store.clone()), metrics);
+    reconciler.default_tenant = options.default_tenant.clone();
+    reconciler.organization = options.organization.clone();
+    reconciler.ca_bundle = options.ca_bundle.clone();
+    reconciler.recorder = Some(Recorder::new(
+        client.clone(),
+        Reporter { controller: "onedrive-operator".into(), instance: Some(options.identity.clone()) },
+    ));
+    let reconciler = Arc::new(reconciler);
+
+    // Sites whose tenant does not exist are never visited by a tenant cycle: sweep them.
+    let sweeper = {
+        let reconciler = reconciler.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            let _ = store.wait_until_ready().await;
+            loop {
+                if let Err(e) = reconciler.reconcile_orphans().await {
+                    tracing::warn!(error = %e, "could not update sites without a tenant");
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        })
+    };
+    {
+        let (store, health) = (store.clone(), health.clone());
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                health.ready.store(true, Ordering::SeqCst);
+                tracing::info!("OneDriveSite cache synced; ready");
+            }
+        });
+    }
+
+    let default_tenant = options.default_tenant.clone();
+    let mapper = move |site: OneDriveSite| {
+        site.spec
+            .tenant_ref
+            .as_ref()
+            .map(|r| r.name.clone())
+            .or_else(|| default_tenant.clone())
+            .map(|name| ObjectRef::<OneDriveTenant>::new(&name))
+    };
+    // Debounced: `kubectl apply` of thousands of sites becomes a handful of cycles.
+    let config =
+        controller::Config::default().debounce(Duration::from_secs(2)).concurrency(options.concurrency);
+    Controller::new(tenants, watcher::Config::default().any_semantic())
+        .with_config(config)
+        .watches_stream(site_events, mapper)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, reconciler)
+        .for_each(|result| async move {
+            match result {
+                Ok((tenant, _)) => tracing::debug!(tenant = %tenant.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    sweeper.abort();
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn reconcile(tenant: Arc<OneDriveTenant>, ctx: Arc<Reconciler>) -> Result<Action, ControllerError> {
+    let name = tenant.metadata.name.clone().unwrap_or_default();
+    let report = ctx.reconcile_tenant(&name).await?;
+    if let Some(batch) = &report.enqueued {
+        tracing::info!(tenant = %name, batch = batch.id, users = batch.users.len(), last_user = %batch.last_user, "batch enqueued");
+    }
+    if let Some(problem) = &report.problem {
+        tracing::warn!(tenant = %name, problem = %problem, "tenant not ready");
+    }
+    tracing::debug!(tenant = %name, writes = report.site_writes, requeue = ?report.requeue_after, "cycle done");
+    Ok(Action::requeue(report.requeue_after.max(Duration::from_secs(1))))
+}
+
+fn error_policy(tenant: Arc<OneDriveTenant>, error: &ControllerError, _ctx: Arc<Reconciler>) -> Action {
+    tracing::warn!(tenant = ?tenant.metadata.name, error = %error, reason = error.reason(), "cycle failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// `/metrics`, `/livez`, `/readyz`.
+async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let health = health.clone();
+                async move {
+                    if health.ready.load(Ordering::SeqCst) {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the OneDriveSite cache")
+                    }
+                }
+            }),
+        );
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(%addr, "serving /metrics, /livez and /readyz");
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        }
+        Err(e) => tracing::error!(%addr, error = %e, "cannot listen for metrics and probes"),
+    }
+}

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{App, Sim};
@@ -26,9 +27,9 @@ fn error(sim: &Sim, status: StatusCode, error: &str, code: u32, description: &st
     let correlation = sim.correlation();
     let body = json!({
         "error": error,
-        "error_description": format!("AADSTS{code}: {description} Trace ID: {correlation} Correlation ID: {correlation} Timestamp: {}", sim.now()),
+        "error_description": format!("AADSTS{code}: {description} Trace ID: {correlation} Correlation ID: {correlation} Timestamp: {}", Timestamp::now()),
         "error_codes": [code],
-        "timestamp": sim.now().to_string(),
+        "timestamp": Timestamp::now().to_string(),
         "trace_id": correlation,
         "correlation_id": correlation,
         "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
@@ -188,7 +189,7 @@ fn resource_of(sim: &Sim, scope: &str) -> Result<String, Response> {
 }
 
 fn grant(sim: &Sim, client_id: &str, kind: &str, resource: &str, refresh: Option<String>) -> Response {
-    let now = sim.now().as_second();
+    let now = Timestamp::now().as_second();
     let lifetime = sim.config.token_lifetime.as_secs();
     let claims = json!({
         "aud": resource,
@@ -228,7 +229,7 @@ fn verify_assertion(sim: &Sim, client_id: &str, assertion: &str) -> Result<&'sta
             &format!("Application with identifier '{client_id}' was not found in the directory."),
         ));
     }
-    let now = sim.now().as_second();
+    let now = Timestamp::now().as_second();
     let claim_i64 = |k: &str| jws.claims[k].as_i64();
     let in_time =
         claim_i64("exp").is_some_and(|e| e > now) && claim_i64("nbf").is_none_or(|n| n <= now + 300);

@@ -76,6 +76,9 @@ impl App {
 }
 
 /// How simulated time moves.
+///
+/// Only the tenant model (how long SharePoint takes) runs on this clock. Tokens and client
+/// assertions are checked against the wall clock, as the operator's own clock is.
 #[derive(Clone, Debug)]
 pub enum Clock {
     /// Simulated seconds per real second (1.0 is real time, 60.0 makes minutes take seconds).
@@ -445,7 +448,7 @@ impl Sim {
         let jws = Jws::decode(token).map_err(|_| TokenError::Invalid)?;
         jws.verify_hmac(&self.token_secret).map_err(|_| TokenError::Invalid)?;
         let exp = jws.claims["exp"].as_i64().ok_or(TokenError::Invalid)?;
-        if exp <= self.now().as_second() {
+        if exp <= Timestamp::now().as_second() {
             return Err(TokenError::Expired);
         }
         if jws.claims["aud"].as_str() != Some(resource) {

@@ -45,10 +45,9 @@ where
     F: Fn(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    futures::stream::iter(users.chunks(GRAPH_BATCH_LIMIT).map(|c| f(c.to_vec())))
-        .buffer_unordered(client.config.graph_concurrency.max(1))
-        .collect()
-        .await
+    // Built up front: a lazily mapped iterator held across awaits trips up `Send` inference.
+    let pending: Vec<Fut> = users.chunks(GRAPH_BATCH_LIMIT).map(|c| f(c.to_vec())).collect();
+    futures::stream::iter(pending).buffer_unordered(client.config.graph_concurrency.max(1)).collect().await
 }
 
 type Seen = HashMap<String, Observation>;

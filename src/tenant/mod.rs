@@ -77,6 +77,7 @@ pub struct TenantClient {
 
 impl TenantClient {
     pub fn new(config: TenantConfig, credentials: Credentials) -> Result<TenantClient, TenantError> {
+        crate::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent())
             .timeout(config.request_timeout)
