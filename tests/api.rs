@@ -19,10 +19,20 @@ fn crds_directory_matches_the_types() {
         let name = crd.spec.names.plural.clone();
         let path = crd_file(&name);
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        let chart_copy = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("charts/onedrive-operator/files/crds")
+            .join(format!("{name}.yaml"));
         if std::env::var_os("UPDATE_CRDS").is_some() {
             std::fs::write(&path, api::crd_yaml(&crd)).unwrap();
+            std::fs::write(&chart_copy, api::crd_yaml(&crd)).unwrap();
             continue;
         }
+        assert_eq!(
+            std::fs::read_to_string(&chart_copy).unwrap_or_default(),
+            api::crd_yaml(&crd),
+            "{} differs from crds/: run `UPDATE_CRDS=1 cargo test --test api`",
+            chart_copy.display()
+        );
         assert_eq!(
             on_disk,
             api::crd_yaml(&crd),

@@ -422,8 +422,17 @@ impl Reconciler {
         Some(Arc::new(move |token: String| {
             let (api, secret, key) = (api.clone(), secret.clone(), key.clone());
             handle.spawn(async move {
-                let patch = json!({"stringData": { key: token }});
-                if let Err(e) = api.patch(&secret, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                // get + replace: the chart grants `get` and `update` on Secrets, nothing more.
+                let result = async {
+                    let mut current = api.get(&secret).await?;
+                    current
+                        .data
+                        .get_or_insert_with(Default::default)
+                        .insert(key, k8s_openapi::ByteString(token.into_bytes()));
+                    api.replace(&secret, &Default::default(), &current).await
+                }
+                .await;
+                if let Err(e) = result {
                     tracing::warn!(secret, error = %e, "could not store the rotated refresh token");
                 }
             });

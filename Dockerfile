@@ -1,0 +1,19 @@
+# Multi-stage build: a release binary on a minimal Debian base, running as a non-root user.
+# (No container engine runs where this project is developed: the image is built by your CI.)
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY examples ./examples
+RUN cargo build --release --locked --bin onedrive-operator
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin operator
+COPY --from=build /src/target/release/onedrive-operator /usr/local/bin/onedrive-operator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/onedrive-operator"]
+CMD ["run"]

@@ -1,0 +1,93 @@
+"""Helm lint (strict) and offline renders of charts/onedrive-operator with default and
+non-default values; every rendered manifest must pass kubernetes-validate --strict (1.36).
+Exits non-zero on the first problem. With an argument, writes the default rendering there."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import helm_python as helm
+import yaml
+
+CHART = os.path.join(os.path.dirname(__file__), "..", "charts", "onedrive-operator")
+K8S = "1.36.0"
+# Kinds from other projects' CRDs: no schema in kubernetes-validate.
+FOREIGN = {"ServiceMonitor"}
+
+VARIANTS = {
+    "default": {},
+    "everything": {
+        "replicaCount": 2,
+        "watchNamespace": "team-finance",
+        "defaultTenant": "contoso",
+        "azureWorkloadIdentity": {"enabled": True, "clientId": "11111111-1111-1111-1111-111111111111"},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "podDisruptionBudget": {"enabled": True},
+        "networkPolicy": {"enabled": True, "apiServerCIDR": "10.0.0.1/32"},
+        "grafanaDashboard": {"enabled": True},
+        "crds": {"enabled": True, "keep": False},
+        "extraArgs": ["--organization=contoso"],
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+    },
+    "no-crds": {"crds": {"enabled": False}, "rbac": {"create": True}, "serviceAccount": {"create": False, "name": "existing"}},
+}
+
+
+def fail(message):
+    print(f"chart-check: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def render(values):
+    chart = helm.Chart.load(CHART)
+    manifests = chart.render(values, name="onedrive-operator", namespace="onedrive-operator", is_install=True)
+    docs = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                docs.append((path, doc))
+    return docs
+
+
+def main():
+    for name, values in VARIANTS.items():
+        report = helm.lint(CHART, values, strict=True, namespace="onedrive-operator", kube_version="v1.36.0")
+        problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
+        if problems:
+            fail(f"helm lint --strict ({name}): {problems}")
+        docs = render(values)
+        kinds = sorted({d["kind"] for _, d in docs})
+        with tempfile.TemporaryDirectory() as tmp:
+            files = []
+            for i, (path, doc) in enumerate(docs):
+                if doc["kind"] in FOREIGN:
+                    continue
+                f = os.path.join(tmp, f"{i:02d}.yaml")
+                with open(f, "w") as out:
+                    yaml.safe_dump(doc, out)
+                files.append(f)
+            result = subprocess.run(
+                [os.path.join(os.path.dirname(sys.executable), "kubernetes-validate"), "--strict", "-k", K8S, "--quiet", *files],
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                fail(f"kubernetes-validate --strict ({name}):\n{result.stdout}{result.stderr}")
+        print(f"chart-check: {name}: lint clean, {len(docs)} manifests valid for Kubernetes {K8S} ({', '.join(kinds)})")
+        if name == "default" and len(sys.argv) > 1:
+            with open(sys.argv[1], "w") as out:
+                yaml.safe_dump_all([d for _, d in docs], out)
+    # The RBAC must stay least-privilege: no wildcards anywhere.
+    for _, doc in render(VARIANTS["everything"]) + render({}):
+        for rule in doc.get("rules", []) if doc["kind"] in ("Role", "ClusterRole") else []:
+            for field in ("apiGroups", "resources", "verbs"):
+                if "*" in rule.get(field, []):
+                    fail(f"wildcard in {doc['kind']} {doc['metadata']['name']}: {rule}")
+
+
+main()
