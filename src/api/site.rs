@@ -109,5 +109,6 @@ pub struct OneDriveSiteStatus {
     pub provisioned_at: Option<Time>,
     /// `Ready` (the summary), `Reconciling` and `Stalled`.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

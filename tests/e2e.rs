@@ -1,0 +1,277 @@
+//! End to end on a real kube-apiserver + etcd: CRD validation by the server, and the operator
+//! binary running as its ServiceAccount with only the RBAC the Helm chart renders.
+
+mod common;
+mod envtest;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envtest::ApiServer;
+use serde_json::Value;
+
+const NS: &str = "onedrive-operator";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ok(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn install_crds(server: &ApiServer) {
+    ok(server.kubectl(&["apply", "-f", root().join("crds").to_str().unwrap()]), "apply crds/");
+    ok(
+        server.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]),
+        "CRDs established",
+    );
+}
+
+#[test]
+fn the_api_server_enforces_the_crd_rules_with_their_messages() {
+    let server = ApiServer::start();
+    install_crds(&server);
+    ok(
+        server.kubectl(&["apply", "-f", root().join("examples").to_str().unwrap()]),
+        "kubectl apply -f examples/",
+    );
+
+    let rejected = |yaml: &str| {
+        let out = server.apply(yaml);
+        assert!(!out.status.success(), "accepted:\n{yaml}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let e = rejected(
+        "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {name: bad, namespace: team-finance}\nspec: {user: not an email}\n",
+    );
+    assert!(e.contains("spec.user must be a user principal name or sign-in email"), "{e}");
+    let tenant = |extra: &str| {
+        format!(
+            "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveTenant\nmetadata: {{name: bad}}\nspec:\n  tenantId: contoso.onmicrosoft.com\n  adminUrl: https://contoso-admin.sharepoint.com\n{extra}"
+        )
+    };
+    let e = rejected(&tenant("  batchSize: 201\n  auth: {workloadIdentity: {}}\n"));
+    assert!(e.contains("SharePoint accepts at most 200 users per enqueue request"), "{e}");
+    let e = rejected(&tenant(
+        "  auth:\n    workloadIdentity: {}\n    certificate: {clientId: a, secretRef: {name: c}}\n",
+    ));
+    assert!(
+        e.contains("spec.auth must set exactly one of certificate, workloadIdentity or delegated"),
+        "{e}"
+    );
+    let e = rejected(&tenant(
+        "  adminUrl: http://contoso-admin.sharepoint.com\n  auth: {workloadIdentity: {}}\n",
+    ));
+    assert!(e.contains("must be an https:// URL"), "{e}");
+    let e = rejected(
+        "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {name: alice, namespace: team-finance}\nspec: {user: eve@contoso.com, tenantRef: {name: contoso}}\n",
+    );
+    assert!(e.contains("spec.user is immutable"), "{e}");
+}
+
+/// The chart's RBAC (and ServiceAccount) as rendered by `scripts/chart-check`.
+fn chart_rbac() -> String {
+    let path = std::env::var_os("CHART_RENDERED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/chart-rendered.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; run the suite with `bash scripts/test` (it renders the chart first)", path.display())
+    });
+    let mut out = String::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if matches!(
+            v["kind"].as_str(),
+            Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+        ) {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&v).unwrap());
+        }
+    }
+    assert!(out.contains("kind: ClusterRole"), "the rendering holds the chart's RBAC");
+    out
+}
+
+struct Operator(std::process::Child);
+
+impl Operator {
+    fn start(kubeconfig: &Path, log: &Path) -> Operator {
+        let child = Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
+            .args([
+                "run",
+                "--namespace",
+                NS,
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--leader-election",
+                "--lease-duration",
+                "5",
+            ])
+            .args(["--identity", "e2e"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+            .spawn()
+            .unwrap();
+        Operator(child)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sim_stats(base: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        onedrive_operator::install_crypto_provider();
+        reqwest::get(format!("{base}/_sim/stats")).await.unwrap().json().await.unwrap()
+    })
+}
+
+#[test]
+fn the_operator_converges_as_its_service_account_survives_a_kill_and_writes_real_ssa() {
+    let server = ApiServer::start();
+    install_crds(&server);
+    ok(server.kubectl(&["create", "namespace", NS]), "namespace");
+    ok(server.apply(&chart_rbac()), "the chart's RBAC");
+
+    // A simulated tenant: 450 licensed users, ten simulated minutes per site = one real second.
+    let users: Vec<String> = (1..=450).map(|i| format!("user{i:04}@contoso.onmicrosoft.com")).collect();
+    let users_file = server.dir().join("users.yaml");
+    std::fs::write(&users_file, serde_yaml::to_string(&users).unwrap()).unwrap();
+    let (_sim, manifests) = common::spawn_simulate(&[
+        "--users",
+        users_file.to_str().unwrap(),
+        "--provision-delay",
+        "600s",
+        "--time-scale",
+        "600",
+        "--namespace",
+        NS,
+        "--tenant-name",
+        "contoso",
+    ]);
+    let manifests = manifests.replace("pollInterval: 10s", "pollInterval: 2s");
+    ok(server.apply(&manifests), "the simulator's tenant and Secret");
+    let admin_url = manifests.lines().find_map(|l| l.trim().strip_prefix("adminUrl: ")).unwrap().to_string();
+    let base = admin_url.trim_end_matches("/sharepoint").to_string();
+
+    let mut sites = String::new();
+    for ns in ["team-a", "team-b"] {
+        sites.push_str(&format!("---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"));
+    }
+    for (i, u) in users.iter().enumerate() {
+        let ns = if i % 2 == 0 { "team-a" } else { "team-b" };
+        sites.push_str(&format!(
+            "---\napiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {{name: u{i}, namespace: {ns}}}\nspec: {{user: {u}, tenantRef: {{name: contoso}}}}\n"
+        ));
+    }
+    ok(server.apply(&sites), "450 OneDriveSites");
+    // Another field manager owns a condition and a label before the operator writes anything.
+    ok(
+        server.kubectl(&["label", "ods", "u0", "-n", "team-a", "owner=platform-team"]),
+        "label by another manager",
+    );
+    let audited = "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {name: u0, namespace: team-a}\nstatus:\n  conditions:\n  - {type: Audited, status: \"True\", reason: Checked, message: by the platform team, lastTransitionTime: \"2026-01-01T00:00:00Z\"}\n";
+    let path = server.dir().join("audited.yaml");
+    std::fs::write(&path, audited).unwrap();
+    ok(
+        server.kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager=platform-team",
+            "--subresource=status",
+            "-f",
+            path.to_str().unwrap(),
+        ]),
+        "status condition by another manager",
+    );
+
+    // The operator runs as its ServiceAccount, with only the chart's RBAC.
+    let sa = server.service_account_kubeconfig(NS, "onedrive-operator");
+    let denied = server.kubectl_as(&sa, &["auth", "can-i", "delete", "onedrivesites", "-A"]);
+    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no");
+    let denied = server.kubectl_as(&sa, &["auth", "can-i", "get", "secrets", "-n", "team-a"]);
+    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no");
+    let log = server.dir().join("operator.log");
+    let first = Operator::start(&sa, &log);
+
+    // Kill it mid-batch: once the first batch was sent and before the second.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sim_stats(&base)["enqueues"].as_array().map_or(0, Vec::len) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no batch sent; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(first);
+    let _second = Operator::start(&sa, &log);
+
+    let wait = server.kubectl(&["wait", "--for=condition=Ready", "ods", "--all", "-A", "--timeout=240s"]);
+    assert!(
+        wait.status.success(),
+        "kubectl wait: {}\noperator log:\n{}",
+        String::from_utf8_lossy(&wait.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let table = ok(server.kubectl(&["get", "ods", "-n", "team-a"]), "kubectl get ods");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "USER", "PHASE", "AGE"]);
+    assert!(table.lines().nth(1).unwrap().contains("Ready"));
+    let wide = ok(server.kubectl(&["get", "ods", "-n", "team-a", "-o", "wide"]), "kubectl get ods -o wide");
+    assert!(wide.lines().next().unwrap().contains("SITE") && wide.contains("/personal/"));
+    let tenants = ok(server.kubectl(&["get", "odt"]), "kubectl get odt");
+    assert!(tenants.contains("READY USERS") && tenants.contains("450"), "{tenants}");
+
+    // No batch was lost or repeated across the kill; none exceeded 200 users.
+    let stats = sim_stats(&base);
+    let mut seen = HashSet::new();
+    for e in stats["enqueues"].as_array().unwrap() {
+        let users = e["users"].as_array().unwrap();
+        assert!(users.len() <= 200);
+        for u in users {
+            assert!(seen.insert(u.as_str().unwrap().to_string()), "{u} enqueued twice");
+        }
+    }
+    assert_eq!(seen.len(), 450);
+
+    // Real server-side apply: the other manager's condition and label survived the operator's writes.
+    let site: Value = serde_json::from_str(&ok(
+        server.kubectl(&["get", "ods", "u0", "-n", "team-a", "-o", "json", "--show-managed-fields"]),
+        "get u0",
+    ))
+    .unwrap();
+    let types: Vec<&str> = site["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"Audited") && types.contains(&"Ready"), "{types:?}");
+    assert_eq!(site["metadata"]["labels"]["owner"], "platform-team");
+    let managers: Vec<(&str, &str)> = site["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["manager"].as_str().unwrap(), m["operation"].as_str().unwrap()))
+        .collect();
+    assert!(managers.contains(&("onedrive-operator", "Apply")), "{managers:?}");
+    assert!(managers.contains(&("platform-team", "Apply")), "{managers:?}");
+}
