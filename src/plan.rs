@@ -176,6 +176,9 @@ pub struct PlanInput<'a> {
     pub tenant_problem: Option<&'a TenantProblem>,
     pub now: Timestamp,
     pub limits: &'a Limits,
+    /// How long the previous batch took (enqueue to its last user's site), if known: the first
+    /// poll of an in-flight batch waits for most of it instead of polling every interval.
+    pub typical_batch: Option<SignedDuration>,
 }
 
 /// What to send to SharePoint in this cycle.
@@ -216,6 +219,8 @@ pub struct Plan {
     /// The tenant's `status.lastBatchId` after this cycle.
     pub last_batch_id: i64,
     pub finished: Option<(i64, BatchOutcome)>,
+    /// How long the batch that completed in this cycle took (for `typical_batch` next time).
+    pub batch_duration: Option<SignedDuration>,
     /// Only sites whose status changes.
     pub site_updates: Vec<SiteUpdate>,
     pub users: UserCounts,
@@ -296,6 +301,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut observe_now = Targets::default();
     let mut batch = input.batch.cloned();
     let mut finished = None;
+    let mut batch_duration = None;
     let mut enqueue = None;
     let mut last_batch_id = input.last_batch_id.max(batch.as_ref().map_or(0, |b| b.id));
 
@@ -315,6 +321,8 @@ pub fn plan(input: &PlanInput) -> Plan {
                     }
                     if observe_now.users.is_empty() {
                         finished = Some((b.id, BatchOutcome::Completed));
+                        batch_duration =
+                            Some(done_at.duration_since(b.enqueued_at.0)).filter(|d| d.is_positive());
                     } else {
                         // The next batch's candidates are needed too: ask for both at once.
                         for u in unverified_candidates(&users, &states, input) {
@@ -389,6 +397,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         batch,
         last_batch_id,
         finished,
+        batch_duration,
         site_updates,
         users: counts,
         reconciling,
@@ -860,6 +869,14 @@ fn requeue(
     let limits = input.limits;
     if let Some(until) = input.throttled_until.filter(|t| *t > input.now) {
         return until.duration_since(input.now);
+    }
+    if let (Some(b), Some(typical)) = (batch.as_ref().filter(|b| b.sent), input.typical_batch) {
+        // The last user will not have a site much before the previous batch's duration: wait
+        // for most of it before the first poll, then poll every interval.
+        let first_poll = after(b.enqueued_at.0, typical * 9 / 10);
+        if first_poll > input.now {
+            return first_poll.duration_since(input.now).max(limits.poll_interval);
+        }
     }
     if input.tenant_problem.is_some() || batch.is_some() {
         return limits.poll_interval;

@@ -251,6 +251,10 @@ pub struct OneDriveTenantStatus {
     /// Id of the last batch recorded (ids grow by one per batch).
     #[serde(default)]
     pub last_batch_id: i64,
+    /// Seconds the last completed batch took, enqueue to its last user's site: the first poll
+    /// of the next batch waits for most of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_batch_seconds: Option<i64>,
     /// No request is sent to the tenant before this time (the service asked us to back off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_until: Option<Time>,

@@ -85,6 +85,8 @@ pub struct Reconciler {
     pub ca_bundle: Option<Vec<u8>>,
     /// Test hook: stop the next cycle at this point, as a crash would.
     pub crash: Mutex<Option<CrashPoint>>,
+    /// The operator's clock (the wall clock; benchmarks share the simulator's).
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     runtimes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TenantRuntime>>>>>,
 }
 
@@ -105,6 +107,7 @@ impl Reconciler {
             recorder: None,
             ca_bundle: None,
             crash: Mutex::new(None),
+            clock: Arc::new(Timestamp::now),
             runtimes: Mutex::new(HashMap::new()),
         }
     }
@@ -167,7 +170,7 @@ impl Reconciler {
             .filter(|s| self.tenant_of(s).as_deref() == Some(name))
             .collect();
         let desired: Vec<DesiredSite> = sites.iter().filter_map(|s| desired_site(s)).collect();
-        let now = Timestamp::now();
+        let now = (self.clock)();
 
         // Limits and a tenant client, or the problem that prevents them.
         let mut problem: Option<TenantProblem> = None;
@@ -185,6 +188,7 @@ impl Reconciler {
         }
         let mut throttled_until = status.throttled_until.as_ref().map(|t| t.0).filter(|t| *t > now);
         let empty_memory = HashMap::new();
+        let typical_batch = status.last_batch_seconds.map(jiff::SignedDuration::from_secs);
 
         // Observe what the plan needs, in a few rounds.
         let mut batch = status.current_batch.clone();
@@ -202,6 +206,7 @@ impl Reconciler {
                 tenant_problem: problem.as_ref(),
                 now,
                 limits: &limits,
+                typical_batch,
             };
             let first = plan::targets(&input);
             let mut wanted = first;
@@ -211,7 +216,7 @@ impl Reconciler {
                     let rt = runtime.as_mut().expect("a client exists when there is no problem");
                     match rt.client.observe(&wanted).await {
                         Ok(seen) => {
-                            let at = Timestamp::now();
+                            let at = (self.clock)();
                             for (k, observation) in seen {
                                 rt.memory.insert(k, Observed { at, observation });
                             }
@@ -231,6 +236,7 @@ impl Reconciler {
                     tenant_problem: problem.as_ref(),
                     now,
                     limits: &limits,
+                    typical_batch,
                 };
                 let next = plan::plan(&input);
                 wanted = next.observe_now.clone();
@@ -306,6 +312,7 @@ impl Reconciler {
                         tenant_problem: problem.as_ref(),
                         now,
                         limits: &limits,
+                        typical_batch,
                     });
                 }
             }
@@ -538,7 +545,7 @@ impl Reconciler {
             .iter()
             .map(|t| t.name_any())
             .collect();
-        let now = Timestamp::now();
+        let now = (self.clock)();
         let mut written = 0;
         for site in self.all_sites().await? {
             let tenant = self.tenant_of(&site);
@@ -629,6 +636,7 @@ fn tenant_status(
         users: plan.users.clone(),
         current_batch: plan.batch.clone(),
         last_batch_id: plan.last_batch_id,
+        last_batch_seconds: plan.batch_duration.map(|d| d.as_secs()).or(previous.last_batch_seconds),
         throttled_until: throttled_until.map(|t| Time(plan::whole_second(t))),
     }
 }

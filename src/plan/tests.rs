@@ -47,6 +47,7 @@ fn input<'a>(
         tenant_problem: None,
         now: t(now),
         limits,
+        typical_batch: None,
     }
 }
 
@@ -509,6 +510,7 @@ struct World {
     limits: Limits,
     tenant: ModelTenant,
     writes: usize,
+    typical_batch: Option<SignedDuration>,
 }
 
 /// What one cycle did, for the invariant checks.
@@ -529,6 +531,7 @@ impl World {
             tenant_problem: None,
             now: self.now,
             limits: &self.limits,
+            typical_batch: self.typical_batch,
         }
     }
 
@@ -602,6 +605,7 @@ impl World {
             b
         });
         self.last_batch_id = p.last_batch_id;
+        self.typical_batch = p.batch_duration.or(self.typical_batch);
         apply(&mut self.sites, &p);
         self.writes += p.site_updates.len();
         Cycle { enqueued, updates: p.site_updates.len() }
@@ -685,6 +689,7 @@ fn world(s: &Scenario) -> World {
         },
         tenant,
         writes: 0,
+        typical_batch: None,
     }
 }
 
@@ -830,4 +835,23 @@ proptest! {
         run(&mut w, 2000);
         prop_assert!(w.writes <= 4 * w.sites.len(), "{} writes for {} sites", w.writes, w.sites.len());
     }
+}
+
+#[test]
+fn the_first_poll_of_a_batch_waits_for_most_of_the_previous_batch_duration() {
+    let sites = users(3);
+    let b = in_flight(&["u0@contoso.com"], 2, 100);
+    let obs = all_no_site(&sites, 100);
+    let limits = Limits::default();
+    let mut i = input(&sites, &obs, Some(&b), 100, &limits);
+    assert_eq!(plan(&i).requeue_after, limits.poll_interval, "unknown duration: poll every interval");
+    i.typical_batch = Some(SignedDuration::from_mins(20));
+    assert_eq!(plan(&i).requeue_after, SignedDuration::from_mins(18));
+    i.now = t(100 + 18 * 60);
+    assert_eq!(plan(&i).requeue_after, limits.poll_interval, "then every interval");
+    // A completed batch reports how long it took.
+    let mut obs = obs.clone();
+    obs.insert("u0@contoso.com".into(), seen(1300, Observation::HasSite { url: url("u0") }));
+    let p = plan(&input(&sites, &obs, Some(&b), 1300, &limits));
+    assert_eq!(p.batch_duration, Some(SignedDuration::from_secs(1200)));
 }

@@ -281,6 +281,12 @@ impl SimHandle {
         self.sim.now()
     }
 
+    /// The simulated clock, to share with the operator in benchmarks.
+    pub fn clock(&self) -> impl Fn() -> Timestamp + Send + Sync + 'static {
+        let sim = self.sim.clone();
+        move || sim.now()
+    }
+
     /// Moves a [`Clock::Manual`] clock forward.
     pub fn advance(&self, by: SignedDuration) {
         let mut now = self.sim.manual_now.lock().unwrap();
