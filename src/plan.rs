@@ -578,6 +578,9 @@ fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
     let obs = input.observed.get(&u.key);
     // Provisioning since when, and in which batch: the in-flight batch (which survives a crash
     // between recording it and writing the sites) or the site's own status.
+    // A batch recorded but not yet accepted by SharePoint cannot time out: its clock starts
+    // when it is sent (the controller restamps `enqueuedAt` then).
+    let unsent = input.batch.is_some_and(|b| !b.sent && in_batch(Some(b), &u.key));
     let provisioning_since = match input.batch {
         Some(b) if in_batch(Some(b), &u.key) => Some((b.enqueued_at.0, b.id)),
         _ if u.prior.phase == Some(SitePhase::SpsSiteError) => {
@@ -586,7 +589,7 @@ fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
         _ => None,
     };
     let still_provisioning = |since: Timestamp, batch: i64| {
-        if after(since, limits.provisioning_timeout) <= input.now {
+        if !unsent && after(since, limits.provisioning_timeout) <= input.now {
             timed_out(since, batch, input)
         } else {
             provisioning(batch, since, input)
@@ -683,6 +686,13 @@ fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
         }
         // Nothing (new) is known: keep what the status says, advanced by the clock.
         _ => match (provisioning_since, u.prior.phase) {
+            // What a status already settled is not undone by being in a batch.
+            (_, Some(SitePhase::Ready)) => prior_state(u, input),
+            (_, Some(SitePhase::Failed))
+                if u.prior.reason.as_deref() != Some(reason::PROVISIONING_TIMED_OUT) =>
+            {
+                prior_state(u, input)
+            }
             (Some((since, batch)), _) => still_provisioning(since, batch),
             (None, None) => UserState {
                 ready: "Unknown",
@@ -850,10 +860,13 @@ fn unverified_candidates<'a>(users: &'a [User], states: &[UserState], input: &Pl
         .take(input.limits.batch_size())
         .filter(|&i| {
             let fresh = fresh_since(&users[i], input);
-            !input
-                .observed
-                .get(&users[i].key)
-                .is_some_and(|o| o.at >= fresh && o.observation != Observation::Unknown)
+            // A lookup that failed within the last poll interval counts as tried: the user waits
+            // for a later batch instead of holding this one up.
+            let retry_unknown = after(input.now, -input.limits.poll_interval);
+            !input.observed.get(&users[i].key).is_some_and(|o| match o.observation {
+                Observation::Unknown => o.at >= retry_unknown.max(fresh),
+                _ => o.at >= fresh,
+            })
         })
         .map(|i| users[i].upn)
         .collect()
@@ -873,7 +886,8 @@ fn requeue(
     if let (Some(b), Some(typical)) = (batch.as_ref().filter(|b| b.sent), input.typical_batch) {
         // The last user will not have a site much before the previous batch's duration: wait
         // for most of it before the first poll, then poll every interval.
-        let first_poll = after(b.enqueued_at.0, typical * 9 / 10);
+        let wait = typical.checked_mul(9).map(|d| d / 10).unwrap_or(limits.provisioning_timeout);
+        let first_poll = after(b.enqueued_at.0, wait.min(limits.provisioning_timeout));
         if first_poll > input.now {
             return first_poll.duration_since(input.now).max(limits.poll_interval);
         }
@@ -882,7 +896,7 @@ fn requeue(
         return limits.poll_interval;
     }
     if must_observe {
-        return SignedDuration::from_secs(1);
+        return limits.poll_interval.min(SignedDuration::from_secs(5));
     }
     if states.iter().any(|s| s.phase == SitePhase::SpsSiteError) {
         return limits.poll_interval;

@@ -271,6 +271,10 @@ async fn bad_input_gets_the_documented_reasons_and_others_are_unaffected() {
     converge(&r, &sim, &client, 50).await;
     r.reconcile_tenant("missing-secret").await.unwrap();
     let refused = r.reconcile_tenant("refusing").await.unwrap();
+    // A refusal is not asked again every cycle with the same credentials, and changes nothing.
+    let again = r.reconcile_tenant("refusing").await.unwrap();
+    assert!(again.problem.is_some() && !again.tenant_written && again.site_writes == 0, "{again:?}");
+    assert_eq!(refusing.stats().count("sharepoint.enqueue.rest"), 1);
     assert!(
         refused.problem.as_deref().unwrap_or("").starts_with("TokenKindRefused"),
         "{:?}",

@@ -64,6 +64,9 @@ pub struct CycleReport {
 /// Soft state: a restart loses it and simply observes uncertain users again.
 struct TenantRuntime {
     fingerprint: String,
+    /// SharePoint definitely refused an enqueue with these credentials: not asked again until
+    /// the tenant or its Secret changes, or this time passes.
+    refused: Option<(TenantProblem, Timestamp)>,
     client: Arc<TenantClient>,
     memory: HashMap<String, Observed>,
     last_counters: HashMap<(crate::tenant::Service, &'static str), u64>,
@@ -186,13 +189,20 @@ impl Reconciler {
         {
             problem = Some(problem_of(&e));
         }
+        if problem.is_none()
+            && let Some((refusal, until)) = runtime.as_ref().and_then(|r| r.refused.clone())
+            && now < until
+        {
+            problem = Some(refusal);
+        }
         let mut throttled_until = status.throttled_until.as_ref().map(|t| t.0).filter(|t| *t > now);
         let empty_memory = HashMap::new();
-        let typical_batch = status.last_batch_seconds.map(jiff::SignedDuration::from_secs);
+        let typical_batch =
+            status.last_batch_seconds.map(|s| jiff::SignedDuration::from_secs(s.clamp(0, 30 * 24 * 3600)));
 
         // Observe what the plan needs, in a few rounds.
         let mut batch = status.current_batch.clone();
-        let mut last_batch_id = status.last_batch_id;
+        let last_batch_id = status.last_batch_id;
         let mut report = CycleReport::default();
         let mut plan = {
             let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
@@ -261,6 +271,10 @@ impl Reconciler {
             match client.enqueue(&recorded.users).await {
                 Ok(()) => {
                     recorded.sent = true;
+                    if enqueue.resend {
+                        // Its provisioning clock starts now, not when an earlier process recorded it.
+                        recorded.enqueued_at = Time(plan::whole_second(now));
+                    }
                     self.write_tenant_batch(name, Some(&recorded), plan.last_batch_id).await?;
                     self.metrics.batch(name, recorded.users.len());
                     self.event(
@@ -289,17 +303,22 @@ impl Reconciler {
                     plan.batch = Some(recorded);
                     plan.site_updates.clear();
                 }
-                Err(e @ TenantError::Unreachable(_)) => {
-                    // It may or may not have arrived: keep it unsent and resend (idempotent).
+                Err(e) if enqueue.resend || matches!(e, TenantError::Unreachable(_)) => {
+                    // It may or may not have arrived (or an earlier process already sent it):
+                    // keep it unsent and send it again later (idempotent on the service).
                     problem = Some(problem_of(&e));
                     plan.batch = Some(recorded);
                     plan.site_updates.clear();
                 }
                 Err(e) => {
-                    // A definite refusal: nothing was enqueued. Forget the batch and say why.
-                    problem = Some(problem_of(&e));
+                    // A definite refusal: nothing was enqueued. Forget the batch (and its id), say
+                    // why, and do not ask again with the same credentials for a while.
+                    let refusal = problem_of(&e);
+                    if let Some(rt) = runtime.as_mut() {
+                        rt.refused = Some((refusal.clone(), after_secs(now, 600)));
+                    }
+                    problem = Some(refusal);
                     batch = None;
-                    last_batch_id = plan.last_batch_id;
                     self.write_tenant_batch(name, None, last_batch_id).await?;
                     let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
                     plan = plan::plan(&PlanInput {
@@ -383,7 +402,8 @@ impl Reconciler {
         let client = Arc::new(TenantClient::new(config, credentials)?);
         // Observations stay valid across a credential change; the client does not.
         let memory = runtime.take().map(|r| r.memory).unwrap_or_default();
-        *runtime = Some(TenantRuntime { fingerprint, client, memory, last_counters: HashMap::new() });
+        *runtime =
+            Some(TenantRuntime { fingerprint, refused: None, client, memory, last_counters: HashMap::new() });
         Ok(())
     }
 
@@ -580,6 +600,10 @@ fn desired_site(site: &OneDriveSite) -> Option<DesiredSite> {
         generation: site.metadata.generation.unwrap_or(1),
         status: site.status.clone(),
     })
+}
+
+fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
+    t.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(Timestamp::MAX)
 }
 
 fn problem_of(e: &TenantError) -> TenantProblem {

@@ -855,3 +855,46 @@ fn the_first_poll_of_a_batch_waits_for_most_of_the_previous_batch_duration() {
     let p = plan(&input(&sites, &obs, Some(&b), 1300, &limits));
     assert_eq!(p.batch_duration, Some(SignedDuration::from_secs(1200)));
 }
+
+#[test]
+fn a_recorded_but_unsent_batch_never_times_out() {
+    let sites = users(2);
+    let mut b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
+    b.sent = false;
+    let obs = all_no_site(&sites, 100);
+    let limits = Limits { provisioning_timeout: SignedDuration::from_mins(15), ..Limits::default() };
+    let p = plan(&input(&sites, &obs, Some(&b), 7200, &limits));
+    assert!(p.enqueue.as_ref().is_some_and(|e| e.resend));
+    assert!(p.finished.is_none());
+    assert!(p.site_updates.iter().all(|u| u.status.phase == Some(SitePhase::SpsSiteError)));
+}
+
+#[test]
+fn a_settled_status_is_not_undone_by_its_batch_when_nothing_new_is_known() {
+    let mut sites = users(2);
+    let obs: HashMap<_, _> =
+        [("u1@contoso.com".to_string(), seen(10, Observation::HasSite { url: url("u1") }))].into();
+    let limits = Limits::default();
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
+    let p = plan(&input(&sites, &obs, Some(&b), 10, &limits));
+    apply(&mut sites, &p);
+    assert_eq!(sites[1].status.as_ref().unwrap().phase, Some(SitePhase::Ready));
+    // A restart: nothing in memory, the batch still in flight.
+    let empty = HashMap::new();
+    let p = plan(&input(&sites, &empty, Some(&b), 20, &limits));
+    assert!(p.site_updates.iter().all(|u| u.user != "u1@contoso.com"), "u1 stays Ready");
+}
+
+#[test]
+fn a_user_whose_lookup_keeps_failing_does_not_hold_up_the_batch() {
+    let sites = users(3);
+    let mut obs = all_no_site(&sites, 100);
+    obs.insert("u0@contoso.com".into(), seen(100, Observation::Unknown));
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &obs, None, 100, &limits));
+    assert!(p.observe_now.is_empty(), "{:?}", p.observe_now);
+    assert_eq!(p.enqueue.unwrap().batch.users, vec!["u1@contoso.com", "u2@contoso.com"]);
+    // After a poll interval it is tried again.
+    let p = plan(&input(&sites, &obs, None, 100 + 61, &limits));
+    assert_eq!(p.observe_now, vec!["u0@contoso.com"]);
+}

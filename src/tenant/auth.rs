@@ -126,7 +126,8 @@ impl TokenCache {
             return Ok(t); // another task refreshed it while we waited
         }
         let (token, lifetime) = self.request(resource).await?;
-        let expires_at = Timestamp::now() + SignedDuration::from_secs(lifetime);
+        // Whatever the service says, a token is trusted for 1 minute to 1 day.
+        let expires_at = Timestamp::now() + SignedDuration::from_secs(lifetime.clamp(60, 86_400));
         self.entries
             .lock()
             .unwrap()

@@ -168,7 +168,7 @@ async fn run_batch(
                     .or(item["headers"]["retry-after"].as_str())
                     .and_then(|s| s.trim().parse::<f64>().ok())
                     .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64)
+                    .map(|s| Duration::from_secs_f64(s.min(3600.0)))
                     .unwrap_or_else(|| super::http::backoff(1));
                 longest = longest.max(wait);
                 throttled.push(*user);
@@ -208,10 +208,12 @@ async fn send_batch(client: &TenantClient, body: &Value) -> Result<Value, Tenant
             }
             403 => return Err(graph_permission_missing()),
             status => {
-                let text = response.text().await.unwrap_or_default();
+                // Only the status and error code: bodies carry dates and request ids, which would
+                // change every status message on every cycle.
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let code = body["error"]["code"].as_str().unwrap_or("no error code");
                 return Err(TenantError::Unreachable(format!(
-                    "Graph $batch answered {status}: {}",
-                    text.chars().take(300).collect::<String>()
+                    "Microsoft Graph $batch answered {status} ({code})"
                 )));
             }
         }

@@ -195,7 +195,14 @@ pub(super) async fn enqueue_csom(
         let interval = op["PollingInterval"].as_u64().unwrap_or(15_000).clamp(100, 15_000);
         tokio::time::sleep(std::time::Duration::from_millis(interval)).await;
         let identity = op["_ObjectIdentity_"].as_str().unwrap_or_default().to_string();
-        let reloaded = process_query(client, poll_request(&identity)).await?;
+        // SharePoint already accepted the request: a failing poll must not turn it into a refusal.
+        let reloaded = match process_query(client, poll_request(&identity)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not poll the SpoOperation; the request was accepted");
+                return Ok(());
+            }
+        };
         match reloaded.iter().find(|v| v.is_object() && v.get("IsComplete").is_some()) {
             Some(next) => op = next.clone(),
             None => return Ok(()),
