@@ -367,8 +367,10 @@ fn fmt(d: SignedDuration) -> String {
 async fn main() {
     onedrive_operator::install_crypto_provider();
     let c = creds();
+    let engine_only = std::env::args().nth(1).as_deref() == Some("engine");
     let sizes: Vec<usize> = std::env::args()
         .nth(1)
+        .filter(|_| !engine_only)
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or(vec![1000, 10000]);
     let mut out = String::new();
@@ -380,6 +382,9 @@ async fn main() {
         println!("{}", out.lines().last().unwrap());
     }
     out.push_str("\n");
+    if engine_only {
+        return;
+    }
     out.push_str(&format!(
         "## Convergence and tenant cost (per-batch provisioning delay D = {DELAY_MIN} min, poll interval {POLL_SECS} s, simulated time)\n\n"
     ));
