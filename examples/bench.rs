@@ -381,7 +381,7 @@ async fn main() {
         out.push_str(&format!("| {n} | {:.1} ms | {mib:.1} MiB |\n", cpu.as_secs_f64() * 1000.0));
         println!("{}", out.lines().last().unwrap());
     }
-    out.push_str("\n");
+    out.push('\n');
     if engine_only {
         return;
     }
