@@ -200,23 +200,32 @@ impl Reconciler {
         let typical_batch =
             status.last_batch_seconds.map(|s| jiff::SignedDuration::from_secs(s.clamp(0, 30 * 24 * 3600)));
 
+        // What every planning call shares; each call fills in what may have changed.
+        let last_batch_id = status.last_batch_id;
+        let base = PlanInput {
+            tenant: name,
+            sites: &desired,
+            observed: &empty_memory,
+            batch: None,
+            last_batch_id,
+            throttled_until: None,
+            tenant_problem: None,
+            now,
+            limits: &limits,
+            typical_batch,
+        };
+
         // Observe what the plan needs, in a few rounds.
         let mut batch = status.current_batch.clone();
-        let last_batch_id = status.last_batch_id;
         let mut report = CycleReport::default();
         let mut plan = {
             let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
             let input = PlanInput {
-                tenant: name,
-                sites: &desired,
                 observed: memory,
                 batch: batch.as_ref(),
-                last_batch_id,
                 throttled_until,
                 tenant_problem: problem.as_ref(),
-                now,
-                limits: &limits,
-                typical_batch,
+                ..base
             };
             let first = plan::targets(&input);
             let mut wanted = first;
@@ -237,16 +246,11 @@ impl Reconciler {
                 }
                 let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
                 let input = PlanInput {
-                    tenant: name,
-                    sites: &desired,
                     observed: memory,
                     batch: batch.as_ref(),
-                    last_batch_id,
                     throttled_until,
                     tenant_problem: problem.as_ref(),
-                    now,
-                    limits: &limits,
-                    typical_batch,
+                    ..base
                 };
                 let next = plan::plan(&input);
                 wanted = next.observe_now.clone();
@@ -322,16 +326,11 @@ impl Reconciler {
                     self.write_tenant_batch(name, None, last_batch_id).await?;
                     let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
                     plan = plan::plan(&PlanInput {
-                        tenant: name,
-                        sites: &desired,
                         observed: memory,
                         batch: batch.as_ref(),
-                        last_batch_id,
                         throttled_until,
                         tenant_problem: problem.as_ref(),
-                        now,
-                        limits: &limits,
-                        typical_batch,
+                        ..base
                     });
                 }
             }
