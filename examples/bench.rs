@@ -11,15 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta};
-use onedrive_operator::api::{
-    CertificateAuth, OneDriveSite, OneDriveSiteSpec, OneDriveTenant, OneDriveTenantSpec, SecretRef,
-    SitePhase, TenantAuth, TenantRef,
-};
+use kube::api::Api;
+use onedrive_operator::api::{OneDriveSite, OneDriveSiteSpec, OneDriveTenant, SitePhase, TenantRef};
 use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
 use onedrive_operator::plan::{self, DesiredSite, Limits, Observation, Observed, PlanInput, SiteKey};
+use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Clock, Config, FaultConfig, SimHandle, UserSpec};
 use onedrive_operator::tenant::{Credentials, TenantClient, TenantConfig};
 
@@ -52,40 +49,20 @@ async fn simulator(c: &Creds, users: usize, faults: FaultConfig) -> SimHandle {
     simulator::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
-fn tenant(sim: &SimHandle) -> OneDriveTenant {
-    OneDriveTenant::new(
-        "contoso",
-        OneDriveTenantSpec {
-            tenant_id: sim.tenant_id().into(),
-            admin_url: sim.admin_url(),
-            graph_url: sim.graph_url(),
-            authority_host: sim.authority_host(),
-            auth: TenantAuth {
-                certificate: Some(CertificateAuth {
-                    client_id: CLIENT.into(),
-                    secret_ref: SecretRef { name: "cert".into() },
-                    algorithm: Default::default(),
-                }),
-                ..Default::default()
-            },
-            enqueue_method: Default::default(),
-            batch_size: 200,
-            poll_interval: format!("{POLL_SECS}s"),
-            provisioning_timeout: "24h".into(),
-            drift_check_interval: "24h".into(),
-        },
-    )
+/// The tenant (certificate auth) and its Secret, as `onedrive-operator simulate` prints them.
+fn tenant_and_cert(c: &Creds, sim: &SimHandle) -> (OneDriveTenant, Secret) {
+    let data = BTreeMap::from([
+        ("tls.crt".to_string(), c.cert.to_pem()),
+        ("tls.key".to_string(), onedrive_operator::jose::private_key_to_pem(&c.key)),
+    ]);
+    let (mut tenant, secret) =
+        tenant_and_secret("contoso", NS, &sim.endpoints(), PrintedAuth::Certificate, CLIENT, data);
+    tenant.spec.poll_interval = format!("{POLL_SECS}s");
+    (tenant, secret)
 }
 
 async fn kube(c: &Creds, sim: &SimHandle, users: usize) -> kube::Client {
-    let secret = Secret {
-        metadata: ObjectMeta { name: Some("cert".into()), namespace: Some(NS.into()), ..Default::default() },
-        data: Some(BTreeMap::from([
-            ("tls.crt".into(), ByteString(c.cert.to_pem().into_bytes())),
-            ("tls.key".into(), ByteString(onedrive_operator::jose::private_key_to_pem(&c.key).into_bytes())),
-        ])),
-        ..Default::default()
-    };
+    let (tenant, secret) = tenant_and_cert(c, sim);
     let sites: Vec<OneDriveSite> = (0..users)
         .map(|i| {
             let mut s = OneDriveSite::new(
@@ -110,7 +87,7 @@ async fn kube(c: &Creds, sim: &SimHandle, users: usize) -> kube::Client {
         .await
         .unwrap();
     let client = onedrive_operator::testing::cluster_scoped_tenants(client);
-    Api::<OneDriveTenant>::all(client.clone()).create(&Default::default(), &tenant(sim)).await.unwrap();
+    Api::<OneDriveTenant>::all(client.clone()).create(&Default::default(), &tenant).await.unwrap();
     client
 }
 
@@ -178,7 +155,7 @@ async fn naive(c: &Creds, users: usize) -> Run {
         key: Box::new(c.key.clone()),
         algorithm: Default::default(),
     };
-    let client = TenantClient::new(TenantConfig::from_spec(&tenant(&sim).spec), creds).unwrap();
+    let client = TenantClient::new(TenantConfig::from_spec(&tenant_and_cert(c, &sim).0.spec), creds).unwrap();
     let all: Vec<String> = (0..users).map(|i| format!("user{i:06}@contoso.com")).collect();
     let (start, wall) = (sim.now(), Instant::now());
     for batch in all.chunks(200) {

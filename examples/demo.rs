@@ -13,14 +13,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::SignedDuration;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, ObjectMeta};
+use kube::api::{Api, ListParams};
 use onedrive_operator::api::{
-    CertificateAuth, OneDriveSite, OneDriveSiteSpec, OneDriveTenant, OneDriveTenantSpec, SecretRef,
-    SitePhase, TenantAuth, TenantRef, condition_type, find_condition,
+    OneDriveSite, OneDriveSiteSpec, OneDriveTenant, SitePhase, TenantRef, condition_type, find_condition,
 };
 use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
+use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Clock, Config, generate_users};
 
 const NAMESPACE: &str = "onedrive-operator";
@@ -48,19 +46,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Microsoft 365 simulator on {} (stats: {}/_sim/stats)", sim.addr(), sim.base_url());
 
     // An in-memory Kubernetes API holding the manifests a platform team would commit.
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("contoso-app-cert".into()),
-            namespace: Some(NAMESPACE.into()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(BTreeMap::from([
-            ("tls.crt".into(), ByteString(certificate.to_pem().into_bytes())),
-            ("tls.key".into(), ByteString(onedrive_operator::jose::private_key_to_pem(&key).into_bytes())),
-        ])),
-        ..Default::default()
-    };
+    let data = BTreeMap::from([
+        ("tls.crt".to_string(), certificate.to_pem()),
+        ("tls.key".to_string(), onedrive_operator::jose::private_key_to_pem(&key)),
+    ]);
+    let (mut tenant, secret) =
+        tenant_and_secret("contoso", NAMESPACE, &sim.endpoints(), PrintedAuth::Certificate, client_id, data);
+    tenant.spec.poll_interval = "1s".into();
     let sites: Vec<OneDriveSite> = (1..=users)
         .map(|i| {
             let mut s = OneDriveSite::new(
@@ -84,28 +76,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     let kube = onedrive_operator::testing::cluster_scoped_tenants(kube);
-    let tenant = OneDriveTenant::new(
-        "contoso",
-        OneDriveTenantSpec {
-            tenant_id: sim.tenant_id().into(),
-            admin_url: sim.admin_url(),
-            graph_url: sim.graph_url(),
-            authority_host: sim.authority_host(),
-            auth: TenantAuth {
-                certificate: Some(CertificateAuth {
-                    client_id: client_id.into(),
-                    secret_ref: SecretRef { name: "contoso-app-cert".into() },
-                    algorithm: Default::default(),
-                }),
-                ..Default::default()
-            },
-            enqueue_method: Default::default(),
-            batch_size: 200,
-            poll_interval: "1s".into(),
-            provisioning_timeout: "24h".into(),
-            drift_check_interval: "24h".into(),
-        },
-    );
     Api::<OneDriveTenant>::all(kube.clone()).create(&Default::default(), &tenant).await?;
 
     // The real reconcile cycle, scheduled the way the controller schedules it.

@@ -295,12 +295,7 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     let sim = simulator::start(config, args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let endpoints = simulator::manifests::Endpoints {
-        tenant_id: sim.tenant_id().to_string(),
-        admin_url: sim.admin_url(),
-        graph_url: sim.graph_url(),
-        authority_host: sim.authority_host(),
-    };
+    let endpoints = sim.endpoints();
     let data = match args.auth {
         PrintedAuth::Certificate => [
             ("tls.crt".to_string(), certificate.to_pem()),

@@ -268,6 +268,16 @@ impl SimHandle {
     pub fn tenant_id(&self) -> &str {
         &self.sim.config.tenant_id
     }
+    /// Where a tenant finds this simulator (what `OneDriveTenant.spec` needs).
+    pub fn endpoints(&self) -> manifests::Endpoints {
+        manifests::Endpoints {
+            tenant_id: self.tenant_id().to_string(),
+            admin_url: self.admin_url(),
+            graph_url: self.graph_url(),
+            authority_host: self.authority_host(),
+        }
+    }
+
     /// The token endpoint, which is also the `aud` a client assertion must carry.
     pub fn token_endpoint(&self) -> String {
         format!("{}/entra/{}/oauth2/v2.0/token", self.sim.base, self.sim.config.tenant_id)
