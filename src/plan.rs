@@ -14,14 +14,15 @@
 //! until [`Plan::observe_now`] is empty (the plan may need a few more users observed before it
 //! can finish a batch or form the next one: the whole finished batch once, the next candidates).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    BatchStatus, ConditionSet, MAX_BATCH_SIZE, OneDriveSiteStatus, OneDriveTenantSpec, SitePhase, UserCounts,
-    condition_type, find_condition, parse_duration,
+    BatchStatus, ConditionSet, MAX_BATCH_SIZE, OneDriveSite, OneDriveSiteStatus, OneDriveTenantSpec,
+    SitePhase, UserCounts, condition_type, find_condition, parse_duration,
 };
 
 /// Condition reasons written on `OneDriveSite`s (README documents each with its fix).
@@ -110,14 +111,52 @@ impl std::fmt::Display for SiteKey {
     }
 }
 
-/// One `OneDriveSite` of the tenant, as the cache holds it.
+/// One `OneDriveSite` of the tenant, as the cache holds it. The status is borrowed from the
+/// cache (copying every status each cycle was most of a steady-state cycle's cost).
 #[derive(Clone, Debug, PartialEq)]
-pub struct DesiredSite {
+pub struct DesiredSite<'a> {
     pub key: SiteKey,
-    pub user: String,
+    pub user: Cow<'a, str>,
     pub created: Timestamp,
     pub generation: i64,
-    pub status: Option<OneDriveSiteStatus>,
+    pub status: Option<SiteStatus<'a>>,
+}
+
+/// A site's status, borrowed from the cache (the controller) or owned (tests, tools). Two
+/// words wide, so the per-cycle `DesiredSite` list stays small.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SiteStatus<'a> {
+    Cached(&'a OneDriveSiteStatus),
+    Owned(Box<OneDriveSiteStatus>),
+}
+
+impl std::ops::Deref for SiteStatus<'_> {
+    type Target = OneDriveSiteStatus;
+    fn deref(&self) -> &OneDriveSiteStatus {
+        match self {
+            SiteStatus::Cached(s) => s,
+            SiteStatus::Owned(s) => s,
+        }
+    }
+}
+
+impl From<OneDriveSiteStatus> for SiteStatus<'_> {
+    fn from(s: OneDriveSiteStatus) -> Self {
+        SiteStatus::Owned(Box::new(s))
+    }
+}
+
+impl<'a> DesiredSite<'a> {
+    /// The planner's view of a cached resource (`None` without a namespace or name).
+    pub fn from_resource(site: &'a OneDriveSite) -> Option<DesiredSite<'a>> {
+        Some(DesiredSite {
+            key: SiteKey { namespace: site.metadata.namespace.clone()?, name: site.metadata.name.clone()? },
+            user: Cow::Borrowed(&site.spec.user),
+            created: site.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH),
+            generation: site.metadata.generation.unwrap_or(1),
+            status: site.status.as_ref().map(SiteStatus::Cached),
+        })
+    }
 }
 
 /// What the tenant said about one user.
@@ -165,7 +204,7 @@ pub struct TenantProblem {
 #[derive(Clone, Copy, Debug)]
 pub struct PlanInput<'a> {
     pub tenant: &'a str,
-    pub sites: &'a [DesiredSite],
+    pub sites: &'a [DesiredSite<'a>],
     /// Newest observation per user key ([`user_key`]).
     pub observed: &'a HashMap<String, Observed>,
     /// The tenant's `status.currentBatch`.
@@ -239,17 +278,25 @@ pub fn user_key(user: &str) -> String {
 /// batch, the next candidates for a batch whose "no site" is stale, and a bounded slice of Ready
 /// and Failed users due for a re-check.
 pub fn targets(input: &PlanInput) -> Vec<String> {
+    targets_of(input, &mut Users::new(input.sites))
+}
+
+/// [`targets`] with the users gathered once per cycle (see [`Users`]).
+pub fn targets_of(input: &PlanInput, users: &mut Users) -> Vec<String> {
+    if !users.gathered_from(input.sites) {
+        return targets(input);
+    }
     let input = &PlanInput { now: whole_second(input.now), ..*input };
     if blocked(input) {
         return Vec::new();
     }
-    let users = gather(input);
+    let users = users.marked(input.batch);
     let states: Vec<UserState> = users.iter().map(|u| decide(u, input)).collect();
     let mut out = Targets::default();
     let mut batch_ending = input.batch.is_none();
     if let Some(b) = input.batch.filter(|b| b.sent) {
         out.push(&b.last_user);
-        if let Some(done_at) = last_user_done_at(b, &users, &states, input) {
+        if let Some(done_at) = last_user_done_at(b, users, &states, input) {
             batch_ending = true;
             for u in &b.users {
                 if !observed_since(input, u, done_at) {
@@ -260,10 +307,10 @@ pub fn targets(input: &PlanInput) -> Vec<String> {
     }
     let mut rechecks: Vec<(Timestamp, &str)> = Vec::new();
     for (u, s) in users.iter().zip(&states) {
-        let obs = input.observed.get(&u.key);
+        let obs = input.observed.get(u.key.as_ref());
         match s.phase {
             _ if obs.is_none() && u.prior.phase.is_none() => out.push(u.upn),
-            SitePhase::SpsSiteError if !in_batch(input.batch, &u.key) => out.push(u.upn),
+            SitePhase::SpsSiteError if !u.in_batch => out.push(u.upn),
             SitePhase::Ready => {
                 let last = obs.map(|o| o.at).or(u.prior.provisioned_at).unwrap_or(Timestamp::MIN);
                 if after(last, input.limits.drift_check_interval) <= input.now {
@@ -284,7 +331,7 @@ pub fn targets(input: &PlanInput) -> Vec<String> {
         out.push(upn);
     }
     if batch_ending {
-        for u in unverified_candidates(&users, &states, input) {
+        for u in unverified_candidates(users, &states, input) {
             out.push(u);
         }
     }
@@ -293,10 +340,18 @@ pub fn targets(input: &PlanInput) -> Vec<String> {
 
 /// Decides one cycle. See the module documentation for the rules.
 pub fn plan(input: &PlanInput) -> Plan {
+    plan_of(input, &mut Users::new(input.sites))
+}
+
+/// [`plan`] with the users gathered once per cycle (see [`Users`]).
+pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
+    if !users.gathered_from(input.sites) {
+        return plan(input);
+    }
     // Kubernetes stores times to the second: plan in whole seconds so that an unchanged world
     // computes byte-identical statuses.
     let input = &PlanInput { now: whole_second(input.now), ..*input };
-    let users = gather(input);
+    let users = users.marked(input.batch);
     let mut states: Vec<UserState> = users.iter().map(|u| decide(u, input)).collect();
     let mut observe_now = Targets::default();
     let mut batch = input.batch.cloned();
@@ -313,7 +368,7 @@ pub fn plan(input: &PlanInput) -> Plan {
             Some(b) => {
                 if after(b.enqueued_at.0, input.limits.provisioning_timeout) <= input.now {
                     finished = Some((b.id, BatchOutcome::TimedOut));
-                } else if let Some(done_at) = last_user_done_at(b, &users, &states, input) {
+                } else if let Some(done_at) = last_user_done_at(b, users, &states, input) {
                     for u in &b.users {
                         if !observed_since(input, u, done_at) {
                             observe_now.push(u);
@@ -325,7 +380,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                             Some(done_at.duration_since(b.enqueued_at.0)).filter(|d| d.is_positive());
                     } else {
                         // The next batch's candidates are needed too: ask for both at once.
-                        for u in unverified_candidates(&users, &states, input) {
+                        for u in unverified_candidates(users, &states, input) {
                             observe_now.push(u);
                         }
                     }
@@ -337,14 +392,14 @@ pub fn plan(input: &PlanInput) -> Plan {
             None => {}
         }
         if batch.is_none() {
-            let unverified = unverified_candidates(&users, &states, input);
+            let unverified = unverified_candidates(users, &states, input);
             if !unverified.is_empty() {
                 for u in unverified {
                     observe_now.push(u);
                 }
             } else if observe_now.users.is_empty() {
                 let chosen: Vec<usize> =
-                    candidates(&users, &states, input).into_iter().take(input.limits.batch_size()).collect();
+                    candidates(users, &states, input).into_iter().take(input.limits.batch_size()).collect();
                 if !chosen.is_empty() {
                     last_batch_id += 1;
                     let new = BatchStatus {
@@ -356,7 +411,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                         sent: false,
                     };
                     for &i in &chosen {
-                        states[i] = provisioning(new.id, input.now, input);
+                        states[i] = provisioning(new.id, input.now, &users[i], input);
                     }
                     enqueue = Some(Enqueue { batch: new.clone(), resend: false });
                     batch = Some(new);
@@ -377,24 +432,24 @@ pub fn plan(input: &PlanInput) -> Plan {
             SitePhase::Failed => counts.failed += 1,
         }
         reconciling |= s.reconciling();
-        for site in &u.sites {
+        for site in u.sites.all() {
             // Most sites are unchanged in most cycles: check that without building a status.
-            if site.status.as_ref().is_some_and(|st| already(st, site.generation, s)) {
+            if site.status.as_deref().is_some_and(|st| already(st, site.generation, s)) {
                 continue;
             }
             let status = site_status(site, s, input.now);
-            if site.status.as_ref() != Some(&status) {
+            if site.status.as_deref() != Some(&status) {
                 site_updates.push(SiteUpdate {
                     key: site.key.clone(),
-                    user: site.user.clone(),
-                    previous_phase: site.status.as_ref().and_then(|s| s.phase),
+                    user: site.user.to_string(),
+                    previous_phase: site.status.as_deref().and_then(|s| s.phase),
                     status,
                 });
             }
         }
     }
 
-    let requeue_after = requeue(input, &users, &states, &batch, !observe_now.users.is_empty());
+    let requeue_after = requeue(input, users, &states, &batch, !observe_now.users.is_empty());
     Plan {
         observe_now: observe_now.users,
         enqueue,
@@ -411,7 +466,7 @@ pub fn plan(input: &PlanInput) -> Plan {
 
 /// The status of a site whose `spec.tenantRef` names no existing tenant.
 pub fn tenant_not_found_status(site: &DesiredSite, tenant: &str, now: Timestamp) -> OneDriveSiteStatus {
-    let prior = site.status.clone().unwrap_or_default();
+    let prior = site.status.as_deref().cloned().unwrap_or_default();
     let message = format!(
         "OneDriveTenant {tenant:?} does not exist: create it, or point spec.tenantRef at an existing tenant"
     );
@@ -442,47 +497,125 @@ pub fn whole_second(t: Timestamp) -> Timestamp {
 
 /// One distinct user and the sites naming it.
 struct User<'a> {
-    key: String,
+    key: Cow<'a, str>,
     /// The spelling of the oldest site (what is sent to SharePoint).
     upn: &'a str,
     /// Creation of the oldest site naming the user: the queue order.
     since: Timestamp,
-    sites: Vec<&'a DesiredSite>,
-    prior: Prior,
+    sites: SitesOf<'a>,
+    prior: Prior<'a>,
+    /// Whether the tenant's `status.currentBatch` names the user.
+    in_batch: bool,
+    /// The `Ready` message a status of the user carries (reused when it is still right).
+    ready_message: Option<&'a str>,
+}
+
+/// The sites naming one user, oldest first (almost always one: no allocation for it).
+enum SitesOf<'a> {
+    One(&'a DesiredSite<'a>),
+    Many(Vec<&'a DesiredSite<'a>>),
+}
+
+impl<'a> SitesOf<'a> {
+    fn push(&mut self, site: &'a DesiredSite<'a>) {
+        match self {
+            SitesOf::One(first) => *self = SitesOf::Many(vec![*first, site]),
+            SitesOf::Many(all) => all.push(site),
+        }
+    }
+
+    fn all(&self) -> &[&'a DesiredSite<'a>] {
+        match self {
+            SitesOf::One(site) => std::slice::from_ref(site),
+            SitesOf::Many(all) => all,
+        }
+    }
 }
 
 /// What the persisted statuses say about a user.
 #[derive(Default)]
-struct Prior {
+struct Prior<'a> {
     phase: Option<SitePhase>,
-    reason: Option<String>,
-    site_url: Option<String>,
+    reason: Option<&'a str>,
+    site_url: Option<&'a str>,
     enqueued_at: Option<Timestamp>,
     batch: Option<i64>,
     provisioned_at: Option<Timestamp>,
     failed_since: Option<Timestamp>,
 }
 
-fn gather<'a>(input: &PlanInput<'a>) -> Vec<User<'a>> {
-    let mut by_key: BTreeMap<String, Vec<&'a DesiredSite>> = BTreeMap::new();
-    for site in input.sites {
-        by_key.entry(user_key(&site.user)).or_default().push(site);
+/// The distinct users of a tenant's sites, oldest first, with what their statuses say. Grouping
+/// is most of a planning pass's work and depends only on the sites, so a cycle gathers once
+/// and passes the result to [`targets_of`] and every [`plan_of`].
+pub struct Users<'a> {
+    sites: &'a [DesiredSite<'a>],
+    list: Vec<User<'a>>,
+}
+
+impl<'a> Users<'a> {
+    pub fn new(sites: &'a [DesiredSite<'a>]) -> Users<'a> {
+        // Grouped in input order (not hash order): the statuses are then read in the order
+        // they sit in memory, which matters at 100k sites.
+        let mut index: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(sites.len());
+        let mut groups: Vec<(Cow<'a, str>, SitesOf<'a>)> = Vec::with_capacity(sites.len());
+        for site in sites {
+            let key = key_of(&site.user);
+            match index.get(key.as_ref()) {
+                Some(&i) => groups[i].1.push(site),
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key, SitesOf::One(site)));
+                }
+            }
+        }
+        drop(index);
+        let mut list: Vec<User> = groups
+            .into_iter()
+            .map(|(key, mut sites)| {
+                if let SitesOf::Many(sites) = &mut sites {
+                    sites.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+                }
+                let prior = prior_of(sites.all());
+                let ready_message = sites
+                    .all()
+                    .iter()
+                    .find_map(|s| find_condition(&s.status.as_deref()?.conditions, condition_type::READY))
+                    .map(|c| c.message.as_str());
+                let oldest = sites.all()[0];
+                User {
+                    upn: oldest.user.trim(),
+                    since: oldest.created,
+                    in_batch: false,
+                    key,
+                    sites,
+                    prior,
+                    ready_message,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.key.cmp(&b.key)));
+        Users { sites, list }
     }
-    let mut users: Vec<User> = by_key
-        .into_iter()
-        .map(|(key, mut sites)| {
-            sites.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
-            let prior = prior_of(&sites);
-            User { upn: sites[0].user.trim(), since: sites[0].created, key, sites, prior }
-        })
-        .collect();
-    users.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.key.cmp(&b.key)));
-    users
+
+    /// Whether these are the users of exactly `sites` (otherwise a planning call gathers anew).
+    fn gathered_from(&self, sites: &[DesiredSite]) -> bool {
+        std::ptr::eq(self.sites, sites)
+    }
+
+    /// The users, marked against the tenant's in-flight batch.
+    fn marked(&mut self, batch: Option<&BatchStatus>) -> &[User<'a>] {
+        let batch: HashSet<String> =
+            batch.map(|b| b.users.iter().map(|u| user_key(u)).collect()).unwrap_or_default();
+        for u in &mut self.list {
+            u.in_batch = !batch.is_empty() && batch.contains(u.key.as_ref());
+        }
+        &self.list
+    }
 }
 
 /// Merges the statuses of the sites naming one user. They agree once written; a site that
 /// is new or was written for another generation contributes nothing.
-fn prior_of(sites: &[&DesiredSite]) -> Prior {
+fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
     let rank = |p: SitePhase| match p {
         SitePhase::Ready => 3,
         SitePhase::SpsSiteError => 2,
@@ -492,14 +625,14 @@ fn prior_of(sites: &[&DesiredSite]) -> Prior {
     let best = sites
         .iter()
         .filter_map(|s| {
-            let st = s.status.as_ref()?;
+            let st = s.status.as_deref()?;
             (st.observed_generation == Some(s.generation)).then_some(st)
         })
         .filter(|st| st.phase.is_some())
         .max_by_key(|st| st.phase.map(rank));
     let Some(st) = best else { return Prior::default() };
     let ready = find_condition(&st.conditions, condition_type::READY);
-    let reason = ready.map(|c| c.reason.clone());
+    let reason = ready.map(|c| c.reason.as_str());
     // A Pending site that was never checked (or could not be, for a tenant problem) carries
     // no knowledge: the user is observed again.
     if st.phase == Some(SitePhase::Pending)
@@ -520,7 +653,7 @@ fn prior_of(sites: &[&DesiredSite]) -> Prior {
             .filter(|c| c.status == "True")
             .map(|c| c.last_transition_time.0),
         reason,
-        site_url: st.site_url.clone(),
+        site_url: st.site_url.as_deref(),
         enqueued_at: st.enqueued_at.as_ref().map(|t| t.0),
         batch: st.batch,
         provisioned_at: st.provisioned_at.as_ref().map(|t| t.0),
@@ -531,12 +664,12 @@ fn prior_of(sites: &[&DesiredSite]) -> Prior {
 // Deciding: one user's new state.
 
 #[derive(Clone, Debug, PartialEq)]
-struct UserState {
+struct UserState<'a> {
     phase: SitePhase,
     reason: &'static str,
     ready: &'static str,
-    message: String,
-    site_url: Option<String>,
+    message: Cow<'a, str>,
+    site_url: Option<&'a str>,
     enqueued_at: Option<Timestamp>,
     batch: Option<i64>,
     provisioned_at: Option<Timestamp>,
@@ -544,7 +677,7 @@ struct UserState {
     stalled: bool,
 }
 
-impl UserState {
+impl UserState<'_> {
     fn reconciling(&self) -> bool {
         matches!(self.phase, SitePhase::Pending | SitePhase::SpsSiteError)
             || self.reason == reason::PROVISIONING_TIMED_OUT
@@ -556,11 +689,36 @@ fn blocked(input: &PlanInput) -> bool {
     input.tenant_problem.is_some() || input.throttled_until.is_some_and(|t| t > input.now)
 }
 
-fn in_batch(batch: Option<&BatchStatus>, key: &str) -> bool {
-    batch.is_some_and(|b| b.users.iter().any(|u| user_key(u) == key))
+/// [`user_key`], without a copy for the usual already-lowercase address.
+fn key_of(user: &str) -> Cow<'_, str> {
+    let trimmed = user.trim();
+    if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(trimmed.to_lowercase())
+    }
 }
 
-fn decide(u: &User, input: &PlanInput) -> UserState {
+/// `args` as text: the user's current `Ready` message when it already reads so (most cycles
+/// change nothing, and then nothing is allocated), a new string otherwise.
+fn text<'a>(u: &User<'a>, args: std::fmt::Arguments) -> Cow<'a, str> {
+    struct Matches<'s>(&'s str);
+    impl std::fmt::Write for Matches<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 = self.0.strip_prefix(s).ok_or(std::fmt::Error)?;
+            Ok(())
+        }
+    }
+    if let Some(current) = u.ready_message {
+        let mut m = Matches(current);
+        if std::fmt::write(&mut m, args).is_ok() && m.0.is_empty() {
+            return Cow::Borrowed(current);
+        }
+    }
+    Cow::Owned(std::fmt::format(args))
+}
+
+fn decide<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> {
     let state = decide_from_tenant(u, input);
     match input.tenant_problem {
         // Users waiting for a batch say why they cannot progress. What is already known stays:
@@ -569,7 +727,10 @@ fn decide(u: &User, input: &PlanInput) -> UserState {
         Some(p) if state.phase == SitePhase::Pending => UserState {
             reason: reason::TENANT_NOT_READY,
             ready: "False",
-            message: format!("OneDriveTenant {} is not ready ({}): {}", input.tenant, p.reason, p.message),
+            message: text(
+                u,
+                format_args!("OneDriveTenant {} is not ready ({}): {}", input.tenant, p.reason, p.message),
+            ),
             stalled: p.stalled,
             ..state
         },
@@ -577,16 +738,16 @@ fn decide(u: &User, input: &PlanInput) -> UserState {
     }
 }
 
-fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
+fn decide_from_tenant<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> {
     let limits = input.limits;
-    let obs = input.observed.get(&u.key);
+    let obs = input.observed.get(u.key.as_ref());
     // Provisioning since when, and in which batch: the in-flight batch (which survives a crash
     // between recording it and writing the sites) or the site's own status.
     // A batch recorded but not yet accepted by SharePoint cannot time out: its clock starts
     // when it is sent (the controller restamps `enqueuedAt` then).
-    let unsent = input.batch.is_some_and(|b| !b.sent && in_batch(Some(b), &u.key));
+    let unsent = u.in_batch && input.batch.is_some_and(|b| !b.sent);
     let provisioning_since = match input.batch {
-        Some(b) if in_batch(Some(b), &u.key) => Some((b.enqueued_at.0, b.id)),
+        Some(b) if u.in_batch => Some((b.enqueued_at.0, b.id)),
         _ if u.prior.phase == Some(SitePhase::SpsSiteError) => {
             u.prior.enqueued_at.map(|t| (t, u.prior.batch.unwrap_or(0)))
         }
@@ -594,12 +755,12 @@ fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
     };
     let still_provisioning = |since: Timestamp, batch: i64| {
         if !unsent && after(since, limits.provisioning_timeout) <= input.now {
-            timed_out(since, batch, input)
+            timed_out(since, batch, u, input)
         } else {
-            provisioning(batch, since, input)
+            provisioning(batch, since, u, input)
         }
     };
-    let fail = |reason: &'static str, message: String| UserState {
+    let fail = |reason: &'static str, message: Cow<'a, str>| UserState {
         phase: SitePhase::Failed,
         reason,
         ready: "False",
@@ -610,7 +771,7 @@ fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
         provisioned_at: None,
         stalled: true,
     };
-    let recheck = format_duration(limits.failed_recheck_interval);
+    let recheck = SpecDuration(limits.failed_recheck_interval);
     match obs.map(|o| &o.observation) {
         Some(Observation::HasSite { url }) => {
             let provisioned_at = match u.prior.phase {
@@ -622,8 +783,8 @@ fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
                 phase: SitePhase::Ready,
                 reason: reason::PROVISIONED,
                 ready: "True",
-                message: format!("the OneDrive exists at {url}"),
-                site_url: Some(url.clone()),
+                message: text(u, format_args!("the OneDrive exists at {url}")),
+                site_url: Some(url.as_str()),
                 enqueued_at: provisioning_since.map(|p| p.0).or(u.prior.enqueued_at),
                 batch: provisioning_since.map(|p| p.1).or(u.prior.batch),
                 provisioned_at,
@@ -632,32 +793,44 @@ fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
         }
         Some(Observation::UserNotFound) => fail(
             reason::USER_NOT_FOUND,
-            format!(
-                "{} does not exist in the tenant's directory: fix spec.user or create the user (checked again every {recheck})",
-                u.upn
+            text(
+                u,
+                format_args!(
+                    "{} does not exist in the tenant's directory: fix spec.user or create the user (checked again every {recheck})",
+                    u.upn
+                ),
             ),
         ),
         Some(Observation::UserNotLicensed | Observation::ProfileState(4098)) => fail(
             reason::USER_NOT_LICENSED,
-            format!(
-                "{} has no SharePoint licence (profile state 4098): assign a licence that includes SharePoint Online (checked again every {recheck})",
-                u.upn
+            text(
+                u,
+                format_args!(
+                    "{} has no SharePoint licence (profile state 4098): assign a licence that includes SharePoint Online (checked again every {recheck})",
+                    u.upn
+                ),
             ),
         ),
         Some(Observation::ProfileState(code @ (4096..=4102))) => fail(
             reason::SITE_CREATION_NOT_PERMITTED,
-            format!(
-                "SharePoint may not create a personal site for {} (profile state {code}, {}): fix the tenant's personal-site settings (checked again every {recheck})",
-                u.upn,
-                profile_state_name(*code)
+            text(
+                u,
+                format_args!(
+                    "SharePoint may not create a personal site for {} (profile state {code}, {}): fix the tenant's personal-site settings (checked again every {recheck})",
+                    u.upn,
+                    profile_state_name(*code)
+                ),
             ),
         ),
         Some(Observation::ProfileState(code @ (8192..=8195 | 8197..=8198))) => fail(
             reason::PROVISIONING_FAILED,
-            format!(
-                "SharePoint failed to create the personal site of {} (profile state {code}, {}): see the SharePoint admin centre (checked again every {recheck})",
-                u.upn,
-                profile_state_name(*code)
+            text(
+                u,
+                format_args!(
+                    "SharePoint failed to create the personal site of {} (profile state {code}, {}): see the SharePoint admin centre (checked again every {recheck})",
+                    u.upn,
+                    profile_state_name(*code)
+                ),
             ),
         ),
         // Enqueued by someone, created without a URL yet, or "already exists": still being made.
@@ -675,39 +848,40 @@ fn decide_from_tenant(u: &User, input: &PlanInput) -> UserState {
                 prior_state(u, input)
             } else if u.prior.phase == Some(SitePhase::Ready) {
                 pending(
-                    format!(
-                        "the OneDrive that existed at {} is gone: {} waits for a batch slot to get a new one",
-                        u.prior.site_url.as_deref().unwrap_or("(unknown)"),
-                        u.upn
+                    text(
+                        u,
+                        format_args!(
+                            "the OneDrive that existed at {} is gone: {} waits for a batch slot to get a new one",
+                            u.prior.site_url.unwrap_or("(unknown)"),
+                            u.upn
+                        ),
                     ),
                     u,
                 )
-            } else if u.prior.reason.as_deref() == Some(reason::PROVISIONING_TIMED_OUT) {
-                timed_out(u.prior.enqueued_at.unwrap_or(at), u.prior.batch.unwrap_or(0), input)
+            } else if u.prior.reason == Some(reason::PROVISIONING_TIMED_OUT) {
+                timed_out(u.prior.enqueued_at.unwrap_or(at), u.prior.batch.unwrap_or(0), u, input)
             } else {
-                pending(format!("{} has no OneDrive yet and waits for a batch slot", u.upn), u)
+                pending(text(u, format_args!("{} has no OneDrive yet and waits for a batch slot", u.upn)), u)
             }
         }
         // Nothing (new) is known: keep what the status says, advanced by the clock.
         _ => match (provisioning_since, u.prior.phase) {
             // What a status already settled is not undone by being in a batch.
             (_, Some(SitePhase::Ready)) => prior_state(u, input),
-            (_, Some(SitePhase::Failed))
-                if u.prior.reason.as_deref() != Some(reason::PROVISIONING_TIMED_OUT) =>
-            {
+            (_, Some(SitePhase::Failed)) if u.prior.reason != Some(reason::PROVISIONING_TIMED_OUT) => {
                 prior_state(u, input)
             }
             (Some((since, batch)), _) => still_provisioning(since, batch),
             (None, None) => UserState {
                 ready: "Unknown",
-                ..pending(format!("{} has not been checked against the tenant yet", u.upn), u)
+                ..pending(text(u, format_args!("{} has not been checked against the tenant yet", u.upn)), u)
             },
             (None, Some(_)) => prior_state(u, input),
         },
     }
 }
 
-fn pending(message: String, u: &User) -> UserState {
+fn pending<'a>(message: Cow<'a, str>, u: &User<'a>) -> UserState<'a> {
     UserState {
         phase: SitePhase::Pending,
         reason: reason::PENDING,
@@ -721,14 +895,17 @@ fn pending(message: String, u: &User) -> UserState {
     }
 }
 
-fn provisioning(batch: i64, since: Timestamp, input: &PlanInput) -> UserState {
+fn provisioning<'a>(batch: i64, since: Timestamp, u: &User<'a>, input: &PlanInput) -> UserState<'a> {
     UserState {
         phase: SitePhase::SpsSiteError,
         reason: reason::SPSSITEERROR,
         ready: "False",
-        message: format!(
-            "enqueued in batch {batch} at {since}; SharePoint shows SPSSITEERROR while its timer job creates the site (timeout {})",
-            format_duration(input.limits.provisioning_timeout)
+        message: text(
+            u,
+            format_args!(
+                "enqueued in batch {batch} at {since}; SharePoint shows SPSSITEERROR while its timer job creates the site (timeout {})",
+                SpecDuration(input.limits.provisioning_timeout)
+            ),
         ),
         site_url: None,
         enqueued_at: Some(since),
@@ -738,14 +915,17 @@ fn provisioning(batch: i64, since: Timestamp, input: &PlanInput) -> UserState {
     }
 }
 
-fn timed_out(since: Timestamp, batch: i64, input: &PlanInput) -> UserState {
+fn timed_out<'a>(since: Timestamp, batch: i64, u: &User<'a>, input: &PlanInput) -> UserState<'a> {
     UserState {
         phase: SitePhase::Failed,
         reason: reason::PROVISIONING_TIMED_OUT,
         ready: "False",
-        message: format!(
-            "enqueued in batch {batch} at {since} but no site after {}: it is sent again in the next batch; if this repeats, check the user can sign in and holds a SharePoint licence",
-            format_duration(input.limits.provisioning_timeout)
+        message: text(
+            u,
+            format_args!(
+                "enqueued in batch {batch} at {since} but no site after {}: it is sent again in the next batch; if this repeats, check the user can sign in and holds a SharePoint licence",
+                SpecDuration(input.limits.provisioning_timeout)
+            ),
         ),
         site_url: None,
         enqueued_at: Some(since),
@@ -756,39 +936,45 @@ fn timed_out(since: Timestamp, batch: i64, input: &PlanInput) -> UserState {
 }
 
 /// Rebuilds the state a status describes (nothing new was observed).
-fn prior_state(u: &User, input: &PlanInput) -> UserState {
+fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> {
     let current = u
         .sites
+        .all()
         .iter()
-        .filter_map(|s| s.status.as_ref())
+        .filter_map(|s| s.status.as_deref())
         .find(|st| st.phase == u.prior.phase)
         .and_then(|st| find_condition(&st.conditions, condition_type::READY));
-    let reason = match u.prior.reason.as_deref() {
+    let reason = match u.prior.reason {
         Some(reason::PROVISIONED) => reason::PROVISIONED,
         Some(reason::USER_NOT_FOUND) => reason::USER_NOT_FOUND,
         Some(reason::USER_NOT_LICENSED) => reason::USER_NOT_LICENSED,
         Some(reason::SITE_CREATION_NOT_PERMITTED) => reason::SITE_CREATION_NOT_PERMITTED,
         Some(reason::PROVISIONING_FAILED) => reason::PROVISIONING_FAILED,
         Some(reason::PROVISIONING_TIMED_OUT) => {
-            return timed_out(u.prior.enqueued_at.unwrap_or(input.now), u.prior.batch.unwrap_or(0), input);
+            return timed_out(u.prior.enqueued_at.unwrap_or(input.now), u.prior.batch.unwrap_or(0), u, input);
         }
         _ => reason::PENDING,
     };
     let phase = u.prior.phase.unwrap_or(SitePhase::Pending);
-    let fallback = || match phase {
-        SitePhase::Ready => {
-            format!("the OneDrive exists at {}", u.prior.site_url.as_deref().unwrap_or("(unknown)"))
+    let fallback = || -> Cow<'a, str> {
+        match phase {
+            SitePhase::Ready => {
+                format!("the OneDrive exists at {}", u.prior.site_url.unwrap_or("(unknown)")).into()
+            }
+            _ => format!("{} has no OneDrive yet and waits for a batch slot", u.upn).into(),
         }
-        _ => format!("{} has no OneDrive yet and waits for a batch slot", u.upn),
     };
     // A message written with a tenant problem is replaced once the problem is gone.
-    let message = current.filter(|c| c.reason == reason).map(|c| c.message.clone()).unwrap_or_else(fallback);
+    let message = current
+        .filter(|c| c.reason == reason)
+        .map(|c| Cow::Borrowed(c.message.as_str()))
+        .unwrap_or_else(fallback);
     UserState {
         phase,
         reason,
         ready: if phase == SitePhase::Ready { "True" } else { "False" },
         message,
-        site_url: u.prior.site_url.clone().filter(|_| phase == SitePhase::Ready),
+        site_url: u.prior.site_url.filter(|_| phase == SitePhase::Ready),
         enqueued_at: u.prior.enqueued_at,
         batch: u.prior.batch,
         provisioned_at: u.prior.provisioned_at.filter(|_| phase == SitePhase::Ready),
@@ -832,7 +1018,10 @@ fn candidates(users: &[User], states: &[UserState], input: &PlanInput) -> Vec<us
         .filter(|&i| eligible(&users[i], &states[i]))
         .filter(|&i| {
             let fresh = fresh_since(&users[i], input);
-            input.observed.get(&users[i].key).is_some_and(|o| o.observation.is_no_site() && o.at >= fresh)
+            input
+                .observed
+                .get(users[i].key.as_ref())
+                .is_some_and(|o| o.observation.is_no_site() && o.at >= fresh)
         })
         .collect()
 }
@@ -841,7 +1030,7 @@ fn candidates(users: &[User], states: &[UserState], input: &PlanInput) -> Vec<us
 /// site may appear any moment, so it must be seen without one after the timeout was written.
 fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
     let recent = after(input.now, -input.limits.enqueue_recheck_after);
-    match (u.prior.reason.as_deref(), u.prior.failed_since) {
+    match (u.prior.reason, u.prior.failed_since) {
         (Some(reason::PROVISIONING_TIMED_OUT), Some(since)) => {
             recent.max(after(since, SignedDuration::from_secs(1)))
         }
@@ -854,7 +1043,7 @@ fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
 fn eligible(u: &User, s: &UserState) -> bool {
     s.reason == reason::PENDING
         || (s.reason == reason::PROVISIONING_TIMED_OUT
-            && u.prior.reason.as_deref() == Some(reason::PROVISIONING_TIMED_OUT))
+            && u.prior.reason == Some(reason::PROVISIONING_TIMED_OUT))
 }
 
 /// The oldest `batch_size` eligible users whose "no site" is missing or stale.
@@ -867,7 +1056,7 @@ fn unverified_candidates<'a>(users: &'a [User], states: &[UserState], input: &Pl
             // A lookup that failed within the last poll interval counts as tried: the user waits
             // for a later batch instead of holding this one up.
             let retry_unknown = after(input.now, -input.limits.poll_interval);
-            !input.observed.get(&users[i].key).is_some_and(|o| match o.observation {
+            !input.observed.get(users[i].key.as_ref()).is_some_and(|o| match o.observation {
                 Observation::Unknown => o.at >= retry_unknown.max(fresh),
                 _ => o.at >= fresh,
             })
@@ -908,7 +1097,7 @@ fn requeue(
     // Idle: wake for the next re-check, at most a resync interval away.
     let mut next = after(input.now, limits.resync_interval);
     for (u, s) in users.iter().zip(states) {
-        let last = input.observed.get(&u.key).map(|o| o.at);
+        let last = input.observed.get(u.key.as_ref()).map(|o| o.at);
         let due = match s.phase {
             SitePhase::Ready => last.or(s.provisioned_at).map(|t| after(t, limits.drift_check_interval)),
             SitePhase::Failed => last.map(|t| after(t, limits.failed_recheck_interval)),
@@ -935,7 +1124,7 @@ fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState) -> bool {
     st.conditions.len() == 3
         && st.observed_generation == Some(generation)
         && st.phase == Some(s.phase)
-        && st.site_url == s.site_url
+        && st.site_url.as_deref() == s.site_url
         && st.enqueued_at.as_ref().map(|t| t.0) == s.enqueued_at
         && st.batch == s.batch
         && st.provisioned_at.as_ref().map(|t| t.0) == s.provisioned_at
@@ -945,19 +1134,19 @@ fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState) -> bool {
 }
 
 fn site_status(site: &DesiredSite, s: &UserState, now: Timestamp) -> OneDriveSiteStatus {
-    let previous = site.status.as_ref().map(|st| st.conditions.as_slice()).unwrap_or(&[]);
+    let previous = site.status.as_deref().map(|st| st.conditions.as_slice()).unwrap_or(&[]);
     let g = Some(site.generation);
     let reconciling = if s.reconciling() { "True" } else { "False" };
     let stalled = if s.stalled { "True" } else { "False" };
     OneDriveSiteStatus {
         observed_generation: g,
         phase: Some(s.phase),
-        site_url: s.site_url.clone(),
+        site_url: s.site_url.map(String::from),
         enqueued_at: s.enqueued_at.map(Time),
         batch: s.batch,
         provisioned_at: s.provisioned_at.map(Time),
         conditions: ConditionSet::new(previous, g, now)
-            .set(condition_type::READY, s.ready, s.reason, s.message.clone())
+            .set(condition_type::READY, s.ready, s.reason, s.message.to_string())
             .set(condition_type::RECONCILING, reconciling, s.reason, "")
             .set(condition_type::STALLED, stalled, s.reason, "")
             .build(),
@@ -981,19 +1170,27 @@ impl Targets {
 
 /// `90s`, `15m`, `24h`, `1h30m`: the notation the spec uses.
 pub fn format_duration(d: SignedDuration) -> String {
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out += &format!("{h}h");
+    SpecDuration(d).to_string()
+}
+
+/// Displays a duration in the spec's notation (see [`format_duration`]).
+struct SpecDuration(SignedDuration);
+
+impl std::fmt::Display for SpecDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs();
+        let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+        if h > 0 {
+            write!(f, "{h}h")?;
+        }
+        if m > 0 {
+            write!(f, "{m}m")?;
+        }
+        if s > 0 || (h == 0 && m == 0) {
+            write!(f, "{s}s")?;
+        }
+        Ok(())
     }
-    if m > 0 {
-        out += &format!("{m}m");
-    }
-    if s > 0 || out.is_empty() {
-        out += &format!("{s}s");
-    }
-    out
 }
 
 /// Names of `SPS-PersonalSiteInstantiationState` failure codes.

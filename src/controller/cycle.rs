@@ -22,7 +22,7 @@ use crate::api::{
     BatchStatus, ConditionSet, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, SitePhase, TenantAuthKind,
     condition_type,
 };
-use crate::plan::{self, DesiredSite, Limits, Observed, PlanInput, SiteKey, TenantProblem};
+use crate::plan::{self, DesiredSite, Limits, Observed, PlanInput, TenantProblem};
 use crate::tenant::{SecretStore, TenantClient, TenantConfig, TenantError, credentials_for};
 
 /// The field manager of every write.
@@ -116,8 +116,8 @@ impl Reconciler {
     }
 
     /// The tenant a site belongs to.
-    pub fn tenant_of(&self, site: &OneDriveSite) -> Option<String> {
-        site.spec.tenant_ref.as_ref().map(|r| r.name.clone()).or_else(|| self.default_tenant.clone())
+    pub fn tenant_of<'s>(&'s self, site: &'s OneDriveSite) -> Option<&'s str> {
+        site.spec.tenant_ref.as_ref().map(|r| r.name.as_str()).or(self.default_tenant.as_deref())
     }
 
     async fn all_sites(&self) -> Result<Vec<Arc<OneDriveSite>>, ControllerError> {
@@ -166,13 +166,9 @@ impl Reconciler {
             return Ok(CycleReport::default());
         };
         let status = tenant.status.clone().unwrap_or_default();
-        let sites: Vec<Arc<OneDriveSite>> = self
-            .all_sites()
-            .await?
-            .into_iter()
-            .filter(|s| self.tenant_of(s).as_deref() == Some(name))
-            .collect();
-        let desired: Vec<DesiredSite> = sites.iter().filter_map(|s| desired_site(s)).collect();
+        let sites: Vec<Arc<OneDriveSite>> =
+            self.all_sites().await?.into_iter().filter(|s| self.tenant_of(s) == Some(name)).collect();
+        let desired: Vec<DesiredSite> = sites.iter().filter_map(|s| DesiredSite::from_resource(s)).collect();
         let now = (self.clock)();
 
         // Limits and a tenant client, or the problem that prevents them.
@@ -216,6 +212,7 @@ impl Reconciler {
         };
 
         // Observe what the plan needs, in a few rounds.
+        let mut users = plan::Users::new(&desired);
         let mut batch = status.current_batch.clone();
         let mut report = CycleReport::default();
         let mut plan = {
@@ -227,7 +224,7 @@ impl Reconciler {
                 tenant_problem: problem.as_ref(),
                 ..base
             };
-            let first = plan::targets(&input);
+            let first = plan::targets_of(&input, &mut users);
             let mut wanted = first;
             let mut p = None;
             for round in 0..=MAX_ROUNDS {
@@ -252,7 +249,7 @@ impl Reconciler {
                     tenant_problem: problem.as_ref(),
                     ..base
                 };
-                let next = plan::plan(&input);
+                let next = plan::plan_of(&input, &mut users);
                 wanted = next.observe_now.clone();
                 p = Some(next);
                 if wanted.is_empty() || round == MAX_ROUNDS {
@@ -325,13 +322,16 @@ impl Reconciler {
                     batch = None;
                     self.write_tenant_batch(name, None, last_batch_id).await?;
                     let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
-                    plan = plan::plan(&PlanInput {
-                        observed: memory,
-                        batch: batch.as_ref(),
-                        throttled_until,
-                        tenant_problem: problem.as_ref(),
-                        ..base
-                    });
+                    plan = plan::plan_of(
+                        &PlanInput {
+                            observed: memory,
+                            batch: batch.as_ref(),
+                            throttled_until,
+                            tenant_problem: problem.as_ref(),
+                            ..base
+                        },
+                        &mut users,
+                    );
                 }
             }
         }
@@ -568,18 +568,17 @@ impl Reconciler {
         let mut written = 0;
         for site in self.all_sites().await? {
             let tenant = self.tenant_of(&site);
-            if tenant.as_ref().is_some_and(|t| existing.contains(t)) {
+            if tenant.is_some_and(|t| existing.contains(t)) {
                 continue;
             }
-            let Some(desired) = desired_site(&site) else { continue };
-            let name = tenant.unwrap_or_else(|| {
-                "(none: set spec.tenantRef or run the operator with --default-tenant)".into()
-            });
-            let status = plan::tenant_not_found_status(&desired, &name, now);
+            let Some(desired) = DesiredSite::from_resource(&site) else { continue };
+            let name =
+                tenant.unwrap_or("(none: set spec.tenantRef or run the operator with --default-tenant)");
+            let status = plan::tenant_not_found_status(&desired, name, now);
             if site.status.as_ref() != Some(&status) {
                 let update = plan::SiteUpdate {
                     key: desired.key.clone(),
-                    user: desired.user.clone(),
+                    user: desired.user.to_string(),
                     previous_phase: site.status.as_ref().and_then(|s| s.phase),
                     status,
                 };
@@ -589,16 +588,6 @@ impl Reconciler {
         }
         Ok(written)
     }
-}
-
-fn desired_site(site: &OneDriveSite) -> Option<DesiredSite> {
-    Some(DesiredSite {
-        key: SiteKey { namespace: site.metadata.namespace.clone()?, name: site.metadata.name.clone()? },
-        user: site.spec.user.clone(),
-        created: site.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH),
-        generation: site.metadata.generation.unwrap_or(1),
-        status: site.status.clone(),
-    })
 }
 
 fn after_secs(t: Timestamp, secs: i64) -> Timestamp {

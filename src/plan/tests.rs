@@ -12,10 +12,10 @@ fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
 }
 
-fn site(ns: &str, name: &str, user: &str, created: i64) -> DesiredSite {
+fn site(ns: &str, name: &str, user: &str, created: i64) -> DesiredSite<'static> {
     DesiredSite {
         key: SiteKey { namespace: ns.into(), name: name.into() },
-        user: user.into(),
+        user: user.to_string().into(),
         created: t(created),
         generation: 1,
         status: None,
@@ -58,11 +58,11 @@ fn ready_of(s: &OneDriveSiteStatus) -> &k8s_openapi::apimachinery::pkg::apis::me
 fn apply(sites: &mut [DesiredSite], plan: &Plan) {
     for u in &plan.site_updates {
         let s = sites.iter_mut().find(|s| s.key == u.key).unwrap();
-        s.status = Some(u.status.clone());
+        s.status = Some(u.status.clone().into());
     }
 }
 
-fn users(n: usize) -> Vec<DesiredSite> {
+fn users(n: usize) -> Vec<DesiredSite<'static>> {
     (0..n).map(|i| site("ns", &format!("u{i}"), &format!("u{i}@contoso.com"), i as i64)).collect()
 }
 
@@ -436,18 +436,57 @@ fn limits_come_from_the_spec_with_errors_that_name_the_field() {
 #[test]
 fn absurd_times_in_statuses_do_not_panic() {
     let mut sites = users(1);
-    sites[0].status = Some(OneDriveSiteStatus {
+    sites[0].status = Some(SiteStatus::from(OneDriveSiteStatus {
         observed_generation: Some(1),
         phase: Some(SitePhase::SpsSiteError),
         enqueued_at: Some(Time(Timestamp::MAX)),
         ..Default::default()
-    });
+    }));
     let obs = HashMap::new();
     let limits = Limits::default();
     let i = input(&sites, &obs, None, 0, &limits);
     let _ = targets(&i);
     let p = plan(&i);
     assert_eq!(p.users.provisioning, 1);
+}
+
+#[test]
+fn users_gathered_from_other_sites_are_gathered_again() {
+    let sites = users(3);
+    let other = users(5);
+    let obs = all_no_site(&sites, 0);
+    let limits = Limits::default();
+    let mut stale = Users::new(&other);
+    let i = input(&sites, &obs, None, 0, &limits);
+    let p = plan_of(&i, &mut stale);
+    assert_eq!(p, plan(&i));
+    assert_eq!(p.enqueue.as_ref().map(|e| e.batch.users.len()), Some(3));
+    // Same length, different slice: still not the input's users.
+    assert_eq!(targets_of(&i, &mut Users::new(&other[..3])), targets(&i));
+}
+
+#[test]
+fn unchanged_messages_are_reused_and_changed_ones_rebuilt() {
+    let mut sites = users(2);
+    let limits = Limits::default();
+    let obs: HashMap<String, Observed> = sites
+        .iter()
+        .map(|s| (user_key(&s.user), seen(0, Observation::HasSite { url: url(&s.user) })))
+        .collect();
+    let p = plan(&input(&sites, &obs, None, 0, &limits));
+    apply(&mut sites, &p);
+    assert!(plan(&input(&sites, &obs, None, 10, &limits)).site_updates.is_empty());
+    // The site moved: same reason, new message.
+    let mut moved = obs.clone();
+    let key = user_key(&sites[0].user);
+    moved.insert(
+        key,
+        seen(20, Observation::HasSite { url: "https://contoso-my.sharepoint.com/personal/moved/".into() }),
+    );
+    let p = plan(&input(&sites, &moved, None, 20, &limits));
+    assert_eq!(p.site_updates.len(), 1);
+    let ready = ready_of(&p.site_updates[0].status);
+    assert_eq!(ready.message, "the OneDrive exists at https://contoso-my.sharepoint.com/personal/moved/");
 }
 
 #[test]
@@ -502,7 +541,7 @@ impl ModelTenant {
 }
 
 struct World {
-    sites: Vec<DesiredSite>,
+    sites: Vec<DesiredSite<'static>>,
     memory: HashMap<String, Observed>,
     batch: Option<BatchStatus>,
     last_batch_id: i64,
@@ -547,6 +586,19 @@ impl World {
         }
     }
 
+    /// The controller gathers users once per cycle and reuses them across planning calls whose
+    /// batch and observations differ: that must decide exactly what fresh gathering decides.
+    fn check_shared_users(&self, p: &Plan) {
+        let input = self.input();
+        let mut shared = Users::new(&self.sites);
+        let _ = targets_of(&PlanInput { batch: None, ..input }, &mut shared);
+        assert_eq!(targets_of(&input, &mut shared), targets(&input));
+        assert_eq!(&plan_of(&input, &mut shared), p);
+        let next = PlanInput { batch: p.batch.as_ref(), ..input };
+        assert_eq!(plan_of(&next, &mut shared), plan(&next));
+        assert_eq!(targets_of(&next, &mut shared), targets(&next));
+    }
+
     /// One reconcile cycle as the controller runs it, checking the mission's rules on the way.
     fn cycle(&mut self) -> Cycle {
         self.tenant.tick(self.now);
@@ -561,6 +613,7 @@ impl World {
             self.observe(&more);
             p = plan(&self.input());
         }
+        self.check_shared_users(&p);
         let mut enqueued = None;
         if let Some(e) = &p.enqueue {
             assert!(p.observe_now.is_empty(), "nothing is sent while the plan waits on observations");
