@@ -131,6 +131,28 @@ fn a_stale_no_site_is_checked_again_before_enqueue() {
     assert_eq!(p.observe_now, vec!["u0@contoso.com", "u1@contoso.com"]);
 }
 
+#[test]
+fn the_last_user_of_a_new_batch_is_checked_within_the_poll_interval() {
+    let sites = users(3);
+    let mut obs = all_no_site(&sites, 0);
+    let limits = Limits::default();
+    // An hour-old "no site" is fresh enough for the others, not for the last user.
+    let p = plan(&input(&sites, &obs, None, 3600, &limits));
+    assert!(p.enqueue.is_none());
+    assert_eq!(p.observe_now, vec!["u2@contoso.com"]);
+    // It got a site meanwhile (signed in to OneDrive): the batch ends one user earlier, and
+    // that user is the one checked now.
+    obs.insert("u2@contoso.com".into(), seen(3600, Observation::HasSite { url: url("u2@contoso.com") }));
+    let p = plan(&input(&sites, &obs, None, 3600, &limits));
+    assert!(p.enqueue.is_none());
+    assert_eq!(p.observe_now, vec!["u1@contoso.com"]);
+    obs.insert("u1@contoso.com".into(), seen(3600, Observation::NoSite));
+    let p = plan(&input(&sites, &obs, None, 3600, &limits));
+    let batch = p.enqueue.expect("sent once the last user is known to lack a site").batch;
+    assert_eq!(batch.users, vec!["u0@contoso.com", "u1@contoso.com"]);
+    assert_eq!(batch.last_user, "u1@contoso.com");
+}
+
 fn in_flight(users: &[&str], id: i64, at: i64) -> BatchStatus {
     BatchStatus {
         id,
