@@ -128,7 +128,7 @@ pub struct DesiredSite<'a> {
 
 /// A site's status, borrowed from the cache (the controller) or owned (tests, tools). Two
 /// words wide, so the per-cycle `DesiredSite` list stays small.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum SiteStatus<'a> {
     Cached(&'a OneDriveSiteStatus),
     Owned(Box<OneDriveSiteStatus>),
@@ -141,6 +141,13 @@ impl std::ops::Deref for SiteStatus<'_> {
             SiteStatus::Cached(s) => s,
             SiteStatus::Owned(s) => s,
         }
+    }
+}
+
+/// Equal when the statuses are, however each is held.
+impl PartialEq for SiteStatus<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 
@@ -335,7 +342,7 @@ pub fn targets_of(input: &PlanInput, users: &mut Users) -> Vec<String> {
         out.push(upn);
     }
     if batch_ending {
-        for u in unverified_candidates(users, &states, input) {
+        for u in next_batch_lookups(users, &states, input) {
             out.push(u);
         }
     }
@@ -384,7 +391,7 @@ pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
                             Some(done_at.duration_since(b.enqueued_at.0)).filter(|d| d.is_positive());
                     } else {
                         // The next batch's candidates are needed too: ask for both at once.
-                        for u in unverified_candidates(users, &states, input) {
+                        for u in next_batch_lookups(users, &states, input) {
                             observe_now.push(u);
                         }
                     }
@@ -396,7 +403,7 @@ pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
             None => {}
         }
         if batch.is_none() {
-            let unverified = unverified_candidates(users, &states, input);
+            let unverified = next_batch_lookups(users, &states, input);
             if !unverified.is_empty() {
                 for u in unverified {
                     observe_now.push(u);
@@ -406,11 +413,7 @@ pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
                     candidates(users, &states, input).into_iter().take(input.limits.batch_size()).collect();
                 // The next batch waits for its last user's site, so that user must lack one now,
                 // not when the queue was first read hours ago: one lookup per batch.
-                let last_seen_lately = |i: usize| {
-                    let since = after(input.now, -input.limits.poll_interval);
-                    input.observed.get(users[i].key.as_ref()).is_some_and(|o| o.at >= since)
-                };
-                if let Some(&last) = chosen.last().filter(|&&i| !last_seen_lately(i)) {
+                if let Some(&last) = chosen.last().filter(|&&i| !seen_lately(&users[i], input)) {
                     observe_now.push(users[last].upn);
                 } else if !chosen.is_empty() {
                     last_batch_id += 1;
@@ -1056,6 +1059,24 @@ fn eligible(u: &User, s: &UserState) -> bool {
     s.reason == reason::PENDING
         || (s.reason == reason::PROVISIONING_TIMED_OUT
             && u.prior.reason == Some(reason::PROVISIONING_TIMED_OUT))
+}
+
+/// Whether `u` was looked up within the poll interval.
+fn seen_lately(u: &User, input: &PlanInput) -> bool {
+    let since = after(input.now, -input.limits.poll_interval);
+    input.observed.get(u.key.as_ref()).is_some_and(|o| o.at >= since)
+}
+
+/// What to look up before the next batch can be formed: its candidates whose "no site" is
+/// missing or stale, and its would-be last user unless seen within the poll interval (asked
+/// together with whatever else the cycle observes, to save a round; `plan` re-checks).
+fn next_batch_lookups<'a>(users: &'a [User], states: &[UserState], input: &PlanInput) -> Vec<&'a str> {
+    let mut out = unverified_candidates(users, states, input);
+    let last = candidates(users, states, input).into_iter().take(input.limits.batch_size()).last();
+    if let Some(i) = last.filter(|&i| !seen_lately(&users[i], input)) {
+        out.push(users[i].upn);
+    }
+    out
 }
 
 /// The oldest `batch_size` eligible users whose "no site" is missing or stale.

@@ -153,6 +153,31 @@ fn the_last_user_of_a_new_batch_is_checked_within_the_poll_interval() {
     assert_eq!(batch.last_user, "u1@contoso.com");
 }
 
+#[test]
+fn a_last_user_whose_lookup_fails_waits_and_the_batch_ends_before_them() {
+    let sites = users(3);
+    let mut obs = all_no_site(&sites, 0);
+    obs.insert("u2@contoso.com".into(), seen(3600, Observation::Unknown));
+    obs.insert("u1@contoso.com".into(), seen(3600, Observation::NoSite));
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &obs, None, 3600, &limits));
+    let batch = p.enqueue.expect("the others go").batch;
+    assert_eq!(batch.last_user, "u1@contoso.com");
+    assert_eq!(batch.users.len(), 2);
+}
+
+#[test]
+fn the_would_be_last_user_is_asked_for_with_the_cycles_first_lookups() {
+    let sites = users(3);
+    let obs = all_no_site(&sites, 0);
+    let limits = Limits::default();
+    let i = input(&sites, &obs, None, 3600, &limits);
+    assert_eq!(targets(&i), vec!["u2@contoso.com"]);
+    // While a batch is in flight only its last user is polled.
+    let b = in_flight(&["u0@contoso.com"], 1, 3000);
+    assert_eq!(targets(&input(&sites, &obs, Some(&b), 3600, &limits)), vec!["u0@contoso.com"]);
+}
+
 fn in_flight(users: &[&str], id: i64, at: i64) -> BatchStatus {
     BatchStatus {
         id,
@@ -195,8 +220,9 @@ fn once_the_last_user_has_a_site_the_whole_batch_is_observed_once_then_the_next_
     obs.insert("u1@contoso.com".into(), seen(200, Observation::HasSite { url: url("u1") }));
     let p = plan(&input(&sites, &obs, Some(&b), 200, &limits));
     assert!(p.enqueue.is_none() && p.finished.is_none());
-    // u2 and u3 were seen without a site recently enough: only u0 needs a look.
-    assert_eq!(p.observe_now, vec!["u0@contoso.com"]);
+    // u2 and u3 were seen without a site recently enough to be enqueued; u0 needs a look, and
+    // so does u3, the next batch's last user, last seen more than a poll interval ago.
+    assert_eq!(p.observe_now, vec!["u0@contoso.com", "u3@contoso.com"]);
     // Round 2: observed.
     obs.insert("u0@contoso.com".into(), seen(200, Observation::HasSite { url: url("u0") }));
     obs.insert("u2@contoso.com".into(), seen(200, Observation::NoSite));
@@ -512,6 +538,26 @@ fn unchanged_messages_are_reused_and_changed_ones_rebuilt() {
 }
 
 #[test]
+fn a_message_is_reused_only_when_it_reads_exactly_the_same() {
+    let mut sites = users(1);
+    let obs = HashMap::from([(
+        user_key(&sites[0].user),
+        seen(0, Observation::HasSite { url: "https://x/a".into() }),
+    )]);
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &obs, None, 0, &limits));
+    apply(&mut sites, &p);
+    let users = Users::new(&sites);
+    let u = &users.list[0];
+    assert!(matches!(text(u, format_args!("the OneDrive exists at {}", "https://x/a")), Cow::Borrowed(_)));
+    for other in ["https://x/a/", "https://x/", "https://x/b", ""] {
+        let t = text(u, format_args!("the OneDrive exists at {other}"));
+        assert!(matches!(t, Cow::Owned(_)), "{other}");
+        assert_eq!(t, format!("the OneDrive exists at {other}"));
+    }
+}
+
+#[test]
 fn durations_print_the_way_the_spec_writes_them() {
     assert_eq!(format_duration(SignedDuration::from_secs(90)), "1m30s");
     assert_eq!(format_duration(SignedDuration::from_hours(24)), "24h");
@@ -531,6 +577,8 @@ struct ModelTenant {
     unlicensed: HashSet<String>,
     /// Users whose first enqueue SharePoint silently drops (a stuck timer job).
     lose_first: HashSet<String>,
+    /// Users who get a site on their own (they open OneDrive) at this time.
+    own_site_at: HashMap<String, Timestamp>,
     enqueues: Vec<(Timestamp, Vec<String>)>,
 }
 
@@ -545,6 +593,11 @@ impl ModelTenant {
         for u in done {
             self.provisioning.remove(&u);
             self.sites.insert(u.clone(), url(&u));
+        }
+        for (u, at) in &self.own_site_at {
+            if *at <= now {
+                self.sites.entry(u.clone()).or_insert_with(|| url(u));
+            }
         }
     }
 
@@ -657,8 +710,25 @@ impl World {
                         prev.id
                     );
                 }
+                // The last user, whose site the next batch waits for, was seen without one
+                // within the poll interval.
+                let last = user_key(&e.batch.last_user);
+                let since = self.now - self.limits.poll_interval;
+                assert!(
+                    self.memory.get(&last).is_some_and(|o| o.at >= since && o.observation.is_no_site()),
+                    "last user {last} not checked lately"
+                );
                 for k in &keys {
-                    assert!(!self.tenant.sites.contains_key(k), "{k} already has a site");
+                    // Nobody known to have a site is sent; someone may have got one on their own
+                    // since they were last seen (SharePoint ignores them).
+                    if self.tenant.sites.contains_key(k) {
+                        let seen = self.memory.get(k).expect("every enqueued user was observed");
+                        let own = self.tenant.own_site_at.get(k);
+                        assert!(
+                            seen.observation.is_no_site() && own.is_some_and(|at| *at > seen.at),
+                            "{k} already has a site"
+                        );
+                    }
                     if let Some(at) = self.tenant.provisioning.get(k) {
                         assert!(
                             *at + self.limits.provisioning_timeout <= self.now,
@@ -725,6 +795,7 @@ fn world(s: &Scenario) -> World {
         not_found: HashSet::new(),
         unlicensed: HashSet::new(),
         lose_first: HashSet::new(),
+        own_site_at: HashMap::new(),
         enqueues: Vec::new(),
     };
     for (i, (created, kind)) in s.users.iter().enumerate() {
@@ -798,6 +869,14 @@ fn phase_of(w: &World, key: &str) -> Vec<(SitePhase, String)> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
+    /// The planner's copy-free key is the public one, whatever the spelling.
+    #[test]
+    fn keys_without_a_copy_equal_user_keys(
+        user in "[ \u{a0}\u{3000}]{0,2}[a-zA-Z0-9İıßÄäǅΣσς@._-]{0,12}[ \t\u{a0}]{0,2}"
+    ) {
+        prop_assert_eq!(key_of(&user).into_owned(), user_key(&user));
+    }
+
     /// Batches never exceed the size or 200, never hold a user with a site or in flight, never
     /// start while one is in flight (all asserted inside `cycle`), and every user converges:
     /// enqueued exactly once, oldest first; duplicates share their phase.
@@ -845,6 +924,38 @@ proptest! {
         let c = w.cycle();
         prop_assert_eq!(c.updates, 0);
         prop_assert!(c.enqueued.is_none());
+    }
+
+    /// Users who get a site on their own (they open OneDrive) at any moment: nobody known to
+    /// have a site is sent, a batch's last user was checked within the poll interval (both
+    /// asserted inside `cycle`), nobody is sent twice, and everyone ends Ready.
+    #[test]
+    fn users_who_get_a_site_on_their_own_are_never_lost(
+        s in scenario(40),
+        own in proptest::collection::vec((0usize..40, 0i64..30_000), 0..12),
+    ) {
+        let mut w = world(&s);
+        for (i, at) in own {
+            let k = user_key(&format!("user{}@contoso.com", i % s.users.len()));
+            if !w.tenant.not_found.contains(&k) && !w.tenant.unlicensed.contains(&k) {
+                w.tenant.own_site_at.insert(k, t(at));
+            }
+        }
+        w.limits.enqueue_recheck_after = SignedDuration::from_secs(3600);
+        run(&mut w, 3000);
+        let mut sent: Vec<String> = Vec::new();
+        for (_, users) in &w.tenant.enqueues {
+            sent.extend(users.iter().map(|u| user_key(u)));
+        }
+        let unique: HashSet<&String> = sent.iter().collect();
+        prop_assert_eq!(unique.len(), sent.len(), "a user was enqueued twice");
+        for i in 0..s.users.len() {
+            let k = user_key(&format!("user{i}@contoso.com"));
+            if !w.tenant.not_found.contains(&k) && !w.tenant.unlicensed.contains(&k) {
+                let phases = phase_of(&w, &k);
+                prop_assert!(phases.iter().all(|(p, _)| *p == SitePhase::Ready), "{k}: {phases:?}");
+            }
+        }
     }
 
     /// A user whose first enqueue is lost is reported `ProvisioningTimedOut`, then sent again
@@ -969,7 +1080,7 @@ fn a_user_whose_lookup_keeps_failing_does_not_hold_up_the_batch() {
     let p = plan(&input(&sites, &obs, None, 100, &limits));
     assert!(p.observe_now.is_empty(), "{:?}", p.observe_now);
     assert_eq!(p.enqueue.unwrap().batch.users, vec!["u1@contoso.com", "u2@contoso.com"]);
-    // After a poll interval it is tried again.
+    // After a poll interval it is tried again (with the would-be last user, now stale too).
     let p = plan(&input(&sites, &obs, None, 100 + 61, &limits));
-    assert_eq!(p.observe_now, vec!["u0@contoso.com"]);
+    assert_eq!(p.observe_now, vec!["u0@contoso.com", "u2@contoso.com"]);
 }
