@@ -1072,7 +1072,8 @@ fn seen_lately(u: &User, input: &PlanInput) -> bool {
 /// together with whatever else the cycle observes, to save a round; `plan` re-checks).
 fn next_batch_lookups<'a>(users: &'a [User], states: &[UserState], input: &PlanInput) -> Vec<&'a str> {
     let mut out = unverified_candidates(users, states, input);
-    let last = candidates(users, states, input).into_iter().take(input.limits.batch_size()).last();
+    let next = candidates(users, states, input);
+    let last = next[..next.len().min(input.limits.batch_size())].last().copied();
     if let Some(i) = last.filter(|&i| !seen_lately(&users[i], input)) {
         out.push(users[i].upn);
     }
