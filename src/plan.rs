@@ -374,6 +374,8 @@ pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
     if !blocked(input) {
         match &batch {
             Some(b) if !b.sent => {
+                // Sent again exactly as recorded, without re-checking its last user: an earlier
+                // process may have sent it already, and re-forming it could enqueue users twice.
                 enqueue = Some(Enqueue { batch: b.clone(), resend: true });
             }
             Some(b) => {
