@@ -321,7 +321,19 @@ pub fn targets_of(input: &PlanInput, users: &mut Users) -> Vec<String> {
         let obs = input.observed.get(u.key.as_ref());
         match s.phase {
             _ if obs.is_none() && u.prior.phase.is_none() => out.push(u.upn),
-            SitePhase::SpsSiteError if !u.in_batch => out.push(u.upn),
+            SitePhase::SpsSiteError if !u.in_batch && straggler_due(s, obs, input) => out.push(u.upn),
+            // A straggler timing out now: one more look first, so that a site that came since
+            // the last (backed-off) look is not reported as a timeout.
+            SitePhase::Failed
+                if s.reason == reason::PROVISIONING_TIMED_OUT
+                    && !u.in_batch
+                    && u.prior.phase == Some(SitePhase::SpsSiteError)
+                    && obs.is_none_or(|o| {
+                        s.enqueued_at.is_some_and(|e| o.at < after(e, input.limits.provisioning_timeout))
+                    }) =>
+            {
+                out.push(u.upn)
+            }
             SitePhase::Ready => {
                 let last = obs.map(|o| o.at).or(u.prior.provisioned_at).unwrap_or(Timestamp::MIN);
                 if after(last, input.limits.drift_check_interval) <= input.now {
@@ -997,6 +1009,19 @@ fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> {
         provisioned_at: u.prior.provisioned_at.filter(|_| phase == SitePhase::Ready),
         stalled: phase == SitePhase::Failed,
     }
+}
+
+/// Whether a straggler (enqueued, its batch over, still no site) is due for a look. The longer
+/// it has waited, the less often it is looked at — a tenth of the wait, between the poll
+/// interval and an hour — so a user whose site never comes (sign-in blocked) costs a few dozen
+/// lookups before `provisioningTimeout` instead of one a minute. Nothing waits on stragglers:
+/// the next batch waits only for its own last user.
+fn straggler_due(s: &UserState, obs: Option<&Observed>, input: &PlanInput) -> bool {
+    let Some(o) = obs else { return true };
+    let waited = o.at.duration_since(s.enqueued_at.unwrap_or(o.at));
+    let every = (waited / 10)
+        .clamp(input.limits.poll_interval, SignedDuration::from_hours(1).max(input.limits.poll_interval));
+    after(o.at, every) <= input.now
 }
 
 /// When the batch's last user was seen done (site, or a permanent refusal), if it was.

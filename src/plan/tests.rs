@@ -438,6 +438,38 @@ fn stragglers_of_a_finished_batch_are_polled_until_ready() {
 }
 
 #[test]
+fn stragglers_are_looked_at_less_often_the_longer_they_wait() {
+    let mut sites = users(1);
+    let limits = Limits::default();
+    let b = in_flight(&["u0@contoso.com"], 1, 0);
+    let obs = HashMap::from([("u0@contoso.com".to_string(), seen(10, Observation::NoSite))]);
+    // Provisioning since second 0, as the batch recorded it.
+    let p = plan(&input(&sites, &obs, Some(&b), 10, &limits));
+    apply(&mut sites, &p);
+    let due = |obs_at: i64, now: i64| {
+        let obs = HashMap::from([("u0@contoso.com".to_string(), seen(obs_at, Observation::NoSite))]);
+        targets(&input(&sites, &obs, None, now, &limits)) == vec!["u0@contoso.com"]
+    };
+    // Early on, every poll interval.
+    assert!(!due(300, 359) && due(300, 360));
+    // Two hours in, every 12 minutes.
+    assert!(!due(7200, 7200 + 719) && due(7200, 7200 + 720));
+    // Twenty hours in, hourly at most.
+    assert!(!due(72_000, 72_000 + 3599) && due(72_000, 72_000 + 3600));
+    // When the timeout arrives it is looked at before being reported timed out, and a site
+    // found then is Ready, not a timeout.
+    assert!(due(86_000, 86_400));
+    let found = HashMap::from([(
+        "u0@contoso.com".to_string(),
+        seen(86_400, Observation::HasSite { url: url("u0@contoso.com") }),
+    )]);
+    let p = plan(&input(&sites, &found, None, 86_400, &limits));
+    assert_eq!(p.site_updates[0].status.phase, Some(SitePhase::Ready));
+    // After a restart nothing is remembered: looked at once at once.
+    assert_eq!(targets(&input(&sites, &HashMap::new(), None, 72_001, &limits)), vec!["u0@contoso.com"]);
+}
+
+#[test]
 fn a_crash_between_recording_and_writing_sites_still_reports_the_batch() {
     // The batch is in the tenant status; the sites were never written (no status at all).
     let sites = users(2);
