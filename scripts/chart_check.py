@@ -29,6 +29,8 @@ VARIANTS = {
         "crds": {"enabled": True, "keep": False},
         "extraArgs": ["--organization=contoso"],
         "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "caBundle": {"configMap": "proxy-ca", "key": "ca.crt"},
+        "imagePullSecrets": [{"name": "registry-credentials"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists"}],
     },
@@ -88,6 +90,20 @@ def main():
             for field in ("apiGroups", "resources", "verbs"):
                 if "*" in rule.get(field, []):
                     fail(f"wildcard in {doc['kind']} {doc['metadata']['name']}: {rule}")
+    # Two pods must never act at once: without leader election an upgrade replaces the pod.
+    for name, expected in (("default", "Recreate"), ("everything", "RollingUpdate")):
+        deployment = next(d for _, d in render(VARIANTS[name]) if d["kind"] == "Deployment")
+        strategy = deployment["spec"].get("strategy", {}).get("type")
+        if strategy != expected:
+            fail(f"Deployment strategy ({name}): {strategy}, expected {expected}")
+    # A CA bundle ConfigMap is mounted read-only and named by CA_BUNDLE.
+    pod = next(d for _, d in render(VARIANTS["everything"]) if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    if env.get("CA_BUNDLE") != "/etc/onedrive-operator/ca/ca.crt" or pod["volumes"][0]["configMap"]["name"] != "proxy-ca":
+        fail(f"CA bundle not wired: env {env.get('CA_BUNDLE')}, volumes {pod.get('volumes')}")
+    if container["volumeMounts"][0] != {"name": "ca-bundle", "mountPath": "/etc/onedrive-operator/ca", "readOnly": True}:
+        fail(f"CA bundle mount: {container['volumeMounts']}")
 
 
 main()

@@ -280,6 +280,17 @@ async fn bad_input_gets_the_documented_reasons_and_others_are_unaffected() {
         "{:?}",
         refused.problem
     );
+    // Tenant problems are counted by reason, so an alert can name the cause.
+    let metrics = r.metrics.encode();
+    assert!(
+        metrics.contains(
+            r#"onedrive_operator_reconcile_errors_total{tenant="refusing",reason="TokenKindRefused"} 2"#
+        ),
+        "{metrics}"
+    );
+    let missing =
+        metrics.lines().find(|l| l.starts_with(r#"onedrive_operator_reconcile_errors_total{tenant="missing-secret",reason="CredentialsInvalid"}"#));
+    assert!(missing.is_some_and(|l| l.ends_with(" 1")), "{metrics}");
     assert_eq!(r.reconcile_orphans().await.unwrap(), 1);
     let by_name: BTreeMap<String, OneDriveSite> =
         sites_of(&client).await.into_iter().map(|s| (s.metadata.name.clone().unwrap(), s)).collect();

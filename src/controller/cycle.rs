@@ -56,7 +56,10 @@ pub struct CycleReport {
     pub tenant_written: bool,
     pub users: crate::api::UserCounts,
     pub requeue_after: Duration,
+    /// `reason: message` of the tenant problem that stopped work, if any.
     pub problem: Option<String>,
+    /// That problem's reason alone (the tenant condition's reason).
+    pub problem_reason: Option<String>,
     pub crashed: bool,
 }
 
@@ -149,8 +152,11 @@ impl Reconciler {
             Err(_) => "error",
         };
         self.metrics.reconciled(name, outcome, started.elapsed());
-        if let Err(e) = &result {
-            self.metrics.error(name, e.reason());
+        match &result {
+            Err(e) => self.metrics.error(name, e.reason()),
+            // The reasons are the tenant condition's (a small fixed set): alertable per cause.
+            Ok(CycleReport { problem_reason: Some(reason), .. }) => self.metrics.error(name, reason),
+            Ok(_) => {}
         }
         result
     }
@@ -363,6 +369,7 @@ impl Reconciler {
         }
         self.metrics.users(name, &plan.users);
         report.users = plan.users.clone();
+        report.problem_reason = problem.as_ref().map(|p| p.reason.clone());
         report.problem = problem.map(|p| format!("{}: {}", p.reason, p.message));
         report.requeue_after = match throttled_until {
             Some(t) if t > now => t.duration_since(now).unsigned_abs(),

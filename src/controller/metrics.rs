@@ -80,7 +80,11 @@ impl Metrics {
         let throttles = Family::<ServiceLabels, Counter>::default();
         registry.register("reconciles", "Reconcile cycles by result", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Duration of a reconcile cycle", durations.clone());
-        registry.register("reconcile_errors", "Failed cycles and tenant problems by reason", errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Cycles that failed (Kubernetes API) or found a tenant problem, by reason",
+            errors.clone(),
+        );
         registry.register("users", "Distinct users by phase", users.clone());
         registry.register("batches_enqueued", "Enqueue requests accepted by SharePoint", batches.clone());
         registry.register("batch_size_users", "Users per enqueue request", batch_sizes.clone());

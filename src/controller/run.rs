@@ -59,6 +59,10 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             .await
             .map_err(|e| format!("leader election: {e}"))?;
         let (mut leader, _task) = manager.watch().await;
+        // A standby is healthy and must count as ready, or a rolling update (the new pod waits
+        // for the lease the old one holds) and `helm install --wait` never finish. The leader
+        // reports ready again once its cache has synced.
+        health.ready.store(true, Ordering::SeqCst);
         tracing::info!(lease = %options.lease_name, identity = %options.identity, "waiting to become the leader");
         while !*leader.borrow_and_update() {
             tokio::select! {
@@ -67,6 +71,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             }
         }
         tracing::info!("became the leader");
+        health.ready.store(false, Ordering::SeqCst);
         let controller = run_controller(client, options, metrics, health);
         tokio::select! {
             r = controller => r?,
