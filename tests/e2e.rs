@@ -105,18 +105,22 @@ struct Operator(std::process::Child);
 
 impl Operator {
     fn start(kubeconfig: &Path, log: &Path) -> Operator {
+        Operator::start_as(kubeconfig, log, "e2e", "127.0.0.1:0")
+    }
+
+    fn start_as(kubeconfig: &Path, log: &Path, identity: &str, metrics_addr: &str) -> Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
             .args([
                 "run",
                 "--namespace",
                 NS,
                 "--metrics-addr",
-                "127.0.0.1:0",
+                metrics_addr,
                 "--leader-election",
                 "--lease-duration",
                 "5",
             ])
-            .args(["--identity", "e2e"])
+            .args(["--identity", identity])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -132,6 +136,12 @@ impl Drop for Operator {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The HTTP status of a GET, or `None` while nothing answers.
+fn http_status(url: &str) -> Option<u16> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
 }
 
 fn sim_stats(base: &str) -> Value {
@@ -229,6 +239,27 @@ fn the_operator_converges_as_its_service_account_survives_a_kill_and_writes_real
         "kubectl wait: {}\noperator log:\n{}",
         String::from_utf8_lossy(&wait.stderr),
         std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // A standby replica reports ready (a rolling update waits for that) yet never acts while the
+    // leader holds the Lease.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let standby_log = server.dir().join("standby.log");
+    let standby = Operator::start_as(&sa, &standby_log, "e2e-standby", &format!("127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_status(&format!("http://127.0.0.1:{port}/readyz")) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "standby never ready; log:\n{}",
+            std::fs::read_to_string(&standby_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(standby);
+    let standby_said = std::fs::read_to_string(&standby_log).unwrap_or_default();
+    assert!(
+        standby_said.contains("waiting to become the leader") && !standby_said.contains("became the leader"),
+        "{standby_said}"
     );
 
     let table = ok(server.kubectl(&["get", "ods", "-n", "team-a"]), "kubectl get ods");

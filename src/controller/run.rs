@@ -234,6 +234,7 @@ async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) {
         );
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => {
+            let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(%addr, "serving /metrics, /livez and /readyz");
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "metrics server stopped");
