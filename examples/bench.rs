@@ -13,12 +13,17 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use onedrive_operator::api::{OneDriveSite, OneDriveSiteSpec, OneDriveTenant, SitePhase, TenantRef};
+use onedrive_operator::api::{OneDriveSite, OneDriveTenant, SitePhase};
 use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
 use onedrive_operator::plan::{self, DesiredSite, Limits, Observation, Observed, PlanInput, SiteKey};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Clock, Config, FaultConfig, SimHandle, UserSpec};
 use onedrive_operator::tenant::{Credentials, TenantClient, TenantConfig};
+use onedrive_operator::testing::site;
+
+#[path = "../tests/common/fake_cluster.rs"]
+mod fake_cluster;
+use fake_cluster::fake_cluster;
 
 const NS: &str = "onedrive-operator";
 const CLIENT: &str = "bench-0000-4000-8000-000000000001";
@@ -65,30 +70,11 @@ async fn kube(c: &Creds, sim: &SimHandle, users: usize) -> kube::Client {
     let (tenant, secret) = tenant_and_cert(c, sim);
     let sites: Vec<OneDriveSite> = (0..users)
         .map(|i| {
-            let mut s = OneDriveSite::new(
-                &format!("u{i}"),
-                OneDriveSiteSpec {
-                    user: format!("user{i:06}@contoso.com"),
-                    tenant_ref: Some(TenantRef { name: "contoso".into() }),
-                },
-            );
-            s.metadata.namespace = Some(if i % 2 == 0 { "team-a" } else { "team-b" }.into());
-            s
+            let namespace = if i % 2 == 0 { "team-a" } else { "team-b" };
+            site(namespace, &format!("u{i}"), &format!("user{i:06}@contoso.com"), "contoso")
         })
         .collect();
-    let client = kube_fake_client::ClientBuilder::new()
-        .with_resource::<OneDriveSite>()
-        .with_status_subresource::<OneDriveSite>()
-        .with_resource::<OneDriveTenant>()
-        .with_status_subresource::<OneDriveTenant>()
-        .with_object(secret)
-        .with_objects(sites)
-        .build()
-        .await
-        .unwrap();
-    let client = onedrive_operator::testing::cluster_scoped_tenants(client);
-    Api::<OneDriveTenant>::all(client.clone()).create(&Default::default(), &tenant).await.unwrap();
-    client
+    fake_cluster(sites, vec![tenant], vec![secret]).await.unwrap()
 }
 
 /// The controller on the simulator's clock, so batch durations are measured in simulated time.
@@ -187,14 +173,7 @@ fn engine(n: usize) -> (Duration, f64) {
     let now = Timestamp::now();
     let cache: Vec<Arc<OneDriveSite>> = (0..n)
         .map(|i| {
-            let mut s = OneDriveSite::new(
-                &format!("u{i}"),
-                OneDriveSiteSpec {
-                    user: format!("user{i:06}@contoso.com"),
-                    tenant_ref: Some(TenantRef { name: "contoso".into() }),
-                },
-            );
-            s.metadata.namespace = Some("team-a".into());
+            let mut s = site("team-a", &format!("u{i}"), &format!("user{i:06}@contoso.com"), "contoso");
             s.metadata.generation = Some(1);
             s.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
             Arc::new(s)

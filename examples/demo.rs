@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::SignedDuration;
 use kube::api::{Api, ListParams};
-use onedrive_operator::api::{
-    OneDriveSite, OneDriveSiteSpec, OneDriveTenant, SitePhase, TenantRef, condition_type, find_condition,
-};
+use onedrive_operator::api::{OneDriveSite, SitePhase, condition_type, find_condition};
 use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Clock, Config, generate_users};
+use onedrive_operator::testing::site;
+
+#[path = "../tests/common/fake_cluster.rs"]
+mod fake_cluster;
+use fake_cluster::fake_cluster;
 
 const NAMESPACE: &str = "onedrive-operator";
 
@@ -55,28 +58,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tenant.spec.poll_interval = "1s".into();
     let sites: Vec<OneDriveSite> = (1..=users)
         .map(|i| {
-            let mut s = OneDriveSite::new(
-                &format!("user{i:04}"),
-                OneDriveSiteSpec {
-                    user: format!("user{i:04}@contoso.onmicrosoft.com"),
-                    tenant_ref: Some(TenantRef { name: "contoso".into() }),
-                },
-            );
-            s.metadata.namespace = Some(if i % 2 == 0 { "team-finance" } else { "team-sales" }.into());
-            s
+            let namespace = if i % 2 == 0 { "team-finance" } else { "team-sales" };
+            site(namespace, &format!("user{i:04}"), &format!("user{i:04}@contoso.onmicrosoft.com"), "contoso")
         })
         .collect();
-    let kube = kube_fake_client::ClientBuilder::new()
-        .with_resource::<OneDriveSite>()
-        .with_status_subresource::<OneDriveSite>()
-        .with_resource::<OneDriveTenant>()
-        .with_status_subresource::<OneDriveTenant>()
-        .with_object(secret)
-        .with_objects(sites)
-        .build()
-        .await?;
-    let kube = onedrive_operator::testing::cluster_scoped_tenants(kube);
-    Api::<OneDriveTenant>::all(kube.clone()).create(&Default::default(), &tenant).await?;
+    let kube = fake_cluster(sites, vec![tenant], vec![secret]).await?;
 
     // The real reconcile cycle, scheduled the way the controller schedules it.
     let reconciler = Reconciler::new(kube.clone(), NAMESPACE, SiteSource::List, Arc::new(Metrics::new()));

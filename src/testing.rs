@@ -24,3 +24,16 @@ pub fn cluster_scoped_tenants(inner: kube::Client) -> kube::Client {
     });
     kube::Client::new(service, "default")
 }
+
+/// A `OneDriveSite` `namespace/name` for `user`, served by the tenant `tenant`.
+pub fn site(namespace: &str, name: &str, user: &str, tenant: &str) -> crate::api::OneDriveSite {
+    let mut s = crate::api::OneDriveSite::new(
+        name,
+        crate::api::OneDriveSiteSpec {
+            user: user.into(),
+            tenant_ref: Some(crate::api::TenantRef { name: tenant.into() }),
+        },
+    );
+    s.metadata.namespace = Some(namespace.into());
+    s
+}

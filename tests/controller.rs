@@ -11,14 +11,14 @@ use jiff::SignedDuration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, ObjectMeta};
-use kube_fake_client::ClientBuilder;
 use onedrive_operator::api::{
-    CertificateAuth, OneDriveSite, OneDriveSiteSpec, OneDriveTenant, OneDriveTenantSpec, SecretRef,
-    SitePhase, TenantAuth, TenantRef, condition_type, find_condition,
+    CertificateAuth, OneDriveSite, OneDriveTenant, OneDriveTenantSpec, SecretRef, SitePhase, TenantAuth,
+    condition_type, find_condition,
 };
 use onedrive_operator::controller::{CrashPoint, Reconciler, SiteSource, metrics::Metrics};
 use onedrive_operator::jose;
 use onedrive_operator::simulator::{self, AppOnlyEnqueue, Config, SimHandle, UserSpec};
+use onedrive_operator::testing::site;
 
 const NS: &str = "onedrive-operator";
 
@@ -59,36 +59,8 @@ fn cert_secret(name: &str) -> Secret {
     }
 }
 
-fn site(ns: &str, name: &str, user: &str, tenant: &str) -> OneDriveSite {
-    let mut s = OneDriveSite::new(
-        name,
-        OneDriveSiteSpec { user: user.into(), tenant_ref: Some(TenantRef { name: tenant.into() }) },
-    );
-    s.metadata.namespace = Some(ns.into());
-    s
-}
-
-async fn kube(
-    objects: Vec<OneDriveSite>,
-    tenants: Vec<OneDriveTenant>,
-    secrets: Vec<Secret>,
-) -> kube::Client {
-    let client = ClientBuilder::new()
-        .with_resource::<OneDriveSite>()
-        .with_status_subresource::<OneDriveSite>()
-        .with_resource::<OneDriveTenant>()
-        .with_status_subresource::<OneDriveTenant>()
-        .with_objects(secrets)
-        .with_objects(objects)
-        .build()
-        .await
-        .unwrap();
-    let client = onedrive_operator::testing::cluster_scoped_tenants(client);
-    let api: Api<OneDriveTenant> = Api::all(client.clone());
-    for t in tenants {
-        api.create(&Default::default(), &t).await.unwrap();
-    }
-    client
+async fn kube(sites: Vec<OneDriveSite>, tenants: Vec<OneDriveTenant>, secrets: Vec<Secret>) -> kube::Client {
+    fake_cluster::fake_cluster(sites, tenants, secrets).await.unwrap()
 }
 
 fn reconciler(client: &kube::Client) -> Reconciler {

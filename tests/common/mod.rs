@@ -3,6 +3,8 @@
 
 use std::sync::LazyLock;
 
+pub mod fake_cluster;
+
 use jiff::SignedDuration;
 use onedrive_operator::jose::{self, Certificate};
 use onedrive_operator::simulator::{App, Clock, Config, UserSpec};
