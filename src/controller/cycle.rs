@@ -198,7 +198,6 @@ impl Reconciler {
             problem = Some(refusal);
         }
         let mut throttled_until = status.throttled_until.as_ref().map(|t| t.0).filter(|t| *t > now);
-        let empty_memory = HashMap::new();
         let typical_batch =
             status.last_batch_seconds.map(|s| jiff::SignedDuration::from_secs(s.clamp(0, 30 * 24 * 3600)));
 
@@ -207,7 +206,7 @@ impl Reconciler {
         let base = PlanInput {
             tenant: name,
             sites: &desired,
-            observed: &empty_memory,
+            observed: &NOTHING_OBSERVED,
             batch: None,
             last_batch_id,
             throttled_until: None,
@@ -222,14 +221,7 @@ impl Reconciler {
         let mut batch = status.current_batch.clone();
         let mut report = CycleReport::default();
         let mut plan = {
-            let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
-            let input = PlanInput {
-                observed: memory,
-                batch: batch.as_ref(),
-                throttled_until,
-                tenant_problem: problem.as_ref(),
-                ..base
-            };
+            let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
             let first = plan::targets_of(&input, &mut users);
             let mut wanted = first;
             let mut p = None;
@@ -247,14 +239,7 @@ impl Reconciler {
                         Err(e) => problem = Some(problem_of(&e)),
                     }
                 }
-                let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
-                let input = PlanInput {
-                    observed: memory,
-                    batch: batch.as_ref(),
-                    throttled_until,
-                    tenant_problem: problem.as_ref(),
-                    ..base
-                };
+                let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
                 let next = plan::plan_of(&input, &mut users);
                 wanted = next.observe_now.clone();
                 p = Some(next);
@@ -327,17 +312,8 @@ impl Reconciler {
                     problem = Some(refusal);
                     batch = None;
                     self.write_tenant_batch(name, None, last_batch_id).await?;
-                    let memory = runtime.as_ref().map(|r| &r.memory).unwrap_or(&empty_memory);
-                    plan = plan::plan_of(
-                        &PlanInput {
-                            observed: memory,
-                            batch: batch.as_ref(),
-                            throttled_until,
-                            tenant_problem: problem.as_ref(),
-                            ..base
-                        },
-                        &mut users,
-                    );
+                    let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
+                    plan = plan::plan_of(&input, &mut users);
                 }
             }
         }
@@ -594,6 +570,28 @@ impl Reconciler {
             }
         }
         Ok(written)
+    }
+}
+
+/// Observations of a tenant without a client yet.
+static NOTHING_OBSERVED: std::sync::LazyLock<HashMap<String, Observed>> =
+    std::sync::LazyLock::new(HashMap::new);
+
+/// The planner's input as the cycle now stands: `base` with what is remembered about the users,
+/// the tenant's batch, throttling and any tenant problem.
+fn as_it_stands<'a>(
+    base: PlanInput<'a>,
+    runtime: &'a Option<TenantRuntime>,
+    batch: &'a Option<BatchStatus>,
+    throttled_until: Option<Timestamp>,
+    problem: &'a Option<TenantProblem>,
+) -> PlanInput<'a> {
+    PlanInput {
+        observed: runtime.as_ref().map_or(&*NOTHING_OBSERVED, |r| &r.memory),
+        batch: batch.as_ref(),
+        throttled_until,
+        tenant_problem: problem.as_ref(),
+        ..base
     }
 }
 
