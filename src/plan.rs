@@ -354,7 +354,7 @@ pub fn targets_of(input: &PlanInput, users: &mut Users) -> Vec<String> {
         out.push(upn);
     }
     if batch_ending {
-        for u in next_batch_lookups(users, &states, input) {
+        for u in next_batch(users, &states, input).lookups {
             out.push(u);
         }
     }
@@ -405,7 +405,7 @@ pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
                             Some(done_at.duration_since(b.enqueued_at.0)).filter(|d| d.is_positive());
                     } else {
                         // The next batch's candidates are needed too: ask for both at once.
-                        for u in next_batch_lookups(users, &states, input) {
+                        for u in next_batch(users, &states, input).lookups {
                             observe_now.push(u);
                         }
                     }
@@ -417,34 +417,26 @@ pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
             None => {}
         }
         if batch.is_none() {
-            let unverified = next_batch_lookups(users, &states, input);
-            if !unverified.is_empty() {
-                for u in unverified {
+            let NextBatch { chosen, lookups } = next_batch(users, &states, input);
+            if !lookups.is_empty() {
+                for u in lookups {
                     observe_now.push(u);
                 }
-            } else if observe_now.users.is_empty() {
-                let chosen: Vec<usize> =
-                    candidates(users, &states, input).into_iter().take(input.limits.batch_size()).collect();
-                // The next batch waits for its last user's site, so that user must lack one now,
-                // not when the queue was first read hours ago: one lookup per batch.
-                if let Some(&last) = chosen.last().filter(|&&i| !seen_lately(&users[i], input)) {
-                    observe_now.push(users[last].upn);
-                } else if !chosen.is_empty() {
-                    last_batch_id += 1;
-                    let new = BatchStatus {
-                        id: last_batch_id,
-                        users: chosen.iter().map(|&i| users[i].upn.to_string()).collect(),
-                        size: chosen.len() as i32,
-                        last_user: users[*chosen.last().expect("non-empty")].upn.to_string(),
-                        enqueued_at: Time(input.now),
-                        sent: false,
-                    };
-                    for &i in &chosen {
-                        states[i] = provisioning(new.id, input.now, &users[i], input);
-                    }
-                    enqueue = Some(Enqueue { batch: new.clone(), resend: false });
-                    batch = Some(new);
+            } else if observe_now.users.is_empty() && !chosen.is_empty() {
+                last_batch_id += 1;
+                let new = BatchStatus {
+                    id: last_batch_id,
+                    users: chosen.iter().map(|&i| users[i].upn.to_string()).collect(),
+                    size: chosen.len() as i32,
+                    last_user: users[*chosen.last().expect("non-empty")].upn.to_string(),
+                    enqueued_at: Time(input.now),
+                    sent: false,
+                };
+                for &i in &chosen {
+                    states[i] = provisioning(new.id, input.now, &users[i], input);
                 }
+                enqueue = Some(Enqueue { batch: new.clone(), resend: false });
+                batch = Some(new);
             }
         }
     }
@@ -1094,17 +1086,25 @@ fn seen_lately(u: &User, input: &PlanInput) -> bool {
     input.observed.get(u.key.as_ref()).is_some_and(|o| o.at >= since)
 }
 
-/// What to look up before the next batch can be formed: its candidates whose "no site" is
-/// missing or stale, and its would-be last user unless seen within the poll interval (asked
-/// together with whatever else the cycle observes, to save a round; `plan` re-checks).
-fn next_batch_lookups<'a>(users: &'a [User], states: &[UserState], input: &PlanInput) -> Vec<&'a str> {
-    let mut out = unverified_candidates(users, states, input);
-    let next = candidates(users, states, input);
-    let last = next[..next.len().min(input.limits.batch_size())].last().copied();
-    if let Some(i) = last.filter(|&i| !seen_lately(&users[i], input)) {
-        out.push(users[i].upn);
+/// The next batch as it would be formed now, and what must be looked up before it may be sent.
+struct NextBatch<'a> {
+    /// The oldest `batch_size` candidates (indexes into the users).
+    chosen: Vec<usize>,
+    /// Candidates whose "no site" is missing or stale, and the would-be last user unless seen
+    /// within the poll interval: the next batch waits for that user's site, so they must lack
+    /// one now, not when the queue was first read hours ago. Asked for together with whatever
+    /// else the cycle observes, to save a round; nothing is sent while this is non-empty.
+    lookups: Vec<&'a str>,
+}
+
+fn next_batch<'a>(users: &'a [User], states: &[UserState], input: &PlanInput) -> NextBatch<'a> {
+    let mut lookups = unverified_candidates(users, states, input);
+    let mut chosen = candidates(users, states, input);
+    chosen.truncate(input.limits.batch_size());
+    if let Some(&last) = chosen.last().filter(|&&i| !seen_lately(&users[i], input)) {
+        lookups.push(users[last].upn);
     }
-    out
+    NextBatch { chosen, lookups }
 }
 
 /// The oldest `batch_size` eligible users whose "no site" is missing or stale.
