@@ -57,12 +57,13 @@ def render(values):
 
 
 def main():
+    rendered = {}
     for name, values in VARIANTS.items():
         report = helm.lint(CHART, values, strict=True, namespace="onedrive-operator", kube_version="v1.36.0")
         problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
         if problems:
             fail(f"helm lint --strict ({name}): {problems}")
-        docs = render(values)
+        docs = rendered[name] = render(values)
         kinds = sorted({d["kind"] for _, d in docs})
         with tempfile.TemporaryDirectory() as tmp:
             files = []
@@ -85,19 +86,19 @@ def main():
             with open(sys.argv[1], "w") as out:
                 yaml.safe_dump_all([d for _, d in docs], out)
     # The RBAC must stay least-privilege: no wildcards anywhere.
-    for _, doc in render(VARIANTS["everything"]) + render({}):
+    for _, doc in rendered["everything"] + rendered["default"]:
         for rule in doc.get("rules", []) if doc["kind"] in ("Role", "ClusterRole") else []:
             for field in ("apiGroups", "resources", "verbs"):
                 if "*" in rule.get(field, []):
                     fail(f"wildcard in {doc['kind']} {doc['metadata']['name']}: {rule}")
     # Two pods must never act at once: without leader election an upgrade replaces the pod.
     for name, expected in (("default", "Recreate"), ("everything", "RollingUpdate")):
-        deployment = next(d for _, d in render(VARIANTS[name]) if d["kind"] == "Deployment")
+        deployment = next(d for _, d in rendered[name] if d["kind"] == "Deployment")
         strategy = deployment["spec"].get("strategy", {}).get("type")
         if strategy != expected:
             fail(f"Deployment strategy ({name}): {strategy}, expected {expected}")
     # A CA bundle ConfigMap is mounted read-only and named by CA_BUNDLE.
-    pod = next(d for _, d in render(VARIANTS["everything"]) if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    pod = next(d for _, d in rendered["everything"] if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     if env.get("CA_BUNDLE") != "/etc/onedrive-operator/ca/ca.crt" or pod["volumes"][0]["configMap"]["name"] != "proxy-ca":
