@@ -186,7 +186,7 @@ fn engine(n: usize) -> (Duration, f64) {
         .map(|s| {
             let url =
                 format!("https://contoso-my.sharepoint.com/personal/{}/", s.user.replace(['@', '.'], "_"));
-            (plan::user_key(&s.user), Observed { at: now, observation: Observation::HasSite { url } })
+            (plan::user_key(&s.user), Observed::new(now, Observation::HasSite { url }))
         })
         .collect();
     let limits = Limits::default();

@@ -107,6 +107,10 @@ pub struct OneDriveSiteStatus {
     /// When the site was first seen to exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioned_at: Option<Time>,
+    /// When the user entered the state the `Ready` condition describes (its status and reason):
+    /// the date its message gives. It moves only when that state changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
     /// `Ready` (the summary), `Reconciling` and `Stalled`.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -228,11 +228,12 @@ impl Reconciler {
             for round in 0..=MAX_ROUNDS {
                 if !wanted.is_empty() && problem.is_none() && throttled_until.is_none() {
                     let rt = runtime.as_mut().expect("a client exists when there is no problem");
-                    match rt.client.observe(&wanted).await {
+                    match rt.client.observe_lookups(&wanted).await {
                         Ok(seen) => {
                             let at = (self.clock)();
                             for (k, observation) in seen {
-                                rt.memory.insert(k, Observed { at, observation });
+                                let next = Observed::after(rt.memory.get(&k), at, observation);
+                                rt.memory.insert(k, next);
                             }
                         }
                         Err(TenantError::Throttled { until, .. }) => throttled_until = Some(until),

@@ -6,7 +6,11 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
 
+use super::gather::key_of;
+use super::state::text;
 use super::*;
+use crate::api::{OneDriveTenantSpec, condition_type, find_condition};
+use crate::tenant::profile_state;
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
@@ -23,7 +27,7 @@ fn site(ns: &str, name: &str, user: &str, created: i64) -> DesiredSite<'static> 
 }
 
 fn seen(at: i64, o: Observation) -> Observed {
-    Observed { at: t(at), observation: o }
+    Observed::new(t(at), o)
 }
 
 fn url(user: &str) -> String {
@@ -323,7 +327,7 @@ fn directory_refusals_fail_with_their_reason_and_stall_without_touching_others()
     let sites = users(3);
     let mut obs = all_no_site(&sites, 10);
     obs.insert("u0@contoso.com".into(), seen(10, Observation::UserNotFound));
-    obs.insert("u1@contoso.com".into(), seen(10, Observation::ProfileState(4098)));
+    obs.insert("u1@contoso.com".into(), seen(10, Observation::UserNotLicensed));
     let limits = Limits::default();
     let p = plan(&input(&sites, &obs, None, 10, &limits));
     let by_user: HashMap<_, _> = p.site_updates.iter().map(|u| (u.user.as_str(), &u.status)).collect();
@@ -566,7 +570,13 @@ fn unchanged_messages_are_reused_and_changed_ones_rebuilt() {
     let p = plan(&input(&sites, &moved, None, 20, &limits));
     assert_eq!(p.site_updates.len(), 1);
     let ready = ready_of(&p.site_updates[0].status);
-    assert_eq!(ready.message, "the OneDrive exists at https://contoso-my.sharepoint.com/personal/moved/");
+    assert_eq!(
+        ready.message,
+        format!(
+            "the OneDrive exists at https://contoso-my.sharepoint.com/personal/moved/ (first seen {})",
+            t(0)
+        )
+    );
 }
 
 #[test]
@@ -580,12 +590,14 @@ fn a_message_is_reused_only_when_it_reads_exactly_the_same() {
     let p = plan(&input(&sites, &obs, None, 0, &limits));
     apply(&mut sites, &p);
     let users = Users::new(&sites);
-    let u = &users.list[0];
-    assert!(matches!(text(u, format_args!("the OneDrive exists at {}", "https://x/a")), Cow::Borrowed(_)));
+    let u = &users.list()[0];
+    let first = t(0);
+    let same = text(u, format_args!("the OneDrive exists at {} (first seen {first})", "https://x/a"));
+    assert!(matches!(same, Cow::Borrowed(_)));
     for other in ["https://x/a/", "https://x/", "https://x/b", ""] {
-        let t = text(u, format_args!("the OneDrive exists at {other}"));
+        let t = text(u, format_args!("the OneDrive exists at {other} (first seen {first})"));
         assert!(matches!(t, Cow::Owned(_)), "{other}");
-        assert_eq!(t, format!("the OneDrive exists at {other}"));
+        assert_eq!(t, format!("the OneDrive exists at {other} (first seen {first})"));
     }
 }
 
@@ -607,6 +619,14 @@ struct ModelTenant {
     delay: HashMap<String, i64>,
     not_found: HashSet<String>,
     unlicensed: HashSet<String>,
+    /// May not sign in: an enqueue is accepted and nothing ever happens.
+    blocked: HashSet<String>,
+    /// The profile state an enqueue of this user ends in instead of a site (4099, 8195).
+    profile_error: HashMap<String, i64>,
+    /// Users whose enqueue ended in their profile error.
+    failed: HashMap<String, i64>,
+    /// Whether lookups that ask for the profile get it (the controller reads a bounded number).
+    profiles_answered: bool,
     /// Users whose first enqueue SharePoint silently drops (a stuck timer job).
     lose_first: HashSet<String>,
     /// Users who get a site on their own (they open OneDrive) at this time.
@@ -624,7 +644,14 @@ impl ModelTenant {
             .collect();
         for u in done {
             self.provisioning.remove(&u);
-            self.sites.insert(u.clone(), url(&u));
+            if self.blocked.contains(&u) {
+                // SharePoint never creates a blocked account's site: it stays enqueued.
+                self.provisioning.insert(u, now);
+            } else if let Some(code) = self.profile_error.get(&u) {
+                self.failed.insert(u, *code);
+            } else {
+                self.sites.insert(u.clone(), url(&u));
+            }
         }
         for (u, at) in &self.own_site_at {
             if *at <= now {
@@ -633,17 +660,34 @@ impl ModelTenant {
         }
     }
 
-    fn observe(&self, user: &str) -> Observation {
-        let k = user_key(user);
+    fn observe(&self, lookup: &Lookup) -> Observation {
+        let k = user_key(&lookup.user);
+        let profile = lookup.profile && self.profiles_answered;
         if self.not_found.contains(&k) {
             Observation::UserNotFound
         } else if self.unlicensed.contains(&k) {
             Observation::UserNotLicensed
         } else if let Some(url) = self.sites.get(&k) {
             Observation::HasSite { url: url.clone() }
+        } else if self.blocked.contains(&k) {
+            Observation::SignInBlocked
+        } else if let (true, Some(code)) = (profile, self.failed.get(&k)) {
+            Observation::Profile(profile_state(*code))
+        } else if profile && self.provisioning.contains_key(&k) {
+            Observation::Profile(profile_state(1))
         } else {
             Observation::NoSite
         }
+    }
+
+    /// Whether the directory refuses the user (they are never to be sent).
+    fn directory_refuses(&self, k: &str) -> bool {
+        self.not_found.contains(k) || self.unlicensed.contains(k) || self.blocked.contains(k)
+    }
+
+    /// Whether the tenant has refused the user so far (directory, or a profile error shown).
+    fn refused(&self, k: &str) -> bool {
+        self.directory_refuses(k) || self.failed.contains_key(k)
     }
 }
 
@@ -686,10 +730,12 @@ impl World {
         self.batch.is_some() || plan(&self.input()).reconciling
     }
 
-    fn observe(&mut self, users: &[String]) {
+    fn observe(&mut self, users: &[Lookup]) {
         for u in users {
             let o = self.tenant.observe(u);
-            self.memory.insert(user_key(u), Observed { at: self.now, observation: o });
+            let k = user_key(&u.user);
+            let next = Observed::after(self.memory.get(&k), self.now, o);
+            self.memory.insert(k, next);
         }
     }
 
@@ -731,13 +777,11 @@ impl World {
             assert_eq!(keys.len(), users.len(), "duplicate user in one batch");
             if !e.resend {
                 if let Some(prev) = &self.batch {
-                    let last = user_key(&prev.last_user);
+                    // The batch's last user who was not refused has a site (or all were refused).
+                    let gate = prev.users.iter().rev().map(|u| user_key(u)).find(|k| !self.tenant.refused(k));
                     let timed_out = prev.enqueued_at.0 + self.limits.provisioning_timeout <= self.now;
                     assert!(
-                        self.tenant.sites.contains_key(&last)
-                            || self.tenant.not_found.contains(&last)
-                            || self.tenant.unlicensed.contains(&last)
-                            || timed_out,
+                        gate.is_none_or(|g| self.tenant.sites.contains_key(&g)) || timed_out,
                         "a new batch while batch {} is in flight",
                         prev.id
                     );
@@ -751,6 +795,10 @@ impl World {
                     "last user {last} not checked lately"
                 );
                 for k in &keys {
+                    assert!(
+                        !self.tenant.directory_refuses(k),
+                        "{k} is refused by the directory but was sent"
+                    );
                     // Nobody known to have a site is sent; someone may have got one on their own
                     // since they were last seen (SharePoint ignores them).
                     if self.tenant.sites.contains_key(k) {
@@ -791,7 +839,9 @@ impl World {
 
 #[derive(Clone, Debug)]
 struct Scenario {
-    users: Vec<(i64, u8)>, // (creation second, kind: 0..=6 normal, 7 has site, 8 not found, 9 unlicensed)
+    // (creation second, kind: 0..=6 normal, 7 has site, 8 not found, 9 unlicensed, 10 sign-in
+    // blocked, 11 ends in profile state 4099, 12 ends in 8195)
+    users: Vec<(i64, u8)>,
     duplicates: Vec<usize>,
     batch_size: usize,
     delays: Vec<i64>,
@@ -802,7 +852,7 @@ fn scenario(max_users: usize) -> impl Strategy<Value = Scenario> {
     (1..=max_users)
         .prop_flat_map(|n| {
             (
-                proptest::collection::vec((0i64..500, 0u8..10), n),
+                proptest::collection::vec((0i64..500, 0u8..13), n),
                 proptest::collection::vec(0..n, 0..=n.min(5)),
                 prop_oneof![1usize..=25, Just(200usize), 201usize..=400],
                 proptest::collection::vec(1i64..=400, n),
@@ -826,6 +876,10 @@ fn world(s: &Scenario) -> World {
         delay: HashMap::new(),
         not_found: HashSet::new(),
         unlicensed: HashSet::new(),
+        blocked: HashSet::new(),
+        profile_error: HashMap::new(),
+        failed: HashMap::new(),
+        profiles_answered: true,
         lose_first: HashSet::new(),
         own_site_at: HashMap::new(),
         enqueues: Vec::new(),
@@ -843,6 +897,15 @@ fn world(s: &Scenario) -> World {
             }
             9 => {
                 tenant.unlicensed.insert(user_key(&user));
+            }
+            10 => {
+                tenant.blocked.insert(user_key(&user));
+            }
+            11 => {
+                tenant.profile_error.insert(user_key(&user), 4099);
+            }
+            12 => {
+                tenant.profile_error.insert(user_key(&user), 8195);
             }
             _ => {}
         }
@@ -947,6 +1010,13 @@ proptest! {
             } else if w.tenant.unlicensed.contains(k) {
                 prop_assert_eq!(reason, reason::USER_NOT_LICENSED);
                 prop_assert!(!sent.contains(k));
+            } else if w.tenant.blocked.contains(k) {
+                prop_assert_eq!(reason, reason::SIGN_IN_BLOCKED);
+                prop_assert!(!sent.contains(k));
+            } else if let Some(code) = w.tenant.profile_error.get(k) {
+                let expected = if *code < 8192 { reason::SITE_CREATION_NOT_PERMITTED } else { reason::PROVISIONING_FAILED };
+                prop_assert_eq!((phase, reason), (SitePhase::Failed, expected.to_string()));
+                prop_assert!(sent.contains(k));
             } else {
                 prop_assert_eq!(phase, SitePhase::Ready, "{} ended {:?}", k, reason);
             }
@@ -969,7 +1039,7 @@ proptest! {
         let mut w = world(&s);
         for (i, at) in own {
             let k = user_key(&format!("user{}@contoso.com", i % s.users.len()));
-            if !w.tenant.not_found.contains(&k) && !w.tenant.unlicensed.contains(&k) {
+            if !w.tenant.directory_refuses(&k) && !w.tenant.profile_error.contains_key(&k) {
                 w.tenant.own_site_at.insert(k, t(at));
             }
         }
@@ -983,7 +1053,7 @@ proptest! {
         prop_assert_eq!(unique.len(), sent.len(), "a user was enqueued twice");
         for i in 0..s.users.len() {
             let k = user_key(&format!("user{i}@contoso.com"));
-            if !w.tenant.not_found.contains(&k) && !w.tenant.unlicensed.contains(&k) {
+            if !w.tenant.directory_refuses(&k) && !w.tenant.profile_error.contains_key(&k) {
                 let phases = phase_of(&w, &k);
                 prop_assert!(phases.iter().all(|(p, _)| *p == SitePhase::Ready), "{k}: {phases:?}");
             }
@@ -996,8 +1066,8 @@ proptest! {
     fn timeouts_are_reported_then_retried(s in scenario(20), slow in 0usize..20) {
         let mut w = world(&s);
         let slow_user = user_key(&format!("user{}@contoso.com", slow % s.users.len()));
-        let normal = !w.tenant.not_found.contains(&slow_user)
-            && !w.tenant.unlicensed.contains(&slow_user)
+        let normal = !w.tenant.directory_refuses(&slow_user)
+            && !w.tenant.profile_error.contains_key(&slow_user)
             && !w.tenant.sites.contains_key(&slow_user);
         w.limits.provisioning_timeout = SignedDuration::from_secs(1000);
         w.tenant.lose_first.insert(slow_user.clone());
@@ -1115,4 +1185,258 @@ fn a_user_whose_lookup_keeps_failing_does_not_hold_up_the_batch() {
     // After a poll interval it is tried again (with the would-be last user, now stale too).
     let p = plan(&input(&sites, &obs, None, 100 + 61, &limits));
     assert_eq!(p.observe_now, vec!["u0@contoso.com", "u2@contoso.com"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Truthful outcomes: refusals, the batch gate, profile verdicts, failing lookups, dated messages.
+
+fn profile(code: i64) -> Observation {
+    Observation::Profile(profile_state(code))
+}
+
+fn lookup(user: &str, profile: bool) -> Lookup {
+    Lookup { user: user.into(), profile }
+}
+
+#[test]
+fn sign_in_blocked_users_are_never_sent_and_stall_with_their_reason() {
+    let mut sites = users(3);
+    let mut obs = all_no_site(&sites, 10);
+    obs.insert("u2@contoso.com".into(), seen(10, Observation::SignInBlocked));
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &obs, None, 10, &limits));
+    assert_eq!(p.enqueue.as_ref().unwrap().batch.users, vec!["u0@contoso.com", "u1@contoso.com"]);
+    let blocked = p.site_updates.iter().find(|u| u.user == "u2@contoso.com").unwrap();
+    assert_eq!(blocked.status.phase, Some(SitePhase::Failed));
+    let ready = ready_of(&blocked.status);
+    assert_eq!(ready.reason, reason::SIGN_IN_BLOCKED);
+    assert!(ready.message.contains("accountEnabled is false"), "{}", ready.message);
+    assert!(ready.message.contains(&t(10).to_string()), "dated: {}", ready.message);
+    apply(&mut sites, &p);
+    // Re-checked on the slow schedule: not within the hour, then once.
+    let later = |now: i64| targets(&input(&sites, &obs, p.batch.as_ref(), now, &limits));
+    assert!(!later(1000).iter().any(|l| l.user == "u2@contoso.com"));
+    assert!(later(3610).iter().any(|l| l.user == "u2@contoso.com"));
+}
+
+#[test]
+fn a_refused_last_user_hands_the_gate_to_the_user_before_them() {
+    let sites = users(4);
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com", "u2@contoso.com"], 1, 100);
+    let limits = Limits::default();
+    let mut obs = all_no_site(&sites, 90);
+    // The last user's profile shows a refusal; u1 was last seen before it.
+    obs.insert("u2@contoso.com".into(), seen(700, profile(4099)));
+    let i = input(&sites, &obs, Some(&b), 700, &limits);
+    assert_eq!(targets(&i)[0], lookup("u1@contoso.com", true), "the gate is polled with its profile");
+    let p = plan(&i);
+    assert!(p.finished.is_none() && p.enqueue.is_none());
+    assert_eq!(p.observe_now[0], lookup("u1@contoso.com", true), "the new gate is looked at at once");
+    let u2 = p.site_updates.iter().find(|u| u.user == "u2@contoso.com").unwrap();
+    assert_eq!(ready_of(&u2.status).reason, reason::SITE_CREATION_NOT_PERMITTED);
+    assert!(ready_of(&u2.status).message.contains("SelfServiceSiteCreationDisabled (4099)"));
+    // The new gate has its site: the batch is done (once everyone was looked at).
+    obs.insert("u1@contoso.com".into(), seen(700, Observation::HasSite { url: url("u1") }));
+    obs.insert("u0@contoso.com".into(), seen(700, Observation::HasSite { url: url("u0") }));
+    obs.insert("u3@contoso.com".into(), seen(700, Observation::NoSite));
+    let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
+    assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
+    assert_eq!(p.enqueue.unwrap().batch.users, vec!["u3@contoso.com"]);
+}
+
+#[test]
+fn a_batch_whose_users_were_all_refused_is_done() {
+    let sites = users(3);
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 100);
+    let limits = Limits::default();
+    let mut obs = all_no_site(&sites, 700);
+    obs.insert("u0@contoso.com".into(), seen(700, profile(8195)));
+    obs.insert("u1@contoso.com".into(), seen(700, Observation::SignInBlocked));
+    let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
+    assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
+    assert_eq!(p.enqueue.unwrap().batch.users, vec!["u2@contoso.com"]);
+    let reasons: HashMap<&str, String> =
+        p.site_updates.iter().map(|u| (u.user.as_str(), ready_of(&u.status).reason.clone())).collect();
+    assert_eq!(reasons["u0@contoso.com"], reason::PROVISIONING_FAILED);
+    assert_eq!(reasons["u1@contoso.com"], reason::SIGN_IN_BLOCKED);
+}
+
+#[test]
+fn profile_verdicts_count_only_for_users_this_resource_sent() {
+    // Remembered from before the resource was re-created (to try again): not a verdict now.
+    let sites = users(1);
+    let obs = HashMap::from([("u0@contoso.com".to_string(), seen(10, profile(4099)))]);
+    let limits = Limits::default();
+    let i = input(&sites, &obs, None, 20, &limits);
+    let p = plan(&i);
+    assert_eq!(p.site_updates[0].status.phase, Some(SitePhase::Pending));
+    assert_eq!(p.observe_now, vec!["u0@contoso.com"], "looked at again before it may be sent");
+}
+
+#[test]
+fn a_profile_verdict_is_not_undone_by_a_lookup_that_cannot_see_it() {
+    let mut sites = users(1);
+    let b = in_flight(&["u0@contoso.com"], 1, 100);
+    let limits = Limits::default();
+    let mut obs = HashMap::from([("u0@contoso.com".to_string(), seen(700, profile(4099)))]);
+    let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
+    apply(&mut sites, &p);
+    assert_eq!(sites[0].status.as_ref().unwrap().phase, Some(SitePhase::Failed));
+    // An hour on it is re-checked with its profile.
+    let i = input(&sites, &obs, None, 4400, &limits);
+    assert_eq!(targets(&i), vec![lookup("u0@contoso.com", true)]);
+    // The profile was not read this time (a bounded cycle): no site, nothing else known.
+    obs.insert("u0@contoso.com".into(), seen(4400, Observation::NoSite));
+    let p = plan(&input(&sites, &obs, None, 4400, &limits));
+    assert!(p.site_updates.is_empty() && p.enqueue.is_none(), "{:?}", p.site_updates);
+    // The same verdict again: nothing changes either.
+    obs.insert("u0@contoso.com".into(), seen(8000, profile(4099)));
+    assert!(plan(&input(&sites, &obs, None, 8000, &limits)).site_updates.is_empty());
+    // The profile changed (reset by an administrator): the user waits for a batch again.
+    obs.insert("u0@contoso.com".into(), seen(9000, profile(0)));
+    let p = plan(&input(&sites, &obs, None, 9000, &limits));
+    assert_eq!(p.enqueue.unwrap().batch.users, vec!["u0@contoso.com"]);
+}
+
+#[test]
+fn enqueued_users_without_a_site_are_looked_up_with_their_profile() {
+    let mut sites = users(2);
+    let limits = Limits::default();
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
+    let obs: HashMap<_, _> = [
+        ("u0@contoso.com".to_string(), seen(50, Observation::NoSite)),
+        ("u1@contoso.com".to_string(), seen(100, Observation::HasSite { url: url("u1") })),
+    ]
+    .into();
+    // The batch's gate has a site: the rest of the batch is looked at once, profiles included.
+    let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
+    assert_eq!(p.observe_now, vec![lookup("u0@contoso.com", true)]);
+    let obs: HashMap<_, _> = [
+        ("u0@contoso.com".to_string(), seen(100, profile(1))),
+        ("u1@contoso.com".to_string(), seen(100, Observation::HasSite { url: url("u1") })),
+    ]
+    .into();
+    let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
+    assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
+    apply(&mut sites, &p);
+    assert_eq!(sites[0].status.as_ref().unwrap().phase, Some(SitePhase::SpsSiteError));
+    // A straggler is polled with its profile.
+    assert_eq!(targets(&input(&sites, &obs, None, 200, &limits)), vec![lookup("u0@contoso.com", true)]);
+}
+
+#[test]
+fn lookups_that_keep_failing_become_lookup_failing_naming_the_answer() {
+    let mut sites = users(1);
+    let limits = Limits::default();
+    let failed = |at: i64, times: u32| {
+        let o = Observation::LookupFailed { status: 500, code: "generalException".into() };
+        HashMap::from([("u0@contoso.com".to_string(), Observed { at: t(at), observation: o, times })])
+    };
+    let p = plan(&input(&sites, &failed(10, 2), None, 10, &limits));
+    apply(&mut sites, &p);
+    let st = sites[0].status.as_ref().unwrap();
+    assert_eq!(ready_of(st).status, "Unknown");
+    assert!(ready_of(st).message.contains("has not answered"), "{}", ready_of(st).message);
+    // Retried within a poll interval.
+    assert!(
+        targets(&input(&sites, &failed(10, 2), None, 71, &limits)).contains(&lookup("u0@contoso.com", false))
+    );
+    let p = plan(&input(&sites, &failed(71, 3), None, 71, &limits));
+    apply(&mut sites, &p);
+    let st = sites[0].status.as_ref().unwrap();
+    assert_eq!(st.phase, Some(SitePhase::Pending));
+    let ready = ready_of(st);
+    assert_eq!(ready.reason, reason::LOOKUP_FAILING);
+    assert!(ready.message.contains("HTTP 500 (generalException)"), "{}", ready.message);
+    assert!(p.enqueue.is_none());
+    // Checked again hourly, not every poll; the status stays as it is meanwhile.
+    assert!(targets(&input(&sites, &failed(71, 3), None, 600, &limits)).is_empty());
+    assert_eq!(targets(&input(&sites, &failed(71, 3), None, 3671, &limits)), vec!["u0@contoso.com"]);
+    assert!(plan(&input(&sites, &failed(3670, 4), None, 3670, &limits)).site_updates.is_empty());
+    assert!(
+        plan(&input(&sites, &HashMap::new(), None, 3700, &limits)).site_updates.is_empty(),
+        "after a restart"
+    );
+    // A usable answer ends it.
+    let fine = HashMap::from([("u0@contoso.com".to_string(), seen(3700, Observation::NoSite))]);
+    assert_eq!(
+        plan(&input(&sites, &fine, None, 3700, &limits)).enqueue.unwrap().batch.users,
+        vec!["u0@contoso.com"]
+    );
+}
+
+#[test]
+fn a_pending_message_keeps_the_date_the_state_was_first_observed() {
+    let mut sites = users(2);
+    let limits = Limits { batch_size: 1, ..Limits::default() };
+    let b = in_flight(&["u0@contoso.com"], 1, 0);
+    let p = plan(&input(&sites, &all_no_site(&sites, 10), Some(&b), 10, &limits));
+    apply(&mut sites, &p);
+    let message = ready_of(sites[1].status.as_ref().unwrap()).message.clone();
+    assert!(message.contains(&t(10).to_string()), "{message}");
+    // Seen again without a site a day later, and after a restart: nothing is written.
+    let untouched = |p: Plan| p.site_updates.iter().all(|u| u.user != "u1@contoso.com");
+    assert!(untouched(plan(&input(&sites, &all_no_site(&sites, 80_000), Some(&b), 80_000, &limits))));
+    assert!(untouched(plan(&input(&sites, &HashMap::new(), Some(&b), 80_000, &limits))));
+}
+
+#[test]
+fn not_checked_yet_is_said_only_before_the_first_lookup() {
+    let mut sites = users(1);
+    let limits = Limits::default();
+    let p = plan(&input(&sites, &HashMap::new(), None, 0, &limits));
+    apply(&mut sites, &p);
+    assert!(ready_of(sites[0].status.as_ref().unwrap()).message.contains("has not been checked"));
+    let throttled = HashMap::from([("u0@contoso.com".to_string(), seen(5, Observation::Unknown))]);
+    let p = plan(&input(&sites, &throttled, None, 5, &limits));
+    let message = &ready_of(&p.site_updates[0].status).message;
+    assert!(!message.contains("has not been checked") && message.contains("has not answered"), "{message}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Once a user has a verdict (directory or profile), its phase and reason never change while
+    /// the tenant's answer stays the same: re-checks at random times, with the profile read in
+    /// some cycles and not in others (the controller bounds profile reads), never flip it back to
+    /// Pending or SPSSITEERROR.
+    #[test]
+    fn verdicts_do_not_flap_under_random_rechecks(
+        s in scenario(30),
+        steps in proptest::collection::vec((60i64..20_000, any::<bool>()), 60),
+    ) {
+        let mut w = world(&s);
+        let mut verdicts: HashMap<String, (SitePhase, String)> = HashMap::new();
+        let mut check = |w: &World| -> Result<(), TestCaseError> {
+            for site in &w.sites {
+                let k = user_key(&site.user);
+                let Some(st) = site.status.as_ref() else { continue };
+                let now = (st.phase.unwrap(), ready_of(st).reason.clone());
+                let permanent = [
+                    reason::USER_NOT_FOUND, reason::USER_NOT_LICENSED, reason::SIGN_IN_BLOCKED,
+                    reason::SITE_CREATION_NOT_PERMITTED, reason::PROVISIONING_FAILED,
+                ];
+                if let Some(before) = verdicts.get(&k) {
+                    prop_assert_eq!(&now, before, "{} flapped", k);
+                } else if permanent.contains(&now.1.as_str()) {
+                    verdicts.insert(k, now);
+                }
+            }
+            Ok(())
+        };
+        for _ in 0..400 {
+            let c = w.cycle();
+            check(&w)?;
+            if c.enqueued.is_none() && c.updates == 0 && !w.reconciling() {
+                break;
+            }
+            w.now += plan(&w.input()).requeue_after.max(SignedDuration::from_secs(1));
+        }
+        for (step, profiles) in steps {
+            w.tenant.profiles_answered = profiles;
+            w.now += SignedDuration::from_secs(step);
+            w.cycle();
+            check(&w)?;
+        }
+    }
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use super::model::LookupQuirk;
 use super::{Fault, Service, Sim, TokenError, percent_decode};
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
@@ -165,6 +166,7 @@ fn get_drive(sim: &Sim, upn: &str) -> Answer {
     let mut tenant = sim.tenant.lock().unwrap();
     let Some(u) = tenant.user(upn, now) else { return no_such_user(sim, upn) };
     match &u.site {
+        _ if u.spec.lookup_quirk == LookupQuirk::Broken => general_exception(sim),
         super::SiteState::Created { url } => Answer::ok(json!({
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#drives/$entity",
             "id": format!("b!{}", u.id),
@@ -173,11 +175,25 @@ fn get_drive(sim: &Sim, upn: &str) -> Answer {
             "webUrl": format!("{url}Documents"),
             "owner": {"user": {"id": u.id, "displayName": u.spec.upn}},
         })),
-        // Choice: the reference lists 400 "Unable to retrieve user's mysite URL." as seen
-        // without a cause; the simulator gives it to users without a SharePoint licence.
-        _ if !u.spec.licensed => error(sim, 400, "BadRequest", "Unable to retrieve user's mysite URL."),
+        // Choice: the reference lists 400 "Unable to retrieve user's mysite URL." as seen for
+        // users without a SharePoint licence, for licensed users without a OneDrive yet, and with
+        // code `UnknownError` and other statuses; the simulator gives it to unlicensed users and
+        // to the users whose quirk says so. A sign-in-blocked user gets the documented 404: only
+        // `accountEnabled` reveals them.
+        _ if !u.spec.licensed || u.spec.lookup_quirk == LookupQuirk::MysiteBadRequest => {
+            error(sim, 400, "BadRequest", MYSITE_UNKNOWN)
+        }
+        _ if u.spec.lookup_quirk == LookupQuirk::MysiteUnknownError => {
+            error(sim, 500, "UnknownError", MYSITE_UNKNOWN)
+        }
         _ => error(sim, 404, "ResourceNotFound", "User's mysite not found."),
     }
+}
+
+const MYSITE_UNKNOWN: &str = "Unable to retrieve user's mysite URL.";
+
+fn general_exception(sim: &Sim) -> Answer {
+    error(sim, 500, "generalException", "An unexpected error occurred.")
 }
 
 /// `/users/{upn}` or `/users/{upn}/drive`, as written in a `$batch` item.

@@ -20,6 +20,7 @@ pub mod faults;
 mod graph;
 pub mod manifests;
 pub mod model;
+mod population;
 mod sharepoint;
 pub mod stats;
 
@@ -39,7 +40,8 @@ use rsa::PublicKey;
 
 use crate::jose::{Certificate, Jws};
 pub use faults::{Fault, FaultConfig, Service};
-pub use model::{SiteState, UserSpec};
+pub use model::{LookupQuirk, SiteState, UserSpec};
+pub use population::{Population, generate_users, realistic_user};
 pub use stats::{EnqueueRecord, RequestRecord, Stats};
 
 /// Who may enqueue personal sites with an app-only token.
@@ -118,20 +120,6 @@ impl Default for Config {
             token_lifetime: SignedDuration::from_secs(3599),
         }
     }
-}
-
-/// `n` generated users: `user0001@domain` …; every 10th already has a OneDrive, every 50th is
-/// unlicensed, every 97th may not sign in.
-pub fn generate_users(n: usize, domain: &str) -> Vec<UserSpec> {
-    (1..=n)
-        .map(|i| {
-            let mut u = UserSpec::new(format!("user{i:04}@{domain}"));
-            u.has_site = i % 10 == 0 && i % 50 != 0;
-            u.licensed = i % 50 != 0;
-            u.sign_in_allowed = i % 97 != 0;
-            u
-        })
-        .collect()
 }
 
 /// Shared state behind the listener.

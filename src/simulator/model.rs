@@ -21,6 +21,30 @@ pub struct UserSpec {
     pub has_site: bool,
     #[serde(default = "default_geo")]
     pub geo: String,
+    /// How Graph answers this user's drive lookup while they have no site.
+    #[serde(default)]
+    pub lookup_quirk: LookupQuirk,
+    /// The `SPS-PersonalSiteInstantiationState` the timer job ends in after an enqueue, instead
+    /// of 2 (Created): a 4096–4102 or 8192–8198 failure, or 1 to stay Enqueued forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_outcome: Option<i64>,
+}
+
+/// Drive-lookup answers seen in the field for users without a OneDrive, besides the documented
+/// 404 `ResourceNotFound`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum LookupQuirk {
+    /// 404 `ResourceNotFound` "User's mysite not found." (the documented answer).
+    #[default]
+    None,
+    /// 400 `BadRequest` "Unable to retrieve user's mysite URL." (reported for licensed users whose
+    /// OneDrive does not exist yet).
+    MysiteBadRequest,
+    /// 500 `UnknownError` with the same message (reported with several statuses).
+    MysiteUnknownError,
+    /// 500 `generalException` on every drive lookup, site or not (a broken user, for tests of
+    /// `LookupFailing`: nothing documents what it means).
+    Broken,
 }
 
 fn yes() -> bool {
@@ -38,6 +62,8 @@ impl UserSpec {
             sign_in_allowed: true,
             has_site: false,
             geo: default_geo(),
+            lookup_quirk: LookupQuirk::None,
+            profile_outcome: None,
         }
     }
 }
@@ -116,7 +142,11 @@ impl Tenant {
         if let SiteState::Enqueued { ready_at: Some(at), .. } = u.site
             && at <= now
         {
-            u.site = SiteState::Created { url: personal_url(&my_base, &u.spec.upn) };
+            // The timer job ends in the user's outcome: a failure state, or the site.
+            u.site = match u.spec.profile_outcome {
+                Some(code) if code >= 4096 => SiteState::Failed(code),
+                _ => SiteState::Created { url: personal_url(&my_base, &u.spec.upn) },
+            };
         }
         Some(u)
     }
@@ -131,8 +161,11 @@ impl Tenant {
             let next = match &u.site {
                 SiteState::Created { .. } | SiteState::Enqueued { .. } => continue,
                 _ if !u.spec.licensed => SiteState::Failed(4098),
-                // The service accepts the request but never creates a site for a blocked user.
-                _ if !u.spec.sign_in_allowed => SiteState::Enqueued { since: now, ready_at: None },
+                // The service accepts the request but never creates a site for a blocked user:
+                // the profile stays Enqueued (1) forever, so only `accountEnabled` reveals them.
+                _ if !u.spec.sign_in_allowed || u.spec.profile_outcome == Some(1) => {
+                    SiteState::Enqueued { since: now, ready_at: None }
+                }
                 _ => SiteState::Enqueued { since: now, ready_at: Some(now + delay) },
             };
             self.users.get_mut(&key(email)).expect("present").site = next;

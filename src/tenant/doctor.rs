@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{SecretStore, TenantClient, TenantConfig, TenantError, credentials_for};
 use crate::api::OneDriveTenant;
-use crate::plan::{Limits, Observation, user_key};
+use crate::plan::{Limits, Lookup, Observation, ProfileMeaning, reason, user_key};
 
 /// A tenant manifest and the Secrets that came with it.
 pub struct Manifests {
@@ -219,39 +219,53 @@ pub fn print_checks(tenant: &str, checks: &[Check]) -> bool {
     ok
 }
 
-/// `check`: each user's observed state, one line per user.
+/// `check`: each user's observed state, one line per user, named with the reason the
+/// controller would write (both read the same observation: one classification).
 pub async fn check_users(
     m: &Manifests,
     users: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<String>, TenantError> {
     let client = client_for(m, env)?;
-    let seen = client.observe(users).await?;
-    let mut lines = Vec::new();
-    for u in users {
-        let line = match seen.get(&user_key(u)) {
-            Some(Observation::HasSite { url }) => format!("{u}: has a OneDrive at {url}"),
-            Some(Observation::NoSite) => {
-                let state = client.profile_state(u).await.ok().flatten();
-                match state {
-                    Some(1) => format!(
-                        "{u}: no OneDrive yet; enqueued (SharePoint shows SPSSITEERROR while creating it)"
-                    ),
-                    Some(code) if code != 0 => format!(
-                        "{u}: no OneDrive; profile state {code} ({})",
-                        crate::plan::profile_state_name(code)
-                    ),
-                    _ => format!("{u}: no OneDrive yet"),
-                }
+    let lookups: Vec<Lookup> = users.iter().map(|u| Lookup { user: u.clone(), profile: true }).collect();
+    let seen = client.observe_lookups(&lookups).await?;
+    Ok(users.iter().map(|u| format!("{u}: {}", describe(seen.get(&user_key(u))))).collect())
+}
+
+/// One observation in words, led by the reason a `OneDriveSite` would show.
+pub fn describe(o: Option<&Observation>) -> String {
+    let Some(o) = o else { return "unknown: not looked up".into() };
+    if let Some(reason) = o.refusal() {
+        let detail = match o {
+            Observation::Profile(p) => format!("the user profile shows {} ({})", p.name, p.code),
+            Observation::UserNotFound => "no such user in the directory".into(),
+            Observation::UserNotLicensed => "no enabled SharePoint plan in the directory".into(),
+            _ => {
+                "the account may not sign in (accountEnabled is false), so SharePoint never creates its site"
+                    .into()
             }
-            Some(Observation::UserNotFound) => format!("{u}: no such user in the directory"),
-            Some(Observation::UserNotLicensed) => format!("{u}: has no SharePoint licence"),
-            Some(Observation::ProfileState(code)) => {
-                format!("{u}: profile state {code} ({})", crate::plan::profile_state_name(*code))
-            }
-            Some(Observation::Unknown) | None => format!("{u}: unknown (the lookup failed or was throttled)"),
         };
-        lines.push(line);
+        return format!("{reason}: {detail}");
     }
-    Ok(lines)
+    match o {
+        Observation::HasSite { url } => format!("{}: has a OneDrive at {url}", reason::PROVISIONED),
+        Observation::NoSite => format!(
+            "{}: no OneDrive yet; licensed and allowed to sign in, so it can be enqueued",
+            reason::PENDING
+        ),
+        Observation::Profile(p) if p.meaning == ProfileMeaning::Working => format!(
+            "{}: no OneDrive yet; the user profile shows {} ({}): SharePoint is creating it",
+            reason::SPSSITEERROR,
+            p.name,
+            p.code
+        ),
+        Observation::Profile(p) => {
+            format!("{}: no OneDrive; the user profile shows {} ({})", reason::PENDING, p.name, p.code)
+        }
+        Observation::LookupFailed { status, code } => format!(
+            "unknown: the tenant answered HTTP {status} ({code}), which says nothing about the OneDrive ({} when it repeats)",
+            reason::LOOKUP_FAILING
+        ),
+        _ => "unknown: the lookup got no answer (throttled or unavailable)".into(),
+    }
 }

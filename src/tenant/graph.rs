@@ -13,34 +13,8 @@ use crate::plan::{Observation, user_key};
 /// Rounds of retrying throttled `$batch` items before they are reported `Unknown`.
 const ITEM_ROUNDS: usize = 8;
 
-pub(super) async fn observe(
-    client: &TenantClient,
-    users: &[String],
-) -> Result<HashMap<String, Observation>, TenantError> {
-    let mut unique: Vec<String> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for u in users {
-        if seen.insert(user_key(u)) {
-            unique.push(u.trim().to_string());
-        }
-    }
-    // First every drive, then one licence lookup for all users whose drive lookup was
-    // ambiguous (batched across chunks, so a few unlicensed users cost a request, not one each).
-    let mut out = HashMap::new();
-    let mut ambiguous = Vec::new();
-    for r in in_chunks(client, &unique, |chunk| async move { drives(client, chunk).await }).await {
-        let (seen, unclear) = r?;
-        out.extend(seen);
-        ambiguous.extend(unclear);
-    }
-    for r in in_chunks(client, &ambiguous, |chunk| async move { licences(client, chunk).await }).await {
-        out.extend(r?);
-    }
-    Ok(out)
-}
-
 /// Runs `f` over chunks of 20 users with bounded concurrency.
-async fn in_chunks<F, Fut, T>(client: &TenantClient, users: &[String], f: F) -> Vec<T>
+pub(super) async fn in_chunks<F, Fut, T>(client: &TenantClient, users: &[String], f: F) -> Vec<T>
 where
     F: Fn(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = T>,
@@ -50,51 +24,82 @@ where
     futures::stream::iter(pending).buffer_unordered(client.config.graph_concurrency.max(1)).collect().await
 }
 
-type Seen = HashMap<String, Observation>;
+pub(super) type Seen = HashMap<String, Observation>;
 
-async fn drives(client: &TenantClient, chunk: Vec<String>) -> Result<(Seen, Vec<String>), TenantError> {
-    let answers = run_batch(client, &chunk, |u| format!("/users/{}/drive", encode(u))).await?;
-    let mut out = HashMap::new();
-    let mut unclear = Vec::new();
-    for user in chunk {
-        let obs = match answers.get(&user) {
-            Some((200, body)) => match body["webUrl"].as_str() {
-                Some(url) => Observation::HasSite { url: site_url(url) },
-                None => Observation::Unknown,
-            },
-            Some((404, body)) if body["error"]["code"] == "Request_ResourceNotFound" => {
-                Observation::UserNotFound
-            }
-            Some((404, body)) if body["error"]["code"] == "ResourceNotFound" => Observation::NoSite,
-            // "Unable to retrieve user's mysite URL.": look at the user's licences.
-            Some((400, _)) => {
-                unclear.push(user);
-                continue;
-            }
-            Some((403, _)) => return Err(graph_permission_missing()),
-            _ => Observation::Unknown,
-        };
-        out.insert(user_key(&user), obs);
-    }
-    Ok((out, unclear))
+/// What one drive lookup says: a verdict, or that only the user's directory entry can tell.
+#[derive(Debug, PartialEq)]
+pub(super) enum DriveAnswer {
+    Is(Observation),
+    /// No drive, or "Unable to retrieve user's mysite URL." (a well-known answer for users whose
+    /// OneDrive does not exist yet, for unlicensed users, and after a sign-in domain change):
+    /// whether the user may get a site is in the directory.
+    AskDirectory,
 }
 
-async fn licences(client: &TenantClient, chunk: Vec<String>) -> Result<Seen, TenantError> {
+/// Classifies a `GET /users/{upn}/drive` answer (`None`: not answered, e.g. throttled).
+pub(super) fn classify_drive(answer: Option<&(u16, Value)>) -> Result<DriveAnswer, TenantError> {
+    let Some((status, body)) = answer else { return Ok(DriveAnswer::Is(Observation::Unknown)) };
+    let code = body["error"]["code"].as_str().unwrap_or("");
+    let mysite_unknown =
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("Unable to retrieve user's mysite URL"));
+    Ok(match (*status, code) {
+        (200, _) => match body["webUrl"].as_str() {
+            Some(url) => DriveAnswer::Is(Observation::HasSite { url: site_url(url) }),
+            None => DriveAnswer::Is(Observation::LookupFailed { status: 200, code: "no webUrl".into() }),
+        },
+        _ if mysite_unknown => DriveAnswer::AskDirectory,
+        (404, "Request_ResourceNotFound") => DriveAnswer::Is(Observation::UserNotFound),
+        (404, "ResourceNotFound" | "itemNotFound") => DriveAnswer::AskDirectory,
+        (403, _) => return Err(graph_permission_missing()),
+        (status, code) => DriveAnswer::Is(failed(status, code)),
+    })
+}
+
+/// Classifies a `GET /users/{upn}?$select=accountEnabled,assignedPlans` answer for a user without
+/// a drive: licence first (the documented cause), then sign-in.
+pub(super) fn classify_user(answer: Option<&(u16, Value)>) -> Result<Observation, TenantError> {
+    let Some((status, body)) = answer else { return Ok(Observation::Unknown) };
+    Ok(match *status {
+        200 if !has_sharepoint_plan(body) => Observation::UserNotLicensed,
+        200 if body["accountEnabled"] == Value::Bool(false) => Observation::SignInBlocked,
+        200 => Observation::NoSite,
+        404 => Observation::UserNotFound,
+        403 => return Err(graph_permission_missing()),
+        status => failed(status, body["error"]["code"].as_str().unwrap_or("")),
+    })
+}
+
+fn failed(status: u16, code: &str) -> Observation {
+    let code = if code.is_empty() { "no error code" } else { code };
+    Observation::LookupFailed { status, code: code.chars().take(60).collect() }
+}
+
+/// Drive lookups for a chunk: what they tell, and the users whose directory entry must tell.
+pub(super) async fn drives(
+    client: &TenantClient,
+    chunk: Vec<String>,
+) -> Result<(Seen, Vec<String>), TenantError> {
+    let answers = run_batch(client, &chunk, |u| format!("/users/{}/drive", encode(u))).await?;
+    let mut out = HashMap::new();
+    let mut ask = Vec::new();
+    for user in chunk {
+        match classify_drive(answers.get(&user))? {
+            DriveAnswer::Is(obs) => {
+                out.insert(user_key(&user), obs);
+            }
+            DriveAnswer::AskDirectory => ask.push(user),
+        }
+    }
+    Ok((out, ask))
+}
+
+/// Directory lookups for users without a drive.
+pub(super) async fn directory(client: &TenantClient, chunk: Vec<String>) -> Result<Seen, TenantError> {
     let answers = run_batch(client, &chunk, |u| {
         format!("/users/{}?$select=id,accountEnabled,assignedPlans", encode(u))
     })
     .await?;
-    Ok(chunk
-        .iter()
-        .map(|user| {
-            let obs = match answers.get(user) {
-                Some((200, body)) if !has_sharepoint_plan(body) => Observation::UserNotLicensed,
-                Some((404, _)) => Observation::UserNotFound,
-                _ => Observation::Unknown,
-            };
-            (user_key(user), obs)
-        })
-        .collect())
+    chunk.iter().map(|user| Ok((user_key(user), classify_user(answers.get(user))?))).collect()
 }
 
 fn has_sharepoint_plan(user: &Value) -> bool {

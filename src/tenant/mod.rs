@@ -10,6 +10,8 @@ pub mod doctor;
 mod error;
 mod graph;
 pub mod http;
+mod observe;
+mod profile;
 mod sharepoint;
 
 use std::collections::HashMap;
@@ -19,9 +21,11 @@ pub use auth::{Credentials, RotationCallback, TokenCache};
 pub use credentials::{SecretStore, credentials_for, federated_token_file};
 pub use error::TenantError;
 pub use http::Service;
+pub use observe::MAX_PROFILE_READS;
+pub use profile::{ProfileRead, profile_state};
 
 use crate::api::{EnqueueMethod, OneDriveTenantSpec};
-use crate::plan::Observation;
+use crate::plan::{Lookup, Observation};
 
 /// SharePoint refuses more than 200 users per enqueue request.
 pub const MAX_USERS_PER_ENQUEUE: usize = 200;
@@ -120,10 +124,21 @@ impl TenantClient {
         self.tokens.token(&self.config.admin_url).await.map(|_| ())
     }
 
-    /// What the tenant says about each user, keyed by [`crate::plan::user_key`]. A user whose
-    /// lookup failed is `Unknown`; an error means nothing could be observed.
+    /// What the tenant says about each user, keyed by [`crate::plan::user_key`]: their drive,
+    /// and for users without one their directory entry. A user whose lookup got no answer is
+    /// `Unknown`; an error means nothing could be observed.
     pub async fn observe(&self, users: &[String]) -> Result<HashMap<String, Observation>, TenantError> {
-        graph::observe(self, users).await
+        let lookups: Vec<Lookup> = users.iter().map(|u| Lookup::drive(u)).collect();
+        observe::observe(self, &lookups).await
+    }
+
+    /// [`TenantClient::observe`], reading the user profile of those asked with `profile` who have
+    /// no site (at most [`MAX_PROFILE_READS`] a call).
+    pub async fn observe_lookups(
+        &self,
+        lookups: &[Lookup],
+    ) -> Result<HashMap<String, Observation>, TenantError> {
+        observe::observe(self, lookups).await
     }
 
     /// Asks SharePoint to create personal sites. Refuses more than 200 users or an empty email
@@ -137,9 +152,9 @@ impl TenantClient {
         }
     }
 
-    /// `SPS-PersonalSiteInstantiationState` from the user's SharePoint profile (`None`: no profile).
-    pub async fn profile_state(&self, user: &str) -> Result<Option<i64>, TenantError> {
-        sharepoint::profile_state(self, user).await
+    /// The user's SharePoint profile (`None`: no profile).
+    pub async fn profile(&self, user: &str) -> Result<Option<ProfileRead>, TenantError> {
+        sharepoint::profile(self, user).await
     }
 
     /// `POST /_api/contextinfo`: SharePoint is reachable and accepts the token.

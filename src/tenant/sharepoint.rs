@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::http::Service;
+use super::profile::ProfileRead;
 use super::{TenantClient, TenantError};
 
 const PROFILE_LOADER_TYPE: &str = "{9c42543a-91b3-4902-b2fe-14ccdefb6e2b}";
@@ -231,7 +232,8 @@ pub(super) async fn contextinfo(client: &TenantClient) -> Result<(), TenantError
     }
 }
 
-pub(super) async fn profile_state(client: &TenantClient, user: &str) -> Result<Option<i64>, TenantError> {
+/// The user's profile (`None`: SharePoint has no profile for the account).
+pub(super) async fn profile(client: &TenantClient, user: &str) -> Result<Option<ProfileRead>, TenantError> {
     let url = format!(
         "{}/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)",
         client.config.admin_url
@@ -252,14 +254,7 @@ pub(super) async fn profile_state(client: &TenantClient, user: &str) -> Result<O
         return Err(TenantError::Unreachable(format!("SharePoint profile read answered {status}")));
     }
     let body: Value = response.json().await.map_err(|e| TenantError::Protocol(e.to_string()))?;
-    let properties =
-        body["UserProfileProperties"].as_array().or(body["UserProfileProperties"]["results"].as_array());
-    Ok(properties.and_then(|props| {
-        props
-            .iter()
-            .find(|p| p["Key"] == "SPS-PersonalSiteInstantiationState")
-            .and_then(|p| p["Value"].as_str()?.parse().ok())
-    }))
+    Ok(ProfileRead::from_body(&body))
 }
 
 #[cfg(test)]

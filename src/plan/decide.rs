@@ -1,0 +1,133 @@
+//! Deciding one user's new state from the newest observation and what the statuses say.
+
+use jiff::Timestamp;
+
+use super::gather::User;
+use super::state::{self, UserState, since, text};
+use super::{Observation, Observed, PlanInput, ProfileMeaning, after, reason};
+use crate::api::SitePhase;
+
+pub(super) fn decide<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> {
+    let state = decide_from_tenant(u, input);
+    match input.tenant_problem {
+        // Users waiting for a batch say why they cannot progress. What is already known stays:
+        // a Ready site is still there, an enqueued one is still being made, a failure still
+        // needs its own fix.
+        Some(p) if state.phase == SitePhase::Pending => {
+            let since = since(u, reason::TENANT_NOT_READY, "False", input.now);
+            UserState {
+                reason: reason::TENANT_NOT_READY,
+                ready: "False",
+                message: text(
+                    u,
+                    format_args!(
+                        "OneDriveTenant {} is not ready ({}) since {since}: {}",
+                        input.tenant, p.reason, p.message
+                    ),
+                ),
+                since,
+                stalled: p.stalled,
+                ..state
+            }
+        }
+        _ => state,
+    }
+}
+
+/// Provisioning since when, and in which batch: the in-flight batch (which survives a crash
+/// between recording it and writing the sites) or the site's own status.
+fn provisioning_since(u: &User, input: &PlanInput) -> Option<(Timestamp, i64)> {
+    match input.batch {
+        Some(b) if u.in_batch => Some((b.enqueued_at.0, b.id)),
+        _ if u.prior.phase == Some(SitePhase::SpsSiteError) => {
+            u.prior.enqueued_at.map(|t| (t, u.prior.batch.unwrap_or(0)))
+        }
+        _ => None,
+    }
+}
+
+fn decide_from_tenant<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> {
+    let obs = input.observed.get(u.key.as_ref());
+    let provisioning = provisioning_since(u, input);
+    // A profile verdict speaks of an enqueue: one for a user this resource never sent (it was
+    // re-created to try again) is stale until the user is sent again.
+    let sent = provisioning.is_some() || u.prior.enqueued_at.is_some();
+    let refusal = obs
+        .filter(|o| sent || !matches!(o.observation, Observation::Profile(_)))
+        .and_then(|o| Some((o.observation.refusal()?, o)));
+    if let Some((reason, o)) = refusal {
+        let profile = match o.observation {
+            Observation::Profile(p) => Some(p),
+            _ => None,
+        };
+        return state::refused(u, reason, profile, o.at, input);
+    }
+    match obs.map(|o| (&o.observation, o)) {
+        Some((Observation::HasSite { url }, o)) => state::ready(u, url, o.at, provisioning),
+        // Enqueued by someone, created without a personal space yet, or "already exists": still
+        // being made.
+        Some((Observation::Profile(p), o)) if p.meaning == ProfileMeaning::Working && sent => {
+            let (since, batch) = provisioning.unwrap_or((o.at, 0));
+            still_provisioning(u, since, batch, input)
+        }
+        Some((observation, o)) if observation.is_no_site() => no_site(u, observation, o, provisioning, input),
+        Some((Observation::LookupFailed { status, code }, o))
+            if o.times >= input.limits.lookup_failing_after && provisioning.is_none() && !settled(u) =>
+        {
+            state::lookup_failing(u, *status, code, o.at, input)
+        }
+        // Nothing (new) is known: keep what the status says, advanced by the clock.
+        _ => match (provisioning, u.prior.phase) {
+            (_, Some(_)) if settled(u) => state::prior_state(u, input),
+            (Some((since, batch)), _) => still_provisioning(u, since, batch, input),
+            (None, None) => state::unknown(u, obs.map(|o| o.at), input.now),
+            (None, Some(_)) => state::prior_state(u, input),
+        },
+    }
+}
+
+/// What a status already settled is not undone by being in a batch or by a failed lookup: a
+/// Ready site, and a verdict (the timeout excepted, which the next batch retries).
+fn settled(u: &User) -> bool {
+    match u.prior.phase {
+        Some(SitePhase::Ready) => true,
+        Some(SitePhase::Failed) => u.prior.reason != Some(reason::PROVISIONING_TIMED_OUT),
+        _ => false,
+    }
+}
+
+fn still_provisioning<'a>(u: &User<'a>, since: Timestamp, batch: i64, input: &PlanInput) -> UserState<'a> {
+    // A batch recorded but not yet accepted by SharePoint cannot time out: its clock starts
+    // when it is sent (the controller restamps `enqueuedAt` then).
+    let unsent = u.in_batch && input.batch.is_some_and(|b| !b.sent);
+    if !unsent && after(since, input.limits.provisioning_timeout) <= input.now {
+        state::timed_out(since, batch, u, input)
+    } else {
+        state::provisioning(batch, since, u, input)
+    }
+}
+
+/// The user exists, may get a site, and has none.
+fn no_site<'a>(
+    u: &User<'a>,
+    observation: &Observation,
+    o: &Observed,
+    provisioning: Option<(Timestamp, i64)>,
+    input: &PlanInput,
+) -> UserState<'a> {
+    let profile_verdict =
+        matches!(u.prior.reason, Some(reason::SITE_CREATION_NOT_PERMITTED | reason::PROVISIONING_FAILED));
+    if let Some((since, batch)) = provisioning {
+        still_provisioning(u, since, batch, input)
+    } else if u.prior.phase == Some(SitePhase::Ready) && u.prior.provisioned_at.is_some_and(|p| p >= o.at) {
+        state::prior_state(u, input)
+    } else if profile_verdict && *observation == Observation::NoSite {
+        // Only the profile can undo its own verdict: a drive and directory lookup cannot see it,
+        // and would otherwise flip the user Failed → Pending → SPSSITEERROR → Failed each hour.
+        state::prior_state(u, input)
+    } else if u.prior.reason == Some(reason::PROVISIONING_TIMED_OUT) {
+        state::timed_out(u.prior.enqueued_at.unwrap_or(o.at), u.prior.batch.unwrap_or(0), u, input)
+    } else {
+        state::pending(u, o.at)
+    }
+}

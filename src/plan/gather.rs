@@ -1,0 +1,209 @@
+//! Gathering: a tenant's sites grouped per user (case-insensitively), oldest first, with what their
+//! statuses already say.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
+use super::{DesiredSite, reason, user_key};
+use crate::api::{BatchStatus, SitePhase, condition_type, find_condition};
+
+/// One distinct user and the sites naming it.
+pub(super) struct User<'a> {
+    pub(super) key: Cow<'a, str>,
+    /// The spelling of the oldest site (what is sent to SharePoint).
+    pub(super) upn: &'a str,
+    /// Creation of the oldest site naming the user: the queue order.
+    pub(super) since: Timestamp,
+    pub(super) sites: SitesOf<'a>,
+    pub(super) prior: Prior<'a>,
+    /// Whether the tenant's `status.currentBatch` names the user.
+    pub(super) in_batch: bool,
+    /// The `Ready` message a status of the user carries (reused when it is still right).
+    pub(super) ready_message: Option<&'a str>,
+}
+
+/// The sites naming one user, oldest first (almost always one: no allocation for it).
+pub(super) enum SitesOf<'a> {
+    One(&'a DesiredSite<'a>),
+    Many(Vec<&'a DesiredSite<'a>>),
+}
+
+impl<'a> SitesOf<'a> {
+    fn push(&mut self, site: &'a DesiredSite<'a>) {
+        match self {
+            SitesOf::One(first) => *self = SitesOf::Many(vec![*first, site]),
+            SitesOf::Many(all) => all.push(site),
+        }
+    }
+
+    pub(super) fn all(&self) -> &[&'a DesiredSite<'a>] {
+        match self {
+            SitesOf::One(site) => std::slice::from_ref(site),
+            SitesOf::Many(all) => all,
+        }
+    }
+}
+
+/// What the persisted statuses say about a user.
+#[derive(Default)]
+pub(super) struct Prior<'a> {
+    pub(super) phase: Option<SitePhase>,
+    pub(super) reason: Option<&'a str>,
+    pub(super) site_url: Option<&'a str>,
+    pub(super) enqueued_at: Option<Timestamp>,
+    pub(super) batch: Option<i64>,
+    pub(super) provisioned_at: Option<Timestamp>,
+    pub(super) failed_since: Option<Timestamp>,
+    /// The state the `Ready` condition describes (its reason and status) and since when
+    /// (`status.since`): a message keeps its date while the state holds.
+    pub(super) state: Option<(&'a str, &'a str, Timestamp)>,
+}
+
+/// The distinct users of a tenant's sites, oldest first, with what their statuses say. Grouping
+/// is most of a planning pass's work and depends only on the sites, so a cycle gathers once
+/// and passes the result to [`targets_of`] and every [`plan_of`].
+pub struct Users<'a> {
+    sites: &'a [DesiredSite<'a>],
+    list: Vec<User<'a>>,
+    /// The in-flight batch's users that are desired: user key → index in `list`.
+    batch_members: HashMap<String, usize>,
+}
+
+impl<'a> Users<'a> {
+    pub fn new(sites: &'a [DesiredSite<'a>]) -> Users<'a> {
+        // Grouped in input order (not hash order): the statuses are then read in the order
+        // they sit in memory, which matters at 100k sites.
+        let mut index: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(sites.len());
+        let mut groups: Vec<(Cow<'a, str>, SitesOf<'a>)> = Vec::with_capacity(sites.len());
+        for site in sites {
+            let key = key_of(&site.user);
+            match index.get(key.as_ref()) {
+                Some(&i) => groups[i].1.push(site),
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key, SitesOf::One(site)));
+                }
+            }
+        }
+        drop(index);
+        let mut list: Vec<User> = groups
+            .into_iter()
+            .map(|(key, mut sites)| {
+                if let SitesOf::Many(sites) = &mut sites {
+                    sites.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+                }
+                let prior = prior_of(sites.all());
+                let ready_message = sites
+                    .all()
+                    .iter()
+                    .find_map(|s| find_condition(&s.status.as_deref()?.conditions, condition_type::READY))
+                    .map(|c| c.message.as_str());
+                let oldest = sites.all()[0];
+                User {
+                    upn: oldest.user.trim(),
+                    since: oldest.created,
+                    in_batch: false,
+                    key,
+                    sites,
+                    prior,
+                    ready_message,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.key.cmp(&b.key)));
+        Users { sites, list, batch_members: HashMap::new() }
+    }
+
+    /// Whether these are the users of exactly `sites` (otherwise a planning call gathers anew).
+    pub(super) fn gathered_from(&self, sites: &[DesiredSite]) -> bool {
+        std::ptr::eq(self.sites, sites)
+    }
+
+    /// The users, marked against the tenant's in-flight batch.
+    pub(super) fn marked(&mut self, batch: Option<&BatchStatus>) -> &Self {
+        let batch: HashMap<String, usize> =
+            batch.map(|b| b.users.iter().map(|u| (user_key(u), usize::MAX)).collect()).unwrap_or_default();
+        self.batch_members = batch;
+        for (i, u) in self.list.iter_mut().enumerate() {
+            u.in_batch = false;
+            if !self.batch_members.is_empty()
+                && let Some(slot) = self.batch_members.get_mut(u.key.as_ref())
+            {
+                *slot = i;
+                u.in_batch = true;
+            }
+        }
+        self.batch_members.retain(|_, i| *i != usize::MAX);
+        self
+    }
+
+    pub(super) fn list(&self) -> &[User<'a>] {
+        &self.list
+    }
+
+    /// The index of a user of the in-flight batch, if a site names them.
+    pub(super) fn in_batch(&self, user: &str) -> Option<usize> {
+        self.batch_members.get(&user_key(user)).copied()
+    }
+}
+
+/// Merges the statuses of the sites naming one user. They agree once written; a site that
+/// is new or was written for another generation contributes nothing.
+fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
+    let rank = |p: SitePhase| match p {
+        SitePhase::Ready => 3,
+        SitePhase::SpsSiteError => 2,
+        SitePhase::Failed => 1,
+        SitePhase::Pending => 0,
+    };
+    let best = sites
+        .iter()
+        .filter_map(|s| {
+            let st = s.status.as_deref()?;
+            (st.observed_generation == Some(s.generation)).then_some(st)
+        })
+        .filter(|st| st.phase.is_some())
+        .max_by_key(|st| st.phase.map(rank));
+    let Some(st) = best else { return Prior::default() };
+    let ready = find_condition(&st.conditions, condition_type::READY);
+    let reason = ready.map(|c| c.reason.as_str());
+    let state = ready.zip(st.since.as_ref()).map(|(c, t)| (c.reason.as_str(), c.status.as_str(), t.0));
+    // A Pending site that was never checked (or could not be, for a tenant problem) carries
+    // no knowledge: the user is observed again (its message keeps its date meanwhile).
+    if st.phase == Some(SitePhase::Pending)
+        && ready.is_some_and(|c| {
+            c.status == "Unknown"
+                || c.reason == reason::TENANT_NOT_READY
+                || c.reason == reason::TENANT_NOT_FOUND
+        })
+    {
+        return Prior { state, ..Prior::default() };
+    }
+    Prior {
+        state,
+        phase: st.phase,
+        // Stalled flips to True exactly when a user fails (Ready may have been False before).
+        failed_since: (st.phase == Some(SitePhase::Failed))
+            .then(|| find_condition(&st.conditions, condition_type::STALLED))
+            .flatten()
+            .filter(|c| c.status == "True")
+            .map(|c| c.last_transition_time.0),
+        reason,
+        site_url: st.site_url.as_deref(),
+        enqueued_at: st.enqueued_at.as_ref().map(|t| t.0),
+        batch: st.batch,
+        provisioned_at: st.provisioned_at.as_ref().map(|t| t.0),
+    }
+}
+
+/// [`user_key`], without a copy for the usual already-lowercase address.
+pub(super) fn key_of(user: &str) -> Cow<'_, str> {
+    let trimmed = user.trim();
+    if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(trimmed.to_lowercase())
+    }
+}

@@ -1,0 +1,144 @@
+//! What the tenant said about a user, in the planner's words: the tenant client turns Microsoft's
+//! answers into these, and `check` and the controller read the same values, so they never
+//! disagree about a user.
+
+use jiff::Timestamp;
+
+use super::reason;
+
+/// What the tenant said about one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// The personal site exists.
+    HasSite { url: String },
+    /// The user exists, may sign in, holds a SharePoint licence and has no site: may be enqueued.
+    NoSite,
+    /// The directory has no such user.
+    UserNotFound,
+    /// The user has no enabled SharePoint plan.
+    UserNotLicensed,
+    /// The account may not sign in (`accountEnabled: false`): SharePoint accepts an enqueue for it
+    /// and never creates the site.
+    SignInBlocked,
+    /// The user profile's `SPS-PersonalSiteInstantiationState`, read when no drive was found.
+    Profile(ProfileState),
+    /// An answer nobody documents the meaning of (status and error code), e.g. a 500.
+    LookupFailed { status: u16, code: String },
+    /// No answer (throttled, timed out): nothing is concluded.
+    Unknown,
+}
+
+/// A user profile's instantiation state: its code, its name and what it means for the planner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileState {
+    pub code: i64,
+    pub name: &'static str,
+    pub meaning: ProfileMeaning,
+}
+
+/// What a profile state means for the user's site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileMeaning {
+    /// No site and none on its way (never enqueued, or the site was deleted).
+    NoSite,
+    /// SharePoint is working on it (enqueued, created without a personal space yet, or
+    /// "already exists", which the drive lookup will confirm).
+    Working,
+    /// SharePoint may not create the site because the user holds no licence.
+    NotLicensed,
+    /// SharePoint may not create personal sites for this user (a tenant setting).
+    NotPermitted,
+    /// SharePoint tried and failed.
+    Failed,
+    /// A code nobody documents: treated like "no site".
+    Unrecognised,
+}
+
+impl Observation {
+    /// Observations that mean "exists, has no site, may be enqueued".
+    pub fn is_no_site(&self) -> bool {
+        match self {
+            Observation::NoSite => true,
+            Observation::Profile(p) => {
+                matches!(p.meaning, ProfileMeaning::NoSite | ProfileMeaning::Unrecognised)
+            }
+            _ => false,
+        }
+    }
+
+    /// The lookup gave no usable answer (no answer at all, or one nobody documents).
+    pub fn is_failed_lookup(&self) -> bool {
+        matches!(self, Observation::Unknown | Observation::LookupFailed { .. })
+    }
+
+    /// The `OneDriveSite` reason of a verdict that no batch can change: the directory or the
+    /// user profile says SharePoint will never create this user's site as things stand. The one
+    /// classification `check` prints and the planner writes.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Observation::UserNotFound => Some(reason::USER_NOT_FOUND),
+            Observation::UserNotLicensed => Some(reason::USER_NOT_LICENSED),
+            Observation::SignInBlocked => Some(reason::SIGN_IN_BLOCKED),
+            Observation::Profile(p) => match p.meaning {
+                ProfileMeaning::NotLicensed => Some(reason::USER_NOT_LICENSED),
+                ProfileMeaning::NotPermitted => Some(reason::SITE_CREATION_NOT_PERMITTED),
+                ProfileMeaning::Failed => Some(reason::PROVISIONING_FAILED),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// An observation, when it was made, and how many lookups in a row gave it. The controller keeps
+/// the newest per user in memory (soft state: after a restart everything uncertain is simply
+/// observed again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub at: Timestamp,
+    pub observation: Observation,
+    /// Lookups in a row that gave this same answer (1 for a new answer).
+    pub times: u32,
+}
+
+impl Observed {
+    pub fn new(at: Timestamp, observation: Observation) -> Observed {
+        Observed { at, observation, times: 1 }
+    }
+
+    /// `observation`, made at `at`, following `previous` (repeats of one answer are counted).
+    pub fn after(previous: Option<&Observed>, at: Timestamp, observation: Observation) -> Observed {
+        let times = match previous {
+            Some(p) if p.observation == observation => p.times.saturating_add(1),
+            _ => 1,
+        };
+        Observed { at, observation, times }
+    }
+}
+
+/// One user to look up, and whether their user profile is wanted too (enqueued users without a
+/// site: only the profile says whether SharePoint refused or failed them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    pub user: String,
+    pub profile: bool,
+}
+
+impl Lookup {
+    /// A drive (and, when it finds none, directory) lookup.
+    pub fn drive(user: &str) -> Lookup {
+        Lookup { user: user.trim().to_string(), profile: false }
+    }
+}
+
+/// Compares the user only (tests list whom a plan looks up).
+impl PartialEq<&str> for Lookup {
+    fn eq(&self, other: &&str) -> bool {
+        self.user == *other
+    }
+}
+
+/// Users are compared case-insensitively: sign-in names are.
+pub fn user_key(user: &str) -> String {
+    user.trim().to_lowercase()
+}

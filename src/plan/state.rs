@@ -1,0 +1,331 @@
+//! A user's state as the planner decides it, and one constructor per kind of state. Each message
+//! says what was observed and since when; the date is the one the state was entered at and is kept
+//! while the state holds, so a message changes only when the state does.
+
+use std::borrow::Cow;
+
+use jiff::Timestamp;
+
+use super::gather::User;
+use super::limits::SpecDuration;
+use super::{PlanInput, ProfileState, reason, whole_second};
+use crate::api::SitePhase;
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct UserState<'a> {
+    pub(super) phase: SitePhase,
+    pub(super) reason: &'static str,
+    pub(super) ready: &'static str,
+    pub(super) message: Cow<'a, str>,
+    pub(super) site_url: Option<&'a str>,
+    pub(super) enqueued_at: Option<Timestamp>,
+    pub(super) batch: Option<i64>,
+    pub(super) provisioned_at: Option<Timestamp>,
+    /// When the state (`reason` and `ready`) was entered.
+    pub(super) since: Timestamp,
+    /// A person must act (kstatus `Stalled`).
+    pub(super) stalled: bool,
+}
+
+impl UserState<'_> {
+    pub(super) fn reconciling(&self) -> bool {
+        matches!(self.phase, SitePhase::Pending | SitePhase::SpsSiteError)
+            || self.reason == reason::PROVISIONING_TIMED_OUT
+            || (self.reason == reason::TENANT_NOT_READY && !self.stalled)
+    }
+
+    /// A verdict no batch can change as things stand (the directory or the profile refused).
+    pub(super) fn refused(&self) -> bool {
+        self.phase == SitePhase::Failed && self.reason != reason::PROVISIONING_TIMED_OUT
+    }
+}
+
+/// When the user entered the state (`reason`, `ready`): the status's date while that state
+/// holds, `entered` (to the second, as Kubernetes stores it) when it is new.
+pub(super) fn since(u: &User, reason: &str, ready: &str, entered: Timestamp) -> Timestamp {
+    match u.prior.state {
+        Some((r, s, t)) if r == reason && s == ready => t,
+        _ => whole_second(entered),
+    }
+}
+
+/// `args` as text: the user's current `Ready` message when it already reads so (most cycles
+/// change nothing, and then nothing is allocated), a new string otherwise.
+pub(super) fn text<'a>(u: &User<'a>, args: std::fmt::Arguments) -> Cow<'a, str> {
+    struct Matches<'s>(&'s str);
+    impl std::fmt::Write for Matches<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 = self.0.strip_prefix(s).ok_or(std::fmt::Error)?;
+            Ok(())
+        }
+    }
+    if let Some(current) = u.ready_message {
+        let mut m = Matches(current);
+        if std::fmt::write(&mut m, args).is_ok() && m.0.is_empty() {
+            return Cow::Borrowed(current);
+        }
+    }
+    Cow::Owned(std::fmt::format(args))
+}
+
+/// The site exists.
+pub(super) fn ready<'a>(
+    u: &User<'a>,
+    url: &'a str,
+    seen: Timestamp,
+    provisioning: Option<(Timestamp, i64)>,
+) -> UserState<'a> {
+    let provisioned_at = match u.prior.phase {
+        Some(SitePhase::Ready) => u.prior.provisioned_at,
+        _ => None,
+    }
+    .unwrap_or(whole_second(seen));
+    let since = since(u, reason::PROVISIONED, "True", provisioned_at);
+    UserState {
+        phase: SitePhase::Ready,
+        reason: reason::PROVISIONED,
+        ready: "True",
+        message: text(u, format_args!("the OneDrive exists at {url} (first seen {since})")),
+        site_url: Some(url),
+        enqueued_at: provisioning.map(|p| p.0).or(u.prior.enqueued_at),
+        batch: provisioning.map(|p| p.1).or(u.prior.batch),
+        provisioned_at: Some(provisioned_at),
+        since,
+        stalled: false,
+    }
+}
+
+/// No site yet: waits for a batch slot.
+pub(super) fn pending<'a>(u: &User<'a>, seen: Timestamp) -> UserState<'a> {
+    let since = since(u, reason::PENDING, "False", seen);
+    let message = if u.prior.phase == Some(SitePhase::Ready) {
+        text(
+            u,
+            format_args!(
+                "the OneDrive that existed at {} was gone at {since}: {} waits for a batch slot to get a new one",
+                u.prior.site_url.unwrap_or("(unknown)"),
+                u.upn
+            ),
+        )
+    } else {
+        text(
+            u,
+            format_args!("no OneDrive for {} (none seen since {since}); it waits for a batch slot", u.upn),
+        )
+    };
+    UserState {
+        phase: SitePhase::Pending,
+        reason: reason::PENDING,
+        ready: "False",
+        message,
+        site_url: None,
+        enqueued_at: u.prior.enqueued_at,
+        batch: u.prior.batch,
+        provisioned_at: None,
+        since,
+        stalled: false,
+    }
+}
+
+/// Nothing is known yet: never looked up, or no lookup has been answered.
+pub(super) fn unknown<'a>(u: &User<'a>, tried: Option<Timestamp>, now: Timestamp) -> UserState<'a> {
+    let since = since(u, reason::PENDING, "Unknown", tried.unwrap_or(now));
+    let message = match tried {
+        None => text(u, format_args!("{} has not been checked against the tenant yet", u.upn)),
+        Some(_) => text(
+            u,
+            format_args!(
+                "the tenant has not answered a lookup of {} since {since} (throttled or unavailable); it is asked again",
+                u.upn
+            ),
+        ),
+    };
+    UserState { ready: "Unknown", message, since, ..pending(u, now) }
+}
+
+/// The tenant keeps answering the user's lookups with something nobody documents.
+pub(super) fn lookup_failing<'a>(
+    u: &User<'a>,
+    status: u16,
+    code: &str,
+    seen: Timestamp,
+    input: &PlanInput,
+) -> UserState<'a> {
+    let since = since(u, reason::LOOKUP_FAILING, "False", seen);
+    let message = text(
+        u,
+        format_args!(
+            "the tenant answered {} lookups of {} in a row with HTTP {status} ({code}) by {since}, which says nothing about the OneDrive: {} is not sent and is checked again every {}; if it persists, check the user in the Microsoft 365 admin centre",
+            input.limits.lookup_failing_after,
+            u.upn,
+            u.upn,
+            SpecDuration(input.limits.failed_recheck_interval)
+        ),
+    );
+    UserState { reason: reason::LOOKUP_FAILING, message, since, ..pending(u, seen) }
+}
+
+pub(super) fn provisioning<'a>(
+    batch: i64,
+    since: Timestamp,
+    u: &User<'a>,
+    input: &PlanInput,
+) -> UserState<'a> {
+    UserState {
+        phase: SitePhase::SpsSiteError,
+        reason: reason::SPSSITEERROR,
+        ready: "False",
+        message: text(
+            u,
+            format_args!(
+                "enqueued in batch {batch} at {since}; SharePoint shows SPSSITEERROR while its timer job creates the site (timeout {})",
+                SpecDuration(input.limits.provisioning_timeout)
+            ),
+        ),
+        site_url: None,
+        enqueued_at: Some(since),
+        batch: Some(batch),
+        provisioned_at: None,
+        since: whole_second(since),
+        stalled: false,
+    }
+}
+
+pub(super) fn timed_out<'a>(
+    enqueued: Timestamp,
+    batch: i64,
+    u: &User<'a>,
+    input: &PlanInput,
+) -> UserState<'a> {
+    let since = since(u, reason::PROVISIONING_TIMED_OUT, "False", input.now);
+    UserState {
+        phase: SitePhase::Failed,
+        reason: reason::PROVISIONING_TIMED_OUT,
+        ready: "False",
+        message: text(
+            u,
+            format_args!(
+                "enqueued in batch {batch} at {enqueued} but no site after {} (as of {since}): it is sent again in the next batch; if this repeats, check the user can sign in and holds a SharePoint licence",
+                SpecDuration(input.limits.provisioning_timeout)
+            ),
+        ),
+        site_url: None,
+        enqueued_at: Some(enqueued),
+        batch: Some(batch),
+        provisioned_at: None,
+        since,
+        stalled: true,
+    }
+}
+
+/// The directory or the user profile says SharePoint will not create the site.
+pub(super) fn refused<'a>(
+    u: &User<'a>,
+    reason: &'static str,
+    profile: Option<ProfileState>,
+    seen: Timestamp,
+    input: &PlanInput,
+) -> UserState<'a> {
+    let since = since(u, reason, "False", seen);
+    let recheck = SpecDuration(input.limits.failed_recheck_interval);
+    let upn = u.upn;
+    let state = profile.map(|p| format!("{} ({})", p.name, p.code)).unwrap_or_default();
+    let message = match reason {
+        reason::USER_NOT_FOUND => text(
+            u,
+            format_args!(
+                "{upn} does not exist in the tenant's directory (seen {since}): fix spec.user or create the user (checked again every {recheck})"
+            ),
+        ),
+        reason::USER_NOT_LICENSED if profile.is_some() => text(
+            u,
+            format_args!(
+                "{upn} has no SharePoint licence: the user profile shows {state} since {since}; assign a licence that includes SharePoint Online (checked again every {recheck})"
+            ),
+        ),
+        reason::USER_NOT_LICENSED => text(
+            u,
+            format_args!(
+                "{upn} has no enabled SharePoint plan in the directory (seen {since}): assign a licence that includes SharePoint Online (checked again every {recheck})"
+            ),
+        ),
+        reason::SIGN_IN_BLOCKED => text(
+            u,
+            format_args!(
+                "{upn} may not sign in (accountEnabled is false, seen {since}): SharePoint never creates a site for a blocked account, so it is not sent; allow sign-in to have it sent (checked again every {recheck})"
+            ),
+        ),
+        reason::SITE_CREATION_NOT_PERMITTED => text(
+            u,
+            format_args!(
+                "SharePoint may not create a personal site for {upn}: the user profile shows {state} since {since}. Fix the tenant's personal-site settings, then delete and re-create this OneDriveSite to send the user again (deleting it never deletes a OneDrive; checked again every {recheck})"
+            ),
+        ),
+        _ => text(
+            u,
+            format_args!(
+                "SharePoint failed to create the personal site of {upn}: the user profile shows {state} since {since}. See the SharePoint admin centre; delete and re-create this OneDriveSite to send the user once more (deleting it never deletes a OneDrive; checked again every {recheck})"
+            ),
+        ),
+    };
+    UserState {
+        phase: SitePhase::Failed,
+        reason,
+        ready: "False",
+        message,
+        site_url: None,
+        enqueued_at: u.prior.enqueued_at,
+        batch: u.prior.batch,
+        provisioned_at: None,
+        since,
+        stalled: true,
+    }
+}
+
+/// Rebuilds the state a status describes (nothing new was observed).
+pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> {
+    let kept = [
+        reason::PROVISIONED,
+        reason::USER_NOT_FOUND,
+        reason::USER_NOT_LICENSED,
+        reason::SIGN_IN_BLOCKED,
+        reason::SITE_CREATION_NOT_PERMITTED,
+        reason::PROVISIONING_FAILED,
+        reason::LOOKUP_FAILING,
+    ];
+    let reason = match u.prior.reason {
+        Some(reason::PROVISIONING_TIMED_OUT) => {
+            return timed_out(u.prior.enqueued_at.unwrap_or(input.now), u.prior.batch.unwrap_or(0), u, input);
+        }
+        Some(r) => kept.into_iter().find(|k| *k == r).unwrap_or(reason::PENDING),
+        None => reason::PENDING,
+    };
+    let phase = u.prior.phase.unwrap_or(SitePhase::Pending);
+    if phase == SitePhase::Ready
+        && let Some(url) = u.prior.site_url
+    {
+        return ready(u, url, u.prior.provisioned_at.unwrap_or(input.now), None);
+    }
+    if phase == SitePhase::Pending && reason == reason::PENDING {
+        return pending(u, input.now);
+    }
+    let ready_status = if phase == SitePhase::Ready { "True" } else { "False" };
+    // The status's own message is kept (its reason is this one; a message written with a tenant
+    // problem is replaced once the problem is gone).
+    let message = match u.ready_message.filter(|_| u.prior.reason == Some(reason)) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(format!("{}: {reason}, as observed before; checked again", u.upn)),
+    };
+    UserState {
+        phase,
+        reason,
+        ready: ready_status,
+        message,
+        site_url: None,
+        enqueued_at: u.prior.enqueued_at,
+        batch: u.prior.batch,
+        provisioned_at: None,
+        since: since(u, reason, ready_status, input.now),
+        stalled: phase == SitePhase::Failed,
+    }
+}

@@ -1,0 +1,80 @@
+//! Statuses: the only part of the planner that builds Kubernetes conditions.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::state::UserState;
+use super::{DesiredSite, reason};
+use crate::api::{ConditionSet, OneDriveSiteStatus, SitePhase, condition_type, find_condition};
+
+/// Whether `st` is exactly what [`site_status`] would build for `s` (so nothing is written).
+pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState) -> bool {
+    let flag = |b: bool| if b { "True" } else { "False" };
+    let is = |type_: &str, status: &str, message: &str| {
+        find_condition(&st.conditions, type_).is_some_and(|c| {
+            c.status == status
+                && c.reason == s.reason
+                && c.message == message
+                && c.observed_generation == Some(generation)
+        })
+    };
+    st.conditions.len() == 3
+        && st.observed_generation == Some(generation)
+        && st.phase == Some(s.phase)
+        && st.site_url.as_deref() == s.site_url
+        && st.enqueued_at.as_ref().map(|t| t.0) == s.enqueued_at
+        && st.batch == s.batch
+        && st.provisioned_at.as_ref().map(|t| t.0) == s.provisioned_at
+        && st.since.as_ref().map(|t| t.0) == Some(s.since)
+        && is(condition_type::READY, s.ready, &s.message)
+        && is(condition_type::RECONCILING, flag(s.reconciling()), "")
+        && is(condition_type::STALLED, flag(s.stalled), "")
+}
+
+pub(super) fn site_status(site: &DesiredSite, s: &UserState, now: Timestamp) -> OneDriveSiteStatus {
+    let previous = site.status.as_deref().map(|st| st.conditions.as_slice()).unwrap_or(&[]);
+    let g = Some(site.generation);
+    let reconciling = if s.reconciling() { "True" } else { "False" };
+    let stalled = if s.stalled { "True" } else { "False" };
+    OneDriveSiteStatus {
+        observed_generation: g,
+        phase: Some(s.phase),
+        site_url: s.site_url.map(String::from),
+        enqueued_at: s.enqueued_at.map(Time),
+        batch: s.batch,
+        provisioned_at: s.provisioned_at.map(Time),
+        since: Some(Time(s.since)),
+        conditions: ConditionSet::new(previous, g, now)
+            .set(condition_type::READY, s.ready, s.reason, s.message.to_string())
+            .set(condition_type::RECONCILING, reconciling, s.reason, "")
+            .set(condition_type::STALLED, stalled, s.reason, "")
+            .build(),
+    }
+}
+
+/// The status of a site whose `spec.tenantRef` names no existing tenant.
+pub fn tenant_not_found_status(site: &DesiredSite, tenant: &str, now: Timestamp) -> OneDriveSiteStatus {
+    let prior = site.status.as_deref().cloned().unwrap_or_default();
+    let already_missing = find_condition(&prior.conditions, condition_type::READY)
+        .is_some_and(|c| c.reason == reason::TENANT_NOT_FOUND);
+    let since = prior
+        .since
+        .clone()
+        .filter(|_| already_missing)
+        .unwrap_or(Time(Timestamp::from_second(now.as_second()).unwrap_or(now)));
+    let message = format!(
+        "OneDriveTenant {tenant:?} does not exist (since {}): create it, or point spec.tenantRef at an existing tenant",
+        since.0
+    );
+    OneDriveSiteStatus {
+        observed_generation: Some(site.generation),
+        since: Some(since),
+        phase: Some(prior.phase.unwrap_or(SitePhase::Pending)),
+        conditions: ConditionSet::new(&prior.conditions, Some(site.generation), now)
+            .set(condition_type::READY, "False", reason::TENANT_NOT_FOUND, message)
+            .set(condition_type::RECONCILING, "False", reason::TENANT_NOT_FOUND, "")
+            .set(condition_type::STALLED, "True", reason::TENANT_NOT_FOUND, "the tenant must be created")
+            .build(),
+        ..prior
+    }
+}
