@@ -308,3 +308,184 @@ async fn bad_input_gets_the_documented_reasons_and_others_are_unaffected() {
     );
     assert!(refusing.stats().enqueues.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Truthful outcomes over a realistic population.
+
+/// Sites for `users`, created one second apart in this order (the queue order).
+fn sites_for(users: &[UserSpec]) -> Vec<OneDriveSite> {
+    let base = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let mut s =
+                site(if i % 2 == 0 { "team-a" } else { "team-b" }, &format!("u{i}"), &u.upn, "contoso");
+            s.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                base + SignedDuration::from_secs(i as i64),
+            ));
+            s
+        })
+        .collect()
+}
+
+fn ready_condition(s: &OneDriveSite) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    find_condition(&s.status.as_ref().unwrap().conditions, condition_type::READY).unwrap().clone()
+}
+
+fn may_be_sent(u: &UserSpec) -> bool {
+    !u.has_site && u.licensed && u.sign_in_allowed
+}
+
+#[tokio::test]
+async fn a_realistic_population_converges_and_every_user_tells_the_truth() {
+    // The field's mix (blocked, unlicensed, already provisioned, mysite quirks, profile errors),
+    // with every 10th licensed user without a site answering the 400 quirk on top.
+    let mut users: Vec<UserSpec> =
+        (1..=1000).map(|i| simulator::realistic_user(i, format!("user{i:04}@contoso.com"))).collect();
+    for (i, u) in users.iter_mut().enumerate() {
+        if i % 20 == 3 {
+            u.lookup_quirk = simulator::LookupQuirk::MysiteBadRequest;
+        }
+    }
+    // Profile errors where a batch's last user stands: the batch is judged by the user before.
+    let sendable: Vec<usize> = (0..users.len()).filter(|&i| may_be_sent(&users[i])).collect();
+    users[sendable[199]].profile_outcome = Some(4099);
+    users[sendable[399]].profile_outcome = Some(8195);
+    users[sendable[599]].profile_outcome = Some(4097);
+    let quirky = users
+        .iter()
+        .filter(|u| may_be_sent(u) && u.lookup_quirk == simulator::LookupQuirk::MysiteBadRequest)
+        .count();
+    assert!(quirky * 20 >= users.len(), "at least 5% answer the 400 variant: {quirky}");
+    let mut c = sim_config(0);
+    c.users = users.clone();
+    let sim = start(c).await;
+    let client =
+        kube(sites_for(&users), vec![tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")])
+            .await;
+    let mut r = reconciler(&client);
+    r.clock = Arc::new(sim.clock());
+    // Cycle on the simulated clock; note when each profile-error user is first reported Failed.
+    let mut failed_at: BTreeMap<String, jiff::Timestamp> = BTreeMap::new();
+    let mut converged = false;
+    for _ in 0..400 {
+        let report = r.reconcile_tenant("contoso").await.unwrap();
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        let sites = sites_of(&client).await;
+        for s in &sites {
+            if s.status.as_ref().and_then(|st| st.phase) == Some(SitePhase::Failed) {
+                failed_at.entry(s.spec.user.clone()).or_insert(sim.now());
+            }
+        }
+        let settled = sites.iter().all(|s| {
+            matches!(s.status.as_ref().and_then(|st| st.phase), Some(SitePhase::Ready | SitePhase::Failed))
+        });
+        if settled && report.enqueued.is_none() {
+            converged = true;
+            break;
+        }
+        sim.advance(SignedDuration::from_secs(60));
+    }
+    assert!(converged, "not converged");
+    let stats = sim.stats();
+    let sent: HashSet<String> =
+        stats.enqueues.iter().flat_map(|e| e.users.iter().map(|u| u.to_lowercase())).collect();
+    assert_batches_follow_the_rules(&sim, SignedDuration::from_mins(10));
+    assert_eq!(stats.enqueues.len(), sendable.len().div_ceil(200), "one batch per 200 sendable users");
+    let by_user: BTreeMap<String, OneDriveSite> =
+        sites_of(&client).await.into_iter().map(|s| (s.spec.user.clone(), s)).collect();
+    for u in &users {
+        let s = &by_user[&u.upn];
+        let phase = s.status.as_ref().unwrap().phase;
+        let ready = ready_condition(s);
+        assert_ne!(phase, Some(SitePhase::Pending), "{}: {}", u.upn, ready.message);
+        if !u.licensed || !u.sign_in_allowed {
+            assert!(!sent.contains(&u.upn.to_lowercase()), "{} was sent", u.upn);
+        }
+        let expected = match u {
+            u if u.has_site => "Provisioned",
+            u if !u.licensed => "UserNotLicensed",
+            u if !u.sign_in_allowed => "SignInBlocked",
+            UserSpec { profile_outcome: Some(c), .. } if *c >= 8192 => "ProvisioningFailed",
+            UserSpec { profile_outcome: Some(_), .. } => "SiteCreationNotPermitted",
+            _ => "Provisioned",
+        };
+        assert_eq!(ready.reason, expected, "{}: {}", u.upn, ready.message);
+        if let Some(code) = u.profile_outcome {
+            assert!(ready.message.contains(&format!("({code})")), "the state is named: {}", ready.message);
+            let stalled =
+                find_condition(&s.status.as_ref().unwrap().conditions, condition_type::STALLED).unwrap();
+            assert_eq!(stalled.status, "True");
+            // Within two poll intervals of the batch's sites appearing (D after the enqueue).
+            let batch = stats
+                .enqueues
+                .iter()
+                .find(|e| e.users.iter().any(|x| x.eq_ignore_ascii_case(&u.upn)))
+                .unwrap();
+            let sites_at = batch.at.parse::<jiff::Timestamp>().unwrap() + SignedDuration::from_mins(10);
+            let at = failed_at[&u.upn];
+            assert!(
+                at <= sites_at + SignedDuration::from_secs(120),
+                "{} failed at {at}, sites at {sites_at}",
+                u.upn
+            );
+        }
+    }
+    let t = Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap().status.unwrap();
+    assert_eq!(t.users.pending, 0);
+    assert!(t.current_batch.is_none());
+    println!(
+        "{} users, {} batches, {} Graph requests",
+        users.len(),
+        stats.enqueues.len(),
+        stats.graph_requests()
+    );
+}
+
+#[tokio::test]
+async fn every_site_reason_is_reached_over_the_simulator() {
+    use onedrive_operator::plan::reason;
+    let mut users: Vec<UserSpec> = ["a-stuck", "user1", "user2", "user3"]
+        .iter()
+        .map(|n| UserSpec::new(format!("{n}@contoso.com")))
+        .collect();
+    users[0].profile_outcome = Some(1);
+    let special = |name: &str, f: fn(&mut UserSpec)| {
+        let mut u = UserSpec::new(format!("{name}@contoso.com"));
+        f(&mut u);
+        u
+    };
+    users.extend([
+        special("blocked", |u| u.sign_in_allowed = false),
+        special("unlicensed", |u| u.licensed = false),
+        special("disabled", |u| u.profile_outcome = Some(4099)),
+        special("partial", |u| u.profile_outcome = Some(8195)),
+        special("broken", |u| u.lookup_quirk = simulator::LookupQuirk::Broken),
+    ]);
+    let mut sites = sites_for(&users);
+    sites.push(site("team-a", "ghost", "ghost@contoso.com", "contoso"));
+    sites.push(site("team-a", "lost", "user1@contoso.com", "no-such-tenant"));
+    sites.push(site("team-b", "nosecret", "user2@contoso.com", "missing-secret"));
+    let mut c = sim_config(0);
+    c.users = users;
+    let sim = start(c).await;
+    let mut contoso = tenant(&sim, "contoso", "app-cert");
+    contoso.spec.provisioning_timeout = "30m".into();
+    let tenants = vec![contoso, tenant(&sim, "missing-secret", "not-there")];
+    let client = kube(sites, tenants, vec![cert_secret("app-cert")]).await;
+    let mut r = reconciler(&client);
+    r.clock = Arc::new(sim.clock());
+    let mut reached = HashSet::new();
+    for _ in 0..90 {
+        r.reconcile_tenant("contoso").await.unwrap();
+        r.reconcile_tenant("missing-secret").await.unwrap();
+        r.reconcile_orphans().await.unwrap();
+        for s in sites_of(&client).await {
+            reached.insert(ready_condition(&s).reason);
+        }
+        sim.advance(SignedDuration::from_secs(60));
+    }
+    let all: HashSet<String> = reason::ALL.iter().map(|r| r.to_string()).collect();
+    assert_eq!(reached, all, "missing: {:?}", all.difference(&reached).collect::<Vec<_>>());
+}

@@ -14,7 +14,7 @@ use onedrive_operator::api::{
 use onedrive_operator::jose;
 use onedrive_operator::plan::{Observation, user_key};
 use onedrive_operator::simulator::{
-    self, AppOnlyEnqueue, Config, FaultConfig, SimHandle, SiteState, UserSpec,
+    self, AppOnlyEnqueue, Config, FaultConfig, LookupQuirk, SimHandle, SiteState, UserSpec,
 };
 use onedrive_operator::tenant::{
     Credentials, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for,
@@ -191,14 +191,35 @@ async fn a_refused_token_kind_is_token_kind_refused_with_its_fix_for_every_metho
     assert_eq!(sim.site_state("user0@contoso.com"), Some(SiteState::Uninitialized));
 }
 
+/// Every documented drive-lookup answer, classified: a drive; 404 `ResourceNotFound` and the
+/// "Unable to retrieve user's mysite URL." quirk (400 `BadRequest`, 500 `UnknownError`) send the
+/// user to the directory (licence, then sign-in); 404 `Request_ResourceNotFound` is no such user;
+/// anything else is named (status and code). One drive lookup per user, one directory lookup per
+/// user without a drive, 20 to a `$batch`.
 #[tokio::test]
-async fn observing_1000_users_costs_at_most_55_graph_requests_and_classifies_them() {
+async fn observing_1000_users_classifies_every_answer_at_one_lookup_per_user_and_one_per_missing_drive() {
     let mut c = sim_config(0);
+    let kind = |i: usize| match i {
+        _ if i % 3 == 0 => "site",
+        _ if i % 40 == 7 => "unlicensed",
+        _ if i % 50 == 11 => "blocked",
+        _ if i % 40 == 13 => "quirk400",
+        _ if i % 40 == 17 => "quirk500",
+        _ if i % 100 == 99 => "broken",
+        _ => "none",
+    };
     c.users = (0..1000)
         .map(|i| {
             let mut u = UserSpec::new(format!("user{i}@contoso.com"));
-            u.has_site = i % 3 == 0;
-            u.licensed = i % 40 != 7;
+            u.has_site = kind(i) == "site";
+            u.licensed = kind(i) != "unlicensed";
+            u.sign_in_allowed = kind(i) != "blocked";
+            u.lookup_quirk = match kind(i) {
+                "quirk400" => LookupQuirk::MysiteBadRequest,
+                "quirk500" => LookupQuirk::MysiteUnknownError,
+                "broken" => LookupQuirk::Broken,
+                _ => LookupQuirk::None,
+            };
             u
         })
         .collect();
@@ -208,24 +229,26 @@ async fn observing_1000_users_costs_at_most_55_graph_requests_and_classifies_the
     asked.extend((0..10).map(|i| format!("ghost{i}@contoso.com")));
     let seen = c.observe(&asked).await.unwrap();
     assert_eq!(seen.len(), 1000);
-    let graph_requests = sim.stats().graph_requests();
-    println!("observing 1000 users: {graph_requests} Graph HTTP requests");
-    assert!(graph_requests <= 55, "{graph_requests} Graph requests");
+    let without_drive = (0..990).filter(|i| !matches!(kind(*i), "site" | "broken")).count();
+    let stats = sim.stats();
+    let graph_requests = stats.graph_requests();
+    println!("observing 1000 users ({without_drive} without a drive): {graph_requests} Graph HTTP requests");
+    assert_eq!(stats.count("graph.batch.items") as usize, 1000 + without_drive);
+    assert!(
+        graph_requests as usize <= 50 + without_drive.div_ceil(20) + 1,
+        "{graph_requests} Graph requests"
+    );
     for i in 0..990 {
         let o = &seen[&user_key(&format!("user{i}@contoso.com"))];
-        let expected = if i % 3 == 0 {
-            "site"
-        } else if i % 40 == 7 {
-            "unlicensed"
-        } else {
-            "none"
-        };
-        match (expected, o) {
+        match (kind(i), o) {
             ("site", Observation::HasSite { url }) => {
                 assert!(url.ends_with(&format!("/personal/user{i}_contoso_com/")))
             }
-            ("unlicensed", Observation::UserNotLicensed) | ("none", Observation::NoSite) => {}
-            _ => panic!("user{i}: expected {expected}, got {o:?}"),
+            ("unlicensed", Observation::UserNotLicensed)
+            | ("blocked", Observation::SignInBlocked)
+            | ("quirk400" | "quirk500" | "none", Observation::NoSite) => {}
+            ("broken", Observation::LookupFailed { status: 500, code }) if code == "generalException" => {}
+            (expected, _) => panic!("user{i}: expected {expected}, got {o:?}"),
         }
     }
     for i in 0..10 {

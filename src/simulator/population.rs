@@ -24,7 +24,9 @@ pub fn realistic_user(i: usize, upn: String) -> UserSpec {
         _ if i % 67 == 5 => LookupQuirk::MysiteUnknownError,
         _ => LookupQuirk::None,
     };
+    let sendable = !u.has_site && u.licensed && u.sign_in_allowed;
     u.profile_outcome = match i {
+        _ if !sendable => None,
         _ if i % 149 == 11 => Some(4099),
         _ if i % 151 == 13 => Some(8195),
         _ => None,
