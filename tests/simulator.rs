@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use jiff::SignedDuration;
 use onedrive_operator::jose::{self, Alg};
 use onedrive_operator::simulator::{
-    self, AppOnlyEnqueue, Config, FaultConfig, SimHandle, SiteState, UserSpec,
+    self, AppOnlyEnqueue, Config, FaultConfig, LookupQuirk, SimHandle, SiteState, UserSpec,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -563,6 +563,73 @@ async fn provisioning_scenario_200_users_spssiteerror_then_sites() {
     // Unknown account: empty profile.
     let p = profile(&sim, &sp, "ghost@contoso.com").await;
     assert_eq!(p["odata.null"], true);
+}
+
+/// The field's answers: the "mysite URL" quirk for licensed users without a site (400
+/// `BadRequest`, 500 `UnknownError`), a broken user (500 on every drive lookup), a sign-in-blocked
+/// user (the documented 404, `accountEnabled: false`, an enqueue accepted and its profile Enqueued
+/// forever), and timer jobs that end in a profile error instead of a site.
+#[tokio::test]
+async fn field_quirks_blocked_users_and_profile_errors() {
+    let mut c = config(0);
+    let user = |name: &str, f: &dyn Fn(&mut UserSpec)| {
+        let mut u = UserSpec::new(format!("{name}@contoso.com"));
+        f(&mut u);
+        u
+    };
+    c.users = vec![
+        user("quirk400", &|u| u.lookup_quirk = LookupQuirk::MysiteBadRequest),
+        user("quirk500", &|u| u.lookup_quirk = LookupQuirk::MysiteUnknownError),
+        user("broken", &|u| {
+            u.lookup_quirk = LookupQuirk::Broken;
+            u.has_site = true
+        }),
+        user("blocked", &|u| u.sign_in_allowed = false),
+        user("disabled", &|u| u.profile_outcome = Some(4099)),
+        user("partial", &|u| u.profile_outcome = Some(8195)),
+        user("stuck", &|u| u.profile_outcome = Some(1)),
+    ];
+    let sim = start(c).await;
+    let graph = cert_token(&sim, &sim.graph_url()).await;
+    let sp = cert_token(&sim, &sim.admin_url()).await;
+    let get = |path: String| {
+        let (graph, url) = (graph.clone(), format!("{}/v1.0{path}", sim.graph_url()));
+        async move {
+            let r = http().get(url).bearer_auth(graph).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let drive = |name: &str| get(format!("/users/{name}@contoso.com/drive"));
+    let (s, body) = drive("quirk400").await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("BadRequest")));
+    assert_eq!(body["error"]["message"], "Unable to retrieve user's mysite URL.");
+    let (s, body) = drive("quirk500").await;
+    assert_eq!((s, body["error"]["code"].as_str()), (500, Some("UnknownError")));
+    assert_eq!(body["error"]["message"], "Unable to retrieve user's mysite URL.");
+    let (s, body) = drive("broken").await;
+    assert_eq!((s, body["error"]["code"].as_str()), (500, Some("generalException")), "even with a site");
+    let (s, body) = drive("blocked").await;
+    assert_eq!((s, body["error"]["code"].as_str()), (404, Some("ResourceNotFound")));
+    let (s, body) = get("/users/blocked@contoso.com?$select=accountEnabled,assignedPlans".into()).await;
+    assert_eq!((s, body["accountEnabled"].as_bool()), (200, Some(false)));
+    assert_eq!(body["assignedPlans"][0]["capabilityStatus"], "Enabled");
+    let all: Vec<String> = ["quirk400", "quirk500", "blocked", "disabled", "partial", "stuck"]
+        .iter()
+        .map(|n| format!("{n}@contoso.com"))
+        .collect();
+    assert_eq!(rest_enqueue(&sim, &sp, &all, None).await.status(), 200);
+    sim.advance(SignedDuration::from_hours(48));
+    let state = |p: &Value| profile_property(p, "SPS-PersonalSiteInstantiationState");
+    for (name, expected) in [("blocked", "1"), ("stuck", "1"), ("disabled", "4099"), ("partial", "8195")] {
+        let p = profile(&sim, &sp, &format!("{name}@contoso.com")).await;
+        assert_eq!(state(&p), expected, "{name}");
+        assert_eq!(drive(name).await.0, 404, "{name} has no site");
+    }
+    for name in ["quirk400", "quirk500"] {
+        let (s, body) = drive(name).await;
+        assert_eq!(s, 200, "{name} got a site, and the quirk is gone with it");
+        assert!(body["webUrl"].as_str().unwrap().contains(&format!("/personal/{name}_contoso_com/")));
+    }
 }
 
 #[tokio::test]

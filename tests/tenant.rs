@@ -456,3 +456,57 @@ fn doctor_passes_against_the_simulator_and_names_the_fix_when_enqueue_is_refused
     let (ok, out) = doctor(&manifests, "delegated");
     assert!(ok, "{out}");
 }
+
+/// `check`'s words for every kind of user, read through the controller's own classification:
+/// each line leads with the reason a `OneDriveSite` would show; profiles are read only for users
+/// without a site whose directory entry allows one.
+#[tokio::test]
+async fn check_names_each_user_with_the_reason_the_controller_writes() {
+    use onedrive_operator::plan::Lookup;
+    use onedrive_operator::tenant::doctor::describe;
+    let mut c = sim_config(2);
+    let user = |name: &str, f: &dyn Fn(&mut UserSpec)| {
+        let mut u = UserSpec::new(format!("{name}@contoso.com"));
+        f(&mut u);
+        u
+    };
+    c.users.extend([
+        user("blocked", &|u| u.sign_in_allowed = false),
+        user("disabled", &|u| u.profile_outcome = Some(4099)),
+        user("partial", &|u| u.profile_outcome = Some(8195)),
+        user("stuck", &|u| u.profile_outcome = Some(1)),
+        user("quirk", &|u| u.lookup_quirk = LookupQuirk::MysiteBadRequest),
+        user("broken", &|u| u.lookup_quirk = LookupQuirk::Broken),
+    ]);
+    let sim = start(c).await;
+    let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
+    let sent: Vec<String> =
+        ["disabled", "partial", "stuck", "user1"].iter().map(|n| format!("{n}@contoso.com")).collect();
+    c.enqueue(&sent).await.unwrap();
+    sim.advance(jiff::SignedDuration::from_hours(48));
+    let expected = [
+        ("has", "Provisioned: has a OneDrive at"),
+        ("user1", "Provisioned: has a OneDrive at"),
+        ("user0", "Pending: no OneDrive; the user profile shows Uninitialized (0)"),
+        ("quirk", "Pending: no OneDrive; the user profile shows Uninitialized (0)"),
+        ("blocked", "SignInBlocked: the account may not sign in"),
+        ("nolicence", "UserNotLicensed: no enabled SharePoint plan"),
+        ("ghost", "UserNotFound: no such user"),
+        (
+            "disabled",
+            "SiteCreationNotPermitted: the user profile shows SelfServiceSiteCreationDisabled (4099)",
+        ),
+        ("partial", "ProvisioningFailed: the user profile shows PartialCreate (8195)"),
+        ("stuck", "SPSSITEERROR: no OneDrive yet; the user profile shows Enqueued (1)"),
+        ("broken", "unknown: the tenant answered HTTP 500 (generalException)"),
+    ];
+    let lookups: Vec<Lookup> =
+        expected.iter().map(|(n, _)| Lookup { user: format!("{n}@contoso.com"), profile: true }).collect();
+    let seen = c.observe_lookups(&lookups).await.unwrap();
+    for (name, words) in expected {
+        let line = describe(seen.get(&format!("{name}@contoso.com")));
+        assert!(line.starts_with(words), "{name}: {line}");
+    }
+    // Profiles of the five users without a site the directory allows one; none of the others.
+    assert_eq!(sim.stats().count("sharepoint.profile"), 5);
+}
