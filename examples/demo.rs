@@ -4,8 +4,11 @@
 //!     cargo run --example demo [-- --users 1000]
 //!
 //! 1,000 `OneDriveSite`s in two namespaces, one `OneDriveTenant` (certificate auth), SharePoint
-//! taking ten simulated minutes per batch (one real second). Watch batches of 200 go out, each only
-//! after the previous batch's last user has a site, and users move Pending → SPSSITEERROR → Ready.
+//! taking ten simulated minutes per batch (one real second), and a tenant as the field has them:
+//! users already provisioned, unlicensed, sign-in blocked, answering lookups with quirks, and
+//! users whose profile ends in an error. Watch batches of 200 go out, each only after the previous
+//! batch's last user who can get a site has one, users move Pending → SPSSITEERROR → Ready, and
+//! the others end with the reason that needs a person.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use kube::api::{Api, ListParams};
 use onedrive_operator::api::{OneDriveSite, SitePhase, condition_type, find_condition};
 use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
-use onedrive_operator::simulator::{self, App, Clock, Config, generate_users};
+use onedrive_operator::simulator::{self, App, Clock, Config, Population, generate_users};
 use onedrive_operator::testing::site;
 
 #[path = "../tests/common/fake_cluster.rs"]
@@ -37,8 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = onedrive_operator::jose::generate_key();
     let certificate = onedrive_operator::jose::self_signed_certificate(&key, "demo")?;
     let client_id = "d3m0d3m0-0000-4000-8000-000000000001";
+    let population = generate_users(users, "contoso.onmicrosoft.com");
+    println!("Population: {}\n", Population::of(&population));
     let mut config = Config {
-        users: generate_users(users, "contoso.onmicrosoft.com"),
+        users: population,
         apps: vec![App::Certificate { client_id: client_id.into(), certificate: certificate.clone() }],
         provision_delay: SignedDuration::from_mins(10),
         clock: Clock::Scaled(600.0),
@@ -98,10 +103,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(p) = &report.problem {
             bar.suspend(|| println!("tenant not ready: {p}"));
         }
-        // Done when nothing is pending or provisioning (blocked users would wait for the 24h timeout).
-        let stuck_only =
-            u.pending == 0 && report.enqueued.is_none() && u.provisioning as usize <= users / 97 + 1;
-        if (u.ready + u.failed + u.provisioning) as usize == users && stuck_only && u.desired > 0 {
+        // Done when every user is settled: Ready, or Failed with a reason a person must act on.
+        if u.desired > 0 && u.pending == 0 && u.provisioning == 0 && report.enqueued.is_none() {
             break;
         }
         if started.elapsed() > Duration::from_secs(110) {
@@ -116,11 +119,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count =
         |p: SitePhase| sites.iter().filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(p)).count();
     println!("\nDone in {:.1}s:", started.elapsed().as_secs_f64());
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &sites {
+        let reason = s
+            .status
+            .as_ref()
+            .and_then(|st| find_condition(&st.conditions, condition_type::READY))
+            .map(|c| c.reason.clone())
+            .unwrap_or_else(|| "(no status)".into());
+        *by_reason.entry(reason).or_default() += 1;
+    }
     println!(
-        "  {} Ready, {} SPSSITEERROR (users who may not sign in: their sites never come, so they time out after 24h), {} Failed (no licence)",
+        "  {} Ready, {} Failed, {} Pending, {} SPSSITEERROR; by reason: {}",
         count(SitePhase::Ready),
+        count(SitePhase::Failed),
+        count(SitePhase::Pending),
         count(SitePhase::SpsSiteError),
-        count(SitePhase::Failed)
+        by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
     );
     println!(
         "  {} enqueue requests (largest {} users), {} Graph requests, {} status writes for {} sites",
@@ -130,19 +145,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         writes,
         sites.len()
     );
-    println!("\n$ kubectl get ods -A -o wide   (first 12 and the failures)");
-    println!("{:<14} {:<10} {:<36} {:<13} {:<16} SITE", "NAMESPACE", "NAME", "USER", "PHASE", "REASON");
-    let mut shown: Vec<&OneDriveSite> = sites.iter().take(12).collect();
-    shown.extend(
-        sites.iter().filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(SitePhase::Failed)).take(3),
-    );
+    println!("\n$ kubectl get ods -A -o wide   (the first 8, then one of each reason)");
+    println!("{:<14} {:<10} {:<36} {:<13} {:<25} SITE", "NAMESPACE", "NAME", "USER", "PHASE", "REASON");
+    let reason_of = |s: &OneDriveSite| {
+        s.status
+            .as_ref()
+            .and_then(|st| find_condition(&st.conditions, condition_type::READY))
+            .map(|c| c.reason.clone())
+    };
+    let mut shown: Vec<&OneDriveSite> = sites.iter().take(8).collect();
+    for reason in by_reason.keys() {
+        if let Some(s) = sites.iter().skip(8).find(|s| reason_of(s).as_ref() == Some(reason)) {
+            shown.push(s);
+        }
+    }
     for s in shown {
         let st = s.status.clone().unwrap_or_default();
         let reason = find_condition(&st.conditions, condition_type::READY)
             .map(|c| c.reason.clone())
             .unwrap_or_default();
         println!(
-            "{:<14} {:<10} {:<36} {:<13} {:<16} {}",
+            "{:<14} {:<10} {:<36} {:<13} {:<25} {}",
             s.metadata.namespace.as_deref().unwrap_or(""),
             s.metadata.name.as_deref().unwrap_or(""),
             s.spec.user,
@@ -150,6 +173,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             reason,
             st.site_url.unwrap_or_default()
         );
+    }
+    println!("\nWhy the others need a person (one message per reason):");
+    for reason in by_reason.keys() {
+        let failed = sites.iter().find(|s| {
+            reason_of(s).as_ref() == Some(reason)
+                && s.status.as_ref().and_then(|st| st.phase) == Some(SitePhase::Failed)
+        });
+        if let Some(s) = failed {
+            let message = s
+                .status
+                .as_ref()
+                .and_then(|st| find_condition(&st.conditions, condition_type::READY))
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            println!("  {reason}: {message}");
+        }
     }
     sim.shutdown().await;
     Ok(())

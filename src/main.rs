@@ -88,10 +88,14 @@ struct SimulateArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:18080")]
     listen: SocketAddr,
-    /// A YAML list of users: UPN strings, or objects {upn, licensed, signInAllowed, hasSite, geo}.
+    /// A YAML list of users: UPN strings, or objects {upn, licensed, signInAllowed, hasSite, geo,
+    /// lookupQuirk (None | MysiteBadRequest | MysiteUnknownError | Broken), profileOutcome (the
+    /// profile state an enqueue ends in: 4096-4102, 8192-8198, or 1 to stay Enqueued)}.
     #[arg(long, conflicts_with = "generate", required_unless_present = "generate")]
     users: Option<PathBuf>,
-    /// Generate this many users (every 50th unlicensed, every 97th not allowed to sign in).
+    /// Generate this many users as the field has them: every 10th with a OneDrive, every 50th
+    /// unlicensed, every 97th not allowed to sign in, some answering Graph's "mysite URL" quirk,
+    /// some ending in a profile error.
     #[arg(long)]
     generate: Option<usize>,
     /// Simulated time from enqueue to site (before jitter of ±20%).

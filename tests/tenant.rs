@@ -200,7 +200,7 @@ async fn a_refused_token_kind_is_token_kind_refused_with_its_fix_for_every_metho
 async fn observing_1000_users_classifies_every_answer_at_one_lookup_per_user_and_one_per_missing_drive() {
     let mut c = sim_config(0);
     let kind = |i: usize| match i {
-        _ if i % 3 == 0 => "site",
+        _ if i.is_multiple_of(3) => "site",
         _ if i % 40 == 7 => "unlicensed",
         _ if i % 50 == 11 => "blocked",
         _ if i % 40 == 13 => "quirk400",

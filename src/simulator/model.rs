@@ -281,4 +281,16 @@ mod tests {
         assert_eq!(t.user("b@contoso.com", much_later).unwrap().site.code(), 1, "blocked users stay stuck");
         assert_eq!(t.sites(much_later).len(), 2);
     }
+
+    #[test]
+    fn users_files_can_set_every_field_quirk_and_outcome() {
+        let u: UserSpec = serde_yaml::from_str(
+            "{upn: q@contoso.com, signInAllowed: false, lookupQuirk: MysiteUnknownError, profileOutcome: 8195}",
+        )
+        .unwrap();
+        assert!(u.licensed && !u.sign_in_allowed && !u.has_site);
+        assert_eq!((u.lookup_quirk, u.profile_outcome), (LookupQuirk::MysiteUnknownError, Some(8195)));
+        let plain: UserSpec = serde_yaml::from_str("{upn: p@contoso.com}").unwrap();
+        assert_eq!(plain, UserSpec::new("p@contoso.com"));
+    }
 }

@@ -16,9 +16,9 @@ pub fn generate_users(n: usize, domain: &str) -> Vec<UserSpec> {
 /// and every 151st in 8195 (PartialCreate).
 pub fn realistic_user(i: usize, upn: String) -> UserSpec {
     let mut u = UserSpec::new(upn);
-    u.has_site = i % 10 == 0 && i % 50 != 0;
-    u.licensed = i % 50 != 0;
-    u.sign_in_allowed = i % 97 != 0;
+    u.has_site = i.is_multiple_of(10) && !i.is_multiple_of(50);
+    u.licensed = !i.is_multiple_of(50);
+    u.sign_in_allowed = !i.is_multiple_of(97);
     u.lookup_quirk = match i {
         _ if i % 20 == 7 => LookupQuirk::MysiteBadRequest,
         _ if i % 67 == 5 => LookupQuirk::MysiteUnknownError,
