@@ -5,6 +5,12 @@
 //! API and the simulator on loopback, on the simulator's manual clock (simulated time moves by
 //! the controller's requeue interval between cycles), beside a naive baseline that follows the
 //! seeds literally (enqueue 200, poll every user of the batch each interval, then the next batch).
+//!
+//! The operator runs against a realistic population (`simulator::realistic_user`: already
+//! provisioned, unlicensed, sign-in blocked, Graph's "mysite URL" quirks, profile errors), with
+//! profile errors placed where batches end, so that a batch's last user is one who never gets a
+//! site. The naive baseline needs a clean population: on a realistic one it waits for users who
+//! never get a site.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,11 +19,11 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use onedrive_operator::api::{OneDriveSite, OneDriveTenant, SitePhase};
+use onedrive_operator::api::{OneDriveSite, OneDriveTenant};
 use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
 use onedrive_operator::plan::{self, DesiredSite, Limits, Observation, Observed, PlanInput, SiteKey};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
-use onedrive_operator::simulator::{self, App, Clock, Config, FaultConfig, SimHandle, UserSpec};
+use onedrive_operator::simulator::{self, App, Clock, Config, FaultConfig, Population, SimHandle, UserSpec};
 use onedrive_operator::tenant::{Credentials, TenantClient, TenantConfig};
 use onedrive_operator::testing::site;
 
@@ -41,9 +47,29 @@ fn creds() -> Creds {
     Creds { key, cert }
 }
 
-async fn simulator(c: &Creds, users: usize, faults: FaultConfig) -> SimHandle {
+fn upn(i: usize) -> String {
+    format!("user{i:06}@contoso.com")
+}
+
+/// `n` users as the field has them, with a profile error at the end of every other batch.
+fn realistic(n: usize) -> Vec<UserSpec> {
+    let mut users: Vec<UserSpec> = (0..n).map(|i| simulator::realistic_user(i + 1, upn(i))).collect();
+    let sendable: Vec<usize> =
+        (0..n).filter(|&i| !users[i].has_site && users[i].licensed && users[i].sign_in_allowed).collect();
+    for (k, &i) in sendable.iter().skip(199).step_by(400).enumerate() {
+        users[i].profile_outcome = Some(if k % 2 == 0 { 4099 } else { 8195 });
+    }
+    users
+}
+
+/// `n` users who can all get a site (what the naive baseline can finish).
+fn clean(n: usize) -> Vec<UserSpec> {
+    (0..n).map(|i| UserSpec::new(upn(i))).collect()
+}
+
+async fn simulator(c: &Creds, users: Vec<UserSpec>, faults: FaultConfig) -> SimHandle {
     let config = Config {
-        users: (0..users).map(|i| UserSpec::new(format!("user{i:06}@contoso.com"))).collect(),
+        users,
         apps: vec![App::Certificate { client_id: CLIENT.into(), certificate: c.cert.clone() }],
         provision_delay: SignedDuration::from_mins(DELAY_MIN),
         jitter: 0.0,
@@ -68,10 +94,16 @@ fn tenant_and_cert(c: &Creds, sim: &SimHandle) -> (OneDriveTenant, Secret) {
 
 async fn kube(c: &Creds, sim: &SimHandle, users: usize) -> kube::Client {
     let (tenant, secret) = tenant_and_cert(c, sim);
+    // Created a second apart: the queue order is the users' order.
+    let base = Timestamp::from_second(1_800_000_000).unwrap();
     let sites: Vec<OneDriveSite> = (0..users)
         .map(|i| {
             let namespace = if i % 2 == 0 { "team-a" } else { "team-b" };
-            site(namespace, &format!("u{i}"), &format!("user{i:06}@contoso.com"), "contoso")
+            let mut s = site(namespace, &format!("u{i}"), &upn(i), "contoso");
+            s.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                base + SignedDuration::from_secs(i as i64),
+            ));
+            s
         })
         .collect();
     fake_cluster(sites, vec![tenant], vec![secret]).await.unwrap()
@@ -93,16 +125,59 @@ struct Run {
     simulated: SignedDuration,
     wall: Duration,
     requests: u64,
+    /// Graph lookups as Graph's throttling counts them (each `$batch` item).
+    graph_items: u64,
     writes: usize,
     idle_writes: usize,
     batches: usize,
-    ready: usize,
+    /// Users provisioned by this run (the denominator of the per-user figures).
+    provisioned: usize,
+    /// Users who did not end with the reason their population kind calls for.
+    wrong: usize,
 }
 
-/// The operator: cycles on the simulated clock until every site is Ready.
-async fn ours(c: &Creds, users: usize) -> Run {
-    let sim = simulator(c, users, FaultConfig::default()).await;
-    let client = kube(c, &sim, users).await;
+/// The reason a user of the population must end with.
+fn expected_reason(u: &UserSpec) -> &'static str {
+    match u {
+        u if u.has_site => "Provisioned",
+        u if !u.licensed => "UserNotLicensed",
+        u if !u.sign_in_allowed => "SignInBlocked",
+        UserSpec { profile_outcome: Some(c), .. } if *c >= 8192 => "ProvisioningFailed",
+        UserSpec { profile_outcome: Some(c), .. } if *c >= 4096 => "SiteCreationNotPermitted",
+        _ => "Provisioned",
+    }
+}
+
+/// Sites whose Ready reason is not what their user's kind calls for.
+async fn wrong_outcomes(client: &kube::Client, users: &[UserSpec]) -> usize {
+    let by_upn: HashMap<&str, &UserSpec> = users.iter().map(|u| (u.upn.as_str(), u)).collect();
+    let sites = Api::<OneDriveSite>::all(client.clone()).list(&Default::default()).await.unwrap().items;
+    sites
+        .iter()
+        .filter(|s| {
+            let reason = s
+                .status
+                .as_ref()
+                .and_then(|st| onedrive_operator::api::find_condition(&st.conditions, "Ready"))
+                .map(|c| c.reason.as_str());
+            reason != Some(expected_reason(by_upn[s.spec.user.as_str()]))
+        })
+        .count()
+}
+
+/// Whether every user is settled: nothing pending or provisioning, no batch sent this cycle.
+fn settled(report: &onedrive_operator::controller::CycleReport) -> bool {
+    report.users.desired > 0
+        && report.users.pending == 0
+        && report.users.provisioning == 0
+        && report.enqueued.is_none()
+}
+
+/// The operator: cycles on the simulated clock until every user is settled.
+async fn ours(c: &Creds, users: Vec<UserSpec>) -> Run {
+    let n = users.len();
+    let sim = simulator(c, users.clone(), FaultConfig::default()).await;
+    let client = kube(c, &sim, n).await;
     let r =
         with_sim_clock(Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new())), &sim);
     let (start, wall) = (sim.now(), Instant::now());
@@ -110,7 +185,7 @@ async fn ours(c: &Creds, users: usize) -> Run {
     loop {
         let report = r.reconcile_tenant("contoso").await.unwrap();
         writes += report.site_writes;
-        if report.users.ready as usize == users {
+        if settled(&report) {
             break;
         }
         sim.advance(SignedDuration::try_from(report.requeue_after).unwrap());
@@ -121,20 +196,23 @@ async fn ours(c: &Creds, users: usize) -> Run {
         sim.advance(SignedDuration::from_secs(POLL_SECS));
         idle_writes += r.reconcile_tenant("contoso").await.unwrap().site_writes;
     }
+    let stats = sim.stats();
     Run {
         simulated,
         wall: wall.elapsed(),
         requests: tenant_requests(&sim),
+        graph_items: stats.count("graph.batch.items"),
         writes,
         idle_writes,
-        batches: sim.stats().enqueues.len(),
-        ready: users,
+        batches: stats.enqueues.len(),
+        provisioned: Population::of(&users).can_get_site,
+        wrong: wrong_outcomes(&client, &users).await,
     }
 }
 
 /// The seeds, literally: enqueue 200, poll every user of the batch each interval, next batch.
 async fn naive(c: &Creds, users: usize) -> Run {
-    let sim = simulator(c, users, FaultConfig::default()).await;
+    let sim = simulator(c, clean(users), FaultConfig::default()).await;
     let creds = Credentials::Certificate {
         client_id: CLIENT.into(),
         certificate: c.cert.clone(),
@@ -158,10 +236,12 @@ async fn naive(c: &Creds, users: usize) -> Run {
         simulated: sim.now().duration_since(start),
         wall: wall.elapsed(),
         requests: tenant_requests(&sim),
+        graph_items: sim.stats().count("graph.batch.items"),
         writes: 0,
         idle_writes: 0,
         batches: sim.stats().enqueues.len(),
-        ready: users,
+        provisioned: users,
+        wrong: 0,
     }
 }
 
@@ -263,10 +343,25 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// 5,000 users, 20% injected 429/503 and added latency, the controller replaced by a fresh one
-/// (nothing in memory) every two batches.
-async fn soak(c: &Creds) -> (usize, usize, usize, usize, SignedDuration, Duration) {
-    let users = 5000;
+/// What the soak measured.
+struct Soak {
+    ready: usize,
+    /// Users who did not end with the reason their kind calls for (lost, or told wrongly).
+    wrong: usize,
+    oversized: usize,
+    duplicates: usize,
+    /// Enqueues of users the directory refuses (unlicensed, sign-in blocked).
+    refused_sent: usize,
+    restarts: usize,
+    throttled: u64,
+    simulated: SignedDuration,
+    wall: Duration,
+}
+
+/// 5,000 users of the realistic population, 20% injected 429/503 and added latency, the
+/// controller replaced by a fresh one (nothing in memory) every two batches.
+async fn soak(c: &Creds) -> Soak {
+    let users = realistic(5000);
     let faults = FaultConfig {
         rate: 0.2,
         seed: 7,
@@ -274,8 +369,8 @@ async fn soak(c: &Creds) -> (usize, usize, usize, usize, SignedDuration, Duratio
         latency: Duration::from_millis(2),
         ..FaultConfig::default()
     };
-    let sim = simulator(c, users, faults).await;
-    let client = kube(c, &sim, users).await;
+    let sim = simulator(c, users.clone(), faults).await;
+    let client = kube(c, &sim, users.len()).await;
     let (start, wall) = (sim.now(), Instant::now());
     let mut r =
         with_sim_clock(Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new())), &sim);
@@ -283,7 +378,7 @@ async fn soak(c: &Creds) -> (usize, usize, usize, usize, SignedDuration, Duratio
     let mut last_batches = 0;
     let ready = loop {
         let report = r.reconcile_tenant("contoso").await.unwrap();
-        if report.users.ready as usize == users || wall.elapsed() > Duration::from_secs(900) {
+        if settled(&report) || wall.elapsed() > Duration::from_secs(900) {
             break report.users.ready as usize;
         }
         let batches = sim.stats().enqueues.len();
@@ -309,12 +404,19 @@ async fn soak(c: &Creds) -> (usize, usize, usize, usize, SignedDuration, Duratio
             }
         }
     }
-    let oversized = stats.enqueues.iter().filter(|e| e.users.len() > 200).count();
-    let sites = Api::<OneDriveSite>::all(client.clone()).list(&Default::default()).await.unwrap().items;
-    let lost =
-        sites.iter().filter(|s| s.status.as_ref().and_then(|st| st.phase) != Some(SitePhase::Ready)).count();
-    println!("soak: {restarts} restarts, {} throttled answers", stats.throttled);
-    (ready, lost, oversized, duplicates, sim.now().duration_since(start), wall.elapsed())
+    let refused: HashSet<&str> =
+        users.iter().filter(|u| !u.licensed || !u.sign_in_allowed).map(|u| u.upn.as_str()).collect();
+    Soak {
+        ready,
+        wrong: wrong_outcomes(&client, &users).await,
+        oversized: stats.enqueues.iter().filter(|e| e.users.len() > 200).count(),
+        duplicates,
+        refused_sent: seen.iter().filter(|u| refused.contains(u.as_str())).count(),
+        restarts,
+        throttled: stats.throttled,
+        simulated: sim.now().duration_since(start),
+        wall: wall.elapsed(),
+    }
 }
 
 fn fmt(d: SignedDuration) -> String {
@@ -359,33 +461,53 @@ async fn main() {
     out.push_str(&format!(
         "## Convergence and tenant cost (per-batch provisioning delay D = {DELAY_MIN} min, poll interval {POLL_SECS} s, simulated time)\n\n"
     ));
-    out.push_str("| users | who | simulated time | ÷ tenant minimum ⌈N/200⌉×D | tenant HTTP requests | per provisioned user | status writes per site | writes when idle | wall time |\n|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("The operator runs against the realistic population below; N is the number of users who can get a site and have none, and the tenant minimum is ⌈N/200⌉×D. Users whose profile ends in an error take a batch slot too (nothing tells them apart before the enqueue), and one of them stands at the end of every other batch. The naive baseline runs on a clean population of the same size (every user can get a site): on a realistic one it waits for users who never get a site.\n\n");
     for &n in &sizes {
-        let minimum = SignedDuration::from_mins(DELAY_MIN * n.div_ceil(200) as i64);
-        for (who, run) in [("onedrive-operator", ours(&c, n).await), ("naive baseline", naive(&c, n).await)] {
-            let writes = if who == "naive baseline" {
-                "—".to_string()
-            } else {
-                format!("{:.2}", run.writes as f64 / n as f64)
-            };
-            let idle = if who == "naive baseline" { "—".to_string() } else { run.idle_writes.to_string() };
+        out.push_str(&format!("- {}\n", Population::of(&realistic(n))));
+    }
+    out.push_str("\n| users | who | simulated time | ÷ tenant minimum ⌈N/200⌉×D | batches | tenant HTTP requests | per provisioned user | Graph lookups ($batch items) per provisioned user | status writes per site | writes when idle | users with a wrong outcome | wall time |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for &n in &sizes {
+        let population = Population::of(&realistic(n));
+        for (who, run) in [
+            ("onedrive-operator", ours(&c, realistic(n)).await),
+            ("naive baseline (clean population)", naive(&c, n).await),
+        ] {
+            let baseline = who.starts_with("naive");
+            let provisioned = run.provisioned;
+            let minimum = SignedDuration::from_mins(DELAY_MIN * provisioned.div_ceil(200) as i64);
+            let writes =
+                if baseline { "—".to_string() } else { format!("{:.2}", run.writes as f64 / n as f64) };
+            let idle = if baseline { "—".to_string() } else { run.idle_writes.to_string() };
             out.push_str(&format!(
-                "| {n} | {who} | {} | {:.3} | {} | {:.3} | {writes} | {idle} | {:.1} s |\n",
+                "| {n} | {who} | {} | {:.3} | {} | {} | {:.3} | {:.3} | {writes} | {idle} | {} | {:.1} s |\n",
                 fmt(run.simulated),
                 run.simulated.as_secs_f64() / minimum.as_secs_f64(),
+                run.batches,
                 run.requests,
-                run.requests as f64 / run.ready as f64,
+                run.requests as f64 / provisioned as f64,
+                run.graph_items as f64 / provisioned as f64,
+                run.wrong,
                 run.wall.as_secs_f64()
             ));
-            assert_eq!(run.batches, n.div_ceil(200), "{who}");
+            if !baseline {
+                assert_eq!(provisioned, population.can_get_site);
+            }
             println!("{}", out.lines().last().unwrap());
         }
     }
-    let (ready, lost, oversized, duplicates, simulated, wall) = soak(&c).await;
+    let s = soak(&c).await;
     out.push_str(&format!(
-        "\n## Soak (5,000 users, 20% injected 429/503, 2 ms added latency, a fresh controller every 2 batches)\n\n| users Ready | users lost | batches > 200 | duplicate enqueues | simulated time to converge | wall time |\n|---|---|---|---|---|---|\n| {ready} | {lost} | {oversized} | {duplicates} | {} | {:.1} s |\n",
-        fmt(simulated),
-        wall.as_secs_f64()
+        "\n## Soak (the realistic population of 5,000 users, 20% injected 429/503, 2 ms added latency, a fresh controller every 2 batches)\n\n- {}\n\n| users Ready | users with a wrong outcome | refused users sent | batches > 200 | duplicate enqueues | restarts | throttled answers | simulated time to converge | wall time |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |\n",
+        Population::of(&realistic(5000)),
+        s.ready,
+        s.wrong,
+        s.refused_sent,
+        s.oversized,
+        s.duplicates,
+        s.restarts,
+        s.throttled,
+        fmt(s.simulated),
+        s.wall.as_secs_f64()
     ));
     println!("{}", out.lines().last().unwrap());
     if let Some(path) = std::env::var_os("BENCH_OUT") {

@@ -94,7 +94,7 @@ struct SimulateArgs {
     #[arg(long, conflicts_with = "generate", required_unless_present = "generate")]
     users: Option<PathBuf>,
     /// Generate this many users as the field has them: every 10th with a OneDrive, every 50th
-    /// unlicensed, every 97th not allowed to sign in, some answering Graph's "mysite URL" quirk,
+    /// unlicensed, every 83rd not allowed to sign in, some answering Graph's "mysite URL" quirk,
     /// some ending in a profile error.
     #[arg(long)]
     generate: Option<usize>,

@@ -10,15 +10,15 @@ pub fn generate_users(n: usize, domain: &str) -> Vec<UserSpec> {
 }
 
 /// The `i`-th user (from 1) of a realistic population: every 10th already has a OneDrive, every
-/// 50th is unlicensed, every 97th may not sign in; of the rest, every 20th answers the drive
+/// 50th (from the 25th) is unlicensed, every 83rd may not sign in; of the rest, every 20th answers the drive
 /// lookup with the 400 "Unable to retrieve user's mysite URL." quirk and every 67th with its 500
 /// `UnknownError` variant; every 149th ends in profile state 4099 (SelfServiceSiteCreationDisabled)
 /// and every 151st in 8195 (PartialCreate).
 pub fn realistic_user(i: usize, upn: String) -> UserSpec {
     let mut u = UserSpec::new(upn);
-    u.has_site = i.is_multiple_of(10) && !i.is_multiple_of(50);
-    u.licensed = !i.is_multiple_of(50);
-    u.sign_in_allowed = !i.is_multiple_of(97);
+    u.has_site = i.is_multiple_of(10);
+    u.licensed = i % 50 != 25;
+    u.sign_in_allowed = !i.is_multiple_of(83);
     u.lookup_quirk = match i {
         _ if i % 20 == 7 => LookupQuirk::MysiteBadRequest,
         _ if i % 67 == 5 => LookupQuirk::MysiteUnknownError,
