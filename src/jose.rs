@@ -146,6 +146,8 @@ impl Jws {
 pub struct Certificate {
     pub der: Vec<u8>,
     pub public_key: PublicKey,
+    /// The end of its validity (`notAfter`).
+    pub not_after: Option<jiff::Timestamp>,
 }
 
 impl Certificate {
@@ -164,7 +166,9 @@ impl Certificate {
             .map_err(|e| JoseError::Certificate(e.to_string()))?;
         let public_key = PublicKey::try_from(spki)
             .map_err(|e| JoseError::Certificate(format!("the certificate's key is not RSA ({e})")))?;
-        Ok(Certificate { der, public_key })
+        let not_after = cert.tbs_certificate().validity().not_after.to_unix_duration();
+        let not_after = jiff::Timestamp::from_second(not_after.as_secs() as i64).ok();
+        Ok(Certificate { der, public_key, not_after })
     }
 
     /// `x5t#S256`: base64url SHA-256 of the DER certificate.
@@ -220,12 +224,25 @@ pub fn generate_key() -> PrivateKey {
 
 /// A self-signed certificate for `key` (test credentials; Entra ID accepts self-signed app certificates).
 pub fn self_signed_certificate(key: &PrivateKey, common_name: &str) -> Result<Certificate, JoseError> {
+    self_signed_certificate_until(key, common_name, None)
+}
+
+/// [`self_signed_certificate`], valid until midnight (UTC) at the start of the day of `until`.
+pub fn self_signed_certificate_until(
+    key: &PrivateKey,
+    common_name: &str,
+    until: Option<jiff::Timestamp>,
+) -> Result<Certificate, JoseError> {
     let pem = private_key_to_pem(key);
     let pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)
         .map_err(|e| JoseError::PrivateKey(e.to_string()))?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
         .map_err(|e| JoseError::Certificate(e.to_string()))?;
     params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    if let Some(until) = until {
+        let d = until.to_zoned(jiff::tz::TimeZone::UTC).date();
+        params.not_after = rcgen::date_time_ymd(d.year() as i32, d.month() as u8, d.day() as u8);
+    }
     let cert = params.self_signed(&pair).map_err(|e| JoseError::Certificate(e.to_string()))?;
     Certificate::from_pem(&cert.pem())
 }

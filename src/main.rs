@@ -122,6 +122,13 @@ struct SimulateArgs {
     /// Name of the printed OneDriveTenant.
     #[arg(long, default_value = "simulator")]
     tenant_name: String,
+    /// Lifetime of the access tokens the simulated Entra ID issues (real time).
+    #[arg(long, default_value = "3599s")]
+    token_lifetime: String,
+    /// A permission the simulated app was not granted (repeatable), e.g. Sites.FullControl.All:
+    /// its tokens lack it and the calls that need it are refused.
+    #[arg(long)]
+    withhold_permission: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -284,6 +291,11 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
         AppOnlyArg::Refuse => AppOnlyEnqueue::Refuse,
     };
     config.faults = FaultConfig { rate: args.fault_rate, seed: args.seed, ..FaultConfig::default() };
+    config.token_lifetime = onedrive_operator::api::parse_duration("--token-lifetime", &args.token_lifetime)?;
+    if config.token_lifetime < jiff::SignedDuration::from_secs(10) {
+        return Err("--token-lifetime must be at least 10s".into());
+    }
+    config.withheld_permissions = args.withhold_permission.clone();
 
     // Test credentials, valid for this simulator only.
     let key = onedrive_operator::jose::generate_key();

@@ -441,7 +441,7 @@ fn doctor_passes_against_the_simulator_and_names_the_fix_when_enqueue_is_refused
     let (ok, out) = doctor(&manifests, "accept");
     assert!(ok, "{out}");
     assert!(out.contains("All checks passed."), "{out}");
-    assert_eq!(out.matches("[ok]").count(), 7, "{out}");
+    assert_eq!(out.matches("[ok]").count(), 9, "{out}");
     assert!(!out.contains("PRIVATE KEY") && !out.contains("eyJ"));
 
     let (_sim, manifests) = spawn_simulate(&["--generate", "300", "--app-only-enqueue", "refuse"]);
@@ -455,6 +455,30 @@ fn doctor_passes_against_the_simulator_and_names_the_fix_when_enqueue_is_refused
         spawn_simulate(&["--generate", "300", "--app-only-enqueue", "refuse", "--auth", "delegated"]);
     let (ok, out) = doctor(&manifests, "delegated");
     assert!(ok, "{out}");
+}
+
+/// The permission is named from the token's claims, with the step that needs it; the tenant
+/// refuses the calls that need it as the service does (Graph 403, SharePoint access denied).
+#[test]
+fn doctor_names_a_missing_permission_and_the_step_that_needs_it() {
+    let (_sim, manifests) = spawn_simulate(&["--generate", "300", "--withhold-permission", "Sites.FullControl.All"]);
+    let (ok, out) = doctor(&manifests, "withheld");
+    assert!(!ok, "{out}");
+    let line = out.lines().find(|l| l.contains("SharePoint token grants")).unwrap_or_default();
+    assert!(line.contains("[FAIL]"), "{out}");
+    assert!(
+        line.contains("lacks Sites.FullControl.All (application), needed to enqueue personal sites"),
+        "{out}"
+    );
+    assert!(out.contains("[ok]   Graph token grants what the operator needs"), "{out}");
+    for secret in ["eyJ", "PRIVATE KEY", "rt-", "client_assertion"] {
+        assert!(!out.contains(secret), "{secret} in the output:\n{out}");
+    }
+    let (_sim, manifests) = spawn_simulate(&["--generate", "300", "--withhold-permission", "User.Read.All"]);
+    let (ok, out) = doctor(&manifests, "withheld-graph");
+    assert!(!ok, "{out}");
+    assert!(out.contains("lacks User.Read.All (application), needed to look users up"), "{out}");
+    assert!(out.contains("User.Read.All"), "the Graph lookup failure names the permission too:\n{out}");
 }
 
 /// `check`'s words for every kind of user, read through the controller's own classification:

@@ -3,12 +3,11 @@
 //! Usable with any `kube::Client` (a real API server or an in-memory one): the sites come from
 //! a reflector store when the controller runs, or from a list call in tests and the demo.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -17,13 +16,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::ControllerError;
+use super::credentials::{self, CredentialHealth, RefreshTokenStore};
 use super::metrics::Metrics;
 use crate::api::{
-    BatchStatus, ConditionSet, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, SitePhase, TenantAuthKind,
-    condition_type,
+    BatchStatus, ConditionSet, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, SitePhase, condition_type,
 };
 use crate::plan::{self, DesiredSite, Limits, Observed, PlanInput, TenantProblem};
-use crate::tenant::{SecretStore, TenantClient, TenantConfig, TenantError, credentials_for};
+use crate::tenant::{TenantClient, TenantError};
 
 /// The field manager of every write.
 pub const MANAGER: &str = "onedrive-operator";
@@ -61,18 +60,22 @@ pub struct CycleReport {
     /// That problem's reason alone (the tenant condition's reason).
     pub problem_reason: Option<String>,
     pub crashed: bool,
+    /// The tenant's credentials as this cycle saw them.
+    pub credentials: CredentialHealth,
 }
 
 /// Per-tenant state kept between cycles: the tenant client and the newest observation per user.
 /// Soft state: a restart loses it and simply observes uncertain users again.
-struct TenantRuntime {
-    fingerprint: String,
+pub(super) struct TenantRuntime {
+    pub(super) fingerprint: String,
     /// SharePoint definitely refused an enqueue with these credentials: not asked again until
     /// the tenant or its Secret changes, or this time passes.
-    refused: Option<(TenantProblem, Timestamp)>,
-    client: Arc<TenantClient>,
-    memory: HashMap<String, Observed>,
-    last_counters: HashMap<(crate::tenant::Service, &'static str), u64>,
+    pub(super) refused: Option<(TenantProblem, Timestamp)>,
+    pub(super) client: Arc<TenantClient>,
+    /// A delegated tenant's refresh token and its write-back.
+    pub(super) refresh: Option<Arc<RefreshTokenStore>>,
+    pub(super) memory: HashMap<String, Observed>,
+    pub(super) last_counters: HashMap<(crate::tenant::Service, &'static str), u64>,
 }
 
 /// Everything a cycle needs; one per operator process.
@@ -329,7 +332,10 @@ impl Reconciler {
         if let Some((id, outcome)) = &plan.finished {
             self.event(&tenant, EventType::Normal, "BatchFinished", format!("batch {id}: {outcome:?}")).await;
         }
-        let new_status = tenant_status(&tenant, &status, &plan, problem.as_ref(), throttled_until, now);
+        let health = self.credential_health(name, runtime.as_ref()).await;
+        let new_status =
+            tenant_status(&tenant, &status, &plan, problem.as_ref(), throttled_until, now, &health);
+        self.credential_events(&tenant, &status, &new_status).await;
         if Some(&new_status) != tenant.status.as_ref() {
             if let Some(p) = &problem
                 && Some(&p.reason) != tenant_problem_reason(&status).as_ref()
@@ -348,6 +354,7 @@ impl Reconciler {
         report.users = plan.users.clone();
         report.problem_reason = problem.as_ref().map(|p| p.reason.clone());
         report.problem = problem.map(|p| format!("{}: {}", p.reason, p.message));
+        report.credentials = health;
         report.requeue_after = match throttled_until {
             Some(t) if t > now => t.duration_since(now).unsigned_abs(),
             _ => plan.requeue_after.unsigned_abs(),
@@ -363,90 +370,6 @@ impl Reconciler {
         } else {
             false
         }
-    }
-
-    /// Builds (or reuses) the tenant client for the tenant's current spec and Secrets.
-    async fn ensure_client(
-        &self,
-        tenant: &OneDriveTenant,
-        runtime: &mut Option<TenantRuntime>,
-    ) -> Result<(), TenantError> {
-        let (secrets, versions) = self.secrets_for(tenant).await?;
-        let fingerprint = format!("{}|{}", tenant.metadata.generation.unwrap_or(0), versions);
-        if runtime.as_ref().is_some_and(|r| r.fingerprint == fingerprint) {
-            return Ok(());
-        }
-        let on_rotate = self.rotation_writer(tenant);
-        let env = |k: &str| std::env::var(k).ok();
-        let credentials = credentials_for(&tenant.spec, &secrets, &self.namespace, &env, on_rotate)?;
-        let mut config = TenantConfig::from_spec(&tenant.spec);
-        config.organization = self.organization.clone();
-        config.ca_bundle = self.ca_bundle.clone();
-        let client = Arc::new(TenantClient::new(config, credentials)?);
-        // Observations stay valid across a credential change; the client does not.
-        let memory = runtime.take().map(|r| r.memory).unwrap_or_default();
-        *runtime =
-            Some(TenantRuntime { fingerprint, refused: None, client, memory, last_counters: HashMap::new() });
-        Ok(())
-    }
-
-    /// The Secrets the tenant references, and their resource versions (to notice rotation).
-    async fn secrets_for(&self, tenant: &OneDriveTenant) -> Result<(SecretStore, String), TenantError> {
-        let auth = &tenant.spec.auth;
-        let name = match auth.kind().map_err(TenantError::CredentialsInvalid)? {
-            TenantAuthKind::Certificate => auth.certificate.as_ref().map(|c| c.secret_ref.name.clone()),
-            TenantAuthKind::Delegated => {
-                auth.delegated.as_ref().map(|d| d.refresh_token_secret_ref.name.clone())
-            }
-            TenantAuthKind::WorkloadIdentity => None,
-        };
-        let mut store = SecretStore::new();
-        let mut versions = String::new();
-        if let Some(name) = name {
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-            match api.get_opt(&name).await {
-                Ok(Some(secret)) => {
-                    versions = secret.resource_version().unwrap_or_default();
-                    let data: BTreeMap<String, Vec<u8>> =
-                        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                    store.insert(name, data);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(TenantError::Unreachable(format!(
-                        "cannot read Secret {}/{name}: {e}",
-                        self.namespace
-                    )));
-                }
-            }
-        }
-        Ok((store, versions))
-    }
-
-    /// For delegated auth: writes rotated refresh tokens back to their Secret.
-    fn rotation_writer(&self, tenant: &OneDriveTenant) -> Option<crate::tenant::RotationCallback> {
-        let d = tenant.spec.auth.delegated.as_ref()?;
-        let (secret, key) = (d.refresh_token_secret_ref.name.clone(), d.refresh_token_secret_ref.key.clone());
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let handle = tokio::runtime::Handle::current();
-        Some(Arc::new(move |token: String| {
-            let (api, secret, key) = (api.clone(), secret.clone(), key.clone());
-            handle.spawn(async move {
-                // get + replace: the chart grants `get` and `update` on Secrets, nothing more.
-                let result = async {
-                    let mut current = api.get(&secret).await?;
-                    current
-                        .data
-                        .get_or_insert_with(Default::default)
-                        .insert(key, k8s_openapi::ByteString(token.into_bytes()));
-                    api.replace(&secret, &Default::default(), &current).await
-                }
-                .await;
-                if let Err(e) = result {
-                    tracing::warn!(secret, error = %e, "could not store the rotated refresh token");
-                }
-            });
-        }))
     }
 
     async fn write_site(&self, update: &plan::SiteUpdate) -> Result<(), ControllerError> {
@@ -501,7 +424,7 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn event(&self, tenant: &OneDriveTenant, type_: EventType, reason: &str, note: String) {
+    pub(super) async fn event(&self, tenant: &OneDriveTenant, type_: EventType, reason: &str, note: String) {
         let Some(recorder) = &self.recorder else { return };
         let ev = Event {
             type_,
@@ -618,6 +541,7 @@ fn tenant_status(
     problem: Option<&TenantProblem>,
     throttled_until: Option<Timestamp>,
     now: Timestamp,
+    health: &CredentialHealth,
 ) -> OneDriveTenantStatus {
     let g = tenant.metadata.generation;
     let u = &plan.users;
@@ -650,7 +574,7 @@ fn tenant_status(
     };
     OneDriveTenantStatus {
         observed_generation: g,
-        conditions: conditions.build(),
+        conditions: credentials::conditions(conditions, health, now).build(),
         users: plan.users.clone(),
         current_batch: plan.batch.clone(),
         last_batch_id: plan.last_batch_id,

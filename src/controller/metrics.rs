@@ -54,6 +54,10 @@ pub struct Metrics {
     status_writes: Family<TenantLabel, Counter>,
     requests: Family<ServiceLabels, Counter>,
     throttles: Family<ServiceLabels, Counter>,
+    credential_expiry: Family<TenantLabel, Gauge>,
+    refresh_rotation: Family<TenantLabel, Gauge>,
+    refresh_writes: Family<TenantLabel, Counter>,
+    not_persisted: Family<TenantLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -78,6 +82,10 @@ impl Metrics {
         let status_writes = Family::<TenantLabel, Counter>::default();
         let requests = Family::<ServiceLabels, Counter>::default();
         let throttles = Family::<ServiceLabels, Counter>::default();
+        let credential_expiry = Family::<TenantLabel, Gauge>::default();
+        let refresh_rotation = Family::<TenantLabel, Gauge>::default();
+        let refresh_writes = Family::<TenantLabel, Counter>::default();
+        let not_persisted = Family::<TenantLabel, Gauge>::default();
         registry.register("reconciles", "Reconcile cycles by result", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Duration of a reconcile cycle", durations.clone());
         registry.register(
@@ -95,8 +103,32 @@ impl Metrics {
             "429/503 answers from Microsoft 365 by service",
             throttles.clone(),
         );
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When the tenant's certificate expires (notAfter, Unix seconds)",
+            credential_expiry.clone(),
+        );
+        registry.register(
+            "refresh_token_last_rotation_timestamp_seconds",
+            "When the delegated refresh token in use was issued (Unix seconds)",
+            refresh_rotation.clone(),
+        );
+        registry.register(
+            "refresh_token_writes",
+            "Rotated refresh tokens written back to their Secret",
+            refresh_writes.clone(),
+        );
+        registry.register(
+            "credentials_not_persisted",
+            "1 while a rotated refresh token is held in memory only (its Secret could not be updated)",
+            not_persisted.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            credential_expiry,
+            refresh_rotation,
+            refresh_writes,
+            not_persisted,
             reconciles,
             durations,
             errors,
@@ -159,6 +191,25 @@ impl Metrics {
                 "throttled" => self.throttles.get_or_create(&labels).inc_by(delta),
                 _ => 0,
             };
+        }
+    }
+
+    pub fn refresh_tokens_written(&self, tenant: &str, n: usize) {
+        self.refresh_writes.get_or_create(&Self::tenant(tenant)).inc_by(n as u64);
+    }
+
+    /// The credential gauges (set only for the credentials the tenant has).
+    pub fn credentials(&self, tenant: &str, health: &super::credentials::CredentialHealth) {
+        if let Some(at) = health.expires_at {
+            self.credential_expiry.get_or_create(&Self::tenant(tenant)).set(at.as_second());
+        }
+        if let Some(at) = health.last_rotation {
+            self.refresh_rotation.get_or_create(&Self::tenant(tenant)).set(at.as_second());
+        }
+        if health.delegated {
+            self.not_persisted
+                .get_or_create(&Self::tenant(tenant))
+                .set(i64::from(health.not_persisted.is_some()));
         }
     }
 

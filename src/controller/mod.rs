@@ -1,9 +1,11 @@
 //! The only code that knows kube-runtime: the controller, its cycle, metrics, probes and
 //! leader election.
 
+pub mod credentials;
 mod cycle;
 pub mod metrics;
 pub mod run;
+mod tenant_client;
 
 pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, SiteSource};
 

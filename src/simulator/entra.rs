@@ -13,7 +13,9 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{App, Sim};
-use crate::jose::{Alg, Jws};
+use sha2::Digest;
+
+use crate::jose::{Alg, Certificate, Jws};
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
     Router::new().route("/entra/{tenant}/oauth2/v2.0/token", post(token))
@@ -140,6 +142,13 @@ fn issue(sim: &Sim, tenant: &str, form: &HashMap<String, String>) -> Response {
             let rotated = format!("rt-{}", crate::jose::guid());
             tokens.insert(rotated.clone());
             drop(tokens);
+            {
+                let mut stats = sim.stats.lock().unwrap();
+                *stats.refresh_redemptions.entry(resource.clone()).or_default() += 1;
+                stats.rotations += 1;
+                stats.newest_refresh_token_sha256 =
+                    Some(crate::jose::b64url(&sha2::Sha256::digest(rotated.as_bytes())));
+            }
             grant(sim, client_id, "delegated", &resource, Some(rotated))
         }
         "" => error(
@@ -188,17 +197,36 @@ fn resource_of(sim: &Sim, scope: &str) -> Result<String, Response> {
     }
 }
 
+/// What an app registration holds for each resource, as Entra puts it in a token: application
+/// permissions (`roles`) for app-only tokens, delegated scopes (`scp`) for a user's.
+fn permissions(sim: &Sim, resource: &str, delegated: bool) -> Vec<&'static str> {
+    let all: &[&str] = match (resource == sim.graph_resource(), delegated) {
+        (true, _) => &["User.Read.All", "Sites.Read.All"],
+        (false, false) => &["Sites.FullControl.All", "User.ReadWrite.All"],
+        (false, true) => &["AllSites.FullControl", "User.ReadWrite.All"],
+    };
+    all.iter().copied().filter(|p| !sim.config.withheld_permissions.iter().any(|w| w == p)).collect()
+}
+
 fn grant(sim: &Sim, client_id: &str, kind: &str, resource: &str, refresh: Option<String>) -> Response {
     let now = Timestamp::now().as_second();
     let lifetime = sim.config.token_lifetime.as_secs();
-    let claims = json!({
+    let delegated = kind == "delegated";
+    let granted = permissions(sim, resource, delegated);
+    let mut claims = json!({
         "aud": resource,
         "iss": format!("{}/entra/{}/v2.0", sim.base, sim.config.tenant_id),
         "tid": sim.config.tenant_id,
         "appid": client_id,
+        "idtyp": if delegated { "user" } else { "app" },
         "kind": kind,
         "iat": now, "nbf": now, "exp": now + lifetime,
     });
+    if delegated {
+        claims["scp"] = Value::from(granted.join(" "));
+    } else {
+        claims["roles"] = Value::from(granted);
+    }
     let mut body = json!({
         "token_type": "Bearer",
         "expires_in": lifetime,
@@ -235,28 +263,37 @@ fn verify_assertion(sim: &Sim, client_id: &str, assertion: &str) -> Result<&'sta
         claim_i64("exp").is_some_and(|e| e > now) && claim_i64("nbf").is_none_or(|n| n <= now + 300);
     let has_thumbprint = jws.header.get("x5t#S256").is_some() || jws.header.get("x5t").is_some();
     if has_thumbprint {
-        let Some(App::Certificate { certificate, .. }) =
-            apps.iter().find(|a| matches!(a, App::Certificate { .. })).copied()
-        else {
+        let certificates: Vec<&Certificate> = apps
+            .iter()
+            .filter_map(|a| match a {
+                App::Certificate { certificate, .. } => Some(certificate),
+                _ => None,
+            })
+            .collect();
+        if certificates.is_empty() {
             return invalid(
                 700027,
                 "Client assertion contains an invalid signature. [Reason - The key was not found.]",
             );
-        };
-        // The thumbprint must name the registered certificate: x5t#S256 (SHA-256) or legacy x5t (SHA-1).
-        let named = jws.header["x5t#S256"].as_str() == Some(certificate.x5t_s256().as_str())
-            || jws.header["x5t"].as_str() == Some(certificate.x5t().as_str());
-        if !named {
+        }
+        // The thumbprint must name a registered certificate (an app may hold several while one
+        // is renewed): x5t#S256 (SHA-256) or legacy x5t (SHA-1).
+        let named = certificates.iter().find(|c| {
+            jws.header["x5t#S256"].as_str() == Some(c.x5t_s256().as_str())
+                || jws.header["x5t"].as_str() == Some(c.x5t().as_str())
+        });
+        let Some(certificate) = named.copied() else {
             return invalid(
                 700027,
                 "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client does not match any registered certificate.]",
             );
-        }
+        };
         if !matches!(jws.alg(), Ok(Alg::PS256 | Alg::RS256))
             || jws.verify_rsa(&certificate.public_key).is_err()
         {
             return invalid(700027, "Client assertion failed signature validation.");
         }
+        sim.stats.lock().unwrap().certificates_used.insert(certificate.x5t_s256());
         if jws.claims["aud"].as_str()
             != Some(format!("{}/entra/{}/oauth2/v2.0/token", sim.base, sim.config.tenant_id).as_str())
         {

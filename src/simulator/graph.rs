@@ -84,8 +84,24 @@ fn unauthorized(sim: &Sim, e: TokenError) -> Answer {
     error(sim, 401, "InvalidAuthenticationToken", message)
 }
 
+/// What a Graph call needs the token to grant (any one of them).
+const READ_USERS: &[&str] = &["User.Read.All", "User.ReadWrite.All", "Directory.Read.All"];
+const READ_SITES: &[&str] =
+    &["Sites.Read.All", "Files.Read.All", "Sites.ReadWrite.All", "Sites.FullControl.All"];
+
+/// Graph's answer to a token without the permission a call needs.
+fn denied(sim: &Sim) -> Answer {
+    error(sim, 403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+}
+
 /// Runs one authenticated, possibly throttled, Graph call and records it.
-fn call(sim: &Sim, headers: &HeaderMap, endpoint: &str, f: impl FnOnce(&Sim) -> Answer) -> Response {
+fn call(
+    sim: &Sim,
+    headers: &HeaderMap,
+    endpoint: &str,
+    needs: &[&str],
+    f: impl FnOnce(&Sim) -> Answer,
+) -> Response {
     let token = match sim.verify_bearer(headers, &sim.graph_resource()) {
         Ok(t) => t,
         Err(e) => {
@@ -97,6 +113,7 @@ fn call(sim: &Sim, headers: &HeaderMap, endpoint: &str, f: impl FnOnce(&Sim) -> 
     let fault = sim.draw(Service::Graph);
     let answer = match fault {
         Some(f) => throttled(sim, f),
+        None if !token.grants(needs) => denied(sim),
         None => f(sim),
     };
     sim.record(endpoint, answer.status, fault, Some(&token.client_id));
@@ -112,7 +129,7 @@ async fn list_users(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(qu
         })
         .unwrap_or(100)
         .clamp(1, 999);
-    call(&sim, &headers, "graph.users", |sim| {
+    call(&sim, &headers, "graph.users", READ_USERS, |sim| {
         let upns = sim.tenant.lock().unwrap().upns(top);
         let value: Vec<Value> = upns.iter().map(|u| json!({"userPrincipalName": u})).collect();
         Answer::ok(
@@ -122,11 +139,11 @@ async fn list_users(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(qu
 }
 
 async fn user(State(sim): State<Arc<Sim>>, Path(upn): Path<String>, headers: HeaderMap) -> Response {
-    call(&sim, &headers, "graph.user", |sim| get_user(sim, &upn))
+    call(&sim, &headers, "graph.user", READ_USERS, |sim| get_user(sim, &upn))
 }
 
 async fn drive(State(sim): State<Arc<Sim>>, Path(upn): Path<String>, headers: HeaderMap) -> Response {
-    call(&sim, &headers, "graph.drive", |sim| get_drive(sim, &upn))
+    call(&sim, &headers, "graph.drive", READ_SITES, |sim| get_drive(sim, &upn))
 }
 
 fn no_such_user(sim: &Sim, upn: &str) -> Answer {
@@ -197,11 +214,13 @@ fn general_exception(sim: &Sim) -> Answer {
 }
 
 /// `/users/{upn}` or `/users/{upn}/drive`, as written in a `$batch` item.
-fn route_item(sim: &Sim, url: &str) -> Answer {
+fn route_item(sim: &Sim, token: &super::TokenInfo, url: &str) -> Answer {
     let path = url.split('?').next().unwrap_or_default().trim_start_matches('/');
     let path = percent_decode(path);
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
+        ["users", _] if !token.grants(READ_USERS) => denied(sim),
+        ["users", _, "drive"] if !token.grants(READ_SITES) => denied(sim),
         ["users", upn] => get_user(sim, upn),
         ["users", upn, "drive"] => get_drive(sim, upn),
         _ => error(sim, 400, "BadRequest", &format!("Resource not found for the segment '{path}'.")),
@@ -253,7 +272,7 @@ async fn batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) ->
                 });
                 throttled(&sim, f)
             } else {
-                route_item(&sim, r["url"].as_str().unwrap_or_default())
+                route_item(&sim, &token, r["url"].as_str().unwrap_or_default())
             };
             let mut headers = json!({"Content-Type": CONTENT_TYPE});
             if let Some(ra) = &answer.retry_after {
@@ -273,7 +292,7 @@ async fn batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) ->
 
 async fn all_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
-    call(&sim, &headers, "graph.sites", |sim| {
+    call(&sim, &headers, "graph.sites", READ_SITES, |sim| {
         let param = |name: &str| {
             query.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=')?;

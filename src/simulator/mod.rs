@@ -103,6 +103,9 @@ pub struct Config {
     pub app_only_enqueue: AppOnlyEnqueue,
     pub faults: FaultConfig,
     pub token_lifetime: SignedDuration,
+    /// Permissions the tenant's apps were not granted (e.g. `Sites.FullControl.All`): their tokens
+    /// lack them, and the calls that need them are refused as the service refuses them.
+    pub withheld_permissions: Vec<String>,
 }
 
 impl Default for Config {
@@ -118,6 +121,7 @@ impl Default for Config {
             app_only_enqueue: AppOnlyEnqueue::Accept,
             faults: FaultConfig::default(),
             token_lifetime: SignedDuration::from_secs(3599),
+            withheld_permissions: Vec::new(),
         }
     }
 }
@@ -428,11 +432,18 @@ pub(crate) struct TokenInfo {
     pub client_id: String,
     /// `app-certificate`, `app-federated`, `app-secret` or `delegated`.
     pub kind: String,
+    /// What the token grants: `roles` (app-only) or `scp` (delegated).
+    pub permissions: Vec<String>,
 }
 
 impl TokenInfo {
     pub fn app_only(&self) -> bool {
         self.kind.starts_with("app-")
+    }
+
+    /// Whether the token grants any of `permissions`.
+    pub fn grants(&self, permissions: &[&str]) -> bool {
+        self.permissions.iter().any(|p| permissions.contains(&p.as_str()))
     }
 }
 
@@ -458,9 +469,12 @@ impl Sim {
         if jws.claims["aud"].as_str() != Some(resource) {
             return Err(TokenError::WrongAudience);
         }
+        let roles = jws.claims["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str());
+        let scopes = jws.claims["scp"].as_str().unwrap_or_default().split_whitespace();
         Ok(TokenInfo {
             client_id: jws.claims["appid"].as_str().unwrap_or_default().to_string(),
             kind: jws.claims["kind"].as_str().unwrap_or_default().to_string(),
+            permissions: roles.chain(scopes).map(str::to_string).collect(),
         })
     }
 }

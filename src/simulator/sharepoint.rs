@@ -95,6 +95,17 @@ fn admit(sim: &Sim, headers: &HeaderMap, endpoint: &str) -> Result<(TokenInfo, R
         sim.record(endpoint, 401, None, Some(&token.client_id));
         return Err(r);
     }
+    // Every admin-host call here needs full control of the tenant's sites (the app's
+    // `Sites.FullControl.All`, or a SharePoint administrator's `AllSites.FullControl`).
+    if !token.grants(&["Sites.FullControl.All", "AllSites.FullControl"]) {
+        sim.record(endpoint, 403, None, Some(&token.client_id));
+        return Err(odata_error(
+            headers,
+            StatusCode::FORBIDDEN,
+            "-2147024891, System.UnauthorizedAccessException",
+            "Access denied. You do not have permission to perform this action or access this resource.",
+        ));
+    }
     if sim.faults.lock().unwrap().config().blocked {
         let fault = Fault { status: 503, retry_after: 120.0 };
         sim.record(endpoint, 503, Some(fault), Some(&token.client_id));

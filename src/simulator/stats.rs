@@ -43,6 +43,16 @@ pub struct Stats {
     pub early_retries: u64,
     /// Every distinct `User-Agent` seen (Microsoft asks for `NONISV|<Company>|<App>/<version>`).
     pub user_agents: BTreeSet<String>,
+    /// Refresh-token redemptions per resource (audience) asked for.
+    pub refresh_redemptions: BTreeMap<String, u64>,
+    /// Refresh tokens issued in exchange (each redemption rotates the token).
+    pub rotations: u64,
+    /// SHA-256 (base64url) of the newest refresh token issued: tests compare what a Secret holds
+    /// without the simulator ever showing a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest_refresh_token_sha256: Option<String>,
+    /// `x5t#S256` of every certificate a client assertion was signed with.
+    pub certificates_used: BTreeSet<String>,
 }
 
 impl Stats {

@@ -70,12 +70,37 @@ impl Credentials {
             | Credentials::Delegated { client_id, .. } => client_id,
         }
     }
+
+    /// The refresh token held now (delegated credentials only): the newest one issued.
+    pub fn refresh_token(&self) -> Option<String> {
+        match self {
+            Credentials::Delegated { refresh_token, .. } => Some(refresh_token.lock().unwrap().clone()),
+            _ => None,
+        }
+    }
+
+    /// Uses `token` from now on (a person stored a new refresh token in the Secret). Cached access
+    /// tokens stay valid, so nothing is redeemed because of it.
+    pub fn adopt_refresh_token(&self, token: String) {
+        if let Credentials::Delegated { refresh_token, .. } = self {
+            *refresh_token.lock().unwrap() = token;
+        }
+    }
+
+    /// The certificate's `notAfter` (certificate credentials only).
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        match self {
+            Credentials::Certificate { certificate, .. } => certificate.not_after,
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone)]
 struct Cached {
     token: String,
-    expires_at: Timestamp,
+    /// When a new token is fetched instead: shortly before this one expires.
+    renew_at: Timestamp,
 }
 
 /// Per-resource token cache.
@@ -88,8 +113,15 @@ pub struct TokenCache {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// Tokens are renewed this long before they expire.
+/// Tokens are renewed this long before they expire, or a quarter of their lifetime before when
+/// that is shorter (short-lived tokens would otherwise never be reused).
 const RENEW_BEFORE: SignedDuration = SignedDuration::from_mins(5);
+
+/// When a token that lives `lifetime` seconds from `now` is renewed.
+fn renew_at(now: Timestamp, lifetime: i64) -> Timestamp {
+    let lifetime = SignedDuration::from_secs(lifetime);
+    now + lifetime - RENEW_BEFORE.min(lifetime / 4)
+}
 
 impl TokenCache {
     pub fn new(
@@ -126,12 +158,9 @@ impl TokenCache {
             return Ok(t); // another task refreshed it while we waited
         }
         let (token, lifetime) = self.request(resource).await?;
-        // Whatever the service says, a token is trusted for 1 minute to 1 day.
-        let expires_at = Timestamp::now() + SignedDuration::from_secs(lifetime.clamp(60, 86_400));
-        self.entries
-            .lock()
-            .unwrap()
-            .insert(resource.to_string(), Cached { token: token.clone(), expires_at });
+        // Whatever the service says, a token is trusted for 10 seconds to 1 day.
+        let renew_at = renew_at(Timestamp::now(), lifetime.clamp(10, 86_400));
+        self.entries.lock().unwrap().insert(resource.to_string(), Cached { token: token.clone(), renew_at });
         Ok(token)
     }
 
@@ -143,7 +172,14 @@ impl TokenCache {
     fn fresh(&self, resource: &str) -> Option<String> {
         let entries = self.entries.lock().unwrap();
         let c = entries.get(resource)?;
-        (c.expires_at - RENEW_BEFORE > Timestamp::now()).then(|| c.token.clone())
+        (c.renew_at > Timestamp::now()).then(|| c.token.clone())
+    }
+
+    /// The claims of the access token cached for `resource` (decoded, not verified: for naming
+    /// what the token grants; the token itself is never shown).
+    pub fn claims(&self, resource: &str) -> Option<Value> {
+        let token = self.entries.lock().unwrap().get(resource)?.token.clone();
+        jose::Jws::decode(&token).ok().map(|jws| jws.claims)
     }
 
     async fn request(&self, resource: &str) -> Result<(String, i64), TenantError> {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::Value;
 
+use super::permissions::{self, Audience};
 use super::{SecretStore, TenantClient, TenantConfig, TenantError, credentials_for};
 use crate::api::OneDriveTenant;
 use crate::plan::{Limits, Lookup, Observation, ProfileMeaning, reason, user_key};
@@ -135,6 +136,15 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
             false
         }
     };
+    for (ok, audience, resource) in [
+        (graph_ok, Audience::Graph, client.config().graph_url.clone()),
+        (sharepoint_ok, Audience::SharePoint, client.config().admin_url.clone()),
+    ] {
+        if ok {
+            let (name, outcome) = permission_check(&client, audience, &resource, &m.tenant.spec.tenant_id);
+            push(&name, outcome);
+        }
+    }
     let mut probe_user = None;
     if graph_ok {
         let users = client.some_users(20).await;
@@ -192,6 +202,23 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
         }
     }
     checks
+}
+
+/// What the access token for `resource` grants, from its claims (the token is never shown).
+fn permission_check(
+    client: &TenantClient,
+    audience: Audience,
+    resource: &str,
+    tenant_id: &str,
+) -> (String, Outcome) {
+    let name = format!("{audience:?} token grants what the operator needs");
+    let Some(claims) = client.token_claims(resource) else {
+        return (name, Outcome::Skipped("the token's claims could not be read".into()));
+    };
+    match permissions::check(&claims, audience, resource, tenant_id) {
+        Ok(g) => (name, Outcome::Passed(format!("{} token: {}", g.identity, g.permissions.join(", ")))),
+        Err(problems) => (name, Outcome::Failed(problems.join("; "))),
+    }
 }
 
 /// Prints the checklist; returns whether everything passed (skips do not fail).

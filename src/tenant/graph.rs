@@ -50,7 +50,11 @@ pub(super) fn classify_drive(answer: Option<&(u16, Value)>) -> Result<DriveAnswe
         _ if mysite_unknown => DriveAnswer::AskDirectory,
         (404, "Request_ResourceNotFound") => DriveAnswer::Is(Observation::UserNotFound),
         (404, "ResourceNotFound" | "itemNotFound") => DriveAnswer::AskDirectory,
-        (403, _) => return Err(graph_permission_missing()),
+        (403, _) => {
+            return Err(TenantError::PermissionMissing(
+                "Microsoft Graph refused a drive lookup (403): grant the app Sites.Read.All (or Files.Read.All) with admin consent (delegated: the same scope); doctor names what the token holds".into(),
+            ));
+        }
         (status, code) => DriveAnswer::Is(failed(status, code)),
     })
 }
@@ -64,7 +68,11 @@ pub(super) fn classify_user(answer: Option<&(u16, Value)>) -> Result<Observation
         200 if body["accountEnabled"] == Value::Bool(false) => Observation::SignInBlocked,
         200 => Observation::NoSite,
         404 => Observation::UserNotFound,
-        403 => return Err(graph_permission_missing()),
+        403 => {
+            return Err(TenantError::PermissionMissing(
+                "Microsoft Graph refused a user lookup (403): grant the app User.Read.All with admin consent (delegated: the same scope); doctor names what the token holds".into(),
+            ));
+        }
         status => failed(status, body["error"]["code"].as_str().unwrap_or("")),
     })
 }

@@ -11,6 +11,7 @@ mod error;
 mod graph;
 pub mod http;
 mod observe;
+pub mod permissions;
 mod profile;
 mod sharepoint;
 
@@ -117,6 +118,12 @@ impl TenantClient {
     /// Gets a token for Graph (used by `doctor`).
     pub async fn graph_token(&self) -> Result<(), TenantError> {
         self.tokens.token(&self.config.graph_url).await.map(|_| ())
+    }
+
+    /// The claims of the access token cached for `resource` (decoded, for `doctor`; the token
+    /// itself never leaves the client).
+    pub fn token_claims(&self, resource: &str) -> Option<serde_json::Value> {
+        self.tokens.claims(resource)
     }
 
     /// Gets a token for SharePoint (used by `doctor`).

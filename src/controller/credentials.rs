@@ -1,0 +1,221 @@
+//! Credentials that last: a rotated refresh token is written back with optimistic concurrency and
+//! never lost when it cannot be; warnings come before a certificate expires or a refresh token
+//! ages out. No token, key or assertion is ever logged or written anywhere but the Secret.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use sha2::{Digest, Sha256};
+
+use crate::api::ConditionSet;
+
+/// Annotation on the refresh-token Secret: when the token in it was issued (RFC 3339).
+pub const ROTATED_AT: &str = "onedrive-operator.dev/refresh-token-rotated-at";
+/// Condition type on the tenant: a credential expires soon (abnormal-true, like `Stalled`).
+pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
+/// Condition type on the tenant: a rotated refresh token could not be stored in its Secret.
+pub const CREDENTIALS_NOT_PERSISTED: &str = "CredentialsNotPersisted";
+
+/// Write attempts per cycle (a conflict is re-read and retried).
+const WRITE_ATTEMPTS: usize = 5;
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A delegated tenant's refresh token: where it is stored, and what this process did with it.
+pub struct RefreshTokenStore {
+    api: Api<Secret>,
+    namespace: String,
+    secret: String,
+    key: String,
+    state: Mutex<StoreState>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    /// Rotated refresh tokens not stored in the Secret yet, oldest first (each rotation is
+    /// written, in order, so the Secret always ends with the newest).
+    unsaved: std::collections::VecDeque<(String, Timestamp)>,
+    /// Digests of every refresh token this process held: finding one of them in the Secret is
+    /// its own write or a stale copy, not a new token from a person.
+    held: HashSet<[u8; 32]>,
+    last_rotation: Option<Timestamp>,
+    /// Why the last write-back failed (never a token).
+    failure: Option<String>,
+}
+
+/// What the tenant's status and metrics say about its credentials.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CredentialHealth {
+    /// The certificate's `notAfter`.
+    pub expires_at: Option<Timestamp>,
+    /// When the refresh token in use was issued (delegated).
+    pub last_rotation: Option<Timestamp>,
+    /// A rotated refresh token is held in memory only: why it could not be stored.
+    pub not_persisted: Option<String>,
+    /// Whether the tenant uses a refresh token at all.
+    pub delegated: bool,
+}
+
+impl RefreshTokenStore {
+    pub fn new(
+        api: Api<Secret>,
+        namespace: &str,
+        secret: &str,
+        key: &str,
+        token: &str,
+        issued: Option<Timestamp>,
+    ) -> Arc<RefreshTokenStore> {
+        let store = RefreshTokenStore {
+            api,
+            namespace: namespace.into(),
+            secret: secret.into(),
+            key: key.into(),
+            state: Mutex::new(StoreState { last_rotation: issued, ..StoreState::default() }),
+        };
+        store.remember(token);
+        Arc::new(store)
+    }
+
+    /// The token endpoint issued `token`: keep it until the Secret holds it.
+    pub fn rotated(&self, token: String, at: Timestamp) {
+        let mut s = self.state.lock().unwrap();
+        s.held.insert(digest(&token));
+        s.unsaved.push_back((token, at));
+        s.last_rotation = Some(at);
+    }
+
+    /// Whether this process held `token` (its own write-back, or an older copy).
+    pub fn held(&self, token: &str) -> bool {
+        self.state.lock().unwrap().held.contains(&digest(token))
+    }
+
+    /// A token now in use (a person stored it in the Secret).
+    pub fn remember(&self, token: &str) {
+        self.state.lock().unwrap().held.insert(digest(token));
+    }
+
+    /// Stores the rotated tokens the Secret does not hold yet, oldest first: read, set the key
+    /// and the rotation annotation, replace with the read's `resourceVersion` as precondition; a
+    /// conflict (another writer came in between) is read again and retried. Returns how many
+    /// were written.
+    pub async fn persist(&self) -> Result<usize, String> {
+        let mut written = 0;
+        loop {
+            let Some((token, at)) = self.state.lock().unwrap().unsaved.front().cloned() else { break };
+            if let Err(e) = self.write_one(&token, at).await {
+                let message = format!("cannot update Secret {}/{}: {e}", self.namespace, self.secret);
+                self.state.lock().unwrap().failure = Some(message.clone());
+                return Err(message);
+            }
+            let mut s = self.state.lock().unwrap();
+            s.unsaved.pop_front();
+            s.failure = None;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    async fn write_one(&self, token: &str, at: Timestamp) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..WRITE_ATTEMPTS {
+            match self.write(token, at).await {
+                Ok(()) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => last = "another writer kept changing it".into(),
+                Err(e) => return Err(describe(&e)),
+            }
+        }
+        Err(last)
+    }
+
+    async fn write(&self, token: &str, at: Timestamp) -> Result<(), kube::Error> {
+        // get + replace: the chart grants `get` and `update` on Secrets, nothing more; the read's
+        // resourceVersion makes the replace fail with 409 if anyone wrote in between.
+        let mut current = self.api.get(&self.secret).await?;
+        current.data.get_or_insert_with(Default::default).insert(self.key.clone(), ByteString(token.into()));
+        current
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ROTATED_AT.into(), at.to_string());
+        self.api.replace(&self.secret, &Default::default(), &current).await.map(|_| ())
+    }
+
+    pub fn health(&self) -> (Option<Timestamp>, Option<String>) {
+        let s = self.state.lock().unwrap();
+        let pending = (!s.unsaved.is_empty()).then(|| s.failure.clone()).flatten();
+        (s.last_rotation, pending)
+    }
+}
+
+/// A Kubernetes error in words, without a response body (bodies may echo the request).
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            format!("{} {} ({})", s.code, s.reason, s.message.chars().take(160).collect::<String>())
+        }
+        other => other.to_string().chars().take(160).collect(),
+    }
+}
+
+/// How long before `notAfter` a certificate is warned about, and the reason at each threshold.
+const CERTIFICATE_WARNINGS: [(i64, &str); 2] =
+    [(7, "CertificateExpiresIn7Days"), (30, "CertificateExpiresIn30Days")];
+/// Entra ID expires refresh tokens unused for 90 days: warn at 60.
+const REFRESH_TOKEN_WARNING_DAYS: i64 = 60;
+
+/// The `CredentialsExpiring` and `CredentialsNotPersisted` conditions for `health`.
+pub fn conditions<'a>(set: ConditionSet<'a>, health: &CredentialHealth, now: Timestamp) -> ConditionSet<'a> {
+    let set = match expiring(health, now) {
+        Some((reason, message)) => set.set(CREDENTIALS_EXPIRING, "True", reason, message),
+        None => set.set(CREDENTIALS_EXPIRING, "False", "CredentialsValid", ""),
+    };
+    if !health.delegated {
+        return set;
+    }
+    match &health.not_persisted {
+        Some(why) => set.set(
+            CREDENTIALS_NOT_PERSISTED,
+            "True",
+            CREDENTIALS_NOT_PERSISTED,
+            format!(
+                "a rotated refresh token is held in memory only ({why}); the operator keeps using it and retries every cycle: grant it update on the Secret, or the token is lost with the pod"
+            ),
+        ),
+        None => set.set(CREDENTIALS_NOT_PERSISTED, "False", "Persisted", ""),
+    }
+}
+
+/// The expiry warning, if one is due: (reason, message).
+pub fn expiring(health: &CredentialHealth, now: Timestamp) -> Option<(&'static str, String)> {
+    if let Some(at) = health.expires_at {
+        let left = at.duration_since(now);
+        if let Some((_, reason)) =
+            CERTIFICATE_WARNINGS.iter().find(|(days, _)| left <= SignedDuration::from_hours(24 * days))
+        {
+            let days = left.as_hours().div_euclid(24);
+            return Some((
+                reason,
+                format!(
+                    "the certificate in the tenant's Secret expires at {at} (in {days} days): upload a renewed certificate to the app registration and store it in the Secret (it is picked up without a restart)"
+                ),
+            ));
+        }
+    }
+    let since = health.last_rotation?;
+    let age = now.duration_since(since);
+    (age >= SignedDuration::from_hours(24 * REFRESH_TOKEN_WARNING_DAYS)).then(|| {
+        (
+            "RefreshTokenAging",
+            format!(
+                "the refresh token was last rotated at {since} ({} days ago); Entra ID expires refresh tokens unused for 90 days: sign in again as a SharePoint administrator and store the new token in the Secret",
+                age.as_hours() / 24
+            ),
+        )
+    })
+}

@@ -1,0 +1,207 @@
+//! The tenant client's lifecycle: built from the tenant's spec and Secrets, and kept — with its
+//! token cache — unless the credentials really change. The refresh token the operator wrote back
+//! itself, or an older copy of it, is no change; a token a person stored is adopted in place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::events::EventType;
+
+use super::credentials::{self, CredentialHealth, RefreshTokenStore};
+use super::cycle::{Reconciler, TenantRuntime};
+use crate::api::{OneDriveTenant, OneDriveTenantStatus, TenantAuthKind};
+use crate::tenant::{
+    RotationCallback, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for,
+};
+
+/// The Secrets a tenant references, and when its refresh token was issued (the Secret's rotation
+/// annotation, or its creation).
+struct FoundSecrets {
+    store: SecretStore,
+    issued: Option<Timestamp>,
+}
+
+impl Reconciler {
+    /// Builds (or reuses) the tenant client for the tenant's current spec and Secrets.
+    pub(super) async fn ensure_client(
+        &self,
+        tenant: &OneDriveTenant,
+        runtime: &mut Option<TenantRuntime>,
+    ) -> Result<(), TenantError> {
+        let found = self.secrets_for(tenant).await?;
+        let refresh_key = refresh_token_ref(tenant);
+        let generation = tenant.metadata.generation.unwrap_or(0);
+        let fingerprint = fingerprint(generation, &found.store, refresh_key.as_ref());
+        if let Some(rt) = runtime.as_mut()
+            && rt.fingerprint == fingerprint
+        {
+            adopt_refresh_token(rt, &found.store, refresh_key.as_ref());
+            return Ok(());
+        }
+        let previous = runtime.take();
+        let stored = refresh_key.as_ref().and_then(|(name, key)| secret_text(&found.store, name, key));
+        // The newest refresh token this process holds wins over an older copy in the Secret.
+        let carried = previous.as_ref().and_then(|p| {
+            let store = p.refresh.clone()?;
+            let newest = p.client.credentials().refresh_token()?;
+            stored.as_deref().is_none_or(|s| store.held(s)).then_some((store, newest))
+        });
+        let refresh = match (&refresh_key, stored.as_deref(), &carried) {
+            (_, _, Some((store, _))) => Some(store.clone()),
+            (Some((name, key)), Some(token), None) => Some(RefreshTokenStore::new(
+                Api::namespaced(self.client.clone(), &self.namespace),
+                &self.namespace,
+                name,
+                key,
+                token,
+                found.issued,
+            )),
+            _ => None,
+        };
+        let on_rotate = refresh.clone().map(|store| {
+            let clock = self.clock.clone();
+            Arc::new(move |token: String| store.rotated(token, clock())) as RotationCallback
+        });
+        let env = |k: &str| std::env::var(k).ok();
+        let credentials = credentials_for(&tenant.spec, &found.store, &self.namespace, &env, on_rotate)?;
+        if let Some((_, newest)) = carried {
+            credentials.adopt_refresh_token(newest);
+        }
+        let mut config = TenantConfig::from_spec(&tenant.spec);
+        config.organization = self.organization.clone();
+        config.ca_bundle = self.ca_bundle.clone();
+        let client = Arc::new(TenantClient::new(config, credentials)?);
+        // Observations stay valid across a credential change; the client does not.
+        let memory = previous.map(|r| r.memory).unwrap_or_default();
+        *runtime = Some(TenantRuntime {
+            fingerprint,
+            refused: None,
+            client,
+            refresh,
+            memory,
+            last_counters: HashMap::new(),
+        });
+        Ok(())
+    }
+
+    /// The Secrets the tenant references, and when its refresh token was issued.
+    async fn secrets_for(&self, tenant: &OneDriveTenant) -> Result<FoundSecrets, TenantError> {
+        let auth = &tenant.spec.auth;
+        let name = match auth.kind().map_err(TenantError::CredentialsInvalid)? {
+            TenantAuthKind::Certificate => auth.certificate.as_ref().map(|c| c.secret_ref.name.clone()),
+            TenantAuthKind::Delegated => {
+                auth.delegated.as_ref().map(|d| d.refresh_token_secret_ref.name.clone())
+            }
+            TenantAuthKind::WorkloadIdentity => None,
+        };
+        let mut found = FoundSecrets { store: SecretStore::new(), issued: None };
+        let Some(name) = name else { return Ok(found) };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        match api.get_opt(&name).await {
+            Ok(Some(secret)) => {
+                let annotated =
+                    secret.annotations().get(credentials::ROTATED_AT).and_then(|t| t.parse().ok());
+                found.issued = annotated.or(secret.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                let data: BTreeMap<String, Vec<u8>> =
+                    secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                found.store.insert(name, data);
+                Ok(found)
+            }
+            Ok(None) => Ok(found),
+            Err(e) => {
+                Err(TenantError::Unreachable(format!("cannot read Secret {}/{name}: {e}", self.namespace)))
+            }
+        }
+    }
+
+    /// Stores a rotated refresh token (retried every cycle until it is), and says how the
+    /// tenant's credentials stand.
+    pub(super) async fn credential_health(
+        &self,
+        name: &str,
+        runtime: Option<&TenantRuntime>,
+    ) -> CredentialHealth {
+        let Some(rt) = runtime else { return CredentialHealth::default() };
+        let mut health = CredentialHealth {
+            expires_at: rt.client.credentials().expires_at(),
+            ..CredentialHealth::default()
+        };
+        if let Some(store) = &rt.refresh {
+            match store.persist().await {
+                Ok(written) => self.metrics.refresh_tokens_written(name, written),
+                Err(e) => {
+                    tracing::warn!(tenant = name, error = %e, "the rotated refresh token is kept in memory only")
+                }
+            }
+            let (last_rotation, not_persisted) = store.health();
+            health = CredentialHealth { last_rotation, not_persisted, delegated: true, ..health };
+        }
+        self.metrics.credentials(name, &health);
+        health
+    }
+
+    /// A Warning Event when a credential condition turns True (or changes its reason while True).
+    pub(super) async fn credential_events(
+        &self,
+        tenant: &OneDriveTenant,
+        before: &OneDriveTenantStatus,
+        after: &OneDriveTenantStatus,
+    ) {
+        for type_ in [credentials::CREDENTIALS_EXPIRING, credentials::CREDENTIALS_NOT_PERSISTED] {
+            let old = crate::api::find_condition(&before.conditions, type_);
+            let Some(new) = crate::api::find_condition(&after.conditions, type_) else { continue };
+            let changed = old.is_none_or(|o| o.status != new.status || o.reason != new.reason);
+            if new.status == "True" && changed {
+                self.event(tenant, EventType::Warning, &new.reason, new.message.clone()).await;
+            }
+        }
+    }
+}
+
+/// The delegated refresh token's Secret and key, if the tenant uses one.
+fn refresh_token_ref(tenant: &OneDriveTenant) -> Option<(String, String)> {
+    let d = tenant.spec.auth.delegated.as_ref()?;
+    Some((d.refresh_token_secret_ref.name.clone(), d.refresh_token_secret_ref.key.clone()))
+}
+
+fn secret_text(store: &SecretStore, name: &str, key: &str) -> Option<String> {
+    let value = String::from_utf8_lossy(store.get(name)?.get(key)?).trim().to_string();
+    (!value.is_empty()).then_some(value)
+}
+
+/// What makes the tenant client: the spec's generation and the Secrets' content, without the
+/// refresh token (which the operator rewrites itself; see [`adopt_refresh_token`]). A digest, so
+/// no key material is kept twice.
+fn fingerprint(generation: i64, store: &SecretStore, refresh: Option<&(String, String)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(generation.to_le_bytes());
+    for (name, data) in store {
+        for (key, value) in data {
+            if refresh.is_some_and(|(n, k)| n == name && k == key) {
+                continue;
+            }
+            for part in [name.as_bytes(), key.as_bytes(), value.as_slice()] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+        }
+    }
+    crate::jose::b64url(&h.finalize())
+}
+
+/// A refresh token in the Secret that this process never held was put there by a person (after
+/// signing in again): it is used from now on. The operator's own write-back, or an older copy, is
+/// not news.
+fn adopt_refresh_token(rt: &TenantRuntime, store: &SecretStore, refresh: Option<&(String, String)>) {
+    let (Some((name, key)), Some(tokens)) = (refresh, rt.refresh.as_ref()) else { return };
+    let Some(stored) = secret_text(store, name, key) else { return };
+    if !tokens.held(&stored) {
+        tokens.remember(&stored);
+        rt.client.credentials().adopt_refresh_token(stored);
+    }
+}

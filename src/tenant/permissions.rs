@@ -1,0 +1,137 @@
+//! What each step needs of a token, and what a token's claims grant: `doctor` names the missing
+//! permission and the step that needs it, from the claims alone (decoded, never printed).
+
+use serde_json::Value;
+
+/// One step and the permissions that allow it (any one of them).
+struct Need {
+    step: &'static str,
+    any_of: &'static [&'static str],
+}
+
+const GRAPH: [Need; 2] = [
+    Need {
+        step: "look users up (licence, sign-in)",
+        any_of: &["User.Read.All", "User.ReadWrite.All", "Directory.Read.All"],
+    },
+    Need {
+        step: "look their OneDrives up",
+        any_of: &["Sites.Read.All", "Files.Read.All", "Sites.ReadWrite.All", "Sites.FullControl.All"],
+    },
+];
+const SHAREPOINT_APP: [Need; 2] = [
+    Need { step: "enqueue personal sites and read user profiles", any_of: &["Sites.FullControl.All"] },
+    Need { step: "enqueue personal sites (user profiles are written)", any_of: &["User.ReadWrite.All"] },
+];
+const SHAREPOINT_DELEGATED: [Need; 1] =
+    [Need { step: "enqueue personal sites and read user profiles", any_of: &["AllSites.FullControl"] }];
+
+/// Which service a token is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Graph,
+    SharePoint,
+}
+
+impl Audience {
+    fn name(self) -> &'static str {
+        match self {
+            Audience::Graph => "Microsoft Graph",
+            Audience::SharePoint => "SharePoint",
+        }
+    }
+}
+
+/// What a token grants, as its claims say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grants {
+    /// `app` (application permissions in `roles`) or `user` (delegated scopes in `scp`).
+    pub identity: String,
+    pub permissions: Vec<String>,
+}
+
+/// Reads `roles`/`scp`/`idtyp` and checks `aud` and `tid`: the grants, or what is wrong with the
+/// token (wrong audience, wrong tenant, missing permissions — each naming the step).
+pub fn check(
+    claims: &Value,
+    audience: Audience,
+    resource: &str,
+    tenant_id: &str,
+) -> Result<Grants, Vec<String>> {
+    let mut problems = Vec::new();
+    let aud = claims["aud"].as_str().unwrap_or("");
+    if aud.trim_end_matches('/') != resource.trim_end_matches('/') {
+        problems.push(format!(
+            "the {} token is for audience {aud:?}, not {resource}: check spec.{}",
+            audience.name(),
+            if audience == Audience::Graph { "graphUrl" } else { "adminUrl" }
+        ));
+    }
+    let tid = claims["tid"].as_str().unwrap_or("");
+    let is_guid = tenant_id.len() == 36 && tenant_id.chars().filter(|c| *c == '-').count() == 4;
+    if is_guid && !tid.eq_ignore_ascii_case(tenant_id) {
+        problems.push(format!(
+            "the {} token was issued by tenant {tid}, not spec.tenantId {tenant_id}",
+            audience.name()
+        ));
+    }
+    let roles = claims["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str());
+    let scopes = claims["scp"].as_str().unwrap_or_default().split_whitespace();
+    let permissions: Vec<String> = roles.chain(scopes).map(str::to_string).collect();
+    let delegated = claims["idtyp"].as_str() == Some("user") || claims["scp"].is_string();
+    let needs: &[Need] = match (audience, delegated) {
+        (Audience::Graph, _) => &GRAPH,
+        (Audience::SharePoint, false) => &SHAREPOINT_APP,
+        (Audience::SharePoint, true) => &SHAREPOINT_DELEGATED,
+    };
+    let kind = if delegated { "delegated" } else { "application" };
+    for need in needs {
+        if !need.any_of.iter().any(|p| permissions.iter().any(|g| g == p)) {
+            problems.push(format!(
+                "the {} token lacks {} ({kind}), needed to {}: grant it with admin consent",
+                audience.name(),
+                need.any_of[0],
+                need.step
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(Grants { identity: if delegated { "user".into() } else { "app".into() }, permissions })
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TENANT: &str = "8d1e4f12-7c3a-4b5e-9f60-0a1b2c3d4e5f";
+
+    #[test]
+    fn each_missing_permission_is_named_with_its_step() {
+        let sp = "https://contoso-admin.sharepoint.com";
+        let ok = json!({"aud": sp, "tid": TENANT, "idtyp": "app", "roles": ["Sites.FullControl.All", "User.ReadWrite.All"]});
+        assert_eq!(check(&ok, Audience::SharePoint, sp, TENANT).unwrap().permissions.len(), 2);
+        let lacking = json!({"aud": sp, "tid": TENANT, "idtyp": "app", "roles": ["User.ReadWrite.All"]});
+        let problems = check(&lacking, Audience::SharePoint, sp, TENANT).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .contains("lacks Sites.FullControl.All (application), needed to enqueue personal sites")
+        );
+        let graph = "https://graph.microsoft.com";
+        let user = json!({"aud": graph, "tid": TENANT, "idtyp": "user", "scp": "Files.Read.All"});
+        let problems = check(&user, Audience::Graph, graph, TENANT).unwrap_err();
+        assert!(
+            problems[0].contains("lacks User.Read.All (delegated), needed to look users up"),
+            "{problems:?}"
+        );
+        let elsewhere = json!({"aud": "https://other", "tid": "00000000-0000-0000-0000-000000000000", "roles": ["User.Read.All", "Sites.Read.All"]});
+        let problems = check(&elsewhere, Audience::Graph, graph, TENANT).unwrap_err();
+        assert!(problems[0].contains("audience") && problems[1].contains("issued by tenant"), "{problems:?}");
+        let admin = json!({"aud": sp, "tid": TENANT, "idtyp": "user", "scp": "AllSites.FullControl"});
+        assert!(check(&admin, Audience::SharePoint, sp, TENANT).is_ok());
+    }
+}
