@@ -13,7 +13,7 @@ import yaml
 CHART = os.path.join(os.path.dirname(__file__), "..", "charts", "onedrive-operator")
 K8S = "1.36.0"
 # Kinds from other projects' CRDs: no schema in kubernetes-validate.
-FOREIGN = {"ServiceMonitor"}
+FOREIGN = {"ServiceMonitor", "PrometheusRule"}
 
 VARIANTS = {
     "default": {},
@@ -22,7 +22,7 @@ VARIANTS = {
         "watchNamespace": "team-finance",
         "defaultTenant": "contoso",
         "azureWorkloadIdentity": {"enabled": True, "clientId": "11111111-1111-1111-1111-111111111111"},
-        "metrics": {"serviceMonitor": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "podDisruptionBudget": {"enabled": True},
         "networkPolicy": {"enabled": True, "apiServerCIDR": "10.0.0.1/32"},
         "grafanaDashboard": {"enabled": True},
@@ -105,6 +105,15 @@ def main():
         fail(f"CA bundle not wired: env {env.get('CA_BUNDLE')}, volumes {pod.get('volumes')}")
     if container["volumeMounts"][0] != {"name": "ca-bundle", "mountPath": "/etc/onedrive-operator/ca", "readOnly": True}:
         fail(f"CA bundle mount: {container['volumeMounts']}")
+
+    # The alert rules render only when asked for, with every credential alert.
+    if any(d["kind"] == "PrometheusRule" for _, d in rendered["default"]):
+        fail("a PrometheusRule rendered without metrics.prometheusRule.enabled")
+    rule = next(d for _, d in rendered["everything"] if d["kind"] == "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    expected = {"OneDriveOperatorCertificateExpiresSoon", "OneDriveOperatorRefreshTokenAging", "OneDriveOperatorCredentialsNotPersisted"}
+    if not expected <= alerts:
+        fail(f"PrometheusRule alerts: {sorted(alerts)}, expected {sorted(expected)}")
 
 
 main()

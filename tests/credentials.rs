@@ -295,3 +295,32 @@ async fn a_certificate_expiring_in_ten_days_warns_and_a_renewed_one_is_picked_up
     let used = sim.stats().certificates_used;
     assert!(used.contains(&soon.x5t_s256()) && used.contains(&renewed.x5t_s256()), "{used:?}");
 }
+
+/// Every metric the chart's alert rules query is one the operator exports.
+#[test]
+fn the_alert_rules_query_only_exported_metrics() {
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("charts/onedrive-operator/templates/prometheusrule.yaml"),
+    )
+    .unwrap();
+    let metrics = Metrics::new();
+    let now = jiff::Timestamp::now();
+    let health = onedrive_operator::controller::credentials::CredentialHealth {
+        expires_at: Some(now),
+        last_rotation: Some(now),
+        not_persisted: None,
+        delegated: true,
+    };
+    metrics.credentials("contoso", &health);
+    metrics.refresh_tokens_written("contoso", 1);
+    let exported = metrics.encode();
+    let mut queried = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("onedrive_operator_") {
+            queried += 1;
+            assert!(exported.contains(&format!("# TYPE {word} ")), "{word} is not exported:\n{exported}");
+        }
+    }
+    assert!(queried >= 3, "the rules query the credential metrics");
+}

@@ -306,3 +306,108 @@ fn the_operator_converges_as_its_service_account_survives_a_kill_and_writes_real
     assert!(managers.contains(&("onedrive-operator", "Apply")), "{managers:?}");
     assert!(managers.contains(&("platform-team", "Apply")), "{managers:?}");
 }
+
+fn http_text(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+}
+
+/// The value of one sample in a Prometheus text exposition.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Delegated auth on a real API server, a batch in flight for 30+ cycles, access tokens living
+/// 20 s: each audience is redeemed once per token lifetime (not once per cycle), every rotation
+/// is written to the Secret once, and the Secret ends with the newest refresh token.
+#[test]
+fn delegated_tokens_are_redeemed_once_per_lifetime_and_every_rotation_is_stored() {
+    use sha2::Digest;
+    onedrive_operator::install_crypto_provider();
+    let server = ApiServer::start();
+    install_crds(&server);
+    ok(server.kubectl(&["create", "namespace", NS]), "namespace");
+    ok(server.apply(&chart_rbac()), "the chart's RBAC");
+    let users: Vec<String> = (1..=5).map(|i| format!("user{i:04}@contoso.onmicrosoft.com")).collect();
+    let users_file = server.dir().join("users.yaml");
+    std::fs::write(&users_file, serde_yaml::to_string(&users).unwrap()).unwrap();
+    let lifetime = 20.0;
+    let (_sim, manifests) = common::spawn_simulate(&[
+        "--users",
+        users_file.to_str().unwrap(),
+        "--auth",
+        "delegated",
+        "--token-lifetime",
+        "20s",
+        "--provision-delay",
+        "24h",
+        "--namespace",
+        NS,
+        "--tenant-name",
+        "contoso",
+    ]);
+    let manifests = manifests.replace("pollInterval: 10s", "pollInterval: 1s");
+    ok(server.apply(&manifests), "the simulator's tenant and Secret");
+    let admin_url = manifests.lines().find_map(|l| l.trim().strip_prefix("adminUrl: ")).unwrap().to_string();
+    let base = admin_url.trim_end_matches("/sharepoint").to_string();
+    let mut sites = String::from("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n");
+    for (i, u) in users.iter().enumerate() {
+        sites.push_str(&format!(
+            "---\napiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {{name: u{i}, namespace: team-a}}\nspec: {{user: {u}, tenantRef: {{name: contoso}}}}\n"
+        ));
+    }
+    ok(server.apply(&sites), "five OneDriveSites");
+    let sa = server.service_account_kubeconfig(NS, "onedrive-operator");
+    let log = server.dir().join("operator.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = Instant::now();
+    let operator = Operator::start_as(&sa, &log, "e2e-delegated", &format!("127.0.0.1:{port}"));
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let cycles = r#"onedrive_operator_reconciles_total{tenant="contoso",result="ok"}"#;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = http_status(&metrics_url).map(|_| http_text(&metrics_url)).unwrap_or_default();
+        if sample(&metrics, cycles).unwrap_or(0.0) >= 31.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 31 cycles; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let metrics = http_text(&metrics_url);
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(operator);
+    let stats = sim_stats(&base);
+    assert_eq!(stats["enqueues"].as_array().unwrap().len(), 1, "the batch stayed in flight");
+    // The renewal margin is a quarter of a 20 s lifetime: a token is renewed every 15 s at most.
+    let bound = (elapsed / (lifetime - lifetime / 4.0)).ceil() as u64 + 1;
+    let redemptions = stats["refresh_redemptions"].as_object().unwrap();
+    assert_eq!(redemptions.len(), 2, "Graph and SharePoint: {redemptions:?}");
+    for (audience, n) in redemptions {
+        let n = n.as_u64().unwrap();
+        assert!(n <= bound, "{audience}: {n} redemptions in {elapsed:.0} s (at most {bound})");
+    }
+    let rotations = stats["rotations"].as_u64().unwrap();
+    let writes = sample(&metrics, r#"onedrive_operator_refresh_token_writes_total{tenant="contoso"}"#);
+    assert_eq!(writes, Some(rotations as f64), "one Secret write per rotation");
+    let secret: Value = serde_json::from_str(&ok(
+        server.kubectl(&["get", "secret", "contoso-credentials", "-n", NS, "-o", "json"]),
+        "get the Secret",
+    ))
+    .unwrap();
+    use base64::Engine;
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["refresh_token"].as_str().unwrap())
+        .unwrap();
+    let stored = onedrive_operator::jose::b64url(&sha2::Sha256::digest(&stored));
+    assert_eq!(
+        Some(stored.as_str()),
+        stats["newest_refresh_token_sha256"].as_str(),
+        "the Secret holds the newest token"
+    );
+    assert!(secret["metadata"]["annotations"]["onedrive-operator.dev/refresh-token-rotated-at"].is_string());
+    println!("{elapsed:.0} s, {redemptions:?} redemptions, {rotations} rotations and Secret writes");
+}

@@ -461,7 +461,8 @@ fn doctor_passes_against_the_simulator_and_names_the_fix_when_enqueue_is_refused
 /// refuses the calls that need it as the service does (Graph 403, SharePoint access denied).
 #[test]
 fn doctor_names_a_missing_permission_and_the_step_that_needs_it() {
-    let (_sim, manifests) = spawn_simulate(&["--generate", "300", "--withhold-permission", "Sites.FullControl.All"]);
+    let (_sim, manifests) =
+        spawn_simulate(&["--generate", "300", "--withhold-permission", "Sites.FullControl.All"]);
     let (ok, out) = doctor(&manifests, "withheld");
     assert!(!ok, "{out}");
     let line = out.lines().find(|l| l.contains("SharePoint token grants")).unwrap_or_default();
