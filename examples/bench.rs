@@ -20,7 +20,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use onedrive_operator::api::{OneDriveSite, OneDriveTenant};
-use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
+use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::plan::{self, DesiredSite, Limits, Observation, Observed, PlanInput, SiteKey};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Clock, Config, FaultConfig, Population, SimHandle, UserSpec};
@@ -110,10 +110,12 @@ async fn kube(c: &Creds, sim: &SimHandle, users: usize) -> kube::Client {
 }
 
 /// The controller on the simulator's clock, so batch durations are measured in simulated time.
-fn with_sim_clock(mut r: Reconciler, sim: &SimHandle) -> Reconciler {
+fn on_sim_clock(client: &kube::Client, sim: &SimHandle) -> Reconciler {
     let clock = sim.clock();
-    r.clock = Arc::new(clock);
-    r
+    Reconciler::new(
+        client.clone(),
+        ReconcilerOptions { clock: Arc::new(clock), ..ReconcilerOptions::new(NS, SiteSource::List) },
+    )
 }
 
 fn tenant_requests(sim: &SimHandle) -> u64 {
@@ -178,8 +180,7 @@ async fn ours(c: &Creds, users: Vec<UserSpec>) -> Run {
     let n = users.len();
     let sim = simulator(c, users.clone(), FaultConfig::default()).await;
     let client = kube(c, &sim, n).await;
-    let r =
-        with_sim_clock(Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new())), &sim);
+    let r = on_sim_clock(&client, &sim);
     let (start, wall) = (sim.now(), Instant::now());
     let mut writes = 0;
     loop {
@@ -270,7 +271,7 @@ fn engine(n: usize) -> (Duration, f64) {
         })
         .collect();
     let limits = Limits::default();
-    let first = plan::plan(&steady(&sites, &observed, &limits, now));
+    let first = plan::Planner::new(&sites).plan(&steady(&observed, &limits, now));
     drop(sites);
     let mut statuses: HashMap<SiteKey, _> =
         first.site_updates.into_iter().map(|u| (u.key, u.status)).collect();
@@ -296,10 +297,10 @@ fn engine(n: usize) -> (Duration, f64) {
             .filter(|s| s.spec.tenant_ref.as_ref().map(|r| r.name.as_str()) == Some("contoso"))
             .collect();
         let sites: Vec<DesiredSite> = mine.iter().filter_map(|s| DesiredSite::from_resource(s)).collect();
-        let i = steady(&sites, &observed, &limits, now);
-        let mut users = plan::Users::new(&sites);
-        let t = plan::targets_of(&i, &mut users);
-        let p = plan::plan_of(&i, &mut users);
+        let i = steady(&observed, &limits, now);
+        let mut planner = plan::Planner::new(&sites);
+        let t = planner.targets(&i);
+        let p = planner.plan(&i);
         assert!(t.is_empty() && p.site_updates.is_empty() && p.enqueue.is_none(), "steady state");
     }
     let per_cycle = (cpu_time() - cpu) / runs;
@@ -307,15 +308,9 @@ fn engine(n: usize) -> (Duration, f64) {
     (per_cycle, rss_after - rss_before)
 }
 
-fn steady<'a>(
-    sites: &'a [DesiredSite],
-    observed: &'a HashMap<String, Observed>,
-    limits: &'a Limits,
-    now: Timestamp,
-) -> PlanInput<'a> {
+fn steady<'a>(observed: &'a HashMap<String, Observed>, limits: &'a Limits, now: Timestamp) -> PlanInput<'a> {
     PlanInput {
         tenant: "contoso",
-        sites,
         observed,
         batch: None,
         last_batch_id: 0,
@@ -372,8 +367,7 @@ async fn soak(c: &Creds) -> Soak {
     let sim = simulator(c, users.clone(), faults).await;
     let client = kube(c, &sim, users.len()).await;
     let (start, wall) = (sim.now(), Instant::now());
-    let mut r =
-        with_sim_clock(Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new())), &sim);
+    let mut r = on_sim_clock(&client, &sim);
     let mut restarts = 0;
     let mut last_batches = 0;
     let ready = loop {
@@ -385,10 +379,7 @@ async fn soak(c: &Creds) -> Soak {
         if batches >= last_batches + 2 {
             last_batches = batches;
             restarts += 1;
-            r = with_sim_clock(
-                Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new())),
-                &sim,
-            );
+            r = on_sim_clock(&client, &sim);
         }
         sim.advance(
             SignedDuration::try_from(report.requeue_after).unwrap().max(SignedDuration::from_secs(1)),

@@ -11,14 +11,13 @@
 //! the others end with the reason that needs a person.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::SignedDuration;
 use kube::api::{Api, ListParams};
 use onedrive_operator::api::{OneDriveSite, SitePhase, condition_type, find_condition};
-use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
+use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Clock, Config, Population, generate_users};
 use onedrive_operator::testing::site;
@@ -70,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kube = fake_cluster(sites, vec![tenant], vec![secret]).await?;
 
     // The real reconcile cycle, scheduled the way the controller schedules it.
-    let reconciler = Reconciler::new(kube.clone(), NAMESPACE, SiteSource::List, Arc::new(Metrics::new()));
+    let reconciler = Reconciler::new(kube.clone(), ReconcilerOptions::new(NAMESPACE, SiteSource::List));
     let bar = ProgressBar::new(users as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} Ready  {msg}")?

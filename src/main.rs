@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use onedrive_operator::simulator::{self, AppOnlyEnqueue, manifests::PrintedAuth};
+use onedrive_operator::simulator;
 
 /// A Kubernetes operator that pre-provisions OneDrive for Business sites.
 #[derive(Parser)]
@@ -65,7 +65,7 @@ enum Command {
     /// Print both CustomResourceDefinitions as YAML (the source of `crds/`).
     Crd,
     /// Serve a simulated Microsoft 365 tenant on loopback and print a ready-to-apply tenant + Secret.
-    Simulate(SimulateArgs),
+    Simulate(simulator::serve::ServeArgs),
     /// Check a tenant's credentials, permissions and whether its enqueue call accepts this token kind.
     Doctor {
         /// A OneDriveTenant manifest, optionally followed by the Secrets it references.
@@ -81,60 +81,6 @@ enum Command {
         #[arg(required = true)]
         users: Vec<String>,
     },
-}
-
-#[derive(clap::Args)]
-struct SimulateArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:18080")]
-    listen: SocketAddr,
-    /// A YAML list of users: UPN strings, or objects {upn, licensed, signInAllowed, hasSite, geo,
-    /// lookupQuirk (None | MysiteBadRequest | MysiteUnknownError | Broken), profileOutcome (the
-    /// profile state an enqueue ends in: 4096-4102, 8192-8198, or 1 to stay Enqueued)}.
-    #[arg(long, conflicts_with = "generate", required_unless_present = "generate")]
-    users: Option<PathBuf>,
-    /// Generate this many users as the field has them: every 10th with a OneDrive, every 50th
-    /// unlicensed, every 83rd not allowed to sign in, some answering Graph's "mysite URL" quirk,
-    /// some ending in a profile error.
-    #[arg(long)]
-    generate: Option<usize>,
-    /// Simulated time from enqueue to site (before jitter of ±20%).
-    #[arg(long, default_value = "30s")]
-    provision_delay: String,
-    /// Share of Graph and SharePoint requests answered 429/503 with Retry-After.
-    #[arg(long, default_value_t = 0.0)]
-    fault_rate: f64,
-    /// Seed for faults and jitter: the same seed gives the same sequence.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Whether ProfileLoader accepts app-only tokens (the field reports disagree).
-    #[arg(long, value_enum, default_value = "accept")]
-    app_only_enqueue: AppOnlyArg,
-    /// Simulated seconds per real second.
-    #[arg(long, default_value_t = 1.0)]
-    time_scale: f64,
-    /// Credentials the printed tenant uses.
-    #[arg(long, value_enum, default_value = "certificate")]
-    auth: PrintedAuth,
-    /// Namespace the operator runs in (where the printed Secret goes).
-    #[arg(long, default_value = "onedrive-operator")]
-    namespace: String,
-    /// Name of the printed OneDriveTenant.
-    #[arg(long, default_value = "simulator")]
-    tenant_name: String,
-    /// Lifetime of the access tokens the simulated Entra ID issues (real time).
-    #[arg(long, default_value = "3599s")]
-    token_lifetime: String,
-    /// A permission the simulated app was not granted (repeatable), e.g. Sites.FullControl.All:
-    /// its tokens lack it and the calls that need it are refused.
-    #[arg(long)]
-    withhold_permission: Vec<String>,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum AppOnlyArg {
-    Accept,
-    Refuse,
 }
 
 fn main() -> ExitCode {
@@ -219,7 +165,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => {
             init_stderr_logs();
             let rt = tokio::runtime::Runtime::new().expect("a Tokio runtime");
-            match rt.block_on(simulate(args)) {
+            match rt.block_on(simulator::serve::serve(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("onedrive-operator simulate: {e}");
@@ -262,98 +208,4 @@ fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
-}
-
-async fn simulate(args: SimulateArgs) -> Result<(), String> {
-    use onedrive_operator::simulator::{App, Clock, Config, FaultConfig, generate_users};
-    let mut config = Config::default();
-    let users = match (&args.users, args.generate) {
-        (Some(path), _) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("--users {}: {e}", path.display()))?;
-            parse_users(&text).map_err(|e| format!("--users {}: {e}", path.display()))?
-        }
-        (None, Some(n)) => generate_users(n, &config.domain),
-        (None, None) => unreachable!("clap requires one"),
-    };
-    config.users = users;
-    let delay = onedrive_operator::api::parse_duration("--provision-delay", &args.provision_delay)?;
-    if !(0.0..=1.0).contains(&args.fault_rate) {
-        return Err("--fault-rate must be between 0 and 1".into());
-    }
-    if !args.time_scale.is_finite() || args.time_scale <= 0.0 {
-        return Err("--time-scale must be positive".into());
-    }
-    config.provision_delay = delay;
-    config.clock = Clock::Scaled(args.time_scale);
-    config.app_only_enqueue = match args.app_only_enqueue {
-        AppOnlyArg::Accept => AppOnlyEnqueue::Accept,
-        AppOnlyArg::Refuse => AppOnlyEnqueue::Refuse,
-    };
-    config.faults = FaultConfig { rate: args.fault_rate, seed: args.seed, ..FaultConfig::default() };
-    config.token_lifetime = onedrive_operator::api::parse_duration("--token-lifetime", &args.token_lifetime)?;
-    if config.token_lifetime < jiff::SignedDuration::from_secs(10) {
-        return Err("--token-lifetime must be at least 10s".into());
-    }
-    config.withheld_permissions = args.withhold_permission.clone();
-
-    // Test credentials, valid for this simulator only.
-    let key = onedrive_operator::jose::generate_key();
-    let certificate = onedrive_operator::jose::self_signed_certificate(&key, "onedrive-operator simulator")
-        .map_err(|e| e.to_string())?;
-    let client_id = "5e6f7a8b-0c1d-4e2f-8a9b-0c1d2e3f4a5b".to_string();
-    let refresh_token = format!("rt-{}", onedrive_operator::jose::guid());
-    config.apps = vec![
-        App::Certificate { client_id: client_id.clone(), certificate: certificate.clone() },
-        App::Delegated { client_id: client_id.clone(), refresh_tokens: vec![refresh_token.clone()] },
-    ];
-    let users = config.users.len();
-    let sim = simulator::start(config, args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let endpoints = sim.endpoints();
-    let data = match args.auth {
-        PrintedAuth::Certificate => [
-            ("tls.crt".to_string(), certificate.to_pem()),
-            ("tls.key".to_string(), onedrive_operator::jose::private_key_to_pem(&key)),
-        ]
-        .into(),
-        PrintedAuth::Delegated => [("refresh_token".to_string(), refresh_token)].into(),
-    };
-    let (tenant, secret) = simulator::manifests::tenant_and_secret(
-        &args.tenant_name,
-        &args.namespace,
-        &endpoints,
-        args.auth,
-        &client_id,
-        data,
-    );
-    println!(
-        "# A simulated Microsoft 365 tenant with {users} users. Test credentials: valid for this simulator only."
-    );
-    print!("{}", simulator::manifests::to_yaml(&tenant, &secret));
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    tracing::info!(listen = %sim.addr(), users, "Microsoft 365 simulator ready; stats at {}/_sim/stats", sim.base_url());
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
-    sim.shutdown().await;
-    Ok(())
-}
-
-/// A YAML list whose items are UPN strings or user objects.
-fn parse_users(text: &str) -> Result<Vec<onedrive_operator::simulator::UserSpec>, String> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Entry {
-        Upn(String),
-        User(onedrive_operator::simulator::UserSpec),
-    }
-    let entries: Vec<Entry> = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    Ok(entries
-        .into_iter()
-        .map(|e| match e {
-            Entry::Upn(upn) => onedrive_operator::simulator::UserSpec::new(upn),
-            Entry::User(u) => u,
-        })
-        .collect())
 }

@@ -34,49 +34,18 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-pub use gather::Users;
+use gather::Users;
 pub use limits::{Limits, format_duration};
 pub use observation::{Lookup, Observation, Observed, ProfileMeaning, ProfileState, user_key};
 pub use status::tenant_not_found_status;
 
-use crate::api::{BatchStatus, OneDriveSite, OneDriveSiteStatus, SitePhase, UserCounts};
+use crate::api::{BatchStatus, OneDriveSite, OneDriveSiteStatus, SitePhase, TenantReason, UserCounts};
 use batch::{Gate, NextBatch, gate, next_batch, observed_since, straggler_due};
 use decide::decide;
 use state::UserState;
 
-/// Condition reasons written on `OneDriveSite`s (README documents each with its fix).
-pub mod reason {
-    pub const PENDING: &str = "Pending";
-    pub const SPSSITEERROR: &str = "SPSSITEERROR";
-    pub const PROVISIONED: &str = "Provisioned";
-    pub const USER_NOT_FOUND: &str = "UserNotFound";
-    pub const USER_NOT_LICENSED: &str = "UserNotLicensed";
-    pub const SIGN_IN_BLOCKED: &str = "SignInBlocked";
-    pub const SITE_CREATION_NOT_PERMITTED: &str = "SiteCreationNotPermitted";
-    pub const PROVISIONING_FAILED: &str = "ProvisioningFailed";
-    pub const LOOKUP_FAILING: &str = "LookupFailing";
-    pub const PROVISIONING_TIMED_OUT: &str = "ProvisioningTimedOut";
-    pub const TENANT_NOT_READY: &str = "TenantNotReady";
-    pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
-
-    /// Every reason a `OneDriveSite` can carry.
-    pub const ALL: [&str; 12] = [
-        PENDING,
-        SPSSITEERROR,
-        PROVISIONED,
-        USER_NOT_FOUND,
-        USER_NOT_LICENSED,
-        SIGN_IN_BLOCKED,
-        SITE_CREATION_NOT_PERMITTED,
-        PROVISIONING_FAILED,
-        LOOKUP_FAILING,
-        PROVISIONING_TIMED_OUT,
-        TENANT_NOT_READY,
-        TENANT_NOT_FOUND,
-    ];
-}
+pub use crate::api::{SiteReason, reason};
 
 /// Identifies one `OneDriveSite`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,7 +118,7 @@ impl<'a> DesiredSite<'a> {
 /// A tenant-level problem that stops all work (missing Secret, refused token kind, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TenantProblem {
-    pub reason: String,
+    pub reason: TenantReason,
     pub message: String,
     /// Whether a person must act (credentials) rather than wait (throttling, outage).
     pub stalled: bool,
@@ -159,7 +128,6 @@ pub struct TenantProblem {
 #[derive(Clone, Copy, Debug)]
 pub struct PlanInput<'a> {
     pub tenant: &'a str,
-    pub sites: &'a [DesiredSite<'a>],
     /// Newest observation per user key ([`user_key`]).
     pub observed: &'a HashMap<String, Observed>,
     /// The tenant's `status.currentBatch`.
@@ -223,20 +191,35 @@ pub struct Plan {
     pub requeue_after: SignedDuration,
 }
 
+/// The planner of one cycle: a tenant's sites gathered into users once (most of a planning pass's
+/// work), then asked whom to observe and what to do as observations come in. Every answer is about
+/// exactly the sites it was made with.
+pub struct Planner<'a> {
+    users: Users<'a>,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(sites: &'a [DesiredSite<'a>]) -> Planner<'a> {
+        Planner { users: Users::new(sites) }
+    }
+
+    /// See [`targets`].
+    pub fn targets(&mut self, input: &PlanInput) -> Vec<Lookup> {
+        targets(input, &mut self.users)
+    }
+
+    /// See [`plan`].
+    pub fn plan(&mut self, input: &PlanInput) -> Plan {
+        plan(input, &mut self.users)
+    }
+}
+
 /// The users one cycle should observe first: the user the in-flight batch waits for (the whole
 /// batch once that user is done), users never observed, users still provisioning outside the
 /// batch, the next candidates for a batch whose "no site" is stale, and a bounded slice of Ready,
 /// Failed and `LookupFailing` users due for a re-check. Enqueued users without a site get their
 /// user profile read too: only the profile says whether SharePoint refused or failed them.
-pub fn targets(input: &PlanInput) -> Vec<Lookup> {
-    targets_of(input, &mut Users::new(input.sites))
-}
-
-/// [`targets`] with the users gathered once per cycle (see [`Users`]).
-pub fn targets_of(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
-    if !users.gathered_from(input.sites) {
-        return targets(input);
-    }
+fn targets(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
     let input = &PlanInput { now: whole_second(input.now), ..*input };
     if blocked(input) {
         return Vec::new();
@@ -269,7 +252,7 @@ pub fn targets_of(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
             // A straggler timing out now: one more look first, so that a site that came since
             // the last (backed-off) look is not reported as a timeout.
             SitePhase::Failed
-                if s.reason == reason::PROVISIONING_TIMED_OUT
+                if s.reason == SiteReason::ProvisioningTimedOut
                     && !u.in_batch
                     && u.prior.phase == Some(SitePhase::SpsSiteError)
                     && obs.is_none_or(|o| {
@@ -284,12 +267,16 @@ pub fn targets_of(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
                     rechecks.push((last, u.upn, false));
                 }
             }
-            SitePhase::Failed | SitePhase::Pending if s.refused() || s.reason == reason::LOOKUP_FAILING => {
+            SitePhase::Failed | SitePhase::Pending
+                if s.refused() || s.reason == SiteReason::LookupFailing =>
+            {
                 let last = obs.map(|o| o.at).or(u.prior.failed_since).unwrap_or(Timestamp::MIN);
                 if after(last, input.limits.failed_recheck_interval) <= input.now {
                     // A profile verdict is re-read from the profile: nothing else can see it.
-                    let profile =
-                        matches!(s.reason, reason::SITE_CREATION_NOT_PERMITTED | reason::PROVISIONING_FAILED);
+                    let profile = matches!(
+                        s.reason,
+                        SiteReason::SiteCreationNotPermitted | SiteReason::ProvisioningFailed
+                    );
                     rechecks.push((last, u.upn, profile));
                 }
             }
@@ -309,15 +296,7 @@ pub fn targets_of(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
 }
 
 /// Decides one cycle. See the module documentation for the rules.
-pub fn plan(input: &PlanInput) -> Plan {
-    plan_of(input, &mut Users::new(input.sites))
-}
-
-/// [`plan`] with the users gathered once per cycle (see [`Users`]).
-pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
-    if !users.gathered_from(input.sites) {
-        return plan(input);
-    }
+fn plan(input: &PlanInput, users: &mut Users) -> Plan {
     // Kubernetes stores times to the second: plan in whole seconds so that an unchanged world
     // computes byte-identical statuses.
     let input = &PlanInput { now: whole_second(input.now), ..*input };
@@ -375,14 +354,8 @@ pub fn plan_of(input: &PlanInput, users: &mut Users) -> Plan {
                 }
             } else if observe_now.lookups.is_empty() && !chosen.is_empty() {
                 last_batch_id += 1;
-                let new = BatchStatus {
-                    id: last_batch_id,
-                    users: chosen.iter().map(|&i| list[i].upn.to_string()).collect(),
-                    size: chosen.len() as i32,
-                    last_user: list[*chosen.last().expect("non-empty")].upn.to_string(),
-                    enqueued_at: Time(input.now),
-                    sent: false,
-                };
+                let users = chosen.iter().map(|&i| list[i].upn.to_string()).collect();
+                let new = status::new_batch(last_batch_id, users, input.now);
                 for &i in &chosen {
                     states[i] = state::provisioning(new.id, input.now, &list[i], input);
                 }

@@ -236,5 +236,6 @@ fn the_readme_documents_exactly_the_site_reasons() {
         .skip(2)
         .filter_map(|l| l.split('|').nth(1)?.trim().strip_prefix('`')?.strip_suffix('`'))
         .collect();
-    assert_eq!(documented, onedrive_operator::plan::reason::ALL);
+    let vocabulary: Vec<&str> = onedrive_operator::api::SiteReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(documented, vocabulary);
 }

@@ -15,7 +15,9 @@ use onedrive_operator::api::{
     CertificateAuth, OneDriveSite, OneDriveTenant, OneDriveTenantSpec, SecretRef, SitePhase, TenantAuth,
     condition_type, find_condition,
 };
-use onedrive_operator::controller::{CrashPoint, Reconciler, SiteSource, metrics::Metrics};
+#[cfg(feature = "test-hooks")]
+use onedrive_operator::controller::CrashPoint;
+use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::jose;
 use onedrive_operator::simulator::{self, AppOnlyEnqueue, Config, SimHandle, UserSpec};
 use onedrive_operator::testing::site;
@@ -64,7 +66,15 @@ async fn kube(sites: Vec<OneDriveSite>, tenants: Vec<OneDriveTenant>, secrets: V
 }
 
 fn reconciler(client: &kube::Client) -> Reconciler {
-    Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new()))
+    Reconciler::new(client.clone(), ReconcilerOptions::new(NS, SiteSource::List))
+}
+
+/// A reconciler on the simulator's clock.
+fn reconciler_on(client: &kube::Client, sim: &SimHandle) -> Reconciler {
+    Reconciler::new(
+        client.clone(),
+        ReconcilerOptions { clock: Arc::new(sim.clock()), ..ReconcilerOptions::new(NS, SiteSource::List) },
+    )
 }
 
 async fn start(c: Config) -> SimHandle {
@@ -173,6 +183,7 @@ async fn a_thousand_sites_in_two_namespaces_converge_in_batches_of_200() {
     assert_eq!(find_condition(&ts.conditions, condition_type::READY).unwrap().status, "True");
 }
 
+#[cfg(feature = "test-hooks")]
 async fn crash_and_resume(point: CrashPoint) {
     let sim = start(sim_config(450)).await;
     let sites: Vec<OneDriveSite> = (0..450)
@@ -180,7 +191,7 @@ async fn crash_and_resume(point: CrashPoint) {
         .collect();
     let client = kube(sites, vec![tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
     let first = reconciler(&client);
-    *first.crash.lock().unwrap() = Some(point);
+    first.crash_next_cycle_at(point);
     let report = first.reconcile_tenant("contoso").await.unwrap();
     assert!(report.crashed);
     drop(first);
@@ -203,11 +214,13 @@ async fn crash_and_resume(point: CrashPoint) {
     assert_batches_follow_the_rules(&sim, SignedDuration::from_mins(10));
 }
 
+#[cfg(feature = "test-hooks")]
 #[tokio::test]
 async fn a_crash_after_the_enqueue_loses_nothing_and_repeats_nothing() {
     crash_and_resume(CrashPoint::AfterEnqueue).await;
 }
 
+#[cfg(feature = "test-hooks")]
 #[tokio::test]
 async fn a_crash_before_sending_resends_the_recorded_batch_once() {
     crash_and_resume(CrashPoint::BeforeSend).await;
@@ -253,7 +266,7 @@ async fn bad_input_gets_the_documented_reasons_and_others_are_unaffected() {
         refused.problem
     );
     // Tenant problems are counted by reason, so an alert can name the cause.
-    let metrics = r.metrics.encode();
+    let metrics = r.metrics().encode();
     assert!(
         metrics.contains(
             r#"onedrive_operator_reconcile_errors_total{tenant="refusing",reason="TokenKindRefused"} 2"#
@@ -364,8 +377,7 @@ async fn a_realistic_population_converges_and_every_user_tells_the_truth() {
     let client =
         kube(sites_for(&users), vec![tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")])
             .await;
-    let mut r = reconciler(&client);
-    r.clock = Arc::new(sim.clock());
+    let r = reconciler_on(&client, &sim);
     // Cycle on the simulated clock; note when each profile-error user is first reported Failed.
     let mut failed_at: BTreeMap<String, jiff::Timestamp> = BTreeMap::new();
     let mut converged = false;
@@ -445,7 +457,6 @@ async fn a_realistic_population_converges_and_every_user_tells_the_truth() {
 
 #[tokio::test]
 async fn every_site_reason_is_reached_over_the_simulator() {
-    use onedrive_operator::plan::reason;
     let mut users: Vec<UserSpec> = ["a-stuck", "user1", "user2", "user3"]
         .iter()
         .map(|n| UserSpec::new(format!("{n}@contoso.com")))
@@ -474,8 +485,7 @@ async fn every_site_reason_is_reached_over_the_simulator() {
     contoso.spec.provisioning_timeout = "30m".into();
     let tenants = vec![contoso, tenant(&sim, "missing-secret", "not-there")];
     let client = kube(sites, tenants, vec![cert_secret("app-cert")]).await;
-    let mut r = reconciler(&client);
-    r.clock = Arc::new(sim.clock());
+    let r = reconciler_on(&client, &sim);
     let mut reached = HashSet::new();
     for _ in 0..90 {
         r.reconcile_tenant("contoso").await.unwrap();
@@ -486,6 +496,7 @@ async fn every_site_reason_is_reached_over_the_simulator() {
         }
         sim.advance(SignedDuration::from_secs(60));
     }
-    let all: HashSet<String> = reason::ALL.iter().map(|r| r.to_string()).collect();
+    let all: HashSet<String> =
+        onedrive_operator::api::SiteReason::ALL.iter().map(|r| r.to_string()).collect();
     assert_eq!(reached, all, "missing: {:?}", all.difference(&reached).collect::<Vec<_>>());
 }

@@ -17,7 +17,7 @@ use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use onedrive_operator::api::{OneDriveTenant, condition_type, find_condition};
 use onedrive_operator::controller::credentials::{CREDENTIALS_EXPIRING, CREDENTIALS_NOT_PERSISTED};
-use onedrive_operator::controller::{Reconciler, SiteSource, metrics::Metrics};
+use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource, metrics::Metrics};
 use onedrive_operator::jose;
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Config, SimHandle};
@@ -46,8 +46,10 @@ async fn delegated(
         .map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso"))
         .collect();
     let client = wrap(fake_cluster::fake_cluster(sites, vec![tenant], vec![secret]).await.unwrap());
-    let mut r = Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new()));
-    r.clock = Arc::new(sim.clock());
+    let r = Reconciler::new(
+        client.clone(),
+        ReconcilerOptions { clock: Arc::new(sim.clock()), ..ReconcilerOptions::new(NS, SiteSource::List) },
+    );
     (client, r)
 }
 
@@ -90,7 +92,7 @@ async fn forty_cycles_with_a_batch_in_flight_redeem_once_per_audience_and_store_
         "{:?}",
         stats.refresh_redemptions
     );
-    let writes = r.metrics.encode();
+    let writes = r.metrics().encode();
     let line = writes
         .lines()
         .find(|l| l.starts_with("onedrive_operator_refresh_token_writes_total{tenant=\"contoso\"}"));
@@ -181,7 +183,7 @@ async fn a_write_back_that_keeps_failing_is_reported_and_the_operator_goes_on() 
     assert_eq!(stats.enqueues.len(), 1, "the batch was sent");
     // The newest token is used from memory: no client rebuilt from the stale Secret, no redemption per cycle.
     assert_eq!(stats.refresh_redemptions.values().sum::<u64>(), 2, "{:?}", stats.refresh_redemptions);
-    let metrics = r.metrics.encode();
+    let metrics = r.metrics().encode();
     assert!(
         metrics.contains("onedrive_operator_credentials_not_persisted{tenant=\"contoso\"} 1"),
         "{metrics}"
@@ -237,11 +239,16 @@ async fn a_certificate_expiring_in_ten_days_warns_and_a_renewed_one_is_picked_up
         .unwrap();
     let client = onedrive_operator::testing::cluster_scoped_tenants(client);
     Api::<OneDriveTenant>::all(client.clone()).create(&Default::default(), &tenant).await.unwrap();
-    let mut r = Reconciler::new(client.clone(), NS, SiteSource::List, Arc::new(Metrics::new()));
-    r.recorder = Some(Recorder::new(
+    let r = Reconciler::new(
         client.clone(),
-        Reporter { controller: "onedrive-operator".into(), instance: None },
-    ));
+        ReconcilerOptions {
+            recorder: Some(Recorder::new(
+                client.clone(),
+                Reporter { controller: "onedrive-operator".into(), instance: None },
+            )),
+            ..ReconcilerOptions::new(NS, SiteSource::List)
+        },
+    );
     r.reconcile_tenant("contoso").await.unwrap();
     let c = tenant_condition(&client, CREDENTIALS_EXPIRING).await;
     assert_eq!(
@@ -257,7 +264,7 @@ async fn a_certificate_expiring_in_ten_days_warns_and_a_renewed_one_is_picked_up
         "a warning, not a stop"
     );
     let expiry = soon.not_after.unwrap().as_second();
-    let metrics = r.metrics.encode();
+    let metrics = r.metrics().encode();
     assert!(
         metrics.contains(&format!(
             "onedrive_operator_credential_expiry_timestamp_seconds{{tenant=\"contoso\"}} {expiry}"

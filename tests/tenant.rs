@@ -128,7 +128,7 @@ async fn workload_identity_rereads_the_rotated_token_file() {
     };
     let c = client(&spec(&sim, auth, EnqueueMethod::RequestPersonalSites), &env);
     let err = c.observe(&["user0@contoso.com".into()]).await.unwrap_err();
-    assert_eq!(err.reason(), "CredentialsInvalid");
+    assert_eq!(err.reason().as_str(), "CredentialsInvalid");
     assert!(
         err.to_string().contains("AADSTS70021") && err.to_string().contains("federated credential"),
         "{err}"
@@ -183,7 +183,7 @@ async fn a_refused_token_kind_is_token_kind_refused_with_its_fix_for_every_metho
     {
         let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), method), &no_env);
         let err = c.enqueue(&["user0@contoso.com".into()]).await.unwrap_err();
-        assert_eq!(err.reason(), "TokenKindRefused", "{method:?}: {err}");
+        assert_eq!(err.reason().as_str(), "TokenKindRefused", "{method:?}: {err}");
         assert!(err.to_string().contains("switch spec.auth to delegated"), "{err}");
         assert!(err.needs_person());
     }
@@ -294,10 +294,10 @@ async fn oversized_or_empty_enqueues_are_refused_before_sending() {
     let sim = start(sim_config(1)).await;
     let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
     let err = c.enqueue(&users(0..201)).await.unwrap_err();
-    assert_eq!(err.reason(), "InvalidRequest");
+    assert_eq!(err.reason().as_str(), "InvalidRequest");
     assert!(err.to_string().contains("at most 200"));
     let err = c.enqueue(&["user0@contoso.com".into(), "  ".into()]).await.unwrap_err();
-    assert_eq!(err.reason(), "InvalidRequest");
+    assert_eq!(err.reason().as_str(), "InvalidRequest");
     assert!(c.enqueue(&[]).await.is_err());
     assert_eq!(sim.stats().sharepoint_requests(), 0, "nothing was sent");
 }
@@ -344,7 +344,7 @@ async fn credential_problems_name_the_secret_and_the_fix() {
     };
     let c = TenantClient::new(TenantConfig::from_spec(&s), creds).unwrap();
     let err = c.observe(&["user0@contoso.com".into()]).await.unwrap_err();
-    assert_eq!(err.reason(), "CredentialsInvalid");
+    assert_eq!(err.reason().as_str(), "CredentialsInvalid");
     assert!(
         err.to_string().contains("AADSTS700027") && err.to_string().contains("upload this certificate"),
         "{err}"

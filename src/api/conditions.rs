@@ -4,6 +4,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::ConditionStatus;
+
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
@@ -23,10 +25,16 @@ impl<'a> ConditionSet<'a> {
         ConditionSet { previous, generation, now, conditions: Vec::with_capacity(3) }
     }
 
-    /// Adds a condition; `status` is `"True"`, `"False"` or `"Unknown"`.
-    pub fn set(mut self, type_: &str, status: &str, reason: &str, message: impl Into<String>) -> Self {
+    /// Adds a condition.
+    pub fn set(
+        mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         let since = match find_condition(self.previous, type_) {
-            Some(old) if old.status == status => old.last_transition_time.clone(),
+            Some(old) if status.is(&old.status) => old.last_transition_time.clone(),
             _ => Time(self.now),
         };
         self.conditions.push(condition(type_, status, reason, message, self.generation, since));
@@ -40,7 +48,7 @@ impl<'a> ConditionSet<'a> {
 
 pub fn condition(
     type_: &str,
-    status: &str,
+    status: ConditionStatus,
     reason: &str,
     message: impl Into<String>,
     generation: Option<i64>,
@@ -48,7 +56,7 @@ pub fn condition(
 ) -> Condition {
     Condition {
         type_: type_.to_string(),
-        status: status.to_string(),
+        status: status.as_str().to_string(),
         reason: reason.to_string(),
         message: message.into(),
         observed_generation: generation,

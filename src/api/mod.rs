@@ -7,6 +7,7 @@ mod conditions;
 mod rules;
 mod site;
 mod tenant;
+mod vocabulary;
 
 pub use conditions::{ConditionSet, condition, find_condition};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
@@ -15,6 +16,7 @@ pub use tenant::{
     OneDriveTenantSpec, OneDriveTenantStatus, SecretKeyRef, SecretRef, TenantAuth, TenantAuthKind,
     UserCounts, WorkloadIdentityAuth, parse_duration,
 };
+pub use vocabulary::{ConditionStatus, EventReason, SiteReason, TenantReason, reason};
 
 /// API group of both resources.
 pub const GROUP: &str = "onedrive-operator.dev";

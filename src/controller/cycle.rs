@@ -19,7 +19,8 @@ use super::ControllerError;
 use super::credentials::{self, CredentialHealth, RefreshTokenStore};
 use super::metrics::Metrics;
 use crate::api::{
-    BatchStatus, ConditionSet, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, SitePhase, condition_type,
+    BatchStatus, ConditionSet, ConditionStatus, EventReason, OneDriveSite, OneDriveTenant,
+    OneDriveTenantStatus, SitePhase, TenantReason, condition_type,
 };
 use crate::plan::{self, DesiredSite, Limits, Observed, PlanInput, TenantProblem};
 use crate::tenant::{TenantClient, TenantError};
@@ -58,7 +59,7 @@ pub struct CycleReport {
     /// `reason: message` of the tenant problem that stopped work, if any.
     pub problem: Option<String>,
     /// That problem's reason alone (the tenant condition's reason).
-    pub problem_reason: Option<String>,
+    pub problem_reason: Option<TenantReason>,
     pub crashed: bool,
     /// The tenant's credentials as this cycle saw them.
     pub credentials: CredentialHealth,
@@ -75,12 +76,21 @@ pub(super) struct TenantRuntime {
     /// A delegated tenant's refresh token and its write-back.
     pub(super) refresh: Option<Arc<RefreshTokenStore>>,
     pub(super) memory: HashMap<String, Observed>,
-    pub(super) last_counters: HashMap<(crate::tenant::Service, &'static str), u64>,
+    pub(super) last_counters: HashMap<(crate::tenant::Service, crate::tenant::http::Count), u64>,
 }
 
-/// Everything a cycle needs; one per operator process.
+/// Everything a cycle needs; one per operator process. Built from [`ReconcilerOptions`].
 pub struct Reconciler {
-    pub client: kube::Client,
+    pub(super) client: kube::Client,
+    pub(super) options: ReconcilerOptions,
+    /// Test hook: stop the next cycle at this point, as a crash would.
+    #[cfg(feature = "test-hooks")]
+    crash: Mutex<Option<CrashPoint>>,
+    runtimes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TenantRuntime>>>>>,
+}
+
+/// How a [`Reconciler`] is set up: everything but the Kubernetes client.
+pub struct ReconcilerOptions {
     /// The operator's namespace: Secrets referenced by tenants live here.
     pub namespace: String,
     /// Tenant for sites without `spec.tenantRef`.
@@ -92,42 +102,55 @@ pub struct Reconciler {
     pub recorder: Option<Recorder>,
     /// Extra CA certificates for the tenant's hosts.
     pub ca_bundle: Option<Vec<u8>>,
-    /// Test hook: stop the next cycle at this point, as a crash would.
-    pub crash: Mutex<Option<CrashPoint>>,
     /// The operator's clock (the wall clock; benchmarks share the simulator's).
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
-    runtimes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TenantRuntime>>>>>,
 }
 
-impl Reconciler {
-    pub fn new(
-        client: kube::Client,
-        namespace: impl Into<String>,
-        sites: SiteSource,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Reconciler {
-            client,
+impl ReconcilerOptions {
+    /// Defaults: no default tenant, organization `onedrive-operator`, fresh metrics, no Events,
+    /// the system's CAs only, the wall clock.
+    pub fn new(namespace: impl Into<String>, sites: SiteSource) -> ReconcilerOptions {
+        ReconcilerOptions {
             namespace: namespace.into(),
             default_tenant: None,
             organization: "onedrive-operator".into(),
             sites,
-            metrics,
+            metrics: Arc::new(Metrics::new()),
             recorder: None,
             ca_bundle: None,
-            crash: Mutex::new(None),
             clock: Arc::new(Timestamp::now),
+        }
+    }
+}
+
+impl Reconciler {
+    pub fn new(client: kube::Client, options: ReconcilerOptions) -> Self {
+        Reconciler {
+            client,
+            options,
+            #[cfg(feature = "test-hooks")]
+            crash: Mutex::new(None),
             runtimes: Mutex::new(HashMap::new()),
         }
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.options.metrics
+    }
+
+    /// Test hook: the next cycle stops at `point`, as a crash would.
+    #[cfg(feature = "test-hooks")]
+    pub fn crash_next_cycle_at(&self, point: CrashPoint) {
+        *self.crash.lock().unwrap() = Some(point);
+    }
+
     /// The tenant a site belongs to.
     pub fn tenant_of<'s>(&'s self, site: &'s OneDriveSite) -> Option<&'s str> {
-        site.spec.tenant_ref.as_ref().map(|r| r.name.as_str()).or(self.default_tenant.as_deref())
+        site.spec.tenant_ref.as_ref().map(|r| r.name.as_str()).or(self.options.default_tenant.as_deref())
     }
 
     async fn all_sites(&self) -> Result<Vec<Arc<OneDriveSite>>, ControllerError> {
-        match &self.sites {
+        match &self.options.sites {
             SiteSource::Store(store) => Ok(store.state()),
             SiteSource::List => {
                 let api: Api<OneDriveSite> = Api::all(self.client.clone());
@@ -154,11 +177,13 @@ impl Reconciler {
             Ok(_) => "ok",
             Err(_) => "error",
         };
-        self.metrics.reconciled(name, outcome, started.elapsed());
+        self.options.metrics.reconciled(name, outcome, started.elapsed());
         match &result {
-            Err(e) => self.metrics.error(name, e.reason()),
+            Err(e) => self.options.metrics.error(name, e.reason()),
             // The reasons are the tenant condition's (a small fixed set): alertable per cause.
-            Ok(CycleReport { problem_reason: Some(reason), .. }) => self.metrics.error(name, reason),
+            Ok(CycleReport { problem_reason: Some(reason), .. }) => {
+                self.options.metrics.error(name, reason.as_str())
+            }
             Ok(_) => {}
         }
         result
@@ -178,14 +203,14 @@ impl Reconciler {
         let sites: Vec<Arc<OneDriveSite>> =
             self.all_sites().await?.into_iter().filter(|s| self.tenant_of(s) == Some(name)).collect();
         let desired: Vec<DesiredSite> = sites.iter().filter_map(|s| DesiredSite::from_resource(s)).collect();
-        let now = (self.clock)();
+        let now = (self.options.clock)();
 
         // Limits and a tenant client, or the problem that prevents them.
         let mut problem: Option<TenantProblem> = None;
         let limits = match Limits::from_spec(&tenant.spec) {
             Ok(l) => l,
             Err(message) => {
-                problem = Some(TenantProblem { reason: "InvalidSpec".into(), message, stalled: true });
+                problem = Some(TenantProblem { reason: TenantReason::InvalidSpec, message, stalled: true });
                 Limits::default()
             }
         };
@@ -208,7 +233,6 @@ impl Reconciler {
         let last_batch_id = status.last_batch_id;
         let base = PlanInput {
             tenant: name,
-            sites: &desired,
             observed: &NOTHING_OBSERVED,
             batch: None,
             last_batch_id,
@@ -220,12 +244,12 @@ impl Reconciler {
         };
 
         // Observe what the plan needs, in a few rounds.
-        let mut users = plan::Users::new(&desired);
+        let mut planner = plan::Planner::new(&desired);
         let mut batch = status.current_batch.clone();
         let mut report = CycleReport::default();
         let mut plan = {
             let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
-            let first = plan::targets_of(&input, &mut users);
+            let first = planner.targets(&input);
             let mut wanted = first;
             let mut p = None;
             for round in 0..=MAX_ROUNDS {
@@ -233,7 +257,7 @@ impl Reconciler {
                     let rt = runtime.as_mut().expect("a client exists when there is no problem");
                     match rt.client.observe_lookups(&wanted).await {
                         Ok(seen) => {
-                            let at = (self.clock)();
+                            let at = (self.options.clock)();
                             for (k, observation) in seen {
                                 let next = Observed::after(rt.memory.get(&k), at, observation);
                                 rt.memory.insert(k, next);
@@ -244,7 +268,7 @@ impl Reconciler {
                     }
                 }
                 let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
-                let next = plan::plan_of(&input, &mut users);
+                let next = planner.plan(&input);
                 wanted = next.observe_now.clone();
                 p = Some(next);
                 if wanted.is_empty() || round == MAX_ROUNDS {
@@ -272,11 +296,11 @@ impl Reconciler {
                         recorded.enqueued_at = Time(plan::whole_second(now));
                     }
                     self.write_tenant_batch(name, Some(&recorded), plan.last_batch_id).await?;
-                    self.metrics.batch(name, recorded.users.len());
+                    self.options.metrics.batch(name, recorded.users.len());
                     self.event(
                         &tenant,
                         EventType::Normal,
-                        "BatchEnqueued",
+                        EventReason::BatchEnqueued.as_str(),
                         format!(
                             "batch {} of {} users sent to SharePoint ({:?}); last user {}",
                             recorded.id,
@@ -317,7 +341,7 @@ impl Reconciler {
                     batch = None;
                     self.write_tenant_batch(name, None, last_batch_id).await?;
                     let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
-                    plan = plan::plan_of(&input, &mut users);
+                    plan = planner.plan(&input);
                 }
             }
         }
@@ -328,9 +352,10 @@ impl Reconciler {
             report.site_writes += 1;
             self.site_event(&sites, update).await;
         }
-        self.metrics.site_writes(name, plan.site_updates.len());
+        self.options.metrics.site_writes(name, plan.site_updates.len());
         if let Some((id, outcome)) = &plan.finished {
-            self.event(&tenant, EventType::Normal, "BatchFinished", format!("batch {id}: {outcome:?}")).await;
+            let note = format!("batch {id}: {outcome:?}");
+            self.event(&tenant, EventType::Normal, EventReason::BatchFinished.as_str(), note).await;
         }
         let health = self.credential_health(name, runtime.as_ref()).await;
         let new_status =
@@ -338,21 +363,21 @@ impl Reconciler {
         self.credential_events(&tenant, &status, &new_status).await;
         if Some(&new_status) != tenant.status.as_ref() {
             if let Some(p) = &problem
-                && Some(&p.reason) != tenant_problem_reason(&status).as_ref()
+                && Some(p.reason) != tenant_problem_reason(&status)
             {
-                self.event(&tenant, EventType::Warning, &p.reason, p.message.clone()).await;
+                self.event(&tenant, EventType::Warning, p.reason.as_str(), p.message.clone()).await;
             }
             self.write_tenant_status(name, &new_status).await?;
             report.tenant_written = true;
         }
         if let Some(rt) = runtime.as_mut() {
             let counters = rt.client.counters();
-            self.metrics.tenant_http(name, &counters, &rt.last_counters);
+            self.options.metrics.tenant_http(name, &counters, &rt.last_counters);
             rt.last_counters = counters;
         }
-        self.metrics.users(name, &plan.users);
+        self.options.metrics.users(name, &plan.users);
         report.users = plan.users.clone();
-        report.problem_reason = problem.as_ref().map(|p| p.reason.clone());
+        report.problem_reason = problem.as_ref().map(|p| p.reason);
         report.problem = problem.map(|p| format!("{}: {}", p.reason, p.message));
         report.credentials = health;
         report.requeue_after = match throttled_until {
@@ -362,6 +387,12 @@ impl Reconciler {
         Ok(report)
     }
 
+    #[cfg(not(feature = "test-hooks"))]
+    fn crash_at(&self, _: CrashPoint) -> bool {
+        false
+    }
+
+    #[cfg(feature = "test-hooks")]
     fn crash_at(&self, point: CrashPoint) -> bool {
         let mut crash = self.crash.lock().unwrap();
         if *crash == Some(point) {
@@ -425,7 +456,7 @@ impl Reconciler {
     }
 
     pub(super) async fn event(&self, tenant: &OneDriveTenant, type_: EventType, reason: &str, note: String) {
-        let Some(recorder) = &self.recorder else { return };
+        let Some(recorder) = &self.options.recorder else { return };
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -440,7 +471,7 @@ impl Reconciler {
 
     /// Events on site transitions only: Ready, and each failure.
     async fn site_event(&self, sites: &[Arc<OneDriveSite>], update: &plan::SiteUpdate) {
-        let Some(recorder) = &self.recorder else { return };
+        let Some(recorder) = &self.options.recorder else { return };
         let phase = update.status.phase;
         if phase == update.previous_phase || !matches!(phase, Some(SitePhase::Ready | SitePhase::Failed)) {
             return;
@@ -471,7 +502,7 @@ impl Reconciler {
             .iter()
             .map(|t| t.name_any())
             .collect();
-        let now = (self.clock)();
+        let now = (self.options.clock)();
         let mut written = 0;
         for site in self.all_sites().await? {
             let tenant = self.tenant_of(&site);
@@ -524,13 +555,13 @@ fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
 }
 
 fn problem_of(e: &TenantError) -> TenantProblem {
-    TenantProblem { reason: e.reason().to_string(), message: e.to_string(), stalled: e.needs_person() }
+    TenantProblem { reason: e.reason(), message: e.to_string(), stalled: e.needs_person() }
 }
 
-fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<String> {
+fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<TenantReason> {
     crate::api::find_condition(&status.conditions, condition_type::READY)
-        .filter(|c| c.status == "False")
-        .map(|c| c.reason.clone())
+        .filter(|c| ConditionStatus::False.is(&c.status))
+        .and_then(|c| TenantReason::parse(&c.reason))
 }
 
 /// The tenant's status after this cycle.
@@ -549,29 +580,27 @@ fn tenant_status(
         "{} users: {} ready, {} provisioning, {} pending, {} failed",
         u.desired, u.ready, u.provisioning, u.pending, u.failed
     );
-    let conditions = ConditionSet::new(&previous.conditions, g, now);
-    let conditions = match (problem, throttled_until) {
-        (Some(p), _) => conditions
-            .set(condition_type::READY, "False", &p.reason, p.message.clone())
-            .set(condition_type::RECONCILING, if p.stalled { "False" } else { "True" }, &p.reason, "")
-            .set(condition_type::STALLED, if p.stalled { "True" } else { "False" }, &p.reason, ""),
-        (None, Some(until)) => conditions
-            .set(
-                condition_type::READY,
-                "True",
-                "Throttled",
-                format!("Microsoft asked to wait until {until}; {summary}"),
-            )
-            .set(condition_type::RECONCILING, "True", "Throttled", "")
-            .set(condition_type::STALLED, "False", "Throttled", ""),
+    let (ready, reason, message, reconciling, stalled) = match (problem, throttled_until) {
+        (Some(p), _) => (false, p.reason, p.message.clone(), !p.stalled, p.stalled),
+        (None, Some(until)) => (
+            true,
+            TenantReason::Throttled,
+            format!("Microsoft asked to wait until {until}; {summary}"),
+            true,
+            false,
+        ),
         (None, None) => {
-            let reason = if plan.reconciling { "Provisioning" } else { "Ready" };
-            conditions
-                .set(condition_type::READY, "True", "Ready", format!("credentials accepted; {summary}"))
-                .set(condition_type::RECONCILING, if plan.reconciling { "True" } else { "False" }, reason, "")
-                .set(condition_type::STALLED, "False", reason, "")
+            let reason = if plan.reconciling { TenantReason::Provisioning } else { TenantReason::Ready };
+            (true, reason, format!("credentials accepted; {summary}"), plan.reconciling, false)
         }
     };
+    // `Ready` says Ready while the tenant works; the other two carry why it is busy or stuck.
+    let ready_reason =
+        if ready && problem.is_none() && throttled_until.is_none() { TenantReason::Ready } else { reason };
+    let conditions = ConditionSet::new(&previous.conditions, g, now)
+        .set(condition_type::READY, ConditionStatus::of(ready), ready_reason.as_str(), message)
+        .set(condition_type::RECONCILING, ConditionStatus::of(reconciling), reason.as_str(), "")
+        .set(condition_type::STALLED, ConditionStatus::of(stalled), reason.as_str(), "");
     OneDriveTenantStatus {
         observed_generation: g,
         conditions: credentials::conditions(conditions, health, now).build(),

@@ -11,8 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::UserCounts;
+use crate::api::{SitePhase, UserCounts};
 use crate::tenant::Service;
+use crate::tenant::http::Count;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabel {
@@ -156,13 +157,13 @@ impl Metrics {
 
     pub fn users(&self, tenant: &str, u: &UserCounts) {
         for (phase, n) in [
-            ("Ready", u.ready),
-            ("Pending", u.pending),
-            ("SPSSITEERROR", u.provisioning),
-            ("Failed", u.failed),
+            (SitePhase::Ready, u.ready),
+            (SitePhase::Pending, u.pending),
+            (SitePhase::SpsSiteError, u.provisioning),
+            (SitePhase::Failed, u.failed),
         ] {
             self.users
-                .get_or_create(&PhaseLabels { tenant: tenant.into(), phase: phase.into() })
+                .get_or_create(&PhaseLabels { tenant: tenant.into(), phase: phase.as_str().into() })
                 .set(n as i64);
         }
     }
@@ -180,17 +181,17 @@ impl Metrics {
     pub fn tenant_http(
         &self,
         tenant: &str,
-        now: &HashMap<(Service, &'static str), u64>,
-        before: &HashMap<(Service, &'static str), u64>,
+        now: &HashMap<(Service, Count), u64>,
+        before: &HashMap<(Service, Count), u64>,
     ) {
         for ((service, what), n) in now {
             let delta = n.saturating_sub(before.get(&(*service, *what)).copied().unwrap_or(0));
             let labels = ServiceLabels { tenant: tenant.into(), service: service.name().into() };
-            match *what {
-                "requests" => self.requests.get_or_create(&labels).inc_by(delta),
-                "throttled" => self.throttles.get_or_create(&labels).inc_by(delta),
-                _ => 0,
+            let family = match what {
+                Count::Requests => &self.requests,
+                Count::Throttled => &self.throttles,
             };
+            family.get_or_create(&labels).inc_by(delta);
         }
     }
 

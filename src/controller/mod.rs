@@ -7,7 +7,7 @@ pub mod metrics;
 pub mod run;
 mod tenant_client;
 
-pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, SiteSource};
+pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, ReconcilerOptions, SiteSource};
 
 /// The controller layer's error. `reason()` is the metric label and event reason.
 #[derive(Debug, thiserror::Error)]

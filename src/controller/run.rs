@@ -13,7 +13,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::metrics::Metrics;
-use super::{ControllerError, Reconciler, SiteSource};
+use super::{ControllerError, Reconciler, ReconcilerOptions, SiteSource};
 use crate::api::{OneDriveSite, OneDriveTenant};
 
 /// How the operator runs (flags and environment of `onedrive-operator run`).
@@ -104,16 +104,20 @@ async fn run_controller(
         .reflect(writer)
         .touched_objects();
 
-    let mut reconciler =
-        Reconciler::new(client.clone(), options.namespace.clone(), SiteSource::Store(store.clone()), metrics);
-    reconciler.default_tenant = options.default_tenant.clone();
-    reconciler.organization = options.organization.clone();
-    reconciler.ca_bundle = options.ca_bundle.clone();
-    reconciler.recorder = Some(Recorder::new(
+    let reconciler = Arc::new(Reconciler::new(
         client.clone(),
-        Reporter { controller: "onedrive-operator".into(), instance: Some(options.identity.clone()) },
+        ReconcilerOptions {
+            default_tenant: options.default_tenant.clone(),
+            organization: options.organization.clone(),
+            metrics,
+            recorder: Some(Recorder::new(
+                client.clone(),
+                Reporter { controller: "onedrive-operator".into(), instance: Some(options.identity.clone()) },
+            )),
+            ca_bundle: options.ca_bundle.clone(),
+            ..ReconcilerOptions::new(options.namespace.clone(), SiteSource::Store(store.clone()))
+        },
     ));
-    let reconciler = Arc::new(reconciler);
 
     // Sites whose tenant does not exist are never visited by a tenant cycle: sweep them.
     let sweeper = {

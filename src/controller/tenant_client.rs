@@ -13,7 +13,7 @@ use kube::runtime::events::EventType;
 
 use super::credentials::{self, CredentialHealth, RefreshTokenStore};
 use super::cycle::{Reconciler, TenantRuntime};
-use crate::api::{OneDriveTenant, OneDriveTenantStatus, TenantAuthKind};
+use crate::api::{ConditionStatus, OneDriveTenant, OneDriveTenantStatus, TenantAuthKind};
 use crate::tenant::{
     RotationCallback, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for,
 };
@@ -53,8 +53,8 @@ impl Reconciler {
         let refresh = match (&refresh_key, stored.as_deref(), &carried) {
             (_, _, Some((store, _))) => Some(store.clone()),
             (Some((name, key)), Some(token), None) => Some(RefreshTokenStore::new(
-                Api::namespaced(self.client.clone(), &self.namespace),
-                &self.namespace,
+                Api::namespaced(self.client.clone(), &self.options.namespace),
+                &self.options.namespace,
                 name,
                 key,
                 token,
@@ -63,17 +63,18 @@ impl Reconciler {
             _ => None,
         };
         let on_rotate = refresh.clone().map(|store| {
-            let clock = self.clock.clone();
+            let clock = self.options.clock.clone();
             Arc::new(move |token: String| store.rotated(token, clock())) as RotationCallback
         });
         let env = |k: &str| std::env::var(k).ok();
-        let credentials = credentials_for(&tenant.spec, &found.store, &self.namespace, &env, on_rotate)?;
+        let credentials =
+            credentials_for(&tenant.spec, &found.store, &self.options.namespace, &env, on_rotate)?;
         if let Some((_, newest)) = carried {
             credentials.adopt_refresh_token(newest);
         }
         let mut config = TenantConfig::from_spec(&tenant.spec);
-        config.organization = self.organization.clone();
-        config.ca_bundle = self.ca_bundle.clone();
+        config.organization = self.options.organization.clone();
+        config.ca_bundle = self.options.ca_bundle.clone();
         let client = Arc::new(TenantClient::new(config, credentials)?);
         // Observations stay valid across a credential change; the client does not.
         let memory = previous.map(|r| r.memory).unwrap_or_default();
@@ -100,7 +101,7 @@ impl Reconciler {
         };
         let mut found = FoundSecrets { store: SecretStore::new(), issued: None };
         let Some(name) = name else { return Ok(found) };
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.options.namespace);
         match api.get_opt(&name).await {
             Ok(Some(secret)) => {
                 let annotated =
@@ -112,9 +113,10 @@ impl Reconciler {
                 Ok(found)
             }
             Ok(None) => Ok(found),
-            Err(e) => {
-                Err(TenantError::Unreachable(format!("cannot read Secret {}/{name}: {e}", self.namespace)))
-            }
+            Err(e) => Err(TenantError::Unreachable(format!(
+                "cannot read Secret {}/{name}: {e}",
+                self.options.namespace
+            ))),
         }
     }
 
@@ -132,7 +134,7 @@ impl Reconciler {
         };
         if let Some(store) = &rt.refresh {
             match store.persist().await {
-                Ok(written) => self.metrics.refresh_tokens_written(name, written),
+                Ok(written) => self.options.metrics.refresh_tokens_written(name, written),
                 Err(e) => {
                     tracing::warn!(tenant = name, error = %e, "the rotated refresh token is kept in memory only")
                 }
@@ -140,7 +142,7 @@ impl Reconciler {
             let (last_rotation, not_persisted) = store.health();
             health = CredentialHealth { last_rotation, not_persisted, delegated: true, ..health };
         }
-        self.metrics.credentials(name, &health);
+        self.options.metrics.credentials(name, &health);
         health
     }
 
@@ -155,7 +157,7 @@ impl Reconciler {
             let old = crate::api::find_condition(&before.conditions, type_);
             let Some(new) = crate::api::find_condition(&after.conditions, type_) else { continue };
             let changed = old.is_none_or(|o| o.status != new.status || o.reason != new.reason);
-            if new.status == "True" && changed {
+            if ConditionStatus::True.is(&new.status) && changed {
                 self.event(tenant, EventType::Warning, &new.reason, new.message.clone()).await;
             }
         }

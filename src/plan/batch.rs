@@ -4,8 +4,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::gather::{User, Users};
 use super::state::UserState;
-use super::{Observation, Observed, PlanInput, after, reason, user_key};
-use crate::api::{BatchStatus, SitePhase};
+use super::{Observation, Observed, PlanInput, after, user_key};
+use crate::api::{BatchStatus, SitePhase, SiteReason};
 
 /// Whether a straggler (enqueued, its batch over, still no site) is due for a look. The longer
 /// it has waited, the less often it is looked at — a tenth of the wait, between the poll
@@ -89,7 +89,7 @@ fn candidates(users: &[User], states: &[UserState], input: &PlanInput) -> Vec<us
 fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
     let recent = after(input.now, -input.limits.enqueue_recheck_after);
     match (u.prior.reason, u.prior.failed_since) {
-        (Some(reason::PROVISIONING_TIMED_OUT), Some(since)) => {
+        (Some(SiteReason::ProvisioningTimedOut), Some(since)) => {
             recent.max(after(since, SignedDuration::from_secs(1)))
         }
         _ => recent,
@@ -99,9 +99,9 @@ fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
 /// A timed-out user is sent again only once its `ProvisioningTimedOut` status was written, so
 /// the timeout is always visible on the resource.
 fn eligible(u: &User, s: &UserState) -> bool {
-    s.reason == reason::PENDING
-        || (s.reason == reason::PROVISIONING_TIMED_OUT
-            && u.prior.reason == Some(reason::PROVISIONING_TIMED_OUT))
+    s.reason == SiteReason::Pending
+        || (s.reason == SiteReason::ProvisioningTimedOut
+            && u.prior.reason == Some(SiteReason::ProvisioningTimedOut))
 }
 
 /// Whether `u` was looked up within the poll interval.

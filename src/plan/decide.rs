@@ -4,8 +4,8 @@ use jiff::Timestamp;
 
 use super::gather::User;
 use super::state::{self, UserState, since, text};
-use super::{Observation, Observed, PlanInput, ProfileMeaning, after, reason};
-use crate::api::SitePhase;
+use super::{Observation, Observed, PlanInput, ProfileMeaning, after};
+use crate::api::{ConditionStatus, SitePhase, SiteReason};
 
 pub(super) fn decide<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> {
     let state = decide_from_tenant(u, input);
@@ -14,10 +14,10 @@ pub(super) fn decide<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> {
         // a Ready site is still there, an enqueued one is still being made, a failure still
         // needs its own fix.
         Some(p) if state.phase == SitePhase::Pending => {
-            let since = since(u, reason::TENANT_NOT_READY, "False", input.now);
+            let since = since(u, SiteReason::TenantNotReady, ConditionStatus::False, input.now);
             UserState {
-                reason: reason::TENANT_NOT_READY,
-                ready: "False",
+                reason: SiteReason::TenantNotReady,
+                ready: ConditionStatus::False,
                 message: text(
                     u,
                     format_args!(
@@ -91,7 +91,7 @@ fn decide_from_tenant<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> 
 fn settled(u: &User) -> bool {
     match u.prior.phase {
         Some(SitePhase::Ready) => true,
-        Some(SitePhase::Failed) => u.prior.reason != Some(reason::PROVISIONING_TIMED_OUT),
+        Some(SitePhase::Failed) => u.prior.reason != Some(SiteReason::ProvisioningTimedOut),
         _ => false,
     }
 }
@@ -116,7 +116,7 @@ fn no_site<'a>(
     input: &PlanInput,
 ) -> UserState<'a> {
     let profile_verdict =
-        matches!(u.prior.reason, Some(reason::SITE_CREATION_NOT_PERMITTED | reason::PROVISIONING_FAILED));
+        matches!(u.prior.reason, Some(SiteReason::SiteCreationNotPermitted | SiteReason::ProvisioningFailed));
     if let Some((since, batch)) = provisioning {
         still_provisioning(u, since, batch, input)
     } else if u.prior.phase == Some(SitePhase::Ready) && u.prior.provisioned_at.is_some_and(|p| p >= o.at) {
@@ -125,7 +125,7 @@ fn no_site<'a>(
         // Only the profile can undo its own verdict: a drive and directory lookup cannot see it,
         // and would otherwise flip the user Failed → Pending → SPSSITEERROR → Failed each hour.
         state::prior_state(u, input)
-    } else if u.prior.reason == Some(reason::PROVISIONING_TIMED_OUT) {
+    } else if u.prior.reason == Some(SiteReason::ProvisioningTimedOut) {
         state::timed_out(u.prior.enqueued_at.unwrap_or(o.at), u.prior.batch.unwrap_or(0), u, input)
     } else {
         state::pending(u, o.at)

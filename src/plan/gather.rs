@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use super::{DesiredSite, reason, user_key};
-use crate::api::{BatchStatus, SitePhase, condition_type, find_condition};
+use super::{DesiredSite, user_key};
+use crate::api::{BatchStatus, ConditionStatus, SitePhase, SiteReason, condition_type, find_condition};
 
 /// One distinct user and the sites naming it.
 pub(super) struct User<'a> {
@@ -50,7 +50,7 @@ impl<'a> SitesOf<'a> {
 #[derive(Default)]
 pub(super) struct Prior<'a> {
     pub(super) phase: Option<SitePhase>,
-    pub(super) reason: Option<&'a str>,
+    pub(super) reason: Option<SiteReason>,
     pub(super) site_url: Option<&'a str>,
     pub(super) enqueued_at: Option<Timestamp>,
     pub(super) batch: Option<i64>,
@@ -58,21 +58,20 @@ pub(super) struct Prior<'a> {
     pub(super) failed_since: Option<Timestamp>,
     /// The state the `Ready` condition describes (its reason and status) and since when
     /// (`status.since`): a message keeps its date while the state holds.
-    pub(super) state: Option<(&'a str, &'a str, Timestamp)>,
+    pub(super) state: Option<(SiteReason, ConditionStatus, Timestamp)>,
 }
 
 /// The distinct users of a tenant's sites, oldest first, with what their statuses say. Grouping
-/// is most of a planning pass's work and depends only on the sites, so a cycle gathers once
-/// and passes the result to [`targets_of`] and every [`plan_of`].
-pub struct Users<'a> {
-    sites: &'a [DesiredSite<'a>],
+/// is most of a planning pass's work and depends only on the sites, so a cycle gathers once (see
+/// [`super::Planner`]).
+pub(super) struct Users<'a> {
     list: Vec<User<'a>>,
     /// The in-flight batch's users that are desired: user key → index in `list`.
     batch_members: HashMap<String, usize>,
 }
 
 impl<'a> Users<'a> {
-    pub fn new(sites: &'a [DesiredSite<'a>]) -> Users<'a> {
+    pub(super) fn new(sites: &'a [DesiredSite<'a>]) -> Users<'a> {
         // Grouped in input order (not hash order): the statuses are then read in the order
         // they sit in memory, which matters at 100k sites.
         let mut index: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(sites.len());
@@ -113,12 +112,7 @@ impl<'a> Users<'a> {
             })
             .collect();
         list.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.key.cmp(&b.key)));
-        Users { sites, list, batch_members: HashMap::new() }
-    }
-
-    /// Whether these are the users of exactly `sites` (otherwise a planning call gathers anew).
-    pub(super) fn gathered_from(&self, sites: &[DesiredSite]) -> bool {
-        std::ptr::eq(self.sites, sites)
+        Users { list, batch_members: HashMap::new() }
     }
 
     /// The users, marked against the tenant's in-flight batch.
@@ -168,15 +162,19 @@ fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
         .max_by_key(|st| st.phase.map(rank));
     let Some(st) = best else { return Prior::default() };
     let ready = find_condition(&st.conditions, condition_type::READY);
-    let reason = ready.map(|c| c.reason.as_str());
-    let state = ready.zip(st.since.as_ref()).map(|(c, t)| (c.reason.as_str(), c.status.as_str(), t.0));
+    let reason = ready.and_then(|c| SiteReason::parse(&c.reason));
+    let state = ready
+        .zip(st.since.as_ref())
+        .and_then(|(c, t)| Some((SiteReason::parse(&c.reason)?, ConditionStatus::parse(&c.status)?, t.0)));
     // A Pending site that was never checked (or could not be, for a tenant problem) carries
     // no knowledge: the user is observed again (its message keeps its date meanwhile).
     if st.phase == Some(SitePhase::Pending)
         && ready.is_some_and(|c| {
-            c.status == "Unknown"
-                || c.reason == reason::TENANT_NOT_READY
-                || c.reason == reason::TENANT_NOT_FOUND
+            ConditionStatus::Unknown.is(&c.status)
+                || matches!(
+                    SiteReason::parse(&c.reason),
+                    Some(SiteReason::TenantNotReady | SiteReason::TenantNotFound)
+                )
         })
     {
         return Prior { state, ..Prior::default() };
@@ -188,7 +186,7 @@ fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
         failed_since: (st.phase == Some(SitePhase::Failed))
             .then(|| find_condition(&st.conditions, condition_type::STALLED))
             .flatten()
-            .filter(|c| c.status == "True")
+            .filter(|c| ConditionStatus::True.is(&c.status))
             .map(|c| c.last_transition_time.0),
         reason,
         site_url: st.site_url.as_deref(),

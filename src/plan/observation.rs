@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 
-use super::reason;
+use crate::api::SiteReason;
 
 /// What the tenant said about one user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,15 +74,15 @@ impl Observation {
     /// The `OneDriveSite` reason of a verdict that no batch can change: the directory or the
     /// user profile says SharePoint will never create this user's site as things stand. The one
     /// classification `check` prints and the planner writes.
-    pub fn refusal(&self) -> Option<&'static str> {
+    pub fn refusal(&self) -> Option<SiteReason> {
         match self {
-            Observation::UserNotFound => Some(reason::USER_NOT_FOUND),
-            Observation::UserNotLicensed => Some(reason::USER_NOT_LICENSED),
-            Observation::SignInBlocked => Some(reason::SIGN_IN_BLOCKED),
+            Observation::UserNotFound => Some(SiteReason::UserNotFound),
+            Observation::UserNotLicensed => Some(SiteReason::UserNotLicensed),
+            Observation::SignInBlocked => Some(SiteReason::SignInBlocked),
             Observation::Profile(p) => match p.meaning {
-                ProfileMeaning::NotLicensed => Some(reason::USER_NOT_LICENSED),
-                ProfileMeaning::NotPermitted => Some(reason::SITE_CREATION_NOT_PERMITTED),
-                ProfileMeaning::Failed => Some(reason::PROVISIONING_FAILED),
+                ProfileMeaning::NotLicensed => Some(SiteReason::UserNotLicensed),
+                ProfileMeaning::NotPermitted => Some(SiteReason::SiteCreationNotPermitted),
+                ProfileMeaning::Failed => Some(SiteReason::ProvisioningFailed),
                 _ => None,
             },
             _ => None,

@@ -4,8 +4,8 @@ use jiff::SignedDuration;
 
 use super::gather::User;
 use super::state::UserState;
-use super::{PlanInput, after, reason};
-use crate::api::{BatchStatus, SitePhase};
+use super::{PlanInput, after};
+use crate::api::{BatchStatus, SitePhase, SiteReason};
 
 /// The requeue interval after a plan: Microsoft's wait when throttled; most of the previous
 /// batch's duration before a new batch's first poll; the poll interval while anything is in
@@ -46,7 +46,7 @@ pub(super) fn requeue(
         let due = match s.phase {
             SitePhase::Ready => last.or(s.provisioned_at).map(|t| after(t, limits.drift_check_interval)),
             SitePhase::Failed => last.map(|t| after(t, limits.failed_recheck_interval)),
-            SitePhase::Pending if s.reason == reason::LOOKUP_FAILING => {
+            SitePhase::Pending if s.reason == SiteReason::LookupFailing => {
                 last.map(|t| after(t, limits.failed_recheck_interval))
             }
             _ => None,

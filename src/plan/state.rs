@@ -8,14 +8,14 @@ use jiff::Timestamp;
 
 use super::gather::User;
 use super::limits::SpecDuration;
-use super::{PlanInput, ProfileState, reason, whole_second};
-use crate::api::SitePhase;
+use super::{PlanInput, ProfileState, whole_second};
+use crate::api::{ConditionStatus, SitePhase, SiteReason};
 
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct UserState<'a> {
     pub(super) phase: SitePhase,
-    pub(super) reason: &'static str,
-    pub(super) ready: &'static str,
+    pub(super) reason: SiteReason,
+    pub(super) ready: ConditionStatus,
     pub(super) message: Cow<'a, str>,
     pub(super) site_url: Option<&'a str>,
     pub(super) enqueued_at: Option<Timestamp>,
@@ -30,19 +30,19 @@ pub(super) struct UserState<'a> {
 impl UserState<'_> {
     pub(super) fn reconciling(&self) -> bool {
         matches!(self.phase, SitePhase::Pending | SitePhase::SpsSiteError)
-            || self.reason == reason::PROVISIONING_TIMED_OUT
-            || (self.reason == reason::TENANT_NOT_READY && !self.stalled)
+            || self.reason == SiteReason::ProvisioningTimedOut
+            || (self.reason == SiteReason::TenantNotReady && !self.stalled)
     }
 
     /// A verdict no batch can change as things stand (the directory or the profile refused).
     pub(super) fn refused(&self) -> bool {
-        self.phase == SitePhase::Failed && self.reason != reason::PROVISIONING_TIMED_OUT
+        self.phase == SitePhase::Failed && self.reason != SiteReason::ProvisioningTimedOut
     }
 }
 
 /// When the user entered the state (`reason`, `ready`): the status's date while that state
 /// holds, `entered` (to the second, as Kubernetes stores it) when it is new.
-pub(super) fn since(u: &User, reason: &str, ready: &str, entered: Timestamp) -> Timestamp {
+pub(super) fn since(u: &User, reason: SiteReason, ready: ConditionStatus, entered: Timestamp) -> Timestamp {
     match u.prior.state {
         Some((r, s, t)) if r == reason && s == ready => t,
         _ => whole_second(entered),
@@ -80,11 +80,11 @@ pub(super) fn ready<'a>(
         _ => None,
     }
     .unwrap_or(whole_second(seen));
-    let since = since(u, reason::PROVISIONED, "True", provisioned_at);
+    let since = since(u, SiteReason::Provisioned, ConditionStatus::True, provisioned_at);
     UserState {
         phase: SitePhase::Ready,
-        reason: reason::PROVISIONED,
-        ready: "True",
+        reason: SiteReason::Provisioned,
+        ready: ConditionStatus::True,
         message: text(u, format_args!("the OneDrive exists at {url} (first seen {since})")),
         site_url: Some(url),
         enqueued_at: provisioning.map(|p| p.0).or(u.prior.enqueued_at),
@@ -97,7 +97,7 @@ pub(super) fn ready<'a>(
 
 /// No site yet: waits for a batch slot.
 pub(super) fn pending<'a>(u: &User<'a>, seen: Timestamp) -> UserState<'a> {
-    let since = since(u, reason::PENDING, "False", seen);
+    let since = since(u, SiteReason::Pending, ConditionStatus::False, seen);
     let message = if u.prior.phase == Some(SitePhase::Ready) {
         text(
             u,
@@ -113,23 +113,35 @@ pub(super) fn pending<'a>(u: &User<'a>, seen: Timestamp) -> UserState<'a> {
             format_args!("no OneDrive for {} (none seen since {since}); it waits for a batch slot", u.upn),
         )
     };
+    without_site(u, SitePhase::Pending, SiteReason::Pending, message, since)
+}
+
+/// A state of a user without a site: what the status said of their last enqueue is kept; a
+/// person must act when it is a failure.
+fn without_site<'a>(
+    u: &User<'a>,
+    phase: SitePhase,
+    reason: SiteReason,
+    message: Cow<'a, str>,
+    since: Timestamp,
+) -> UserState<'a> {
     UserState {
-        phase: SitePhase::Pending,
-        reason: reason::PENDING,
-        ready: "False",
+        phase,
+        reason,
+        ready: ConditionStatus::False,
         message,
         site_url: None,
         enqueued_at: u.prior.enqueued_at,
         batch: u.prior.batch,
         provisioned_at: None,
         since,
-        stalled: false,
+        stalled: phase == SitePhase::Failed,
     }
 }
 
 /// Nothing is known yet: never looked up, or no lookup has been answered.
 pub(super) fn unknown<'a>(u: &User<'a>, tried: Option<Timestamp>, now: Timestamp) -> UserState<'a> {
-    let since = since(u, reason::PENDING, "Unknown", tried.unwrap_or(now));
+    let since = since(u, SiteReason::Pending, ConditionStatus::Unknown, tried.unwrap_or(now));
     let message = match tried {
         None => text(u, format_args!("{} has not been checked against the tenant yet", u.upn)),
         Some(_) => text(
@@ -140,7 +152,7 @@ pub(super) fn unknown<'a>(u: &User<'a>, tried: Option<Timestamp>, now: Timestamp
             ),
         ),
     };
-    UserState { ready: "Unknown", message, since, ..pending(u, now) }
+    UserState { ready: ConditionStatus::Unknown, message, since, ..pending(u, now) }
 }
 
 /// The tenant keeps answering the user's lookups with something nobody documents.
@@ -151,7 +163,7 @@ pub(super) fn lookup_failing<'a>(
     seen: Timestamp,
     input: &PlanInput,
 ) -> UserState<'a> {
-    let since = since(u, reason::LOOKUP_FAILING, "False", seen);
+    let since = since(u, SiteReason::LookupFailing, ConditionStatus::False, seen);
     let message = text(
         u,
         format_args!(
@@ -162,7 +174,7 @@ pub(super) fn lookup_failing<'a>(
             SpecDuration(input.limits.failed_recheck_interval)
         ),
     );
-    UserState { reason: reason::LOOKUP_FAILING, message, since, ..pending(u, seen) }
+    UserState { reason: SiteReason::LookupFailing, message, since, ..pending(u, seen) }
 }
 
 pub(super) fn provisioning<'a>(
@@ -173,8 +185,8 @@ pub(super) fn provisioning<'a>(
 ) -> UserState<'a> {
     UserState {
         phase: SitePhase::SpsSiteError,
-        reason: reason::SPSSITEERROR,
-        ready: "False",
+        reason: SiteReason::SpsSiteError,
+        ready: ConditionStatus::False,
         message: text(
             u,
             format_args!(
@@ -197,11 +209,11 @@ pub(super) fn timed_out<'a>(
     u: &User<'a>,
     input: &PlanInput,
 ) -> UserState<'a> {
-    let since = since(u, reason::PROVISIONING_TIMED_OUT, "False", input.now);
+    let since = since(u, SiteReason::ProvisioningTimedOut, ConditionStatus::False, input.now);
     UserState {
         phase: SitePhase::Failed,
-        reason: reason::PROVISIONING_TIMED_OUT,
-        ready: "False",
+        reason: SiteReason::ProvisioningTimedOut,
+        ready: ConditionStatus::False,
         message: text(
             u,
             format_args!(
@@ -221,41 +233,41 @@ pub(super) fn timed_out<'a>(
 /// The directory or the user profile says SharePoint will not create the site.
 pub(super) fn refused<'a>(
     u: &User<'a>,
-    reason: &'static str,
+    reason: SiteReason,
     profile: Option<ProfileState>,
     seen: Timestamp,
     input: &PlanInput,
 ) -> UserState<'a> {
-    let since = since(u, reason, "False", seen);
+    let since = since(u, reason, ConditionStatus::False, seen);
     let recheck = SpecDuration(input.limits.failed_recheck_interval);
     let upn = u.upn;
     let state = profile.map(|p| format!("{} ({})", p.name, p.code)).unwrap_or_default();
     let message = match reason {
-        reason::USER_NOT_FOUND => text(
+        SiteReason::UserNotFound => text(
             u,
             format_args!(
                 "{upn} does not exist in the tenant's directory (seen {since}): fix spec.user or create the user (checked again every {recheck})"
             ),
         ),
-        reason::USER_NOT_LICENSED if profile.is_some() => text(
+        SiteReason::UserNotLicensed if profile.is_some() => text(
             u,
             format_args!(
                 "{upn} has no SharePoint licence: the user profile shows {state} since {since}; assign a licence that includes SharePoint Online (checked again every {recheck})"
             ),
         ),
-        reason::USER_NOT_LICENSED => text(
+        SiteReason::UserNotLicensed => text(
             u,
             format_args!(
                 "{upn} has no enabled SharePoint plan in the directory (seen {since}): assign a licence that includes SharePoint Online (checked again every {recheck})"
             ),
         ),
-        reason::SIGN_IN_BLOCKED => text(
+        SiteReason::SignInBlocked => text(
             u,
             format_args!(
                 "{upn} may not sign in (accountEnabled is false, seen {since}): SharePoint never creates a site for a blocked account, so it is not sent; allow sign-in to have it sent (checked again every {recheck})"
             ),
         ),
-        reason::SITE_CREATION_NOT_PERMITTED => text(
+        SiteReason::SiteCreationNotPermitted => text(
             u,
             format_args!(
                 "SharePoint may not create a personal site for {upn}: the user profile shows {state} since {since}. Fix the tenant's personal-site settings, then delete and re-create this OneDriveSite to send the user again (deleting it never deletes a OneDrive; checked again every {recheck})"
@@ -268,37 +280,26 @@ pub(super) fn refused<'a>(
             ),
         ),
     };
-    UserState {
-        phase: SitePhase::Failed,
-        reason,
-        ready: "False",
-        message,
-        site_url: None,
-        enqueued_at: u.prior.enqueued_at,
-        batch: u.prior.batch,
-        provisioned_at: None,
-        since,
-        stalled: true,
-    }
+    without_site(u, SitePhase::Failed, reason, message, since)
 }
 
 /// Rebuilds the state a status describes (nothing new was observed).
 pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> {
     let kept = [
-        reason::PROVISIONED,
-        reason::USER_NOT_FOUND,
-        reason::USER_NOT_LICENSED,
-        reason::SIGN_IN_BLOCKED,
-        reason::SITE_CREATION_NOT_PERMITTED,
-        reason::PROVISIONING_FAILED,
-        reason::LOOKUP_FAILING,
+        SiteReason::Provisioned,
+        SiteReason::UserNotFound,
+        SiteReason::UserNotLicensed,
+        SiteReason::SignInBlocked,
+        SiteReason::SiteCreationNotPermitted,
+        SiteReason::ProvisioningFailed,
+        SiteReason::LookupFailing,
     ];
     let reason = match u.prior.reason {
-        Some(reason::PROVISIONING_TIMED_OUT) => {
+        Some(SiteReason::ProvisioningTimedOut) => {
             return timed_out(u.prior.enqueued_at.unwrap_or(input.now), u.prior.batch.unwrap_or(0), u, input);
         }
-        Some(r) => kept.into_iter().find(|k| *k == r).unwrap_or(reason::PENDING),
-        None => reason::PENDING,
+        Some(r) => kept.into_iter().find(|k| *k == r).unwrap_or(SiteReason::Pending),
+        None => SiteReason::Pending,
     };
     let phase = u.prior.phase.unwrap_or(SitePhase::Pending);
     if phase == SitePhase::Ready
@@ -306,10 +307,10 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
     {
         return ready(u, url, u.prior.provisioned_at.unwrap_or(input.now), None);
     }
-    if phase == SitePhase::Pending && reason == reason::PENDING {
+    if phase == SitePhase::Pending && reason == SiteReason::Pending {
         return pending(u, input.now);
     }
-    let ready_status = if phase == SitePhase::Ready { "True" } else { "False" };
+    let ready_status = if phase == SitePhase::Ready { ConditionStatus::True } else { ConditionStatus::False };
     // The status's own message is kept (its reason is this one; a message written with a tenant
     // problem is replaced once the problem is gone).
     let message = match u.ready_message.filter(|_| u.prior.reason == Some(reason)) {

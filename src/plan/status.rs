@@ -3,17 +3,22 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::DesiredSite;
 use super::state::UserState;
-use super::{DesiredSite, reason};
-use crate::api::{ConditionSet, OneDriveSiteStatus, SitePhase, condition_type, find_condition};
+use crate::api::{
+    BatchStatus, ConditionSet, ConditionStatus, OneDriveSiteStatus, SitePhase, SiteReason, condition_type,
+    find_condition,
+};
+
+const NOT_FOUND: &str = SiteReason::TenantNotFound.as_str();
 
 /// Whether `st` is exactly what [`site_status`] would build for `s` (so nothing is written).
 pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState) -> bool {
-    let flag = |b: bool| if b { "True" } else { "False" };
-    let is = |type_: &str, status: &str, message: &str| {
+    let flag = ConditionStatus::of;
+    let is = |type_: &str, status: ConditionStatus, message: &str| {
         find_condition(&st.conditions, type_).is_some_and(|c| {
-            c.status == status
-                && c.reason == s.reason
+            status.is(&c.status)
+                && c.reason == s.reason.as_str()
                 && c.message == message
                 && c.observed_generation == Some(generation)
         })
@@ -34,8 +39,8 @@ pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState) -
 pub(super) fn site_status(site: &DesiredSite, s: &UserState, now: Timestamp) -> OneDriveSiteStatus {
     let previous = site.status.as_deref().map(|st| st.conditions.as_slice()).unwrap_or(&[]);
     let g = Some(site.generation);
-    let reconciling = if s.reconciling() { "True" } else { "False" };
-    let stalled = if s.stalled { "True" } else { "False" };
+    let reconciling = ConditionStatus::of(s.reconciling());
+    let stalled = ConditionStatus::of(s.stalled);
     OneDriveSiteStatus {
         observed_generation: g,
         phase: Some(s.phase),
@@ -45,18 +50,31 @@ pub(super) fn site_status(site: &DesiredSite, s: &UserState, now: Timestamp) -> 
         provisioned_at: s.provisioned_at.map(Time),
         since: Some(Time(s.since)),
         conditions: ConditionSet::new(previous, g, now)
-            .set(condition_type::READY, s.ready, s.reason, s.message.to_string())
-            .set(condition_type::RECONCILING, reconciling, s.reason, "")
-            .set(condition_type::STALLED, stalled, s.reason, "")
+            .set(condition_type::READY, s.ready, s.reason.as_str(), s.message.to_string())
+            .set(condition_type::RECONCILING, reconciling, s.reason.as_str(), "")
+            .set(condition_type::STALLED, stalled, s.reason.as_str(), "")
             .build(),
+    }
+}
+
+/// A batch as the tenant's status records it before it is sent: `users` in order (the last one
+/// is the one the next batch waits for), not sent yet.
+pub(super) fn new_batch(id: i64, users: Vec<String>, now: Timestamp) -> BatchStatus {
+    BatchStatus {
+        id,
+        size: users.len() as i32,
+        last_user: users.last().cloned().unwrap_or_default(),
+        users,
+        enqueued_at: Time(now),
+        sent: false,
     }
 }
 
 /// The status of a site whose `spec.tenantRef` names no existing tenant.
 pub fn tenant_not_found_status(site: &DesiredSite, tenant: &str, now: Timestamp) -> OneDriveSiteStatus {
     let prior = site.status.as_deref().cloned().unwrap_or_default();
-    let already_missing = find_condition(&prior.conditions, condition_type::READY)
-        .is_some_and(|c| c.reason == reason::TENANT_NOT_FOUND);
+    let already_missing =
+        find_condition(&prior.conditions, condition_type::READY).is_some_and(|c| c.reason == NOT_FOUND);
     let since = prior
         .since
         .clone()
@@ -71,9 +89,9 @@ pub fn tenant_not_found_status(site: &DesiredSite, tenant: &str, now: Timestamp)
         since: Some(since),
         phase: Some(prior.phase.unwrap_or(SitePhase::Pending)),
         conditions: ConditionSet::new(&prior.conditions, Some(site.generation), now)
-            .set(condition_type::READY, "False", reason::TENANT_NOT_FOUND, message)
-            .set(condition_type::RECONCILING, "False", reason::TENANT_NOT_FOUND, "")
-            .set(condition_type::STALLED, "True", reason::TENANT_NOT_FOUND, "the tenant must be created")
+            .set(condition_type::READY, ConditionStatus::False, NOT_FOUND, message)
+            .set(condition_type::RECONCILING, ConditionStatus::False, NOT_FOUND, "")
+            .set(condition_type::STALLED, ConditionStatus::True, NOT_FOUND, "the tenant must be created")
             .build(),
         ..prior
     }

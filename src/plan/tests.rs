@@ -34,8 +34,47 @@ fn url(user: &str) -> String {
     format!("https://contoso-my.sharepoint.com/personal/{}/", user_key(user).replace(['@', '.'], "_"))
 }
 
+/// A planning input with the sites it is about (the planner gathers them; see `plan`).
+#[derive(Clone, Copy)]
+struct Case<'a> {
+    sites: &'a [DesiredSite<'a>],
+    input: PlanInput<'a>,
+}
+
+impl<'a> std::ops::Deref for Case<'a> {
+    type Target = PlanInput<'a>;
+    fn deref(&self) -> &PlanInput<'a> {
+        &self.input
+    }
+}
+
+impl std::ops::DerefMut for Case<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.input
+    }
+}
+
+/// A fresh planner's plan for the case.
+fn plan(c: &Case) -> Plan {
+    Planner::new(c.sites).plan(&c.input)
+}
+
+/// A fresh planner's lookups for the case.
+fn targets(c: &Case) -> Vec<Lookup> {
+    Planner::new(c.sites).targets(&c.input)
+}
+
 fn input<'a>(
     sites: &'a [DesiredSite],
+    observed: &'a HashMap<String, Observed>,
+    batch: Option<&'a BatchStatus>,
+    now: i64,
+    limits: &'a Limits,
+) -> Case<'a> {
+    Case { sites, input: plan_input(observed, batch, now, limits) }
+}
+
+fn plan_input<'a>(
     observed: &'a HashMap<String, Observed>,
     batch: Option<&'a BatchStatus>,
     now: i64,
@@ -43,7 +82,6 @@ fn input<'a>(
 ) -> PlanInput<'a> {
     PlanInput {
         tenant: "contoso",
-        sites,
         observed,
         batch,
         last_batch_id: batch.map_or(0, |b| b.id),
@@ -392,7 +430,7 @@ fn tenant_problems_stop_all_work_and_explain_themselves_on_waiting_sites() {
     obs.insert("u1@contoso.com".into(), seen(10, Observation::HasSite { url: url("u1") }));
     let limits = Limits::default();
     let problem = TenantProblem {
-        reason: "CredentialsInvalid".into(),
+        reason: crate::api::TenantReason::CredentialsInvalid,
         message: "Secret contoso-app-cert has no tls.key".into(),
         stalled: true,
     };
@@ -535,18 +573,18 @@ fn absurd_times_in_statuses_do_not_panic() {
 }
 
 #[test]
-fn users_gathered_from_other_sites_are_gathered_again() {
+fn a_planner_asked_again_decides_what_a_fresh_one_decides() {
     let sites = users(3);
-    let other = users(5);
     let obs = all_no_site(&sites, 0);
     let limits = Limits::default();
-    let mut stale = Users::new(&other);
+    let mut planner = Planner::new(&sites);
     let i = input(&sites, &obs, None, 0, &limits);
-    let p = plan_of(&i, &mut stale);
+    let b = in_flight(&["u0@contoso.com"], 1, 0);
+    let _ = planner.plan(&plan_input(&obs, Some(&b), 0, &limits));
+    let p = planner.plan(&i);
     assert_eq!(p, plan(&i));
     assert_eq!(p.enqueue.as_ref().map(|e| e.batch.users.len()), Some(3));
-    // Same length, different slice: still not the input's users.
-    assert_eq!(targets_of(&i, &mut Users::new(&other[..3])), targets(&i));
+    assert_eq!(planner.targets(&i), targets(&i));
 }
 
 #[test]
@@ -710,10 +748,13 @@ struct Cycle {
 }
 
 impl World {
-    fn input(&self) -> PlanInput<'_> {
+    fn input(&self) -> Case<'_> {
+        Case { sites: &self.sites, input: self.plan_input() }
+    }
+
+    fn plan_input(&self) -> PlanInput<'_> {
         PlanInput {
             tenant: "model",
-            sites: &self.sites,
             observed: &self.memory,
             batch: self.batch.as_ref(),
             last_batch_id: self.last_batch_id,
@@ -742,14 +783,15 @@ impl World {
     /// The controller gathers users once per cycle and reuses them across planning calls whose
     /// batch and observations differ: that must decide exactly what fresh gathering decides.
     fn check_shared_users(&self, p: &Plan) {
-        let input = self.input();
-        let mut shared = Users::new(&self.sites);
-        let _ = targets_of(&PlanInput { batch: None, ..input }, &mut shared);
-        assert_eq!(targets_of(&input, &mut shared), targets(&input));
-        assert_eq!(&plan_of(&input, &mut shared), p);
+        let input = self.plan_input();
+        let mut shared = Planner::new(&self.sites);
+        let _ = shared.targets(&PlanInput { batch: None, ..input });
+        assert_eq!(shared.targets(&input), targets(&self.input()));
+        assert_eq!(&shared.plan(&input), p);
         let next = PlanInput { batch: p.batch.as_ref(), ..input };
-        assert_eq!(plan_of(&next, &mut shared), plan(&next));
-        assert_eq!(targets_of(&next, &mut shared), targets(&next));
+        let fresh = Case { sites: &self.sites, input: next };
+        assert_eq!(shared.plan(&next), plan(&fresh));
+        assert_eq!(shared.targets(&next), targets(&fresh));
     }
 
     /// One reconcile cycle as the controller runs it, checking the mission's rules on the way.

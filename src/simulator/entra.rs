@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use super::{App, Sim};
 use sha2::Digest;
 
-use crate::jose::{Alg, Certificate, Jws};
+use super::verify::{Assertion, thumbprint_sha256};
+use crate::jose::Certificate;
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
     Router::new().route("/entra/{tenant}/oauth2/v2.0/token", post(token))
@@ -244,7 +245,7 @@ fn grant(sim: &Sim, client_id: &str, kind: &str, resource: &str, refresh: Option
 fn verify_assertion(sim: &Sim, client_id: &str, assertion: &str) -> Result<&'static str, Response> {
     let invalid =
         |code: u32, text: &str| Err(error(sim, StatusCode::UNAUTHORIZED, "invalid_client", code, text));
-    let Ok(jws) = Jws::decode(assertion) else {
+    let Some(jws) = Assertion::parse(assertion) else {
         return invalid(50027, "JWT token is invalid or malformed.");
     };
     let apps: Vec<&App> = sim.config.apps.iter().filter(|a| a.client_id() == client_id).collect();
@@ -278,22 +279,17 @@ fn verify_assertion(sim: &Sim, client_id: &str, assertion: &str) -> Result<&'sta
         }
         // The thumbprint must name a registered certificate (an app may hold several while one
         // is renewed): x5t#S256 (SHA-256) or legacy x5t (SHA-1).
-        let named = certificates.iter().find(|c| {
-            jws.header["x5t#S256"].as_str() == Some(c.x5t_s256().as_str())
-                || jws.header["x5t"].as_str() == Some(c.x5t().as_str())
-        });
+        let named = certificates.iter().find(|c| jws.names_certificate(&c.der));
         let Some(certificate) = named.copied() else {
             return invalid(
                 700027,
                 "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client does not match any registered certificate.]",
             );
         };
-        if !matches!(jws.alg(), Ok(Alg::PS256 | Alg::RS256))
-            || jws.verify_rsa(&certificate.public_key).is_err()
-        {
+        if !jws.signed_by(&certificate.public_key) {
             return invalid(700027, "Client assertion failed signature validation.");
         }
-        sim.stats.lock().unwrap().certificates_used.insert(certificate.x5t_s256());
+        sim.stats.lock().unwrap().certificates_used.insert(thumbprint_sha256(&certificate.der));
         if jws.claims["aud"].as_str()
             != Some(format!("{}/entra/{}/oauth2/v2.0/token", sim.base, sim.config.tenant_id).as_str())
         {
@@ -316,7 +312,7 @@ fn verify_assertion(sim: &Sim, client_id: &str, assertion: &str) -> Result<&'sta
             "Client assertion contains an invalid signature. [Reason - The key was not found.]",
         );
     };
-    if jws.verify_rsa(issuer_key).is_err() {
+    if !jws.signed_by(issuer_key) {
         return invalid(700027, "Client assertion failed signature validation.");
     }
     let matches_record = jws.claims["iss"].as_str() == Some(issuer.as_str())

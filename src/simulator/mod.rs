@@ -21,8 +21,10 @@ mod graph;
 pub mod manifests;
 pub mod model;
 mod population;
+pub mod serve;
 mod sharepoint;
 pub mod stats;
+pub mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -3,6 +3,8 @@
 
 use jiff::Timestamp;
 
+use crate::api::TenantReason;
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TenantError {
     /// The credentials could not be loaded or Entra ID refused them.
@@ -33,16 +35,16 @@ pub enum TenantError {
 
 impl TenantError {
     /// The condition/event reason and metric label for this kind.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> TenantReason {
         match self {
-            TenantError::CredentialsInvalid(_) => "CredentialsInvalid",
-            TenantError::TokenKindRefused(_) => "TokenKindRefused",
-            TenantError::PermissionMissing(_) => "PermissionMissing",
-            TenantError::Throttled { .. } => "Throttled",
-            TenantError::Blocked(_) => "Blocked",
-            TenantError::Unreachable(_) => "Unreachable",
-            TenantError::InvalidRequest(_) => "InvalidRequest",
-            TenantError::Protocol(_) => "ProtocolError",
+            TenantError::CredentialsInvalid(_) => TenantReason::CredentialsInvalid,
+            TenantError::TokenKindRefused(_) => TenantReason::TokenKindRefused,
+            TenantError::PermissionMissing(_) => TenantReason::PermissionMissing,
+            TenantError::Throttled { .. } => TenantReason::Throttled,
+            TenantError::Blocked(_) => TenantReason::Blocked,
+            TenantError::Unreachable(_) => TenantReason::Unreachable,
+            TenantError::InvalidRequest(_) => TenantReason::InvalidRequest,
+            TenantError::Protocol(_) => TenantReason::ProtocolError,
         }
     }
 

@@ -43,7 +43,14 @@ pub struct Http {
     /// Longest a single call waits on throttling before returning `Throttled`.
     max_wait: Duration,
     /// Counts of requests and throttles, for metrics.
-    pub counters: Mutex<HashMap<(Service, &'static str), u64>>,
+    pub counters: Mutex<HashMap<(Service, Count), u64>>,
+}
+
+/// What the tenant client counts per service (for metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Count {
+    Requests,
+    Throttled,
 }
 
 impl Http {
@@ -61,7 +68,7 @@ impl Http {
         &self.client
     }
 
-    fn count(&self, service: Service, what: &'static str) {
+    fn count(&self, service: Service, what: Count) {
         *self.counters.lock().unwrap().entry((service, what)).or_default() += 1;
     }
 
@@ -98,7 +105,7 @@ impl Http {
         let mut network_failures = 0;
         loop {
             self.wait_for_gate(service, started).await?;
-            self.count(service, "requests");
+            self.count(service, Count::Requests);
             let response = match build().send().await {
                 Ok(r) => r,
                 Err(e) if network_failures < MAX_NETWORK_RETRIES && (e.is_connect() || e.is_timeout()) => {
@@ -115,7 +122,7 @@ impl Http {
                 self.unavailable_in_a_row.lock().unwrap().insert(service, 0);
                 return Ok(response);
             }
-            self.count(service, "throttled");
+            self.count(service, Count::Throttled);
             attempt += 1;
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 let mut in_a_row = self.unavailable_in_a_row.lock().unwrap();

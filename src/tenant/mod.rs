@@ -111,7 +111,7 @@ impl TenantClient {
     }
 
     /// Requests and throttles so far, per service (for metrics).
-    pub fn counters(&self) -> HashMap<(Service, &'static str), u64> {
+    pub fn counters(&self) -> HashMap<(Service, http::Count), u64> {
         self.http.counters.lock().unwrap().clone()
     }
 
