@@ -1,4 +1,5 @@
-//! One reconcile cycle of one tenant: gather → observe → plan → act → write → requeue.
+//! What a reconcile cycle works with: the `Reconciler`, its options and per-tenant state, the
+//! writes it makes to Kubernetes, and the tenant's status. The cycle itself is in `phases`.
 //!
 //! Usable with any `kube::Client` (a real API server or an in-memory one): the sites come from
 //! a reflector store when the controller runs, or from a list call in tests and the demo.
@@ -19,16 +20,14 @@ use super::ControllerError;
 use super::credentials::{self, CredentialHealth, RefreshTokenStore};
 use super::metrics::Metrics;
 use crate::api::{
-    BatchStatus, ConditionSet, ConditionStatus, EventReason, OneDriveSite, OneDriveTenant,
-    OneDriveTenantStatus, SitePhase, TenantReason, condition_type,
+    BatchStatus, ConditionSet, ConditionStatus, OneDriveSite, OneDriveTenant, OneDriveTenantStatus,
+    SitePhase, TenantReason, condition_type,
 };
-use crate::plan::{self, DesiredSite, Limits, Observed, PlanInput, TenantProblem};
+use crate::plan::{self, DesiredSite, Observed, PlanInput, TenantProblem};
 use crate::tenant::{TenantClient, TenantError};
 
 /// The field manager of every write.
 pub const MANAGER: &str = "onedrive-operator";
-/// Plan rounds per cycle (observe what the plan asks for, plan again).
-const MAX_ROUNDS: usize = 3;
 
 /// Where the cycle reads `OneDriveSite`s from.
 #[derive(Clone)]
@@ -149,7 +148,7 @@ impl Reconciler {
         site.spec.tenant_ref.as_ref().map(|r| r.name.as_str()).or(self.options.default_tenant.as_deref())
     }
 
-    async fn all_sites(&self) -> Result<Vec<Arc<OneDriveSite>>, ControllerError> {
+    pub(super) async fn all_sites(&self) -> Result<Vec<Arc<OneDriveSite>>, ControllerError> {
         match &self.options.sites {
             SiteSource::Store(store) => Ok(store.state()),
             SiteSource::List => {
@@ -189,211 +188,13 @@ impl Reconciler {
         result
     }
 
-    async fn cycle(
-        &self,
-        name: &str,
-        runtime: &mut Option<TenantRuntime>,
-    ) -> Result<CycleReport, ControllerError> {
-        let tenants: Api<OneDriveTenant> = Api::all(self.client.clone());
-        let Some(tenant) = tenants.get_opt(name).await.map_err(ControllerError::kube)? else {
-            *runtime = None;
-            return Ok(CycleReport::default());
-        };
-        let status = tenant.status.clone().unwrap_or_default();
-        let sites: Vec<Arc<OneDriveSite>> =
-            self.all_sites().await?.into_iter().filter(|s| self.tenant_of(s) == Some(name)).collect();
-        let desired: Vec<DesiredSite> = sites.iter().filter_map(|s| DesiredSite::from_resource(s)).collect();
-        let now = (self.options.clock)();
-
-        // Limits and a tenant client, or the problem that prevents them.
-        let mut problem: Option<TenantProblem> = None;
-        let limits = match Limits::from_spec(&tenant.spec) {
-            Ok(l) => l,
-            Err(message) => {
-                problem = Some(TenantProblem { reason: TenantReason::InvalidSpec, message, stalled: true });
-                Limits::default()
-            }
-        };
-        if problem.is_none()
-            && let Err(e) = self.ensure_client(&tenant, runtime).await
-        {
-            problem = Some(problem_of(&e));
-        }
-        if problem.is_none()
-            && let Some((refusal, until)) = runtime.as_ref().and_then(|r| r.refused.clone())
-            && now < until
-        {
-            problem = Some(refusal);
-        }
-        let mut throttled_until = status.throttled_until.as_ref().map(|t| t.0).filter(|t| *t > now);
-        let typical_batch =
-            status.last_batch_seconds.map(|s| jiff::SignedDuration::from_secs(s.clamp(0, 30 * 24 * 3600)));
-
-        // What every planning call shares; each call fills in what may have changed.
-        let last_batch_id = status.last_batch_id;
-        let base = PlanInput {
-            tenant: name,
-            observed: &NOTHING_OBSERVED,
-            batch: None,
-            last_batch_id,
-            throttled_until: None,
-            tenant_problem: None,
-            now,
-            limits: &limits,
-            typical_batch,
-        };
-
-        // Observe what the plan needs, in a few rounds.
-        let mut planner = plan::Planner::new(&desired);
-        let mut batch = status.current_batch.clone();
-        let mut report = CycleReport::default();
-        let mut plan = {
-            let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
-            let first = planner.targets(&input);
-            let mut wanted = first;
-            let mut p = None;
-            for round in 0..=MAX_ROUNDS {
-                if !wanted.is_empty() && problem.is_none() && throttled_until.is_none() {
-                    let rt = runtime.as_mut().expect("a client exists when there is no problem");
-                    match rt.client.observe_lookups(&wanted).await {
-                        Ok(seen) => {
-                            let at = (self.options.clock)();
-                            for (k, observation) in seen {
-                                let next = Observed::after(rt.memory.get(&k), at, observation);
-                                rt.memory.insert(k, next);
-                            }
-                        }
-                        Err(TenantError::Throttled { until, .. }) => throttled_until = Some(until),
-                        Err(e) => problem = Some(problem_of(&e)),
-                    }
-                }
-                let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
-                let next = planner.plan(&input);
-                wanted = next.observe_now.clone();
-                p = Some(next);
-                if wanted.is_empty() || round == MAX_ROUNDS {
-                    break;
-                }
-            }
-            p.expect("at least one round")
-        };
-
-        // Act: at most one enqueue, recorded before it is sent.
-        if let Some(enqueue) = plan.enqueue.clone() {
-            let mut recorded = enqueue.batch.clone();
-            recorded.sent = false;
-            self.write_tenant_batch(name, Some(&recorded), plan.last_batch_id).await?;
-            if self.crash_at(CrashPoint::BeforeSend) {
-                report.crashed = true;
-                return Ok(report);
-            }
-            let client = runtime.as_ref().expect("a plan with an enqueue has a client").client.clone();
-            match client.enqueue(&recorded.users).await {
-                Ok(()) => {
-                    recorded.sent = true;
-                    if enqueue.resend {
-                        // Its provisioning clock starts now, not when an earlier process recorded it.
-                        recorded.enqueued_at = Time(plan::whole_second(now));
-                    }
-                    self.write_tenant_batch(name, Some(&recorded), plan.last_batch_id).await?;
-                    self.options.metrics.batch(name, recorded.users.len());
-                    self.event(
-                        &tenant,
-                        EventType::Normal,
-                        EventReason::BatchEnqueued.as_str(),
-                        format!(
-                            "batch {} of {} users sent to SharePoint ({:?}); last user {}",
-                            recorded.id,
-                            recorded.users.len(),
-                            tenant.spec.enqueue_method,
-                            recorded.last_user
-                        ),
-                    )
-                    .await;
-                    report.enqueued = Some(recorded.clone());
-                    plan.batch = Some(recorded);
-                    if self.crash_at(CrashPoint::AfterEnqueue) {
-                        report.crashed = true;
-                        return Ok(report);
-                    }
-                }
-                Err(TenantError::Throttled { until, .. }) => {
-                    // Recorded, not sent: the next cycle sends it again.
-                    throttled_until = Some(until);
-                    plan.batch = Some(recorded);
-                    plan.site_updates.clear();
-                }
-                Err(e) if enqueue.resend || matches!(e, TenantError::Unreachable(_)) => {
-                    // It may or may not have arrived (or an earlier process already sent it):
-                    // keep it unsent and send it again later (idempotent on the service).
-                    problem = Some(problem_of(&e));
-                    plan.batch = Some(recorded);
-                    plan.site_updates.clear();
-                }
-                Err(e) => {
-                    // A definite refusal: nothing was enqueued. Forget the batch (and its id), say
-                    // why, and do not ask again with the same credentials for a while.
-                    let refusal = problem_of(&e);
-                    if let Some(rt) = runtime.as_mut() {
-                        rt.refused = Some((refusal.clone(), after_secs(now, 600)));
-                    }
-                    problem = Some(refusal);
-                    batch = None;
-                    self.write_tenant_batch(name, None, last_batch_id).await?;
-                    let input = as_it_stands(base, runtime, &batch, throttled_until, &problem);
-                    plan = planner.plan(&input);
-                }
-            }
-        }
-
-        // Write: one status patch per site that changes, then the tenant.
-        for update in &plan.site_updates {
-            self.write_site(update).await?;
-            report.site_writes += 1;
-            self.site_event(&sites, update).await;
-        }
-        self.options.metrics.site_writes(name, plan.site_updates.len());
-        if let Some((id, outcome)) = &plan.finished {
-            let note = format!("batch {id}: {outcome:?}");
-            self.event(&tenant, EventType::Normal, EventReason::BatchFinished.as_str(), note).await;
-        }
-        let health = self.credential_health(name, runtime.as_ref()).await;
-        let new_status =
-            tenant_status(&tenant, &status, &plan, problem.as_ref(), throttled_until, now, &health);
-        self.credential_events(&tenant, &status, &new_status).await;
-        if Some(&new_status) != tenant.status.as_ref() {
-            if let Some(p) = &problem
-                && Some(p.reason) != tenant_problem_reason(&status)
-            {
-                self.event(&tenant, EventType::Warning, p.reason.as_str(), p.message.clone()).await;
-            }
-            self.write_tenant_status(name, &new_status).await?;
-            report.tenant_written = true;
-        }
-        if let Some(rt) = runtime.as_mut() {
-            let counters = rt.client.counters();
-            self.options.metrics.tenant_http(name, &counters, &rt.last_counters);
-            rt.last_counters = counters;
-        }
-        self.options.metrics.users(name, &plan.users);
-        report.users = plan.users.clone();
-        report.problem_reason = problem.as_ref().map(|p| p.reason);
-        report.problem = problem.map(|p| format!("{}: {}", p.reason, p.message));
-        report.credentials = health;
-        report.requeue_after = match throttled_until {
-            Some(t) if t > now => t.duration_since(now).unsigned_abs(),
-            _ => plan.requeue_after.unsigned_abs(),
-        };
-        Ok(report)
-    }
-
     #[cfg(not(feature = "test-hooks"))]
-    fn crash_at(&self, _: CrashPoint) -> bool {
+    pub(super) fn crash_at(&self, _: CrashPoint) -> bool {
         false
     }
 
     #[cfg(feature = "test-hooks")]
-    fn crash_at(&self, point: CrashPoint) -> bool {
+    pub(super) fn crash_at(&self, point: CrashPoint) -> bool {
         let mut crash = self.crash.lock().unwrap();
         if *crash == Some(point) {
             *crash = None;
@@ -403,7 +204,7 @@ impl Reconciler {
         }
     }
 
-    async fn write_site(&self, update: &plan::SiteUpdate) -> Result<(), ControllerError> {
+    pub(super) async fn write_site(&self, update: &plan::SiteUpdate) -> Result<(), ControllerError> {
         let api: Api<OneDriveSite> = Api::namespaced(self.client.clone(), &update.key.namespace);
         let patch = json!({
             "apiVersion": OneDriveSite::api_version(&()),
@@ -422,7 +223,7 @@ impl Reconciler {
     }
 
     /// Records the in-flight batch. A JSON merge patch, so `null` removes a finished batch.
-    async fn write_tenant_batch(
+    pub(super) async fn write_tenant_batch(
         &self,
         name: &str,
         batch: Option<&BatchStatus>,
@@ -436,7 +237,7 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn write_tenant_status(
+    pub(super) async fn write_tenant_status(
         &self,
         name: &str,
         status: &OneDriveTenantStatus,
@@ -470,7 +271,7 @@ impl Reconciler {
     }
 
     /// Events on site transitions only: Ready, and each failure.
-    async fn site_event(&self, sites: &[Arc<OneDriveSite>], update: &plan::SiteUpdate) {
+    pub(super) async fn site_event(&self, sites: &[Arc<OneDriveSite>], update: &plan::SiteUpdate) {
         let Some(recorder) = &self.options.recorder else { return };
         let phase = update.status.phase;
         if phase == update.previous_phase || !matches!(phase, Some(SitePhase::Ready | SitePhase::Failed)) {
@@ -529,12 +330,12 @@ impl Reconciler {
 }
 
 /// Observations of a tenant without a client yet.
-static NOTHING_OBSERVED: std::sync::LazyLock<HashMap<String, Observed>> =
+pub(super) static NOTHING_OBSERVED: std::sync::LazyLock<HashMap<String, Observed>> =
     std::sync::LazyLock::new(HashMap::new);
 
 /// The planner's input as the cycle now stands: `base` with what is remembered about the users,
 /// the tenant's batch, throttling and any tenant problem.
-fn as_it_stands<'a>(
+pub(super) fn as_it_stands<'a>(
     base: PlanInput<'a>,
     runtime: &'a Option<TenantRuntime>,
     batch: &'a Option<BatchStatus>,
@@ -550,22 +351,22 @@ fn as_it_stands<'a>(
     }
 }
 
-fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
+pub(super) fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
     t.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(Timestamp::MAX)
 }
 
-fn problem_of(e: &TenantError) -> TenantProblem {
+pub(super) fn problem_of(e: &TenantError) -> TenantProblem {
     TenantProblem { reason: e.reason(), message: e.to_string(), stalled: e.needs_person() }
 }
 
-fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<TenantReason> {
+pub(super) fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<TenantReason> {
     crate::api::find_condition(&status.conditions, condition_type::READY)
         .filter(|c| ConditionStatus::False.is(&c.status))
         .and_then(|c| TenantReason::parse(&c.reason))
 }
 
 /// The tenant's status after this cycle.
-fn tenant_status(
+pub(super) fn tenant_status(
     tenant: &OneDriveTenant,
     previous: &OneDriveTenantStatus,
     plan: &plan::Plan,

@@ -4,6 +4,7 @@
 pub mod credentials;
 mod cycle;
 pub mod metrics;
+mod phases;
 pub mod run;
 mod tenant_client;
 

@@ -100,6 +100,10 @@ fn still_provisioning<'a>(u: &User<'a>, since: Timestamp, batch: i64, input: &Pl
     // A batch recorded but not yet accepted by SharePoint cannot time out: its clock starts
     // when it is sent (the controller restamps `enqueuedAt` then).
     let unsent = u.in_batch && input.batch.is_some_and(|b| !b.sent);
+    if unsent && super::blocked(input) {
+        // Nothing can be sent this cycle: the batch is not SharePoint's yet, and the user says so.
+        return state::queued(batch, since, u);
+    }
     if !unsent && after(since, input.limits.provisioning_timeout) <= input.now {
         state::timed_out(since, batch, u, input)
     } else {

@@ -177,6 +177,18 @@ pub(super) fn lookup_failing<'a>(
     UserState { reason: SiteReason::LookupFailing, message, since, ..pending(u, seen) }
 }
 
+/// In a batch recorded but not accepted by SharePoint yet (throttled, unreachable): not enqueued.
+pub(super) fn queued<'a>(batch: i64, recorded: Timestamp, u: &User<'a>) -> UserState<'a> {
+    let since = since(u, SiteReason::Pending, ConditionStatus::False, recorded);
+    let message = text(
+        u,
+        format_args!(
+            "in batch {batch}, recorded at {recorded}; SharePoint has not accepted it yet (throttled or unreachable): the same batch is sent again"
+        ),
+    );
+    without_site(u, SitePhase::Pending, SiteReason::Pending, message, since)
+}
+
 pub(super) fn provisioning<'a>(
     batch: i64,
     since: Timestamp,

@@ -1482,3 +1482,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn users_of_a_batch_that_could_not_be_sent_say_so() {
+    let sites = users(3);
+    let mut b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 2, 100);
+    b.sent = false;
+    let obs = all_no_site(&sites, 100);
+    let limits = Limits::default();
+    let mut i = input(&sites, &obs, Some(&b), 120, &limits);
+    i.throttled_until = Some(t(300));
+    let p = plan(&i);
+    assert!(p.enqueue.is_none());
+    assert_eq!(p.batch.as_ref(), Some(&b), "kept, to be sent as recorded");
+    for u in p.site_updates.iter().filter(|u| u.user != "u2@contoso.com") {
+        assert_eq!(u.status.phase, Some(SitePhase::Pending), "{}", u.user);
+        assert!(
+            ready_of(&u.status).message.contains("not accepted it yet"),
+            "{}",
+            ready_of(&u.status).message
+        );
+    }
+    // Once the throttling is over, the plan sends it again and says they are enqueued.
+    let mut i = input(&sites, &obs, Some(&b), 400, &limits);
+    i.throttled_until = None;
+    let p = plan(&i);
+    assert!(p.enqueue.as_ref().is_some_and(|e| e.resend));
+    assert!(
+        p.site_updates
+            .iter()
+            .filter(|u| u.user != "u2@contoso.com")
+            .all(|u| u.status.phase == Some(SitePhase::SpsSiteError))
+    );
+}

@@ -14,6 +14,7 @@
 // Handlers return finished HTTP responses as their `Err`: they are built once per request.
 #![allow(clippy::result_large_err)]
 
+mod bearer;
 mod csom;
 mod entra;
 pub mod faults;
@@ -34,13 +35,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use rsa::PublicKey;
 
-use crate::jose::{Certificate, Jws};
+use crate::jose::Certificate;
+pub(crate) use bearer::{TokenError, TokenInfo};
 pub use faults::{Fault, FaultConfig, Service};
 pub use model::{LookupQuirk, SiteState, UserSpec};
 pub use population::{Population, generate_users, realistic_user};
@@ -426,59 +427,6 @@ async fn stats_json(State(sim): State<Arc<Sim>>) -> Response {
 
 async fn not_found() -> Response {
     (axum::http::StatusCode::NOT_FOUND, "no such endpoint in the Microsoft 365 simulator\n").into_response()
-}
-
-/// What a verified bearer token says.
-#[derive(Clone, Debug)]
-pub(crate) struct TokenInfo {
-    pub client_id: String,
-    /// `app-certificate`, `app-federated`, `app-secret` or `delegated`.
-    pub kind: String,
-    /// What the token grants: `roles` (app-only) or `scp` (delegated).
-    pub permissions: Vec<String>,
-}
-
-impl TokenInfo {
-    pub fn app_only(&self) -> bool {
-        self.kind.starts_with("app-")
-    }
-
-    /// Whether the token grants any of `permissions`.
-    pub fn grants(&self, permissions: &[&str]) -> bool {
-        self.permissions.iter().any(|p| permissions.contains(&p.as_str()))
-    }
-}
-
-/// Why a bearer token was refused.
-#[derive(Debug)]
-pub(crate) enum TokenError {
-    Missing,
-    Invalid,
-    Expired,
-    WrongAudience,
-}
-
-impl Sim {
-    pub(crate) fn verify_bearer(&self, headers: &HeaderMap, resource: &str) -> Result<TokenInfo, TokenError> {
-        let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or(TokenError::Missing)?;
-        let token = value.strip_prefix("Bearer ").ok_or(TokenError::Missing)?;
-        let jws = Jws::decode(token).map_err(|_| TokenError::Invalid)?;
-        jws.verify_hmac(&self.token_secret).map_err(|_| TokenError::Invalid)?;
-        let exp = jws.claims["exp"].as_i64().ok_or(TokenError::Invalid)?;
-        if exp <= Timestamp::now().as_second() {
-            return Err(TokenError::Expired);
-        }
-        if jws.claims["aud"].as_str() != Some(resource) {
-            return Err(TokenError::WrongAudience);
-        }
-        let roles = jws.claims["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str());
-        let scopes = jws.claims["scp"].as_str().unwrap_or_default().split_whitespace();
-        Ok(TokenInfo {
-            client_id: jws.claims["appid"].as_str().unwrap_or_default().to_string(),
-            kind: jws.claims["kind"].as_str().unwrap_or_default().to_string(),
-            permissions: roles.chain(scopes).map(str::to_string).collect(),
-        })
-    }
 }
 
 /// Decodes `%XX` escapes (a literal `+` stays a `+`: it is common in email addresses).
