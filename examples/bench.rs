@@ -262,7 +262,7 @@ fn engine(n: usize) -> (Duration, f64) {
         .collect();
     // Converge them once through the planner so each carries a real Ready status.
     let sites: Vec<DesiredSite> = cache.iter().filter_map(|s| DesiredSite::from_resource(s)).collect();
-    let observed: HashMap<String, Observed> = sites
+    let observed: HashMap<plan::UserKey, Observed> = sites
         .iter()
         .map(|s| {
             let url =
@@ -308,7 +308,11 @@ fn engine(n: usize) -> (Duration, f64) {
     (per_cycle, rss_after - rss_before)
 }
 
-fn steady<'a>(observed: &'a HashMap<String, Observed>, limits: &'a Limits, now: Timestamp) -> PlanInput<'a> {
+fn steady<'a>(
+    observed: &'a HashMap<plan::UserKey, Observed>,
+    limits: &'a Limits,
+    now: Timestamp,
+) -> PlanInput<'a> {
     PlanInput {
         tenant: "contoso",
         observed,

@@ -37,7 +37,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use gather::Users;
 pub use limits::{Limits, format_duration};
-pub use observation::{Lookup, Observation, Observed, ProfileMeaning, ProfileState, user_key};
+pub use observation::{Lookup, Observation, Observed, ProfileMeaning, ProfileState, UserKey, user_key};
 pub use status::tenant_not_found_status;
 
 use crate::api::{BatchStatus, OneDriveSite, OneDriveSiteStatus, SitePhase, TenantReason, UserCounts};
@@ -129,7 +129,7 @@ pub struct TenantProblem {
 pub struct PlanInput<'a> {
     pub tenant: &'a str,
     /// Newest observation per user key ([`user_key`]).
-    pub observed: &'a HashMap<String, Observed>,
+    pub observed: &'a HashMap<UserKey, Observed>,
     /// The tenant's `status.currentBatch`.
     pub batch: Option<&'a BatchStatus>,
     /// The tenant's `status.lastBatchId`.
@@ -436,7 +436,7 @@ fn blocked(input: &PlanInput) -> bool {
 /// their profile read if either asked for it.
 #[derive(Default)]
 struct Targets {
-    seen: HashMap<String, usize>,
+    seen: HashMap<UserKey, usize>,
     lookups: Vec<Lookup>,
 }
 

@@ -252,7 +252,7 @@ async fn observing_1000_users_classifies_every_answer_at_one_lookup_per_user_and
         }
     }
     for i in 0..10 {
-        assert_eq!(seen[&format!("ghost{i}@contoso.com")], Observation::UserNotFound);
+        assert_eq!(seen[format!("ghost{i}@contoso.com").as_str()], Observation::UserNotFound);
     }
 }
 
@@ -529,7 +529,7 @@ async fn check_names_each_user_with_the_reason_the_controller_writes() {
         expected.iter().map(|(n, _)| Lookup { user: format!("{n}@contoso.com"), profile: true }).collect();
     let seen = c.observe_lookups(&lookups).await.unwrap();
     for (name, words) in expected {
-        let line = describe(seen.get(&format!("{name}@contoso.com")));
+        let line = describe(seen.get(format!("{name}@contoso.com").as_str()));
         assert!(line.starts_with(words), "{name}: {line}");
     }
     // Profiles of the five users without a site the directory allows one; none of the others.

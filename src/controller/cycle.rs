@@ -74,7 +74,7 @@ pub(super) struct TenantRuntime {
     pub(super) client: Arc<TenantClient>,
     /// A delegated tenant's refresh token and its write-back.
     pub(super) refresh: Option<Arc<RefreshTokenStore>>,
-    pub(super) memory: HashMap<String, Observed>,
+    pub(super) memory: HashMap<plan::UserKey, Observed>,
     pub(super) last_counters: HashMap<(crate::tenant::Service, crate::tenant::http::Count), u64>,
 }
 
@@ -330,7 +330,7 @@ impl Reconciler {
 }
 
 /// Observations of a tenant without a client yet.
-pub(super) static NOTHING_OBSERVED: std::sync::LazyLock<HashMap<String, Observed>> =
+pub(super) static NOTHING_OBSERVED: std::sync::LazyLock<HashMap<plan::UserKey, Observed>> =
     std::sync::LazyLock::new(HashMap::new);
 
 /// The planner's input as the cycle now stands: `base` with what is remembered about the users,

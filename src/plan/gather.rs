@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use super::{DesiredSite, user_key};
+use super::{DesiredSite, UserKey, user_key};
 use crate::api::{BatchStatus, ConditionStatus, SitePhase, SiteReason, condition_type, find_condition};
 
 /// One distinct user and the sites naming it.
@@ -67,7 +67,7 @@ pub(super) struct Prior<'a> {
 pub(super) struct Users<'a> {
     list: Vec<User<'a>>,
     /// The in-flight batch's users that are desired: user key → index in `list`.
-    batch_members: HashMap<String, usize>,
+    batch_members: HashMap<UserKey, usize>,
 }
 
 impl<'a> Users<'a> {
@@ -117,7 +117,7 @@ impl<'a> Users<'a> {
 
     /// The users, marked against the tenant's in-flight batch.
     pub(super) fn marked(&mut self, batch: Option<&BatchStatus>) -> &Self {
-        let batch: HashMap<String, usize> =
+        let batch: HashMap<UserKey, usize> =
             batch.map(|b| b.users.iter().map(|u| (user_key(u), usize::MAX)).collect()).unwrap_or_default();
         self.batch_members = batch;
         for (i, u) in self.list.iter_mut().enumerate() {

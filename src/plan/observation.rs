@@ -138,7 +138,54 @@ impl PartialEq<&str> for Lookup {
     }
 }
 
+/// A user as the operator compares users: trimmed and lowercased (sign-in names are
+/// case-insensitive), made once where a user enters the operator. The original spelling is kept
+/// apart, for what is sent to Microsoft and shown to people.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey(String);
+
+impl UserKey {
+    pub fn new(user: &str) -> UserKey {
+        UserKey(user.trim().to_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maps keyed by `UserKey` are looked up with the `&str` of a key (no copy).
+impl std::borrow::Borrow<str> for UserKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for UserKey {
+    fn from(user: &str) -> UserKey {
+        UserKey::new(user)
+    }
+}
+
+impl From<String> for UserKey {
+    fn from(user: String) -> UserKey {
+        UserKey::new(&user)
+    }
+}
+
+impl PartialEq<&str> for UserKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Display for UserKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Users are compared case-insensitively: sign-in names are.
-pub fn user_key(user: &str) -> String {
-    user.trim().to_lowercase()
+pub fn user_key(user: &str) -> UserKey {
+    UserKey::new(user)
 }

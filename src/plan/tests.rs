@@ -12,6 +12,11 @@ use super::*;
 use crate::api::{OneDriveTenantSpec, condition_type, find_condition};
 use crate::tenant::profile_state;
 
+/// A user's key as text (the model and the assertions compare text).
+fn key(user: &str) -> String {
+    super::user_key(user).to_string()
+}
+
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
 }
@@ -31,7 +36,7 @@ fn seen(at: i64, o: Observation) -> Observed {
 }
 
 fn url(user: &str) -> String {
-    format!("https://contoso-my.sharepoint.com/personal/{}/", user_key(user).replace(['@', '.'], "_"))
+    format!("https://contoso-my.sharepoint.com/personal/{}/", key(user).as_str().replace(['@', '.'], "_"))
 }
 
 /// A planning input with the sites it is about (the planner gathers them; see `plan`).
@@ -66,7 +71,7 @@ fn targets(c: &Case) -> Vec<Lookup> {
 
 fn input<'a>(
     sites: &'a [DesiredSite],
-    observed: &'a HashMap<String, Observed>,
+    observed: &'a HashMap<UserKey, Observed>,
     batch: Option<&'a BatchStatus>,
     now: i64,
     limits: &'a Limits,
@@ -75,7 +80,7 @@ fn input<'a>(
 }
 
 fn plan_input<'a>(
-    observed: &'a HashMap<String, Observed>,
+    observed: &'a HashMap<UserKey, Observed>,
     batch: Option<&'a BatchStatus>,
     now: i64,
     limits: &'a Limits,
@@ -108,7 +113,7 @@ fn users(n: usize) -> Vec<DesiredSite<'static>> {
     (0..n).map(|i| site("ns", &format!("u{i}"), &format!("u{i}@contoso.com"), i as i64)).collect()
 }
 
-fn all_no_site(sites: &[DesiredSite], at: i64) -> HashMap<String, Observed> {
+fn all_no_site(sites: &[DesiredSite], at: i64) -> HashMap<UserKey, Observed> {
     sites.iter().map(|s| (user_key(&s.user), seen(at, Observation::NoSite))).collect()
 }
 
@@ -299,8 +304,8 @@ fn two_resources_naming_one_user_share_one_enqueue_and_one_phase() {
         site("a", "bob", "bob@contoso.com", 3),
     ];
     let obs: HashMap<_, _> = [
-        ("alice@contoso.com".to_string(), seen(10, Observation::NoSite)),
-        ("bob@contoso.com".to_string(), seen(10, Observation::NoSite)),
+        ("alice@contoso.com".into(), seen(10, Observation::NoSite)),
+        ("bob@contoso.com".into(), seen(10, Observation::NoSite)),
     ]
     .into();
     let limits = Limits::default();
@@ -311,7 +316,7 @@ fn two_resources_naming_one_user_share_one_enqueue_and_one_phase() {
     let phases: Vec<_> = p
         .site_updates
         .iter()
-        .filter(|u| user_key(&u.user) == "alice@contoso.com")
+        .filter(|u| key(&u.user) == "alice@contoso.com")
         .map(|u| u.status.clone())
         .collect();
     assert_eq!(phases.len(), 2);
@@ -408,7 +413,7 @@ fn a_ready_user_whose_site_vanished_goes_back_to_pending() {
     let mut sites = users(1);
     let limits = Limits::default();
     let obs: HashMap<_, _> =
-        [("u0@contoso.com".to_string(), seen(10, Observation::HasSite { url: url("u0") }))].into();
+        [("u0@contoso.com".into(), seen(10, Observation::HasSite { url: url("u0") }))].into();
     let p = plan(&input(&sites, &obs, None, 10, &limits));
     apply(&mut sites, &p);
     // Not due for a drift re-check yet.
@@ -465,8 +470,8 @@ fn stragglers_of_a_finished_batch_are_polled_until_ready() {
     let limits = Limits::default();
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
     let obs: HashMap<_, _> = [
-        ("u0@contoso.com".to_string(), seen(100, Observation::NoSite)),
-        ("u1@contoso.com".to_string(), seen(100, Observation::HasSite { url: url("u1") })),
+        ("u0@contoso.com".into(), seen(100, Observation::NoSite)),
+        ("u1@contoso.com".into(), seen(100, Observation::HasSite { url: url("u1") })),
     ]
     .into();
     let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
@@ -484,12 +489,12 @@ fn stragglers_are_looked_at_less_often_the_longer_they_wait() {
     let mut sites = users(1);
     let limits = Limits::default();
     let b = in_flight(&["u0@contoso.com"], 1, 0);
-    let obs = HashMap::from([("u0@contoso.com".to_string(), seen(10, Observation::NoSite))]);
+    let obs = HashMap::from([("u0@contoso.com".into(), seen(10, Observation::NoSite))]);
     // Provisioning since second 0, as the batch recorded it.
     let p = plan(&input(&sites, &obs, Some(&b), 10, &limits));
     apply(&mut sites, &p);
     let due = |obs_at: i64, now: i64| {
-        let obs = HashMap::from([("u0@contoso.com".to_string(), seen(obs_at, Observation::NoSite))]);
+        let obs = HashMap::from([("u0@contoso.com".into(), seen(obs_at, Observation::NoSite))]);
         targets(&input(&sites, &obs, None, now, &limits)) == vec!["u0@contoso.com"]
     };
     // Early on, every poll interval.
@@ -502,7 +507,7 @@ fn stragglers_are_looked_at_less_often_the_longer_they_wait() {
     // found then is Ready, not a timeout.
     assert!(due(86_000, 86_400));
     let found = HashMap::from([(
-        "u0@contoso.com".to_string(),
+        "u0@contoso.com".into(),
         seen(86_400, Observation::HasSite { url: url("u0@contoso.com") }),
     )]);
     let p = plan(&input(&sites, &found, None, 86_400, &limits));
@@ -591,7 +596,7 @@ fn a_planner_asked_again_decides_what_a_fresh_one_decides() {
 fn unchanged_messages_are_reused_and_changed_ones_rebuilt() {
     let mut sites = users(2);
     let limits = Limits::default();
-    let obs: HashMap<String, Observed> = sites
+    let obs: HashMap<UserKey, Observed> = sites
         .iter()
         .map(|s| (user_key(&s.user), seen(0, Observation::HasSite { url: url(&s.user) })))
         .collect();
@@ -600,9 +605,8 @@ fn unchanged_messages_are_reused_and_changed_ones_rebuilt() {
     assert!(plan(&input(&sites, &obs, None, 10, &limits)).site_updates.is_empty());
     // The site moved: same reason, new message.
     let mut moved = obs.clone();
-    let key = user_key(&sites[0].user);
     moved.insert(
-        key,
+        user_key(&sites[0].user),
         seen(20, Observation::HasSite { url: "https://contoso-my.sharepoint.com/personal/moved/".into() }),
     );
     let p = plan(&input(&sites, &moved, None, 20, &limits));
@@ -699,7 +703,7 @@ impl ModelTenant {
     }
 
     fn observe(&self, lookup: &Lookup) -> Observation {
-        let k = user_key(&lookup.user);
+        let k = key(&lookup.user);
         let profile = lookup.profile && self.profiles_answered;
         if self.not_found.contains(&k) {
             Observation::UserNotFound
@@ -731,7 +735,7 @@ impl ModelTenant {
 
 struct World {
     sites: Vec<DesiredSite<'static>>,
-    memory: HashMap<String, Observed>,
+    memory: HashMap<UserKey, Observed>,
     batch: Option<BatchStatus>,
     last_batch_id: i64,
     now: Timestamp,
@@ -774,9 +778,9 @@ impl World {
     fn observe(&mut self, users: &[Lookup]) {
         for u in users {
             let o = self.tenant.observe(u);
-            let k = user_key(&u.user);
-            let next = Observed::after(self.memory.get(&k), self.now, o);
-            self.memory.insert(k, next);
+            let k = key(&u.user);
+            let next = Observed::after(self.memory.get(k.as_str()), self.now, o);
+            self.memory.insert(k.into(), next);
         }
     }
 
@@ -815,12 +819,12 @@ impl World {
             let users = &e.batch.users;
             assert!(!users.is_empty());
             assert!(users.len() <= self.limits.batch_size.min(200), "batch of {}", users.len());
-            let keys: HashSet<String> = users.iter().map(|u| user_key(u)).collect();
+            let keys: HashSet<String> = users.iter().map(|u| key(u)).collect();
             assert_eq!(keys.len(), users.len(), "duplicate user in one batch");
             if !e.resend {
                 if let Some(prev) = &self.batch {
                     // The batch's last user who was not refused has a site (or all were refused).
-                    let gate = prev.users.iter().rev().map(|u| user_key(u)).find(|k| !self.tenant.refused(k));
+                    let gate = prev.users.iter().rev().map(|u| key(u)).find(|k| !self.tenant.refused(k));
                     let timed_out = prev.enqueued_at.0 + self.limits.provisioning_timeout <= self.now;
                     assert!(
                         gate.is_none_or(|g| self.tenant.sites.contains_key(&g)) || timed_out,
@@ -830,10 +834,12 @@ impl World {
                 }
                 // The last user, whose site the next batch waits for, was seen without one
                 // within the poll interval.
-                let last = user_key(&e.batch.last_user);
+                let last = key(&e.batch.last_user);
                 let since = self.now - self.limits.poll_interval;
                 assert!(
-                    self.memory.get(&last).is_some_and(|o| o.at >= since && o.observation.is_no_site()),
+                    self.memory
+                        .get(last.as_str())
+                        .is_some_and(|o| o.at >= since && o.observation.is_no_site()),
                     "last user {last} not checked lately"
                 );
                 for k in &keys {
@@ -844,7 +850,7 @@ impl World {
                     // Nobody known to have a site is sent; someone may have got one on their own
                     // since they were last seen (SharePoint ignores them).
                     if self.tenant.sites.contains_key(k) {
-                        let seen = self.memory.get(k).expect("every enqueued user was observed");
+                        let seen = self.memory.get(k.as_str()).expect("every enqueued user was observed");
                         let own = self.tenant.own_site_at.get(k);
                         assert!(
                             seen.observation.is_no_site() && own.is_some_and(|at| *at > seen.at),
@@ -929,25 +935,25 @@ fn world(s: &Scenario) -> World {
     for (i, (created, kind)) in s.users.iter().enumerate() {
         let user = format!("user{i}@contoso.com");
         sites.push(site("ns-a", &format!("s{i}"), &user, *created));
-        tenant.delay.insert(user_key(&user), s.delays[i]);
+        tenant.delay.insert(key(&user), s.delays[i]);
         match kind {
             7 => {
-                tenant.sites.insert(user_key(&user), url(&user));
+                tenant.sites.insert(key(&user), url(&user));
             }
             8 => {
-                tenant.not_found.insert(user_key(&user));
+                tenant.not_found.insert(key(&user));
             }
             9 => {
-                tenant.unlicensed.insert(user_key(&user));
+                tenant.unlicensed.insert(key(&user));
             }
             10 => {
-                tenant.blocked.insert(user_key(&user));
+                tenant.blocked.insert(key(&user));
             }
             11 => {
-                tenant.profile_error.insert(user_key(&user), 4099);
+                tenant.profile_error.insert(key(&user), 4099);
             }
             12 => {
-                tenant.profile_error.insert(user_key(&user), 8195);
+                tenant.profile_error.insert(key(&user), 8195);
             }
             _ => {}
         }
@@ -992,10 +998,10 @@ fn run(w: &mut World, max_cycles: usize) -> Vec<Cycle> {
     cycles
 }
 
-fn phase_of(w: &World, key: &str) -> Vec<(SitePhase, String)> {
+fn phase_of(w: &World, user: &str) -> Vec<(SitePhase, String)> {
     w.sites
         .iter()
-        .filter(|s| user_key(&s.user) == key)
+        .filter(|s| key(&s.user) == user)
         .map(|s| {
             let st = s.status.as_ref().expect("every site gets a status");
             (st.phase.unwrap(), ready_of(st).reason.clone())
@@ -1011,7 +1017,7 @@ proptest! {
     fn keys_without_a_copy_equal_user_keys(
         user in "[ \u{a0}\u{3000}]{0,2}[a-zA-Z0-9İıßÄäǅΣσς@._-]{0,12}[ \t\u{a0}]{0,2}"
     ) {
-        prop_assert_eq!(key_of(&user).into_owned(), user_key(&user));
+        prop_assert_eq!(key_of(&user).into_owned(), key(&user));
     }
 
     /// Batches never exceed the size or 200, never hold a user with a site or in flight, never
@@ -1023,7 +1029,7 @@ proptest! {
         run(&mut w, 2000);
         let mut sent: Vec<String> = Vec::new();
         for (_, users) in &w.tenant.enqueues {
-            sent.extend(users.iter().map(|u| user_key(u)));
+            sent.extend(users.iter().map(|u| key(u)));
         }
         let unique: HashSet<&String> = sent.iter().collect();
         prop_assert_eq!(unique.len(), sent.len(), "a user was enqueued twice");
@@ -1031,7 +1037,7 @@ proptest! {
         let mut expected: Vec<(Timestamp, String)> = Vec::new();
         let mut oldest: BTreeMap<String, Timestamp> = BTreeMap::new();
         for site in &w.sites {
-            let e = oldest.entry(user_key(&site.user)).or_insert(site.created);
+            let e = oldest.entry(key(&site.user)).or_insert(site.created);
             *e = (*e).min(site.created);
         }
         for (k, at) in &oldest {
@@ -1080,7 +1086,7 @@ proptest! {
     ) {
         let mut w = world(&s);
         for (i, at) in own {
-            let k = user_key(&format!("user{}@contoso.com", i % s.users.len()));
+            let k = key(&format!("user{}@contoso.com", i % s.users.len()));
             if !w.tenant.directory_refuses(&k) && !w.tenant.profile_error.contains_key(&k) {
                 w.tenant.own_site_at.insert(k, t(at));
             }
@@ -1089,12 +1095,12 @@ proptest! {
         run(&mut w, 3000);
         let mut sent: Vec<String> = Vec::new();
         for (_, users) in &w.tenant.enqueues {
-            sent.extend(users.iter().map(|u| user_key(u)));
+            sent.extend(users.iter().map(|u| key(u)));
         }
         let unique: HashSet<&String> = sent.iter().collect();
         prop_assert_eq!(unique.len(), sent.len(), "a user was enqueued twice");
         for i in 0..s.users.len() {
-            let k = user_key(&format!("user{i}@contoso.com"));
+            let k = key(&format!("user{i}@contoso.com"));
             if !w.tenant.directory_refuses(&k) && !w.tenant.profile_error.contains_key(&k) {
                 let phases = phase_of(&w, &k);
                 prop_assert!(phases.iter().all(|(p, _)| *p == SitePhase::Ready), "{k}: {phases:?}");
@@ -1107,7 +1113,7 @@ proptest! {
     #[test]
     fn timeouts_are_reported_then_retried(s in scenario(20), slow in 0usize..20) {
         let mut w = world(&s);
-        let slow_user = user_key(&format!("user{}@contoso.com", slow % s.users.len()));
+        let slow_user = key(&format!("user{}@contoso.com", slow % s.users.len()));
         let normal = !w.tenant.directory_refuses(&slow_user)
             && !w.tenant.profile_error.contains_key(&slow_user)
             && !w.tenant.sites.contains_key(&slow_user);
@@ -1126,7 +1132,7 @@ proptest! {
         }
         if normal {
             prop_assert!(saw_timeout);
-            let times = w.tenant.enqueues.iter().filter(|(_, u)| u.iter().any(|x| user_key(x) == slow_user)).count();
+            let times = w.tenant.enqueues.iter().filter(|(_, u)| u.iter().any(|x| key(x) == slow_user)).count();
             prop_assert!(times >= 2, "sent {times} times");
             prop_assert_eq!(phase_of(&w, &slow_user)[0].0, SitePhase::Ready);
         }
@@ -1139,7 +1145,7 @@ proptest! {
         let mut w = world(&s);
         w.limits.drift_check_interval = SignedDuration::from_secs(3600);
         run(&mut w, 2000);
-        let k = user_key(&format!("user{}@contoso.com", victim % s.users.len()));
+        let k = key(&format!("user{}@contoso.com", victim % s.users.len()));
         if phase_of(&w, &k)[0].0 == SitePhase::Ready {
             w.tenant.sites.remove(&k);
             let mut saw_pending = false;
@@ -1203,7 +1209,7 @@ fn a_recorded_but_unsent_batch_never_times_out() {
 fn a_settled_status_is_not_undone_by_its_batch_when_nothing_new_is_known() {
     let mut sites = users(2);
     let obs: HashMap<_, _> =
-        [("u1@contoso.com".to_string(), seen(10, Observation::HasSite { url: url("u1") }))].into();
+        [("u1@contoso.com".into(), seen(10, Observation::HasSite { url: url("u1") }))].into();
     let limits = Limits::default();
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
     let p = plan(&input(&sites, &obs, Some(&b), 10, &limits));
@@ -1307,7 +1313,7 @@ fn a_batch_whose_users_were_all_refused_is_done() {
 fn profile_verdicts_count_only_for_users_this_resource_sent() {
     // Remembered from before the resource was re-created (to try again): not a verdict now.
     let sites = users(1);
-    let obs = HashMap::from([("u0@contoso.com".to_string(), seen(10, profile(4099)))]);
+    let obs = HashMap::from([("u0@contoso.com".into(), seen(10, profile(4099)))]);
     let limits = Limits::default();
     let i = input(&sites, &obs, None, 20, &limits);
     let p = plan(&i);
@@ -1320,7 +1326,7 @@ fn a_profile_verdict_is_not_undone_by_a_lookup_that_cannot_see_it() {
     let mut sites = users(1);
     let b = in_flight(&["u0@contoso.com"], 1, 100);
     let limits = Limits::default();
-    let mut obs = HashMap::from([("u0@contoso.com".to_string(), seen(700, profile(4099)))]);
+    let mut obs = HashMap::from([("u0@contoso.com".into(), seen(700, profile(4099)))]);
     let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
     apply(&mut sites, &p);
     assert_eq!(sites[0].status.as_ref().unwrap().phase, Some(SitePhase::Failed));
@@ -1346,16 +1352,16 @@ fn enqueued_users_without_a_site_are_looked_up_with_their_profile() {
     let limits = Limits::default();
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
     let obs: HashMap<_, _> = [
-        ("u0@contoso.com".to_string(), seen(50, Observation::NoSite)),
-        ("u1@contoso.com".to_string(), seen(100, Observation::HasSite { url: url("u1") })),
+        ("u0@contoso.com".into(), seen(50, Observation::NoSite)),
+        ("u1@contoso.com".into(), seen(100, Observation::HasSite { url: url("u1") })),
     ]
     .into();
     // The batch's gate has a site: the rest of the batch is looked at once, profiles included.
     let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
     assert_eq!(p.observe_now, vec![lookup("u0@contoso.com", true)]);
     let obs: HashMap<_, _> = [
-        ("u0@contoso.com".to_string(), seen(100, profile(1))),
-        ("u1@contoso.com".to_string(), seen(100, Observation::HasSite { url: url("u1") })),
+        ("u0@contoso.com".into(), seen(100, profile(1))),
+        ("u1@contoso.com".into(), seen(100, Observation::HasSite { url: url("u1") })),
     ]
     .into();
     let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
@@ -1372,7 +1378,7 @@ fn lookups_that_keep_failing_become_lookup_failing_naming_the_answer() {
     let limits = Limits::default();
     let failed = |at: i64, times: u32| {
         let o = Observation::LookupFailed { status: 500, code: "generalException".into() };
-        HashMap::from([("u0@contoso.com".to_string(), Observed { at: t(at), observation: o, times })])
+        HashMap::from([("u0@contoso.com".into(), Observed { at: t(at), observation: o, times })])
     };
     let p = plan(&input(&sites, &failed(10, 2), None, 10, &limits));
     apply(&mut sites, &p);
@@ -1400,7 +1406,7 @@ fn lookups_that_keep_failing_become_lookup_failing_naming_the_answer() {
         "after a restart"
     );
     // A usable answer ends it.
-    let fine = HashMap::from([("u0@contoso.com".to_string(), seen(3700, Observation::NoSite))]);
+    let fine = HashMap::from([("u0@contoso.com".into(), seen(3700, Observation::NoSite))]);
     assert_eq!(
         plan(&input(&sites, &fine, None, 3700, &limits)).enqueue.unwrap().batch.users,
         vec!["u0@contoso.com"]
@@ -1429,7 +1435,7 @@ fn not_checked_yet_is_said_only_before_the_first_lookup() {
     let p = plan(&input(&sites, &HashMap::new(), None, 0, &limits));
     apply(&mut sites, &p);
     assert!(ready_of(sites[0].status.as_ref().unwrap()).message.contains("has not been checked"));
-    let throttled = HashMap::from([("u0@contoso.com".to_string(), seen(5, Observation::Unknown))]);
+    let throttled = HashMap::from([("u0@contoso.com".into(), seen(5, Observation::Unknown))]);
     let p = plan(&input(&sites, &throttled, None, 5, &limits));
     let message = &ready_of(&p.site_updates[0].status).message;
     assert!(!message.contains("has not been checked") && message.contains("has not answered"), "{message}");
@@ -1451,7 +1457,7 @@ proptest! {
         let mut verdicts: HashMap<String, (SitePhase, String)> = HashMap::new();
         let mut check = |w: &World| -> Result<(), TestCaseError> {
             for site in &w.sites {
-                let k = user_key(&site.user);
+                let k = key(&site.user);
                 let Some(st) = site.status.as_ref() else { continue };
                 let now = (st.phase.unwrap(), ready_of(st).reason.clone());
                 let permanent = [

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::http::Service;
 use super::{GRAPH_BATCH_LIMIT, TenantClient, TenantError};
-use crate::plan::{Observation, user_key};
+use crate::plan::{Observation, UserKey, user_key};
 
 /// Rounds of retrying throttled `$batch` items before they are reported `Unknown`.
 const ITEM_ROUNDS: usize = 8;
@@ -24,7 +24,7 @@ where
     futures::stream::iter(pending).buffer_unordered(client.config.graph_concurrency.max(1)).collect().await
 }
 
-pub(super) type Seen = HashMap<String, Observation>;
+pub(super) type Seen = HashMap<UserKey, Observation>;
 
 /// What one drive lookup says: a verdict, or that only the user's directory entry can tell.
 #[derive(Debug, PartialEq)]

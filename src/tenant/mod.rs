@@ -26,7 +26,7 @@ pub use observe::MAX_PROFILE_READS;
 pub use profile::{ProfileRead, profile_state};
 
 use crate::api::{EnqueueMethod, OneDriveTenantSpec};
-use crate::plan::{Lookup, Observation};
+use crate::plan::{Lookup, Observation, UserKey};
 
 /// SharePoint refuses more than 200 users per enqueue request.
 pub const MAX_USERS_PER_ENQUEUE: usize = 200;
@@ -134,7 +134,7 @@ impl TenantClient {
     /// What the tenant says about each user, keyed by [`crate::plan::user_key`]: their drive,
     /// and for users without one their directory entry. A user whose lookup got no answer is
     /// `Unknown`; an error means nothing could be observed.
-    pub async fn observe(&self, users: &[String]) -> Result<HashMap<String, Observation>, TenantError> {
+    pub async fn observe(&self, users: &[String]) -> Result<HashMap<UserKey, Observation>, TenantError> {
         let lookups: Vec<Lookup> = users.iter().map(|u| Lookup::drive(u)).collect();
         observe::observe(self, &lookups).await
     }
@@ -144,7 +144,7 @@ impl TenantClient {
     pub async fn observe_lookups(
         &self,
         lookups: &[Lookup],
-    ) -> Result<HashMap<String, Observation>, TenantError> {
+    ) -> Result<HashMap<UserKey, Observation>, TenantError> {
         observe::observe(self, lookups).await
     }
 

@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use super::graph::{directory, drives, in_chunks};
 use super::{TenantClient, TenantError, sharepoint};
-use crate::plan::{Lookup, Observation, user_key};
+use crate::plan::{Lookup, Observation, UserKey, user_key};
 
 /// Profile reads per call at most: they are SharePoint requests, one per user.
 pub const MAX_PROFILE_READS: usize = 50;
@@ -20,7 +20,7 @@ pub const MAX_PROFILE_READS: usize = 50;
 pub(super) async fn observe(
     client: &TenantClient,
     lookups: &[Lookup],
-) -> Result<HashMap<String, Observation>, TenantError> {
+) -> Result<HashMap<UserKey, Observation>, TenantError> {
     let (users, profile_wanted) = unique(lookups);
     let mut out = HashMap::new();
     let mut ask_directory = Vec::new();
@@ -43,7 +43,7 @@ pub(super) async fn observe(
 }
 
 /// Lookups de-duplicated case-insensitively, and the keys of those whose profile is wanted.
-fn unique(lookups: &[Lookup]) -> (Vec<String>, std::collections::HashSet<String>) {
+fn unique(lookups: &[Lookup]) -> (Vec<String>, std::collections::HashSet<UserKey>) {
     let mut users = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut profile = std::collections::HashSet::new();
@@ -61,7 +61,7 @@ fn unique(lookups: &[Lookup]) -> (Vec<String>, std::collections::HashSet<String>
 
 /// What the profiles say; a user whose profile could not be read keeps what the drive and
 /// directory said (no site). Throttling stops the reads: the rest wait for a later cycle.
-async fn read_profiles(client: &TenantClient, users: &[&String]) -> Vec<(String, Observation)> {
+async fn read_profiles(client: &TenantClient, users: &[&String]) -> Vec<(UserKey, Observation)> {
     let reads: Vec<_> =
         users.iter().map(|u| async move { (u.as_str(), sharepoint::profile(client, u).await) }).collect();
     let mut answers = futures::stream::iter(reads).buffered(client.config.graph_concurrency.max(1));
