@@ -9,7 +9,7 @@ use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::metrics::Metrics;
@@ -119,29 +119,8 @@ async fn run_controller(
         },
     ));
 
-    // Sites whose tenant does not exist are never visited by a tenant cycle: sweep them.
-    let sweeper = {
-        let reconciler = reconciler.clone();
-        let store = store.clone();
-        tokio::spawn(async move {
-            let _ = store.wait_until_ready().await;
-            loop {
-                if let Err(e) = reconciler.reconcile_orphans().await {
-                    tracing::warn!(error = %e, "could not update sites without a tenant");
-                }
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-        })
-    };
-    {
-        let (store, health) = (store.clone(), health.clone());
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                health.ready.store(true, Ordering::SeqCst);
-                tracing::info!("OneDriveSite cache synced; ready");
-            }
-        });
-    }
+    let sweeper = spawn_sweeper(reconciler.clone(), store.clone());
+    spawn_readiness(store.clone(), health.clone());
 
     let default_tenant = options.default_tenant.clone();
     let mapper = move |site: OneDriveSite| {
@@ -170,6 +149,29 @@ async fn run_controller(
     sweeper.abort();
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Sites whose tenant does not exist are never visited by a tenant cycle: sweep them.
+fn spawn_sweeper(reconciler: Arc<Reconciler>, store: Store<OneDriveSite>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = store.wait_until_ready().await;
+        loop {
+            if let Err(e) = reconciler.reconcile_orphans().await {
+                tracing::warn!(error = %e, "could not update sites without a tenant");
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    })
+}
+
+/// Ready once the site cache has synced.
+fn spawn_readiness(store: Store<OneDriveSite>, health: Arc<Health>) {
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            health.ready.store(true, Ordering::SeqCst);
+            tracing::info!("OneDriveSite cache synced; ready");
+        }
+    });
 }
 
 async fn reconcile(tenant: Arc<OneDriveTenant>, ctx: Arc<Reconciler>) -> Result<Action, ControllerError> {
