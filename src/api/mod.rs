@@ -16,7 +16,9 @@ pub use tenant::{
     OneDriveTenantSpec, OneDriveTenantStatus, SecretKeyRef, SecretRef, TenantAuth, TenantAuthKind,
     UserCounts, WorkloadIdentityAuth, parse_duration,
 };
-pub use vocabulary::{ConditionStatus, EventReason, SiteReason, TenantReason, reason};
+pub use vocabulary::{
+    ConditionStatus, CycleResult, EventReason, KubernetesReason, SiteReason, TenantReason, reason,
+};
 
 /// API group of both resources.
 pub const GROUP: &str = "onedrive-operator.dev";

@@ -128,6 +128,24 @@ reasons! {
     }
 }
 
+reasons! {
+    /// Why a cycle failed against the Kubernetes API (metric label and log field).
+    KubernetesReason {
+        Conflict = "Conflict",
+        Forbidden = "Forbidden",
+        KubernetesApi = "KubernetesApi",
+    }
+}
+
+reasons! {
+    /// How a cycle ended (the `result` label of the reconcile counter).
+    CycleResult {
+        Ok = "ok",
+        TenantNotReady = "tenant_not_ready",
+        Error = "error",
+    }
+}
+
 /// The site reasons as strings, for comparing with conditions read back (tests, tools).
 pub mod reason {
     use super::SiteReason;

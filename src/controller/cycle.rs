@@ -20,8 +20,8 @@ use super::ControllerError;
 use super::credentials::{self, CredentialHealth, RefreshTokenStore};
 use super::metrics::Metrics;
 use crate::api::{
-    BatchStatus, ConditionSet, ConditionStatus, OneDriveSite, OneDriveTenant, OneDriveTenantStatus,
-    SitePhase, TenantReason, condition_type,
+    BatchStatus, ConditionSet, ConditionStatus, CycleResult, OneDriveSite, OneDriveTenant,
+    OneDriveTenantStatus, SitePhase, TenantReason, condition_type,
 };
 use crate::plan::{self, DesiredSite, Observed, PlanInput, TenantProblem};
 use crate::tenant::{TenantClient, TenantError};
@@ -172,13 +172,13 @@ impl Reconciler {
         let started = std::time::Instant::now();
         let result = self.cycle(name, &mut runtime).await;
         let outcome = match &result {
-            Ok(r) if r.problem.is_some() => "tenant_not_ready",
-            Ok(_) => "ok",
-            Err(_) => "error",
+            Ok(r) if r.problem.is_some() => CycleResult::TenantNotReady,
+            Ok(_) => CycleResult::Ok,
+            Err(_) => CycleResult::Error,
         };
-        self.options.metrics.reconciled(name, outcome, started.elapsed());
+        self.options.metrics.reconciled(name, outcome.as_str(), started.elapsed());
         match &result {
-            Err(e) => self.options.metrics.error(name, e.reason()),
+            Err(e) => self.options.metrics.error(name, e.reason().as_str()),
             // The reasons are the tenant condition's (a small fixed set): alertable per cause.
             Ok(CycleReport { problem_reason: Some(reason), .. }) => {
                 self.options.metrics.error(name, reason.as_str())

@@ -10,6 +10,8 @@ mod tenant_client;
 
 pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, ReconcilerOptions, SiteSource};
 
+use crate::api::KubernetesReason;
+
 /// The controller layer's error. `reason()` is the metric label and event reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -22,12 +24,12 @@ impl ControllerError {
         ControllerError::Kube(Box::new(e))
     }
 
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> KubernetesReason {
         match self {
             ControllerError::Kube(e) => match e.as_ref() {
-                kube::Error::Api(s) if s.code == 409 => "Conflict",
-                kube::Error::Api(s) if s.code == 403 => "Forbidden",
-                _ => "KubernetesApi",
+                kube::Error::Api(s) if s.code == 409 => KubernetesReason::Conflict,
+                kube::Error::Api(s) if s.code == 403 => KubernetesReason::Forbidden,
+                _ => KubernetesReason::KubernetesApi,
             },
         }
     }

@@ -188,7 +188,7 @@ async fn reconcile(tenant: Arc<OneDriveTenant>, ctx: Arc<Reconciler>) -> Result<
 }
 
 fn error_policy(tenant: Arc<OneDriveTenant>, error: &ControllerError, _ctx: Arc<Reconciler>) -> Action {
-    tracing::warn!(tenant = ?tenant.metadata.name, error = %error, reason = error.reason(), "cycle failed; retrying");
+    tracing::warn!(tenant = ?tenant.metadata.name, error = %error, reason = error.reason().as_str(), "cycle failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }
 
