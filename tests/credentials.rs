@@ -110,19 +110,21 @@ async fn forty_cycles_with_a_batch_in_flight_redeem_once_per_audience_and_store_
 }
 
 /// What happens to the operator's updates of the credentials Secret.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum OnPut {
     /// Before the first update arrives, another writer changes the Secret (a conflict).
     ConflictOnce,
     /// Every update is refused.
     Refuse,
+    /// Updates are refused while the flag is set.
+    RefuseWhile(Arc<std::sync::atomic::AtomicBool>),
 }
 
 /// A kube client whose updates of the credentials Secret are subjected to `mode`.
 fn intercept_secret_puts(inner: kube::Client, mode: OnPut) -> kube::Client {
     let puts = Arc::new(AtomicUsize::new(0));
     let service = tower::service_fn(move |request: http::Request<Body>| {
-        let (inner, puts) = (inner.clone(), puts.clone());
+        let (inner, puts, mode) = (inner.clone(), puts.clone(), mode.clone());
         async move {
             let is_put = request.method() == http::Method::PUT
                 && request.uri().path().ends_with(&format!("/secrets/{SECRET}"));
@@ -136,7 +138,8 @@ fn intercept_secret_puts(inner: kube::Client, mode: OnPut) -> kube::Client {
                             .await
                             .unwrap();
                     }
-                    OnPut::Refuse => {
+                    OnPut::RefuseWhile(ref refuse) if !refuse.load(Ordering::SeqCst) => {}
+                    OnPut::Refuse | OnPut::RefuseWhile(_) => {
                         let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "refused by the test", "reason": "Forbidden", "code": 403});
                         return Ok(http::Response::builder()
                             .status(403)
@@ -330,4 +333,35 @@ fn the_alert_rules_query_only_exported_metrics() {
         }
     }
     assert!(queried >= 3, "the rules query the credential metrics");
+}
+
+/// While write-back fails, an administrator signs in again and stores a new refresh token: it is
+/// adopted, and the rotations still queued are never written over it.
+#[tokio::test]
+async fn a_token_a_person_stores_wins_over_rotations_not_yet_written() {
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sim = start(slow_config()).await;
+    let mode = OnPut::RefuseWhile(refuse.clone());
+    let (client, r) = delegated(&sim, 3, |inner| intercept_secret_puts(inner, mode)).await;
+    for _ in 0..3 {
+        r.reconcile_tenant("contoso").await.unwrap();
+        sim.advance(SignedDuration::from_secs(60));
+    }
+    assert_eq!(tenant_condition(&client, CREDENTIALS_NOT_PERSISTED).await.status, "True");
+    let api = Api::<Secret>::namespaced(client.clone(), NS);
+    let mut secret = api.get(SECRET).await.unwrap();
+    secret
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("refresh_token".into(), k8s_openapi::ByteString(b"rt-from-a-person".to_vec()));
+    refuse.store(false, Ordering::SeqCst);
+    // The person's own update goes through the same client: let it pass.
+    api.replace(SECRET, &Default::default(), &secret).await.unwrap();
+    for _ in 0..3 {
+        r.reconcile_tenant("contoso").await.unwrap();
+        sim.advance(SignedDuration::from_secs(60));
+    }
+    assert_eq!(stored_token(&client).await, "rt-from-a-person", "nothing older was written over it");
+    assert_eq!(tenant_condition(&client, CREDENTIALS_NOT_PERSISTED).await.status, "False");
 }

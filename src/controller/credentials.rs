@@ -27,6 +27,13 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// What became of one write-back.
+enum Written {
+    Yes,
+    /// The Secret holds a token this process never held (a person's): it wins.
+    Superseded(String),
+}
+
 /// A delegated tenant's refresh token: where it is stored, and what this process did with it.
 pub struct RefreshTokenStore {
     api: Api<Secret>,
@@ -95,9 +102,23 @@ impl RefreshTokenStore {
         self.state.lock().unwrap().held.contains(&digest(token))
     }
 
-    /// A token now in use (a person stored it in the Secret).
-    pub fn remember(&self, token: &str) {
+    /// A token this store starts from.
+    fn remember(&self, token: &str) {
         self.state.lock().unwrap().held.insert(digest(token));
+    }
+
+    /// A token a person stored in the Secret (after signing in again): it supersedes every
+    /// rotation not written yet, which must not overwrite it.
+    pub fn adopt(&self, token: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.held.insert(digest(token));
+        s.unsaved.clear();
+        s.failure = None;
+    }
+
+    /// Whether this store writes to the Secret `secret`, key `key`.
+    pub fn stores_in(&self, secret: &str, key: &str) -> bool {
+        self.secret == secret && self.key == key
     }
 
     /// Stores the rotated tokens the Secret does not hold yet, oldest first: read, set the key
@@ -108,24 +129,36 @@ impl RefreshTokenStore {
         let mut written = 0;
         loop {
             let Some((token, at)) = self.state.lock().unwrap().unsaved.front().cloned() else { break };
-            if let Err(e) = self.write_one(&token, at).await {
-                let message = format!("cannot update Secret {}/{}: {e}", self.namespace, self.secret);
-                self.state.lock().unwrap().failure = Some(message.clone());
-                return Err(message);
+            match self.write_one(&token, at).await {
+                Ok(true) => {
+                    let mut s = self.state.lock().unwrap();
+                    s.unsaved.pop_front();
+                    s.failure = None;
+                    written += 1;
+                }
+                // Superseded by a person's token: the queue was dropped.
+                Ok(false) => {}
+                Err(e) => {
+                    let message = format!("cannot update Secret {}/{}: {e}", self.namespace, self.secret);
+                    self.state.lock().unwrap().failure = Some(message.clone());
+                    return Err(message);
+                }
             }
-            let mut s = self.state.lock().unwrap();
-            s.unsaved.pop_front();
-            s.failure = None;
-            written += 1;
         }
         Ok(written)
     }
 
-    async fn write_one(&self, token: &str, at: Timestamp) -> Result<(), String> {
+    async fn write_one(&self, token: &str, at: Timestamp) -> Result<bool, String> {
         let mut last = String::new();
         for _ in 0..WRITE_ATTEMPTS {
             match self.write(token, at).await {
-                Ok(()) => return Ok(()),
+                Ok(Written::Yes) => return Ok(true),
+                Ok(Written::Superseded(theirs)) => {
+                    // A person stored a token this process never held: theirs wins (it is
+                    // adopted at the next cycle) and nothing older is written over it.
+                    self.adopt(&theirs);
+                    return Ok(false);
+                }
                 Err(kube::Error::Api(e)) if e.code == 409 => last = "another writer kept changing it".into(),
                 Err(e) => return Err(describe(&e)),
             }
@@ -133,17 +166,25 @@ impl RefreshTokenStore {
         Err(last)
     }
 
-    async fn write(&self, token: &str, at: Timestamp) -> Result<(), kube::Error> {
+    async fn write(&self, token: &str, at: Timestamp) -> Result<Written, kube::Error> {
         // get + replace: the chart grants `get` and `update` on Secrets, nothing more; the read's
         // resourceVersion makes the replace fail with 409 if anyone wrote in between.
         let mut current = self.api.get(&self.secret).await?;
+        let theirs = current
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&self.key))
+            .map(|v| String::from_utf8_lossy(&v.0).trim().to_string());
+        if let Some(theirs) = theirs.filter(|t| !t.is_empty() && !self.held(t)) {
+            return Ok(Written::Superseded(theirs));
+        }
         current.data.get_or_insert_with(Default::default).insert(self.key.clone(), ByteString(token.into()));
         current
             .metadata
             .annotations
             .get_or_insert_with(Default::default)
             .insert(ROTATED_AT.into(), at.to_string());
-        self.api.replace(&self.secret, &Default::default(), &current).await.map(|_| ())
+        self.api.replace(&self.secret, &Default::default(), &current).await.map(|_| Written::Yes)
     }
 
     pub fn health(&self) -> (Option<Timestamp>, Option<String>) {

@@ -171,6 +171,14 @@ impl Reconciler {
         let mut runtime = slot.lock().await;
         let started = std::time::Instant::now();
         let result = self.cycle(name, &mut runtime).await;
+        if result.is_err()
+            && let Some(store) = runtime.as_ref().and_then(|r| r.refresh.as_ref())
+        {
+            // A cycle that failed before its last phase still stores rotated refresh tokens.
+            if let Err(e) = store.persist().await {
+                tracing::warn!(tenant = name, error = %e, "the rotated refresh token is kept in memory only");
+            }
+        }
         let outcome = match &result {
             Ok(r) if r.problem.is_some() => CycleResult::TenantNotReady,
             Ok(_) => CycleResult::Ok,

@@ -42,13 +42,15 @@ impl Reconciler {
             adopt_refresh_token(rt, &found.store, refresh_key.as_ref());
             return Ok(());
         }
-        let previous = runtime.take();
         let stored = refresh_key.as_ref().and_then(|(name, key)| secret_text(&found.store, name, key));
-        // The newest refresh token this process holds wins over an older copy in the Secret.
-        let carried = previous.as_ref().and_then(|p| {
+        // The newest refresh token this process holds wins over an older copy in the same Secret.
+        // (The previous runtime is replaced only once the new client exists: a failed rebuild
+        // loses nothing.)
+        let carried = runtime.as_ref().and_then(|p| {
             let store = p.refresh.clone()?;
             let newest = p.client.credentials().refresh_token()?;
-            stored.as_deref().is_none_or(|s| store.held(s)).then_some((store, newest))
+            let same_place = refresh_key.as_ref().is_some_and(|(n, k)| store.stores_in(n, k));
+            (same_place && stored.as_deref().is_none_or(|s| store.held(s))).then_some((store, newest))
         });
         let refresh = match (&refresh_key, stored.as_deref(), &carried) {
             (_, _, Some((store, _))) => Some(store.clone()),
@@ -77,7 +79,7 @@ impl Reconciler {
         config.ca_bundle = self.options.ca_bundle.clone();
         let client = Arc::new(TenantClient::new(config, credentials)?);
         // Observations stay valid across a credential change; the client does not.
-        let memory = previous.map(|r| r.memory).unwrap_or_default();
+        let memory = runtime.take().map(|r| r.memory).unwrap_or_default();
         *runtime = Some(TenantRuntime {
             fingerprint,
             refused: None,
@@ -203,7 +205,7 @@ fn adopt_refresh_token(rt: &TenantRuntime, store: &SecretStore, refresh: Option<
     let (Some((name, key)), Some(tokens)) = (refresh, rt.refresh.as_ref()) else { return };
     let Some(stored) = secret_text(store, name, key) else { return };
     if !tokens.held(&stored) {
-        tokens.remember(&stored);
+        tokens.adopt(&stored);
         rt.client.credentials().adopt_refresh_token(stored);
     }
 }

@@ -62,7 +62,10 @@ pub(super) fn gate<'b>(
         let look_now = done_at.is_none() && refused_at.is_some_and(|r| obs.is_none_or(|o| o.at < r));
         return Gate { user: Some(upn), done_at, look_now };
     }
-    Gate { user: None, done_at: Some(refused_at.unwrap_or(input.now)), look_now: false }
+    // Everyone was refused: the batch is done as of its enqueue. Each user was looked at since
+    // (that is how they were refused), so the batch-wide check ends at once instead of chasing
+    // ever newer looks.
+    Gate { user: None, done_at: Some(b.enqueued_at.0), look_now: false }
 }
 
 pub(super) fn observed_since(input: &PlanInput, user: &str, since: Timestamp) -> bool {

@@ -121,13 +121,14 @@ fn no_site<'a>(
 ) -> UserState<'a> {
     let profile_verdict =
         matches!(u.prior.reason, Some(SiteReason::SiteCreationNotPermitted | SiteReason::ProvisioningFailed));
-    if let Some((since, batch)) = provisioning {
+    if profile_verdict && *observation == Observation::NoSite {
+        // Only the profile can undo its own verdict: a drive and directory lookup cannot see it
+        // (nor a cycle whose profile reads ran out), and would otherwise flip the user Failed →
+        // Pending or SPSSITEERROR → Failed — in its batch too, where the gate would wait on them.
+        state::prior_state(u, input)
+    } else if let Some((since, batch)) = provisioning {
         still_provisioning(u, since, batch, input)
     } else if u.prior.phase == Some(SitePhase::Ready) && u.prior.provisioned_at.is_some_and(|p| p >= o.at) {
-        state::prior_state(u, input)
-    } else if profile_verdict && *observation == Observation::NoSite {
-        // Only the profile can undo its own verdict: a drive and directory lookup cannot see it,
-        // and would otherwise flip the user Failed → Pending → SPSSITEERROR → Failed each hour.
         state::prior_state(u, input)
     } else if u.prior.reason == Some(SiteReason::ProvisioningTimedOut) {
         state::timed_out(u.prior.enqueued_at.unwrap_or(o.at), u.prior.batch.unwrap_or(0), u, input)

@@ -1298,9 +1298,11 @@ fn a_batch_whose_users_were_all_refused_is_done() {
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 100);
     let limits = Limits::default();
     let mut obs = all_no_site(&sites, 700);
-    obs.insert("u0@contoso.com".into(), seen(700, profile(8195)));
+    // Refused at different times: the batch is done at once, not looked at again and again.
+    obs.insert("u0@contoso.com".into(), seen(600, profile(8195)));
     obs.insert("u1@contoso.com".into(), seen(700, Observation::SignInBlocked));
     let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
+    assert!(p.observe_now.is_empty(), "{:?}", p.observe_now);
     assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
     assert_eq!(p.enqueue.unwrap().batch.users, vec!["u2@contoso.com"]);
     let reasons: HashMap<&str, String> =
@@ -1520,4 +1522,23 @@ fn users_of_a_batch_that_could_not_be_sent_say_so() {
             .filter(|u| u.user != "u2@contoso.com")
             .all(|u| u.status.phase == Some(SitePhase::SpsSiteError))
     );
+}
+
+#[test]
+fn a_profile_verdict_in_the_batch_holds_when_its_profile_is_not_read_again() {
+    let mut sites = users(3);
+    let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 100);
+    let limits = Limits::default();
+    let mut obs = all_no_site(&sites, 90);
+    obs.insert("u1@contoso.com".into(), seen(700, profile(4099)));
+    let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
+    apply(&mut sites, &p);
+    assert_eq!(ready_of(sites[1].status.as_ref().unwrap()).reason, reason::SITE_CREATION_NOT_PERMITTED);
+    // A later look whose profile read ran out says only "no site": the verdict holds, and the
+    // batch still waits for u0, not for u1.
+    obs.insert("u1@contoso.com".into(), seen(760, Observation::NoSite));
+    let i = input(&sites, &obs, Some(&b), 760, &limits);
+    let p = plan(&i);
+    assert!(p.site_updates.iter().all(|u| u.user != "u1@contoso.com"), "{:?}", p.site_updates);
+    assert_eq!(targets(&i)[0], lookup("u0@contoso.com", true));
 }
