@@ -23,7 +23,7 @@ use crate::api::{
     BatchStatus, ConditionSet, ConditionStatus, CycleResult, OneDriveSite, OneDriveTenant,
     OneDriveTenantStatus, SitePhase, TenantReason, condition_type,
 };
-use crate::plan::{self, DesiredSite, Observed, PlanInput, TenantProblem};
+use crate::plan::{self, DesiredSite, Observed, TenantProblem};
 use crate::tenant::{TenantClient, TenantError};
 
 /// The field manager of every write.
@@ -175,9 +175,7 @@ impl Reconciler {
             && let Some(store) = runtime.as_ref().and_then(|r| r.refresh.as_ref())
         {
             // A cycle that failed before its last phase still stores rotated refresh tokens.
-            if let Err(e) = store.persist().await {
-                tracing::warn!(tenant = name, error = %e, "the rotated refresh token is kept in memory only");
-            }
+            self.store_rotations(name, store).await;
         }
         let outcome = match &result {
             Ok(r) if r.problem.is_some() => CycleResult::TenantNotReady,
@@ -340,24 +338,6 @@ impl Reconciler {
 /// Observations of a tenant without a client yet.
 pub(super) static NOTHING_OBSERVED: std::sync::LazyLock<HashMap<plan::UserKey, Observed>> =
     std::sync::LazyLock::new(HashMap::new);
-
-/// The planner's input as the cycle now stands: `base` with what is remembered about the users,
-/// the tenant's batch, throttling and any tenant problem.
-pub(super) fn as_it_stands<'a>(
-    base: PlanInput<'a>,
-    runtime: &'a Option<TenantRuntime>,
-    batch: &'a Option<BatchStatus>,
-    throttled_until: Option<Timestamp>,
-    problem: &'a Option<TenantProblem>,
-) -> PlanInput<'a> {
-    PlanInput {
-        observed: runtime.as_ref().map_or(&*NOTHING_OBSERVED, |r| &r.memory),
-        batch: batch.as_ref(),
-        throttled_until,
-        tenant_problem: problem.as_ref(),
-        ..base
-    }
-}
 
 pub(super) fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
     t.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(Timestamp::MAX)

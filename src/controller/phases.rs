@@ -12,8 +12,8 @@ use kube::runtime::events::EventType;
 
 use super::ControllerError;
 use super::cycle::{
-    CrashPoint, CycleReport, NOTHING_OBSERVED, Reconciler, TenantRuntime, after_secs, as_it_stands,
-    problem_of, tenant_problem_reason, tenant_status,
+    CrashPoint, CycleReport, NOTHING_OBSERVED, Reconciler, TenantRuntime, after_secs, problem_of,
+    tenant_problem_reason, tenant_status,
 };
 use crate::api::{
     BatchStatus, EventReason, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, TenantReason,
@@ -33,9 +33,16 @@ pub(super) struct Stand {
 }
 
 impl Stand {
-    /// The planner's input as the cycle now stands.
+    /// The planner's input as the cycle now stands: `base` with what is remembered about the
+    /// users, the tenant's batch, throttling and any tenant problem.
     fn input<'a>(&'a self, base: PlanInput<'a>, runtime: &'a Option<TenantRuntime>) -> PlanInput<'a> {
-        as_it_stands(base, runtime, &self.batch, self.throttled_until, &self.problem)
+        PlanInput {
+            observed: runtime.as_ref().map_or(&*NOTHING_OBSERVED, |r| &r.memory),
+            batch: self.batch.as_ref(),
+            throttled_until: self.throttled_until,
+            tenant_problem: self.problem.as_ref(),
+            ..base
+        }
     }
 }
 

@@ -135,17 +135,22 @@ impl Reconciler {
             ..CredentialHealth::default()
         };
         if let Some(store) = &rt.refresh {
-            match store.persist().await {
-                Ok(written) => self.options.metrics.refresh_tokens_written(name, written),
-                Err(e) => {
-                    tracing::warn!(tenant = name, error = %e, "the rotated refresh token is kept in memory only")
-                }
-            }
+            self.store_rotations(name, store).await;
             let (last_rotation, not_persisted) = store.health();
             health = CredentialHealth { last_rotation, not_persisted, delegated: true, ..health };
         }
         self.options.metrics.credentials(name, &health);
         health
+    }
+
+    /// Writes the rotated refresh tokens the Secret does not hold yet, and counts them.
+    pub(super) async fn store_rotations(&self, name: &str, store: &RefreshTokenStore) {
+        match store.persist().await {
+            Ok(written) => self.options.metrics.refresh_tokens_written(name, written),
+            Err(e) => {
+                tracing::warn!(tenant = name, error = %e, "the rotated refresh token is kept in memory only")
+            }
+        }
     }
 
     /// A Warning Event when a credential condition turns True (or changes its reason while True).
