@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use common::*;
 use jiff::SignedDuration;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, ObjectMeta};
+use kube::api::{Api, ListParams};
 use onedrive_operator::api::{
     CertificateAuth, OneDriveSite, OneDriveTenant, OneDriveTenantSpec, SecretRef, SitePhase, TenantAuth,
     condition_type, find_condition,
@@ -18,7 +17,6 @@ use onedrive_operator::api::{
 #[cfg(feature = "test-hooks")]
 use onedrive_operator::controller::CrashPoint;
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
-use onedrive_operator::jose;
 use onedrive_operator::simulator::{self, AppOnlyEnqueue, Config, SimHandle, UserSpec};
 use onedrive_operator::testing::site;
 
@@ -50,15 +48,7 @@ fn tenant(sim: &SimHandle, name: &str, secret: &str) -> OneDriveTenant {
 }
 
 fn cert_secret(name: &str) -> Secret {
-    Secret {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(BTreeMap::from([
-            ("tls.crt".into(), ByteString(CERT.to_pem().into_bytes())),
-            ("tls.key".into(), ByteString(jose::private_key_to_pem(&KEY).into_bytes())),
-        ])),
-        ..Default::default()
-    }
+    tls_secret(NS, name, &CERT, &KEY)
 }
 
 async fn kube(sites: Vec<OneDriveSite>, tenants: Vec<OneDriveTenant>, secrets: Vec<Secret>) -> kube::Client {

@@ -197,17 +197,7 @@ async fn a_write_back_that_keeps_failing_is_reported_and_the_operator_goes_on() 
 }
 
 fn cert_secret(cert: &jose::Certificate, key: &rsa::PrivateKey) -> Secret {
-    let data = BTreeMap::from([
-        ("tls.crt".to_string(), cert.to_pem()),
-        ("tls.key".to_string(), jose::private_key_to_pem(key)),
-    ]);
-    let sim_endpoints = onedrive_operator::simulator::manifests::Endpoints {
-        tenant_id: String::new(),
-        admin_url: String::new(),
-        graph_url: String::new(),
-        authority_host: String::new(),
-    };
-    tenant_and_secret("contoso", NS, &sim_endpoints, PrintedAuth::Certificate, APP, data).1
+    tls_secret(NS, SECRET, cert, key)
 }
 
 #[tokio::test]

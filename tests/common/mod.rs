@@ -52,6 +52,29 @@ pub fn sim_config(users: usize) -> Config {
     }
 }
 
+/// A `kubernetes.io/tls` Secret `namespace/name` holding `certificate` and `key`.
+pub fn tls_secret(
+    namespace: &str,
+    name: &str,
+    certificate: &Certificate,
+    key: &PrivateKey,
+) -> k8s_openapi::api::core::v1::Secret {
+    use k8s_openapi::ByteString;
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(std::collections::BTreeMap::from([
+            ("tls.crt".into(), ByteString(certificate.to_pem().into_bytes())),
+            ("tls.key".into(), ByteString(jose::private_key_to_pem(key).into_bytes())),
+        ])),
+        ..Default::default()
+    }
+}
+
 /// A federated (workload identity) assertion as the kubelet would project it.
 pub fn federated_assertion(subject: &str, now: i64) -> String {
     let claims = serde_json::json!({"aud": "api://AzureADTokenExchange", "iss": ISSUER, "sub": subject, "nbf": now, "exp": now + 3600});
