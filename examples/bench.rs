@@ -24,7 +24,7 @@ use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::plan::{self, DesiredSite, Limits, Observation, Observed, PlanInput, SiteKey};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Clock, Config, FaultConfig, Population, SimHandle, UserSpec};
-use onedrive_operator::tenant::{Credentials, TenantClient, TenantConfig};
+use onedrive_operator::tenant::{Credentials, HostOverrides, TenantClient, TenantConfig};
 use onedrive_operator::testing::site;
 
 #[path = "../tests/common/fake_cluster.rs"]
@@ -68,8 +68,14 @@ fn clean(n: usize) -> Vec<UserSpec> {
 }
 
 async fn simulator(c: &Creds, users: Vec<UserSpec>, faults: FaultConfig) -> SimHandle {
+    simulator_in(c, users, faults, &[]).await
+}
+
+/// [`simulator`] for a Multi-Geo tenant with `geos` (the central one first).
+async fn simulator_in(c: &Creds, users: Vec<UserSpec>, faults: FaultConfig, geos: &[&str]) -> SimHandle {
     let config = Config {
         users,
+        geos: geos.iter().map(|g| g.to_string()).collect(),
         apps: vec![App::Certificate { client_id: CLIENT.into(), certificate: c.cert.clone() }],
         provision_delay: SignedDuration::from_mins(DELAY_MIN),
         jitter: 0.0,
@@ -109,12 +115,17 @@ async fn kube(c: &Creds, sim: &SimHandle, users: usize) -> kube::Client {
     fake_cluster(sites, vec![tenant], vec![secret]).await.unwrap()
 }
 
-/// The controller on the simulator's clock, so batch durations are measured in simulated time.
+/// The controller on the simulator's clock, so batch durations are measured in simulated time,
+/// with the simulator's hosts for the public ones its geos' discovery names.
 fn on_sim_clock(client: &kube::Client, sim: &SimHandle) -> Reconciler {
     let clock = sim.clock();
     Reconciler::new(
         client.clone(),
-        ReconcilerOptions { clock: Arc::new(clock), ..ReconcilerOptions::new(NS, SiteSource::List) },
+        ReconcilerOptions {
+            clock: Arc::new(clock),
+            host_overrides: HostOverrides::parse(&sim.host_overrides()).unwrap(),
+            ..ReconcilerOptions::new(NS, SiteSource::List)
+        },
     )
 }
 
@@ -136,6 +147,8 @@ struct Run {
     provisioned: usize,
     /// Users who did not end with the reason their population kind calls for.
     wrong: usize,
+    /// Users enqueued at another geo's admin host than their own.
+    wrong_geo: usize,
 }
 
 /// The reason a user of the population must end with.
@@ -172,13 +185,18 @@ fn settled(report: &onedrive_operator::controller::CycleReport) -> bool {
     report.users.desired > 0
         && report.users.pending == 0
         && report.users.provisioning == 0
-        && report.enqueued.is_none()
+        && report.enqueued.is_empty()
 }
 
 /// The operator: cycles on the simulated clock until every user is settled.
 async fn ours(c: &Creds, users: Vec<UserSpec>) -> Run {
+    ours_in(c, users, &[]).await
+}
+
+/// [`ours`] in a Multi-Geo tenant with `geos`.
+async fn ours_in(c: &Creds, users: Vec<UserSpec>, geos: &[&str]) -> Run {
     let n = users.len();
-    let sim = simulator(c, users.clone(), FaultConfig::default()).await;
+    let sim = simulator_in(c, users.clone(), FaultConfig::default(), geos).await;
     let client = kube(c, &sim, n).await;
     let r = on_sim_clock(&client, &sim);
     let (start, wall) = (sim.now(), Instant::now());
@@ -208,6 +226,7 @@ async fn ours(c: &Creds, users: Vec<UserSpec>) -> Run {
         batches: stats.enqueues.len(),
         provisioned: Population::of(&users).can_get_site,
         wrong: wrong_outcomes(&client, &users).await,
+        wrong_geo: stats.enqueues.iter().map(|e| e.wrong_geo.len()).sum(),
     }
 }
 
@@ -243,7 +262,52 @@ async fn naive(c: &Creds, users: usize) -> Run {
         batches: sim.stats().enqueues.len(),
         provisioned: users,
         wrong: 0,
+        wrong_geo: 0,
     }
+}
+
+/// The Multi-Geo section: a realistic population spread evenly over three geos, converged with
+/// one pipeline per geo, against the per-geo minimum max over geos of ⌈Nᵍ/200⌉×D, beside the same
+/// population in a single-geo tenant (one pipeline, minimum ⌈N/200⌉×D).
+async fn multi_geo(c: &Creds, n: usize) -> String {
+    const GEOS: [&str; 3] = ["NAM", "EUR", "APC"];
+    let mut users = realistic(n);
+    let names: Vec<String> = GEOS.iter().map(|g| g.to_string()).collect();
+    simulator::spread_over_geos(&mut users, &names);
+    let per_geo: Vec<usize> = GEOS
+        .iter()
+        .map(|g| {
+            let mine: Vec<UserSpec> =
+                users.iter().filter(|u| u.preferred_data_location.as_deref() == Some(*g)).cloned().collect();
+            Population::of(&mine).can_get_site
+        })
+        .collect();
+    let minimum = |batches: usize| SignedDuration::from_mins(DELAY_MIN * batches as i64);
+    let geo_minimum = minimum(per_geo.iter().map(|n| n.div_ceil(200)).max().unwrap_or(0));
+    let total = Population::of(&users).can_get_site;
+    let single_minimum = minimum(total.div_ceil(200));
+    let mut out = format!(
+        "\n## Multi-Geo (3 geos, D = {DELAY_MIN} min, poll interval {POLL_SECS} s, simulated time)\n\nThe realistic population below, spread evenly over NAM (central), EUR and APC by `preferredDataLocation`; Nᵍ users per geo can get a site ({}). Each geo has its own admin host and its own batch pipeline; the per-geo minimum is max over geos of ⌈Nᵍ/200⌉×D = {}. The same population in a single-geo tenant has one pipeline, minimum ⌈N/200⌉×D = {}.\n\n- {}\n\n| tenant | simulated time | ÷ per-geo minimum | ÷ single-pipeline minimum | batches | users enqueued at another geo's host | users with a wrong outcome | wall time |\n|---|---|---|---|---|---|---|---|\n",
+        GEOS.iter().zip(&per_geo).map(|(g, n)| format!("{g} {n}")).collect::<Vec<_>>().join(", "),
+        fmt(geo_minimum),
+        fmt(single_minimum),
+        Population::of(&users),
+    );
+    for (who, geos) in [("3 geos, one pipeline each", &GEOS[..]), ("single geo, one pipeline", &[][..])] {
+        let run = ours_in(c, users.clone(), geos).await;
+        out.push_str(&format!(
+            "| {who} | {} | {:.3} | {:.3} | {} | {} | {} | {:.1} s |\n",
+            fmt(run.simulated),
+            run.simulated.as_secs_f64() / geo_minimum.as_secs_f64(),
+            run.simulated.as_secs_f64() / single_minimum.as_secs_f64(),
+            run.batches,
+            run.wrong_geo,
+            run.wrong,
+            run.wall.as_secs_f64()
+        ));
+        println!("{}", out.lines().last().unwrap());
+    }
+    out
 }
 
 /// CPU time of one steady-state pass over `n` Ready sites as the cycle makes it (cached
@@ -323,6 +387,7 @@ fn steady<'a>(
         now,
         limits,
         typical_batch: None,
+        geo: None,
     }
 }
 
@@ -423,6 +488,10 @@ async fn main() {
     onedrive_operator::install_crypto_provider();
     let c = creds();
     let engine_only = std::env::args().nth(1).as_deref() == Some("engine");
+    if std::env::args().nth(1).as_deref() == Some("geo") {
+        println!("{}", multi_geo(&c, 6000).await);
+        return;
+    }
     let sizes: Vec<usize> = std::env::args()
         .nth(1)
         .filter(|_| !engine_only)
@@ -490,6 +559,7 @@ async fn main() {
             println!("{}", out.lines().last().unwrap());
         }
     }
+    out.push_str(&multi_geo(&c, 6000).await);
     let s = soak(&c).await;
     out.push_str(&format!(
         "\n## Soak (the realistic population of 5,000 users, 20% injected 429/503, 2 ms added latency, a fresh controller every 2 batches)\n\n- {}\n\n| users Ready | users with a wrong outcome | refused users sent | batches > 200 | duplicate enqueues | restarts | throttled answers | simulated time to converge | wall time |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |\n",

@@ -81,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let report = reconciler.reconcile_tenant("contoso").await?;
         writes += report.site_writes;
         let u = &report.users;
-        if let Some(batch) = &report.enqueued {
+        for batch in &report.enqueued {
             let line = format!(
                 "{:>6.1}s  batch {} sent: {} users ({} … {}), last user {}",
                 started.elapsed().as_secs_f64(),
@@ -103,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             bar.suspend(|| println!("tenant not ready: {p}"));
         }
         // Done when every user is settled: Ready, or Failed with a reason a person must act on.
-        if u.desired > 0 && u.pending == 0 && u.provisioning == 0 && report.enqueued.is_none() {
+        if u.desired > 0 && u.pending == 0 && u.provisioning == 0 && report.enqueued.is_empty() {
             break;
         }
         if started.elapsed() > Duration::from_secs(110) {

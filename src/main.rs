@@ -100,6 +100,19 @@ fn main() -> ExitCode {
                 },
                 None => None,
             };
+            let env = |k: &str| std::env::var(k).ok();
+            let host_overrides = match onedrive_operator::tenant::doctor::host_overrides(&env) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if !host_overrides.is_empty() {
+                tracing::warn!(
+                    "test host overrides are set: public hosts are pointed at a loopback simulator"
+                );
+            }
             let identity = args.identity.clone().unwrap_or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
                     .map(|h| h.trim().to_string())
@@ -117,6 +130,7 @@ fn main() -> ExitCode {
                 identity,
                 organization: args.organization,
                 ca_bundle,
+                host_overrides,
             };
             let rt = tokio::runtime::Runtime::new().expect("a Tokio runtime");
             match rt.block_on(onedrive_operator::controller::run::run(options)) {

@@ -24,6 +24,7 @@
 mod batch;
 mod decide;
 mod gather;
+mod geo;
 mod limits;
 mod observation;
 mod requeue;
@@ -36,8 +37,11 @@ use std::collections::HashMap;
 use jiff::{SignedDuration, Timestamp};
 
 use gather::Users;
+pub use geo::{partition, route};
 pub use limits::{Limits, format_duration};
-pub use observation::{Lookup, Observation, Observed, ProfileMeaning, ProfileState, UserKey, user_key};
+pub use observation::{
+    DataLocation, Lookup, Observation, Observed, ProfileMeaning, ProfileState, UserKey, user_key,
+};
 pub use status::tenant_not_found_status;
 
 use crate::api::{BatchStatus, OneDriveSite, OneDriveSiteStatus, SitePhase, TenantReason, UserCounts};
@@ -141,6 +145,10 @@ pub struct PlanInput<'a> {
     /// How long the previous batch took (enqueue to its last user's site), if known: the first
     /// poll of an in-flight batch waits for most of it instead of polling every interval.
     pub typical_batch: Option<SignedDuration>,
+    /// The Multi-Geo location these sites' users are routed to (written into their statuses);
+    /// `None` in a single-geo tenant. A Multi-Geo tenant plans each geo's users on their own,
+    /// with that geo's batch ([`partition`]).
+    pub geo: Option<&'a str>,
 }
 
 /// What to send to SharePoint in this cycle.
@@ -365,7 +373,7 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
         }
     }
 
-    let (site_updates, counts, reconciling) = updates(list, &states, input.now);
+    let (site_updates, counts, reconciling) = updates(list, &states, input);
     let requeue_after = requeue::requeue(input, list, &states, &batch, !observe_now.lookups.is_empty());
     Plan {
         observe_now: observe_now.lookups,
@@ -385,8 +393,9 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
 fn updates(
     list: &[gather::User],
     states: &[UserState],
-    now: Timestamp,
+    input: &PlanInput,
 ) -> (Vec<SiteUpdate>, UserCounts, bool) {
+    let now = input.now;
     let mut site_updates = Vec::new();
     let mut counts = UserCounts::default();
     let mut reconciling = false;
@@ -399,12 +408,13 @@ fn updates(
             SitePhase::Failed => counts.failed += 1,
         }
         reconciling |= s.reconciling();
+        let geo = input.geo.filter(|_| geo_known(u, input));
         for site in u.sites.all() {
             // Most sites are unchanged in most cycles: check that without building a status.
-            if site.status.as_deref().is_some_and(|st| status::already(st, site.generation, s)) {
+            if site.status.as_deref().is_some_and(|st| status::already(st, site.generation, s, geo)) {
                 continue;
             }
-            let status = status::site_status(site, s, now);
+            let status = status::site_status(site, s, geo, now);
             if site.status.as_deref() != Some(&status) {
                 site_updates.push(SiteUpdate {
                     key: site.key.clone(),
@@ -416,6 +426,15 @@ fn updates(
         }
     }
     (site_updates, counts, reconciling)
+}
+
+/// Whether the user's geo rests on something seen ([`partition`]'s rules 1 to 3: their batch,
+/// their preferred location as read, or a status that named it); a user routed to the central geo
+/// only for lack of knowledge gets no `status.geo` rather than a guess.
+fn geo_known(u: &gather::User, input: &PlanInput) -> bool {
+    u.in_batch
+        || input.observed.get(u.key.as_ref()).is_some_and(|o| o.location != DataLocation::Unread)
+        || u.sites.all().iter().any(|s| s.status.as_deref().is_some_and(|st| st.geo.is_some()))
 }
 
 /// `t + d`, saturating: times read from statuses are not trusted to be sane.

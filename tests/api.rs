@@ -175,14 +175,93 @@ fn plain_http_is_only_for_loopback_and_durations_must_parse() {
         &tenant(json!({"adminUrl": "http://contoso-admin.sharepoint.com"})),
         None,
     );
-    assert_eq!(v.len(), 1);
-    assert!(v[0].starts_with("spec.adminUrl must be an https:// URL"), "{v:?}");
+    // Not https, and so not a Global SharePoint host either: both rules say so.
+    assert!(v.iter().any(|m| m.starts_with("spec.adminUrl must be an https:// URL")), "{v:?}");
     let v = violations::<OneDriveTenant>(&tenant(json!({"graphUrl": "ftp://graph"})), None);
     assert!(v[0].starts_with("spec.graphUrl"), "{v:?}");
     let v = violations::<OneDriveTenant>(&tenant(json!({"pollInterval": "one minute"})), None);
     assert_eq!(v, vec!["spec.pollInterval must be a duration such as 60s, 15m, 24h or 1h30m"]);
     let v = violations::<OneDriveTenant>(&tenant(json!({"tenantId": "con toso"})), None);
     assert!(v[0].starts_with("spec.tenantId"), "{v:?}");
+}
+
+#[test]
+fn an_admin_url_of_another_cloud_is_rejected_with_the_expected_suffix() {
+    let v = violations::<OneDriveTenant>(&tenant(json!({"cloud": "USGovGCCHigh"})), None);
+    assert_eq!(
+        v,
+        vec![
+            "with spec.cloud USGovGCCHigh, spec.adminUrl and spec.geos[].adminUrl must be SharePoint admin hosts on *.sharepoint.us (e.g. https://contoso-admin.sharepoint.us); set spec.cloud to the tenant's cloud"
+        ]
+    );
+    let ok = [
+        json!({"cloud": "USGovGCCHigh", "adminUrl": "https://contoso-admin.sharepoint.us"}),
+        json!({"cloud": "USGovDoD", "adminUrl": "https://contoso-admin.sharepoint-mil.us"}),
+        json!({"cloud": "China", "adminUrl": "https://contoso-admin.sharepoint.cn"}),
+        // Loopback (the simulator) is exempt, as the URL rule makes it.
+        json!({"cloud": "USGovGCCHigh", "adminUrl": "http://127.0.0.1:18080/sharepoint"}),
+    ];
+    for t in ok {
+        assert_eq!(violations::<OneDriveTenant>(&tenant(t.clone()), None), Vec::<String>::new(), "{t}");
+    }
+    // Global is the default: a GCC High host without spec.cloud is named too.
+    let v = violations::<OneDriveTenant>(
+        &tenant(json!({"adminUrl": "https://contoso-admin.sharepoint.us"})),
+        None,
+    );
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("with spec.cloud Global") && v[0].contains("*.sharepoint.com"), "{v:?}");
+    // A host merely containing the suffix is not on it.
+    let v = violations::<OneDriveTenant>(
+        &tenant(json!({"adminUrl": "https://contoso-admin.sharepoint.com.example.org"})),
+        None,
+    );
+    assert_eq!(v.len(), 1, "{v:?}");
+}
+
+#[test]
+fn geos_are_checked_for_their_cloud_code_and_uniqueness() {
+    let geo = |l: &str, u: &str| json!({"location": l, "adminUrl": u});
+    let good = tenant(json!({"geos": [geo("EUR", "https://contosoeur-admin.sharepoint.com"),
+                                       geo("APC", "https://contosoapc-admin.sharepoint.com")]}));
+    assert_eq!(violations::<OneDriveTenant>(&good, None), Vec::<String>::new());
+    let wrong_cloud = tenant(json!({"cloud": "China", "adminUrl": "https://contoso-admin.sharepoint.cn",
+                      "geos": [geo("EUR", "https://contosoeur-admin.sharepoint.com")]}));
+    let v = violations::<OneDriveTenant>(&wrong_cloud, None);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("*.sharepoint.cn"), "{v:?}");
+    let twice = tenant(json!({"geos": [geo("EUR", "https://a-admin.sharepoint.com"),
+                                        geo("EUR", "https://b-admin.sharepoint.com")]}));
+    assert_eq!(
+        violations::<OneDriveTenant>(&twice, None),
+        vec!["spec.geos lists a location twice: declare each geo once"]
+    );
+    let v = violations::<OneDriveTenant>(
+        &tenant(json!({"geos": [geo("eu", "https://a-admin.sharepoint.com")]})),
+        None,
+    );
+    assert!(v.iter().any(|m| m.starts_with("spec.geos[].location must be")), "{v:?}");
+}
+
+#[test]
+fn the_global_defaults_written_by_older_api_servers_are_refused_for_another_cloud() {
+    let v = violations::<OneDriveTenant>(
+        &tenant(json!({"cloud": "China", "adminUrl": "https://contoso-admin.sharepoint.cn",
+                       "graphUrl": "https://graph.microsoft.com",
+                       "authorityHost": "https://login.microsoftonline.com"})),
+        None,
+    );
+    assert_eq!(
+        v,
+        vec![
+            "spec.graphUrl is the Global cloud's host but spec.cloud is not Global: remove spec.graphUrl to use the cloud's preset",
+            "spec.authorityHost is the Global cloud's host but spec.cloud is not Global: remove spec.authorityHost to use the cloud's preset",
+        ]
+    );
+    // An explicit host that is not Global's still wins (a proxy, the simulator).
+    let t = tenant(json!({"cloud": "China", "adminUrl": "https://contoso-admin.sharepoint.cn",
+                          "graphUrl": "https://graph.proxy.example.cn"}));
+    assert_eq!(violations::<OneDriveTenant>(&t, None), Vec::<String>::new());
 }
 
 #[test]

@@ -10,10 +10,7 @@ use common::*;
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use onedrive_operator::api::{
-    CertificateAuth, OneDriveSite, OneDriveTenant, OneDriveTenantSpec, SecretRef, SitePhase, TenantAuth,
-    condition_type, find_condition,
-};
+use onedrive_operator::api::{OneDriveSite, OneDriveTenant, SitePhase, condition_type, find_condition};
 #[cfg(feature = "test-hooks")]
 use onedrive_operator::controller::CrashPoint;
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
@@ -23,28 +20,7 @@ use onedrive_operator::testing::site;
 const NS: &str = "onedrive-operator";
 
 fn tenant(sim: &SimHandle, name: &str, secret: &str) -> OneDriveTenant {
-    OneDriveTenant::new(
-        name,
-        OneDriveTenantSpec {
-            tenant_id: sim.tenant_id().into(),
-            admin_url: sim.admin_url(),
-            graph_url: sim.graph_url(),
-            authority_host: sim.authority_host(),
-            auth: TenantAuth {
-                certificate: Some(CertificateAuth {
-                    client_id: APP.into(),
-                    secret_ref: SecretRef { name: secret.into() },
-                    algorithm: Default::default(),
-                }),
-                ..Default::default()
-            },
-            enqueue_method: Default::default(),
-            batch_size: 200,
-            poll_interval: "60s".into(),
-            provisioning_timeout: "24h".into(),
-            drift_check_interval: "24h".into(),
-        },
-    )
+    OneDriveTenant::new(name, sim_tenant_spec(sim, secret))
 }
 
 fn cert_secret(name: &str) -> Secret {
@@ -94,7 +70,7 @@ async fn converge(r: &Reconciler, sim: &SimHandle, client: &kube::Client, max: u
             .into_iter()
             .filter(|s| s.spec.tenant_ref.as_ref().is_some_and(|t| t.name == "contoso"))
             .collect();
-        if report.enqueued.is_none()
+        if report.enqueued.is_empty()
             && sites.iter().all(|s| {
                 matches!(
                     s.status.as_ref().and_then(|st| st.phase),
@@ -165,11 +141,11 @@ async fn a_thousand_sites_in_two_namespaces_converge_in_batches_of_200() {
     let report = r.reconcile_tenant("contoso").await.unwrap();
     assert_eq!(report.site_writes, 0);
     assert!(!report.tenant_written);
-    assert!(report.enqueued.is_none());
+    assert!(report.enqueued.is_empty());
     let t = Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap();
     let ts = t.status.unwrap();
     assert_eq!(ts.users.ready, 1000);
-    assert!(ts.current_batch.is_none());
+    assert!(ts.batches().is_empty());
     assert_eq!(find_condition(&ts.conditions, condition_type::READY).unwrap().status, "True");
 }
 
@@ -185,14 +161,8 @@ async fn crash_and_resume(point: CrashPoint) {
     let report = first.reconcile_tenant("contoso").await.unwrap();
     assert!(report.crashed);
     drop(first);
-    let batch = Api::<OneDriveTenant>::all(client.clone())
-        .get("contoso")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .current_batch;
-    assert!(batch.is_some(), "the batch was recorded before the crash");
+    let batch = Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap().status.unwrap();
+    assert_eq!(batch.batches().len(), 1, "the batch was recorded before the crash");
     // A fresh process: nothing in memory.
     let second = reconciler(&client);
     converge(&second, &sim, &client, 200).await;
@@ -306,7 +276,7 @@ async fn bad_input_gets_the_documented_reasons_and_others_are_unaffected() {
     assert_eq!(reason("missing-secret"), "CredentialsInvalid");
     assert_eq!(reason("refusing"), "TokenKindRefused");
     assert!(
-        tenants["refusing"].status.as_ref().unwrap().current_batch.is_none(),
+        tenants["refusing"].status.as_ref().unwrap().batches().is_empty(),
         "a refused batch is not left in flight"
     );
     assert!(refusing.stats().enqueues.is_empty());
@@ -383,7 +353,7 @@ async fn a_realistic_population_converges_and_every_user_tells_the_truth() {
         let settled = sites.iter().all(|s| {
             matches!(s.status.as_ref().and_then(|st| st.phase), Some(SitePhase::Ready | SitePhase::Failed))
         });
-        if settled && report.enqueued.is_none() {
+        if settled && report.enqueued.is_empty() {
             converged = true;
             break;
         }
@@ -436,7 +406,7 @@ async fn a_realistic_population_converges_and_every_user_tells_the_truth() {
     }
     let t = Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap().status.unwrap();
     assert_eq!(t.users.pending, 0);
-    assert!(t.current_batch.is_none());
+    assert!(t.batches().is_empty());
     println!(
         "{} users, {} batches, {} Graph requests",
         users.len(),

@@ -785,7 +785,7 @@ fn the_simulate_command_serves_stats_and_refuses_anonymous_graph_calls() {
     assert_eq!(docs[0]["kind"], "Secret");
     assert_eq!(docs[0]["type"], "kubernetes.io/tls");
     let tenant: onedrive_operator::api::OneDriveTenant = serde_json::from_value(docs[1].clone()).unwrap();
-    let graph = tenant.spec.graph_url.clone();
+    let graph = tenant.spec.graph_url().to_string();
     let base = graph.trim_end_matches("/graph").to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -801,4 +801,92 @@ fn the_simulate_command_serves_stats_and_refuses_anonymous_graph_calls() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
     });
+}
+
+/// A Multi-Geo tenant: Graph lists one root site per geo; each geo's admin host is its own token
+/// audience and user-profile service; an enqueue at the wrong geo's host is accepted and its
+/// users of other geos are ignored (the simulator's documented choice), so no site appears.
+#[tokio::test]
+async fn a_multi_geo_tenant_keeps_each_geos_users_to_its_own_admin_host() {
+    let mut c = sim_config(0);
+    let mut eur = UserSpec::new("eva@contoso.com");
+    eur.preferred_data_location = Some("EUR".into());
+    let mut jpn = UserSpec::new("jun@contoso.com");
+    jpn.preferred_data_location = Some("JPN".into());
+    c.users = vec![eur, jpn];
+    c.geos = vec!["NAM".into(), "EUR".into()];
+    let sim = start(c).await;
+    let graph = cert_token(&sim, &sim.graph_url()).await;
+    let graph_url = sim.graph_url();
+    let get = |path: String| {
+        let (graph, url) = (graph.clone(), format!("{graph_url}/v1.0{path}"));
+        async move { http().get(url).bearer_auth(graph).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let roots =
+        get("/sites?$filter=siteCollection/root%20ne%20null&$select=webUrl,siteCollection".into()).await;
+    let listed: Vec<(&str, &str)> = roots["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["siteCollection"]["dataLocationCode"].as_str().unwrap(), s["webUrl"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("NAM", "https://contoso.sharepoint.com"), ("EUR", "https://contosoeur.sharepoint.com")]
+    );
+    let user = get("/users/eva@contoso.com?$select=preferredDataLocation".into()).await;
+    assert_eq!(user["preferredDataLocation"], "EUR");
+
+    let eur_host = sim.admin_url_at(Some("EUR"));
+    let central = cert_token(&sim, &sim.admin_url()).await;
+    let enqueue = |host: String, token: String, users: Value| async move {
+        http()
+            .post(format!(
+                "{host}/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk"
+            ))
+            .bearer_auth(token)
+            .json(&json!({"emailIDs": users}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The central host's token is not the EUR host's.
+    assert_eq!(enqueue(eur_host.clone(), central.clone(), json!(["eva@contoso.com"])).await, 401);
+    // Eva at the central host (wrong geo): accepted, ignored. Jun (JPN, a geo the tenant does not
+    // have) belongs to the central geo.
+    assert_eq!(
+        enqueue(sim.admin_url(), central.clone(), json!(["eva@contoso.com", "jun@contoso.com"])).await,
+        200
+    );
+    assert_eq!(sim.site_state("eva@contoso.com"), Some(SiteState::Uninitialized));
+    assert_eq!(sim.site_state("jun@contoso.com").map(|s| s.code()), Some(1));
+    let eur_token = cert_token(&sim, &eur_host).await;
+    assert_eq!(enqueue(eur_host.clone(), eur_token.clone(), json!(["eva@contoso.com"])).await, 200);
+    assert_eq!(sim.site_state("eva@contoso.com").map(|s| s.code()), Some(1));
+    let stats = sim.stats();
+    let records: Vec<(&str, Vec<String>)> =
+        stats.enqueues.iter().map(|e| (e.geo.as_str(), e.wrong_geo.clone())).collect();
+    assert_eq!(records, vec![("NAM", vec!["eva@contoso.com".to_string()]), ("EUR", vec![])]);
+    // Each geo's profile service knows its own users only.
+    let profile = |host: String, token: String| async move {
+        http()
+            .get(format!("{host}/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)"))
+            .query(&[("@v", "'i:0#.f|membership|eva@contoso.com'")])
+            .bearer_auth(token)
+            .header("accept", "application/json;odata=nometadata")
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(profile(sim.admin_url(), central).await["odata.null"], true);
+    assert_eq!(profile(eur_host, eur_token).await["AccountName"], "i:0#.f|membership|eva@contoso.com");
+    // A geo the tenant does not have is no host.
+    let r =
+        http().post(format!("{}/geos/APC/sharepoint/_api/contextinfo", sim.base_url())).send().await.unwrap();
+    assert_eq!(r.status(), 404);
 }

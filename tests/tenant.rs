@@ -28,8 +28,10 @@ fn spec(sim: &SimHandle, auth: TenantAuth, method: EnqueueMethod) -> OneDriveTen
     OneDriveTenantSpec {
         tenant_id: sim.tenant_id().into(),
         admin_url: sim.admin_url(),
-        graph_url: sim.graph_url(),
-        authority_host: sim.authority_host(),
+        cloud: Default::default(),
+        graph_url: Some(sim.graph_url()),
+        authority_host: Some(sim.authority_host()),
+        geos: Vec::new(),
         auth,
         enqueue_method: method,
         batch_size: 200,
@@ -97,7 +99,7 @@ async fn certificate_auth_calls_graph_and_sharepoint_with_both_algorithms() {
         let seen = c.observe(&["has@contoso.com".into(), "user0@contoso.com".into()]).await.unwrap();
         assert!(matches!(seen["has@contoso.com"], Observation::HasSite { .. }));
         assert_eq!(seen["user0@contoso.com"], Observation::NoSite);
-        c.sharepoint_reachable().await.unwrap();
+        c.sharepoint_reachable(&sim.admin_url()).await.unwrap();
         c.enqueue(&["user0@contoso.com".into()]).await.unwrap();
     }
     let stats = sim.stats();
@@ -426,9 +428,15 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
 fn doctor(manifests: &str, name: &str) -> (bool, String) {
     let path = std::env::temp_dir().join(format!("odo-doctor-{}-{name}.yaml", std::process::id()));
     std::fs::write(&path, manifests).unwrap();
+    // A Multi-Geo simulator prints the overrides that point its geos' public hosts at itself.
+    let overrides = manifests
+        .lines()
+        .find_map(|l| l.trim_start_matches(['#', ' ']).strip_prefix("ONEDRIVE_OPERATOR_TEST_HOST_OVERRIDES="))
+        .unwrap_or_default();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
         .args(["doctor", "--tenant"])
         .arg(&path)
+        .env("ONEDRIVE_OPERATOR_TEST_HOST_OVERRIDES", overrides)
         .output()
         .unwrap();
     std::fs::remove_file(&path).unwrap();
@@ -441,7 +449,9 @@ fn doctor_passes_against_the_simulator_and_names_the_fix_when_enqueue_is_refused
     let (ok, out) = doctor(&manifests, "accept");
     assert!(ok, "{out}");
     assert!(out.contains("All checks passed."), "{out}");
-    assert_eq!(out.matches("[ok]").count(), 9, "{out}");
+    assert_eq!(out.matches("[ok]").count(), 11, "{out}");
+    assert!(out.contains("[ok]   cloud and hosts: Global cloud: sign-in http://127.0.0.1"), "{out}");
+    assert!(out.contains("[ok]   Multi-Geo: the tenant's geos: single-geo tenant"), "{out}");
     assert!(!out.contains("PRIVATE KEY") && !out.contains("eyJ"));
 
     let (_sim, manifests) = spawn_simulate(&["--generate", "300", "--app-only-enqueue", "refuse"]);
@@ -455,6 +465,31 @@ fn doctor_passes_against_the_simulator_and_names_the_fix_when_enqueue_is_refused
         spawn_simulate(&["--generate", "300", "--app-only-enqueue", "refuse", "--auth", "delegated"]);
     let (ok, out) = doctor(&manifests, "delegated");
     assert!(ok, "{out}");
+}
+
+/// In a Multi-Geo tenant every geo's admin host is its own token audience and endpoint: doctor
+/// checks and reports each.
+#[test]
+fn doctor_checks_every_geos_admin_host() {
+    let (_sim, manifests) = spawn_simulate(&["--generate", "300", "--geos", "NAM,EUR,APC"]);
+    let (ok, out) = doctor(&manifests, "geos");
+    assert!(ok, "{out}");
+    assert!(out.contains("3 geos: NAM (central) http://127.0.0.1"), "{out}");
+    for geo in ["NAM (central)", "APC", "EUR"] {
+        for check in
+            ["[ok]   Entra ID token for the SharePoint admin host of", "[ok]   SharePoint admin host of"]
+        {
+            assert!(out.contains(&format!("{check} {geo}")), "{check} {geo}:\n{out}");
+        }
+        assert!(
+            out.contains(&format!(
+                "[ok]   SharePoint token grants what the operator needs (SharePoint admin host of {geo})"
+            )),
+            "{geo}:\n{out}"
+        );
+    }
+    assert!(out.contains("/geos/EUR/sharepoint"), "{out}");
+    assert_eq!(out.matches("[ok]").count(), 17, "{out}");
 }
 
 /// The permission is named from the token's claims, with the step that needs it; the tenant

@@ -3,18 +3,20 @@
 //! Validation lives in the CRD schema itself (CEL rules with messages a person understands),
 //! so `kubectl apply` refuses bad manifests before the operator ever sees them.
 
+mod cloud;
 mod conditions;
 mod rules;
 mod site;
 mod tenant;
 mod vocabulary;
 
+pub use cloud::Cloud;
 pub use conditions::{ConditionSet, condition, find_condition};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
 pub use tenant::{
-    AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, OneDriveTenant,
-    OneDriveTenantSpec, OneDriveTenantStatus, SecretKeyRef, SecretRef, TenantAuth, TenantAuthKind,
-    UserCounts, WorkloadIdentityAuth, parse_duration,
+    AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, GeoSpec, GeoStatus,
+    OneDriveTenant, OneDriveTenantSpec, OneDriveTenantStatus, SecretKeyRef, SecretRef, TenantAuth,
+    TenantAuthKind, UserCounts, WorkloadIdentityAuth, parse_duration,
 };
 pub use vocabulary::{
     ConditionStatus, CycleResult, EventReason, KubernetesReason, SiteReason, TenantReason, reason,

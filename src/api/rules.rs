@@ -36,3 +36,57 @@ pub const TENANT_ID_MESSAGE: &str = "spec.tenantId must be the directory (tenant
 pub const OBJECT_NAME: &str = "self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')";
 pub const OBJECT_NAME_MESSAGE: &str =
     "must be a Kubernetes object name: lower-case letters, digits, '-' and '.'";
+
+/// A loopback `http://` URL: the simulator, tests and the demo (exempt from the cloud's suffix).
+const LOOPBACK_URL: &str =
+    r"'^http://(localhost|127[.][0-9]+[.][0-9]+[.][0-9]+|\\[::1\\])(:[0-9]+)?(/[^[:space:]]*)?$'";
+
+/// The cloud a spec names (`Global` when absent, as the schema's default makes it).
+const SPEC_CLOUD: &str = "(has(self.cloud) ? self.cloud : 'Global')";
+
+/// `url` (a CEL expression) is on one of `cloud`'s SharePoint hosts, or on loopback.
+fn on_cloud(url: &str, cloud: super::Cloud) -> String {
+    let suffix = cloud.sharepoint_suffix().replace('.', "[.]");
+    format!(
+        "{url}.matches({LOOPBACK_URL}) || {url}.matches('^https://[^/?#:[:space:]]+{suffix}(:[0-9]+)?(/[^[:space:]]*)?$')"
+    )
+}
+
+/// With `cloud`, `spec.adminUrl` and every `spec.geos[].adminUrl` are that cloud's SharePoint hosts.
+pub fn admin_urls_in(cloud: super::Cloud) -> String {
+    format!(
+        "{SPEC_CLOUD} != '{c}' || (({admin}) && (!has(self.geos) || self.geos.all(g, {geo})))",
+        c = cloud.as_str(),
+        admin = on_cloud("self.adminUrl", cloud),
+        geo = on_cloud("g.adminUrl", cloud),
+    )
+}
+
+pub fn admin_urls_in_message(cloud: super::Cloud) -> String {
+    format!(
+        "with spec.cloud {c}, spec.adminUrl and spec.geos[].adminUrl must be SharePoint admin hosts on *{s} (e.g. https://contoso-admin{s}); set spec.cloud to the tenant's cloud",
+        c = cloud.as_str(),
+        s = cloud.sharepoint_suffix()
+    )
+}
+
+/// Another cloud's preset is not an explicit `graphUrl`/`authorityHost`: API servers wrote the
+/// Global defaults into tenants created before `spec.cloud` existed.
+pub fn not_global_preset(field: &str, global: &str) -> String {
+    format!("{SPEC_CLOUD} == 'Global' || !has(self.{field}) || self.{field} != '{global}'")
+}
+
+pub fn not_global_preset_message(field: &str) -> String {
+    format!(
+        "spec.{field} is the Global cloud's host but spec.cloud is not Global: remove spec.{field} to use the cloud's preset"
+    )
+}
+
+/// A Multi-Geo location code such as NAM, EUR or APC.
+pub const GEO_LOCATION: &str = "self.matches('^[A-Z]{3}$')";
+pub const GEO_LOCATION_MESSAGE: &str =
+    "spec.geos[].location must be a Multi-Geo location code of three capital letters, e.g. NAM, EUR or APC";
+
+pub const UNIQUE_GEOS: &str =
+    "!has(self.geos) || self.geos.all(g, self.geos.exists_one(h, h.location == g.location))";
+pub const UNIQUE_GEOS_MESSAGE: &str = "spec.geos lists a location twice: declare each geo once";

@@ -104,6 +104,11 @@ pub struct OneDriveSiteStatus {
     /// The tenant batch the user was last sent in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<i64>,
+    /// The Multi-Geo location whose admin host the user is (or would be) enqueued through: their
+    /// preferred data location when the tenant has that geo, else the central geo. Absent in a
+    /// single-geo tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<String>,
     /// When the site was first seen to exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioned_at: Option<Time>,

@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::Cloud;
+
 /// How to reach and authenticate to one Microsoft 365 tenant.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
@@ -32,28 +34,49 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(crate::api::rules::admin_urls_in(Cloud::Global)).message(Message::Message(crate::api::rules::admin_urls_in_message(Cloud::Global))),
+    validation = Rule::new(crate::api::rules::admin_urls_in(Cloud::USGovGCCHigh)).message(Message::Message(crate::api::rules::admin_urls_in_message(Cloud::USGovGCCHigh))),
+    validation = Rule::new(crate::api::rules::admin_urls_in(Cloud::USGovDoD)).message(Message::Message(crate::api::rules::admin_urls_in_message(Cloud::USGovDoD))),
+    validation = Rule::new(crate::api::rules::admin_urls_in(Cloud::China)).message(Message::Message(crate::api::rules::admin_urls_in_message(Cloud::China))),
+    validation = Rule::new(crate::api::rules::not_global_preset("graphUrl", Cloud::Global.graph_url())).message(Message::Message(crate::api::rules::not_global_preset_message("graphUrl"))),
+    validation = Rule::new(crate::api::rules::not_global_preset("authorityHost", Cloud::Global.authority_host())).message(Message::Message(crate::api::rules::not_global_preset_message("authorityHost"))),
+    validation = Rule::new(crate::api::rules::UNIQUE_GEOS).message(crate::api::rules::UNIQUE_GEOS_MESSAGE),
+)]
 pub struct OneDriveTenantSpec {
     /// Directory (tenant) id: a GUID, or a verified domain such as `contoso.onmicrosoft.com`.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new(crate::api::rules::TENANT_ID).message(crate::api::rules::TENANT_ID_MESSAGE))]
     pub tenant_id: String,
 
-    /// The SharePoint admin host, e.g. `https://contoso-admin.sharepoint.com`.
+    /// The Microsoft 365 cloud: sets the sign-in and Graph hosts and which SharePoint hosts are
+    /// valid. Explicit `authorityHost`/`graphUrl` still win.
+    #[serde(default)]
+    pub cloud: Cloud,
+
+    /// The SharePoint admin host, e.g. `https://contoso-admin.sharepoint.com`; in a Multi-Geo
+    /// tenant, the central geo's.
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(crate::api::rules::SERVICE_URL).message(Message::Message(format!("spec.adminUrl {}", crate::api::rules::SERVICE_URL_MESSAGE))))]
     pub admin_url: String,
 
-    /// Microsoft Graph root; override for sovereign clouds or the simulator.
-    #[serde(default = "default_graph_url")]
+    /// Microsoft Graph root; default: the cloud's (`https://graph.microsoft.com` for Global).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(crate::api::rules::SERVICE_URL).message(Message::Message(format!("spec.graphUrl {}", crate::api::rules::SERVICE_URL_MESSAGE))))]
-    pub graph_url: String,
+    pub graph_url: Option<String>,
 
-    /// Entra ID authority; override for sovereign clouds or the simulator.
-    #[serde(default = "default_authority_host")]
+    /// Entra ID authority; default: the cloud's (`https://login.microsoftonline.com` for Global).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(crate::api::rules::SERVICE_URL).message(Message::Message(format!("spec.authorityHost {}", crate::api::rules::SERVICE_URL_MESSAGE))))]
-    pub authority_host: String,
+    pub authority_host: Option<String>,
+
+    /// Multi-Geo satellite geos, declared. Geos are also discovered from Graph (each geo's root
+    /// site); a declared geo wins over a discovered one with the same location.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub geos: Vec<GeoSpec>,
 
     /// Exactly one way to get tokens.
     pub auth: TenantAuth,
@@ -87,11 +110,30 @@ pub struct OneDriveTenantSpec {
     pub drift_check_interval: String,
 }
 
-fn default_graph_url() -> String {
-    "https://graph.microsoft.com".to_string()
+impl OneDriveTenantSpec {
+    /// The Graph root: `graphUrl`, else the cloud's.
+    pub fn graph_url(&self) -> &str {
+        self.graph_url.as_deref().unwrap_or(self.cloud.graph_url())
+    }
+
+    /// The Entra ID authority: `authorityHost`, else the cloud's.
+    pub fn authority_host(&self) -> &str {
+        self.authority_host.as_deref().unwrap_or(self.cloud.authority_host())
+    }
 }
-fn default_authority_host() -> String {
-    "https://login.microsoftonline.com".to_string()
+
+/// One Multi-Geo geo: its location code and its SharePoint admin host.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GeoSpec {
+    /// The geo's location code (`dataLocationCode`), e.g. EUR.
+    #[schemars(length(min = 3, max = 3))]
+    #[x_kube(validation = Rule::new(crate::api::rules::GEO_LOCATION).message(crate::api::rules::GEO_LOCATION_MESSAGE))]
+    pub location: String,
+    /// The geo's SharePoint admin host, e.g. `https://contosoeur-admin.sharepoint.com`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(crate::api::rules::SERVICE_URL).message(Message::Message(format!("spec.geos[].adminUrl {}", crate::api::rules::SERVICE_URL_MESSAGE))))]
+    pub admin_url: String,
 }
 fn default_batch_size() -> i32 {
     super::MAX_BATCH_SIZE
@@ -245,19 +287,54 @@ pub struct OneDriveTenantStatus {
     pub conditions: Vec<Condition>,
     #[serde(default)]
     pub users: UserCounts,
-    /// The enqueue request in flight. Recorded before the request is sent, so a restart resumes it.
+    /// Each geo's pipeline: the central geo first (a single-geo tenant has only it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub geos: Vec<GeoStatus>,
+    /// Written by versions before Multi-Geo: read once as the central geo's batch, then removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_batch: Option<BatchStatus>,
-    /// Id of the last batch recorded (ids grow by one per batch).
+    /// Id of the last batch recorded, in any geo (ids grow by one per batch).
     #[serde(default)]
     pub last_batch_id: i64,
-    /// Seconds the last completed batch took, enqueue to its last user's site: the first poll
-    /// of the next batch waits for most of it.
+    /// Written by versions before Multi-Geo: read once as the central geo's, then removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_batch_seconds: Option<i64>,
     /// No request is sent to the tenant before this time (the service asked us to back off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_until: Option<Time>,
+}
+
+impl OneDriveTenantStatus {
+    /// Every batch recorded in flight, in any geo (and one recorded before Multi-Geo).
+    pub fn batches(&self) -> Vec<&BatchStatus> {
+        self.geos.iter().filter_map(|g| g.current_batch.as_ref()).chain(self.current_batch.as_ref()).collect()
+    }
+}
+
+/// One geo's pipeline: where its users are enqueued, the batch in flight there, how long its
+/// batches take and its users.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeoStatus {
+    /// The location code (NAM, EUR, ...); empty for a single-geo tenant's only geo.
+    #[serde(default)]
+    pub location: String,
+    /// Whether this is the central geo (`spec.adminUrl`): users without a preferred data
+    /// location, or with one the tenant does not have, are enqueued here.
+    #[serde(default)]
+    pub central: bool,
+    /// The admin host this geo's users are enqueued through.
+    pub admin_url: String,
+    /// The enqueue request in flight here. Recorded before it is sent, so a restart resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_batch: Option<BatchStatus>,
+    /// Seconds the last completed batch of this geo took, enqueue to its last user's site: the
+    /// first poll of its next batch waits for most of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_batch_seconds: Option<i64>,
+    /// The users routed to this geo.
+    #[serde(default)]
+    pub users: UserCounts,
 }
 
 /// Distinct users (two sites naming one user count once).

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
@@ -17,14 +16,15 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::ControllerError;
-use super::credentials::{self, CredentialHealth, RefreshTokenStore};
+use super::credentials::{CredentialHealth, RefreshTokenStore};
 use super::metrics::Metrics;
+use super::pipelines::Pipeline;
 use crate::api::{
-    BatchStatus, ConditionSet, ConditionStatus, CycleResult, OneDriveSite, OneDriveTenant,
-    OneDriveTenantStatus, SitePhase, TenantReason, condition_type,
+    BatchStatus, CycleResult, GeoStatus, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, SitePhase,
+    TenantReason, condition_type,
 };
 use crate::plan::{self, DesiredSite, Observed, TenantProblem};
-use crate::tenant::{TenantClient, TenantError};
+use crate::tenant::{HostOverrides, TenantClient, TenantError};
 
 /// The field manager of every write.
 pub const MANAGER: &str = "onedrive-operator";
@@ -50,7 +50,8 @@ pub enum CrashPoint {
 /// What one cycle did (for tests, the demo and logs).
 #[derive(Clone, Debug, Default)]
 pub struct CycleReport {
-    pub enqueued: Option<BatchStatus>,
+    /// The batches SharePoint accepted in this cycle (at most one per geo).
+    pub enqueued: Vec<BatchStatus>,
     pub site_writes: usize,
     pub tenant_written: bool,
     pub users: crate::api::UserCounts,
@@ -103,6 +104,8 @@ pub struct ReconcilerOptions {
     pub ca_bundle: Option<Vec<u8>>,
     /// The operator's clock (the wall clock; benchmarks share the simulator's).
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Tests and the demo only: public hosts (cloud presets, discovered geos) pointed at the simulator.
+    pub host_overrides: HostOverrides,
 }
 
 impl ReconcilerOptions {
@@ -118,6 +121,7 @@ impl ReconcilerOptions {
             recorder: None,
             ca_bundle: None,
             clock: Arc::new(Timestamp::now),
+            host_overrides: HostOverrides::default(),
         }
     }
 }
@@ -228,15 +232,38 @@ impl Reconciler {
         }
     }
 
-    /// Records the in-flight batch. A JSON merge patch, so `null` removes a finished batch.
-    pub(super) async fn write_tenant_batch(
+    /// The central geo's admin host as requests reach it.
+    pub(super) fn central_admin_url(&self, tenant: &OneDriveTenant) -> String {
+        self.options.host_overrides.apply(&tenant.spec.admin_url)
+    }
+
+    /// Records every geo's in-flight batch (and the geos' other fields as they stand). A JSON
+    /// merge patch: the list is replaced whole, and the pre-Multi-Geo `currentBatch` is removed
+    /// in the same write that carries it over.
+    pub(super) async fn write_tenant_batches(
         &self,
         name: &str,
-        batch: Option<&BatchStatus>,
+        pipelines: &[Pipeline],
+        previous: &[GeoStatus],
         last_batch_id: i64,
     ) -> Result<(), ControllerError> {
         let api: Api<OneDriveTenant> = Api::all(self.client.clone());
-        let patch = json!({"status": {"currentBatch": batch, "lastBatchId": last_batch_id}});
+        let geos: Vec<GeoStatus> = pipelines
+            .iter()
+            .filter(|p| !p.retired || p.batch.is_some())
+            .map(|p| {
+                let before = previous.iter().find(|g| g.admin_url.eq_ignore_ascii_case(&p.admin_url));
+                GeoStatus {
+                    location: p.location.clone(),
+                    central: p.central,
+                    admin_url: p.admin_url.clone(),
+                    current_batch: p.batch.clone(),
+                    last_batch_seconds: p.last_batch_seconds,
+                    users: before.map(|g| g.users.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let patch = json!({"status": {"geos": geos, "currentBatch": null, "lastBatchId": last_batch_id}});
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(ControllerError::kube)?;
@@ -251,7 +278,7 @@ impl Reconciler {
         let api: Api<OneDriveTenant> = Api::all(self.client.clone());
         let mut value = serde_json::to_value(status).expect("status serializes");
         // Absent optional fields must be removed, not left as they were.
-        for field in ["currentBatch", "throttledUntil"] {
+        for field in ["currentBatch", "lastBatchSeconds", "throttledUntil"] {
             if value.get(field).is_none() {
                 value[field] = serde_json::Value::Null;
             }
@@ -345,58 +372,4 @@ pub(super) fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
 
 pub(super) fn problem_of(e: &TenantError) -> TenantProblem {
     TenantProblem { reason: e.reason(), message: e.to_string(), stalled: e.needs_person() }
-}
-
-pub(super) fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<TenantReason> {
-    crate::api::find_condition(&status.conditions, condition_type::READY)
-        .filter(|c| ConditionStatus::False.is(&c.status))
-        .and_then(|c| TenantReason::parse(&c.reason))
-}
-
-/// The tenant's status after this cycle.
-pub(super) fn tenant_status(
-    tenant: &OneDriveTenant,
-    previous: &OneDriveTenantStatus,
-    plan: &plan::Plan,
-    problem: Option<&TenantProblem>,
-    throttled_until: Option<Timestamp>,
-    now: Timestamp,
-    health: &CredentialHealth,
-) -> OneDriveTenantStatus {
-    let g = tenant.metadata.generation;
-    let u = &plan.users;
-    let summary = format!(
-        "{} users: {} ready, {} provisioning, {} pending, {} failed",
-        u.desired, u.ready, u.provisioning, u.pending, u.failed
-    );
-    let (ready, reason, message, reconciling, stalled) = match (problem, throttled_until) {
-        (Some(p), _) => (false, p.reason, p.message.clone(), !p.stalled, p.stalled),
-        (None, Some(until)) => (
-            true,
-            TenantReason::Throttled,
-            format!("Microsoft asked to wait until {until}; {summary}"),
-            true,
-            false,
-        ),
-        (None, None) => {
-            let reason = if plan.reconciling { TenantReason::Provisioning } else { TenantReason::Ready };
-            (true, reason, format!("credentials accepted; {summary}"), plan.reconciling, false)
-        }
-    };
-    // `Ready` says Ready while the tenant works; the other two carry why it is busy or stuck.
-    let ready_reason =
-        if ready && problem.is_none() && throttled_until.is_none() { TenantReason::Ready } else { reason };
-    let conditions = ConditionSet::new(&previous.conditions, g, now)
-        .set(condition_type::READY, ConditionStatus::of(ready), ready_reason.as_str(), message)
-        .set(condition_type::RECONCILING, ConditionStatus::of(reconciling), reason.as_str(), "")
-        .set(condition_type::STALLED, ConditionStatus::of(stalled), reason.as_str(), "");
-    OneDriveTenantStatus {
-        observed_generation: g,
-        conditions: credentials::conditions(conditions, health, now).build(),
-        users: plan.users.clone(),
-        current_batch: plan.batch.clone(),
-        last_batch_id: plan.last_batch_id,
-        last_batch_seconds: plan.batch_duration.map(|d| d.as_secs()).or(previous.last_batch_seconds),
-        throttled_until: throttled_until.map(|t| Time(plan::whole_second(t))),
-    }
 }

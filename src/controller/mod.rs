@@ -5,8 +5,11 @@ pub mod credentials;
 mod cycle;
 pub mod metrics;
 mod phases;
+mod pipelines;
 pub mod run;
+mod send;
 mod tenant_client;
+mod tenant_status;
 
 pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, ReconcilerOptions, SiteSource};
 

@@ -1,44 +1,42 @@
 //! One reconcile cycle of one tenant, in named phases sharing one [`Stand`]:
-//! gather → prepare (limits, client, remembered refusals) → observe/plan rounds → send (at most
-//! one enqueue, recorded first; the plan is made again from the send's outcome) → write sites →
-//! write tenant.
+//! gather → prepare (limits, client, geos, remembered refusals) → observe/plan rounds (each geo's
+//! users planned with that geo's batch) → send (at most one enqueue per geo, recorded first; see
+//! `send`) → write sites → write tenant.
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
 use super::ControllerError;
-use super::cycle::{
-    CrashPoint, CycleReport, NOTHING_OBSERVED, Reconciler, TenantRuntime, after_secs, problem_of,
-    tenant_problem_reason, tenant_status,
-};
-use crate::api::{
-    BatchStatus, EventReason, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, TenantReason,
-};
-use crate::plan::{self, DesiredSite, Limits, Observed, Plan, PlanInput, Planner, TenantProblem};
+use super::cycle::{CycleReport, NOTHING_OBSERVED, Reconciler, TenantRuntime, problem_of};
+use super::pipelines::{Pipeline, Planners, TenantPlan, pipelines, recorded_pipelines};
+use super::tenant_status::{tenant_problem_reason, tenant_status};
+use crate::api::{EventReason, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, TenantReason};
+use crate::plan::{DesiredSite, Limits, Observed, PlanInput, TenantProblem};
 use crate::tenant::TenantError;
 
 /// Plan rounds per cycle (observe what the plan asks for, plan again).
 const MAX_ROUNDS: usize = 3;
 
-/// How the cycle stands: what stops it, Microsoft's wait, the tenant's batch.
-#[derive(Default)]
+/// How the cycle stands: what stops it, Microsoft's wait, each geo's pipeline.
 pub(super) struct Stand {
     pub(super) problem: Option<TenantProblem>,
     pub(super) throttled_until: Option<Timestamp>,
-    pub(super) batch: Option<BatchStatus>,
+    pub(super) pipelines: Vec<Pipeline>,
 }
 
 impl Stand {
     /// The planner's input as the cycle now stands: `base` with what is remembered about the
-    /// users, the tenant's batch, throttling and any tenant problem.
-    fn input<'a>(&'a self, base: PlanInput<'a>, runtime: &'a Option<TenantRuntime>) -> PlanInput<'a> {
+    /// users, throttling and any tenant problem (each geo adds its own batch).
+    pub(super) fn input<'a>(
+        &'a self,
+        base: PlanInput<'a>,
+        runtime: &'a Option<TenantRuntime>,
+    ) -> PlanInput<'a> {
         PlanInput {
             observed: runtime.as_ref().map_or(&*NOTHING_OBSERVED, |r| &r.memory),
-            batch: self.batch.as_ref(),
             throttled_until: self.throttled_until,
             tenant_problem: self.problem.as_ref(),
             ..base
@@ -61,11 +59,11 @@ impl Reconciler {
         let now = (self.options.clock)();
         let (limits, mut stand) = self.prepare(&tenant, &status, runtime, now).await;
         let base = base_input(name, &status, &limits, now);
-        let mut planner = Planner::new(&desired);
-        let plan = self.observe_and_plan(&mut planner, base, runtime, &mut stand).await;
+        let mut planners = Planners::new(&desired, &stand.pipelines);
+        let plan = self.observe_and_plan(&mut planners, base, runtime, &mut stand).await;
         let mut report = CycleReport::default();
         let Some(plan) =
-            self.send(&tenant, plan, &mut planner, base, runtime, &mut stand, &mut report).await?
+            self.send(&tenant, plan, &mut planners, base, runtime, &mut stand, &mut report).await?
         else {
             return Ok(report);
         };
@@ -87,8 +85,9 @@ impl Reconciler {
         Ok(Some((tenant, sites)))
     }
 
-    /// Prepare: limits and a tenant client, or the problem that prevents them; a refusal this
-    /// process remembers; Microsoft's wait as the status recorded it.
+    /// Prepare: limits, a tenant client and the tenant's geos, or the problem that prevents them;
+    /// a refusal this process remembers; Microsoft's wait as the status recorded it; each geo's
+    /// pipeline resumed from the status.
     async fn prepare(
         &self,
         tenant: &OneDriveTenant,
@@ -98,7 +97,7 @@ impl Reconciler {
     ) -> (Limits, Stand) {
         let mut stand = Stand {
             throttled_until: status.throttled_until.as_ref().map(|t| t.0).filter(|t| *t > now),
-            batch: status.current_batch.clone(),
+            pipelines: recorded_pipelines(&self.central_admin_url(tenant), status),
             problem: None,
         };
         let limits = match Limits::from_spec(&tenant.spec) {
@@ -111,32 +110,42 @@ impl Reconciler {
         };
         if let Err(e) = self.ensure_client(tenant, runtime).await {
             stand.problem = Some(problem_of(&e));
-        } else if let Some((refusal, until)) = runtime.as_ref().and_then(|r| r.refused.clone())
+            return (limits, stand);
+        }
+        if let Some((refusal, until)) = runtime.as_ref().and_then(|r| r.refused.clone())
             && now < until
         {
             stand.problem = Some(refusal);
         }
+        if stand.throttled_until.is_none() {
+            let client = &runtime.as_ref().expect("ensured above").client;
+            match client.geos().await {
+                Ok(geos) => stand.pipelines = pipelines(&geos, status),
+                Err(TenantError::Throttled { until, .. }) => stand.throttled_until = Some(until),
+                Err(e) => stand.problem = stand.problem.take().or(Some(problem_of(&e))),
+            }
+        }
         (limits, stand)
     }
 
-    /// Observe/plan rounds: look up what the plan needs, plan again, a few times at most.
+    /// Observe/plan rounds: look up what the plans need, plan again, a few times at most.
     async fn observe_and_plan(
         &self,
-        planner: &mut Planner<'_>,
+        planners: &mut Planners<'_>,
         base: PlanInput<'_>,
         runtime: &mut Option<TenantRuntime>,
         stand: &mut Stand,
-    ) -> Plan {
-        let mut wanted = planner.targets(&stand.input(base, runtime));
+    ) -> TenantPlan {
+        let mut wanted = planners.targets(&stand.input(base, runtime), &stand.pipelines);
         let mut round = 0;
         loop {
             if !wanted.is_empty() && stand.problem.is_none() && stand.throttled_until.is_none() {
                 let rt = runtime.as_mut().expect("a client exists when there is no problem");
-                match rt.client.observe_lookups(&wanted).await {
+                match rt.client.observe_located(&wanted).await {
                     Ok(seen) => {
                         let at = (self.options.clock)();
-                        for (k, observation) in seen {
-                            let next = Observed::after(rt.memory.get(&k), at, observation);
+                        for (k, (observation, location)) in seen {
+                            let next = Observed::located(rt.memory.get(&k), at, observation, location);
                             rt.memory.insert(k, next);
                         }
                     }
@@ -144,96 +153,13 @@ impl Reconciler {
                     Err(e) => stand.problem = Some(problem_of(&e)),
                 }
             }
-            let plan = planner.plan(&stand.input(base, runtime));
-            if plan.observe_now.is_empty() || round == MAX_ROUNDS {
+            let plan = planners.plan(&stand.input(base, runtime), &stand.pipelines);
+            wanted = plan.observe_now();
+            if wanted.is_empty() || round == MAX_ROUNDS {
                 return plan;
             }
-            wanted = plan.observe_now.clone();
             round += 1;
         }
-    }
-
-    /// Send: at most one enqueue, recorded in the tenant's status before it goes out. `None` when
-    /// a test stopped the cycle as a crash would.
-    #[allow(clippy::too_many_arguments)]
-    async fn send(
-        &self,
-        tenant: &OneDriveTenant,
-        plan: Plan,
-        planner: &mut Planner<'_>,
-        base: PlanInput<'_>,
-        runtime: &mut Option<TenantRuntime>,
-        stand: &mut Stand,
-        report: &mut CycleReport,
-    ) -> Result<Option<Plan>, ControllerError> {
-        let Some(enqueue) = plan.enqueue.clone() else { return Ok(Some(plan)) };
-        let name = base.tenant;
-        let mut recorded = BatchStatus { sent: false, ..enqueue.batch.clone() };
-        self.write_tenant_batch(name, Some(&recorded), plan.last_batch_id).await?;
-        if self.crash_at(CrashPoint::BeforeSend) {
-            report.crashed = true;
-            return Ok(None);
-        }
-        let client = runtime.as_ref().expect("a plan with an enqueue has a client").client.clone();
-        let outcome = client.enqueue(&recorded.users).await;
-        if outcome.is_ok() {
-            recorded.sent = true;
-            if enqueue.resend {
-                // Its provisioning clock starts now, not when an earlier process recorded it.
-                recorded.enqueued_at = Time(plan::whole_second(base.now));
-            }
-            self.write_tenant_batch(name, Some(&recorded), plan.last_batch_id).await?;
-            self.sent(tenant, &recorded).await;
-            report.enqueued = Some(recorded.clone());
-            if self.crash_at(CrashPoint::AfterEnqueue) {
-                report.crashed = true;
-                return Ok(None);
-            }
-            return Ok(Some(Plan { batch: Some(recorded), ..plan }));
-        }
-        let e = outcome.expect_err("checked");
-        let keep = match &e {
-            // Recorded, not sent: the next cycle sends it again.
-            TenantError::Throttled { until, .. } => {
-                stand.throttled_until = Some(*until);
-                true
-            }
-            // It may or may not have arrived (or an earlier process already sent it): keep it
-            // unsent and send it again later (idempotent on the service).
-            _ if enqueue.resend || matches!(e, TenantError::Unreachable(_)) => {
-                stand.problem = Some(problem_of(&e));
-                true
-            }
-            _ => {
-                // A definite refusal: nothing was enqueued. Forget the batch (and its id), say
-                // why, and do not ask again with the same credentials for a while.
-                let refusal = problem_of(&e);
-                if let Some(rt) = runtime.as_mut() {
-                    rt.refused = Some((refusal.clone(), after_secs(base.now, 600)));
-                }
-                stand.problem = Some(refusal);
-                self.write_tenant_batch(name, None, base.last_batch_id).await?;
-                false
-            }
-        };
-        stand.batch = keep.then_some(recorded);
-        // Planned again from what happened: the users of an unsent batch say so.
-        let again = planner.plan(&stand.input(base, runtime));
-        Ok(Some(Plan { finished: plan.finished, batch_duration: plan.batch_duration, ..again }))
-    }
-
-    /// What a batch accepted by SharePoint is reported with.
-    async fn sent(&self, tenant: &OneDriveTenant, batch: &BatchStatus) {
-        let name = tenant.metadata.name.as_deref().unwrap_or_default();
-        self.options.metrics.batch(name, batch.users.len());
-        let note = format!(
-            "batch {} of {} users sent to SharePoint ({:?}); last user {}",
-            batch.id,
-            batch.users.len(),
-            tenant.spec.enqueue_method,
-            batch.last_user
-        );
-        self.event(tenant, EventType::Normal, EventReason::BatchEnqueued.as_str(), note).await;
     }
 
     /// Write sites: one status patch per site that changes.
@@ -241,17 +167,17 @@ impl Reconciler {
         &self,
         tenant: &OneDriveTenant,
         sites: &[Arc<OneDriveSite>],
-        plan: &Plan,
+        plan: &TenantPlan,
         report: &mut CycleReport,
     ) -> Result<(), ControllerError> {
-        for update in &plan.site_updates {
+        for update in plan.site_updates() {
             self.write_site(update).await?;
             report.site_writes += 1;
             self.site_event(sites, update).await;
         }
         let name = tenant.metadata.name.as_deref().unwrap_or_default();
-        self.options.metrics.site_writes(name, plan.site_updates.len());
-        if let Some((id, outcome)) = &plan.finished {
+        self.options.metrics.site_writes(name, plan.site_update_count());
+        for (id, outcome) in plan.geos.iter().filter_map(|p| p.finished.as_ref()) {
             let note = format!("batch {id}: {outcome:?}");
             self.event(tenant, EventType::Normal, EventReason::BatchFinished.as_str(), note).await;
         }
@@ -264,7 +190,7 @@ impl Reconciler {
         &self,
         tenant: &OneDriveTenant,
         status: &OneDriveTenantStatus,
-        plan: &Plan,
+        plan: &TenantPlan,
         stand: &Stand,
         runtime: &mut Option<TenantRuntime>,
         now: Timestamp,
@@ -273,7 +199,7 @@ impl Reconciler {
         let name = tenant.metadata.name.as_deref().unwrap_or_default();
         let health = self.credential_health(name, runtime.as_ref()).await;
         let problem = stand.problem.as_ref();
-        let new_status = tenant_status(tenant, status, plan, problem, stand.throttled_until, now, &health);
+        let new_status = tenant_status(tenant, status, plan, stand, now, &health);
         self.credential_events(tenant, status, &new_status).await;
         if Some(&new_status) != tenant.status.as_ref() {
             if let Some(p) = problem
@@ -289,14 +215,14 @@ impl Reconciler {
             self.options.metrics.tenant_http(name, &counters, &rt.last_counters);
             rt.last_counters = counters;
         }
-        self.options.metrics.users(name, &plan.users);
-        report.users = plan.users.clone();
+        report.users = plan.users();
+        self.options.metrics.users(name, &report.users);
         report.problem_reason = problem.map(|p| p.reason);
         report.problem = problem.map(|p| format!("{}: {}", p.reason, p.message));
         report.credentials = health;
         report.requeue_after = match stand.throttled_until {
             Some(t) if t > now => t.duration_since(now).unsigned_abs(),
-            _ => plan.requeue_after.unsigned_abs(),
+            _ => plan.requeue_after().unsigned_abs(),
         };
         Ok(())
     }
@@ -318,8 +244,7 @@ fn base_input<'a>(
         tenant_problem: None,
         now,
         limits,
-        typical_batch: status
-            .last_batch_seconds
-            .map(|s| jiff::SignedDuration::from_secs(s.clamp(0, 30 * 24 * 3600))),
+        typical_batch: None,
+        geo: None,
     }
 }

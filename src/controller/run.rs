@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub identity: String,
     pub organization: String,
     pub ca_bundle: Option<Vec<u8>>,
+    /// Tests and demos only (`ONEDRIVE_OPERATOR_TEST_HOST_OVERRIDES`): public hosts pointed at a
+    /// simulator on loopback.
+    pub host_overrides: crate::tenant::HostOverrides,
 }
 
 /// Health as the probes report it.
@@ -115,6 +118,7 @@ async fn run_controller(
                 Reporter { controller: "onedrive-operator".into(), instance: Some(options.identity.clone()) },
             )),
             ca_bundle: options.ca_bundle.clone(),
+            host_overrides: options.host_overrides.clone(),
             ..ReconcilerOptions::new(options.namespace.clone(), SiteSource::Store(store.clone()))
         },
     ));
@@ -177,7 +181,7 @@ fn spawn_readiness(store: Store<OneDriveSite>, health: Arc<Health>) {
 async fn reconcile(tenant: Arc<OneDriveTenant>, ctx: Arc<Reconciler>) -> Result<Action, ControllerError> {
     let name = tenant.metadata.name.clone().unwrap_or_default();
     let report = ctx.reconcile_tenant(&name).await?;
-    if let Some(batch) = &report.enqueued {
+    for batch in &report.enqueued {
         tracing::info!(tenant = %name, batch = batch.id, users = batch.users.len(), last_user = %batch.last_user, "batch enqueued");
     }
     if let Some(problem) = &report.problem {

@@ -74,7 +74,8 @@ impl Reconciler {
         if let Some((_, newest)) = carried {
             credentials.adopt_refresh_token(newest);
         }
-        let mut config = TenantConfig::from_spec(&tenant.spec);
+        let mut config =
+            TenantConfig::from_spec(&tenant.spec).with_host_overrides(self.options.host_overrides.clone());
         config.organization = self.options.organization.clone();
         config.ca_bundle = self.options.ca_bundle.clone();
         let client = Arc::new(TenantClient::new(config, credentials)?);

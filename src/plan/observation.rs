@@ -90,6 +90,35 @@ impl Observation {
     }
 }
 
+/// A user's preferred data location (Multi-Geo) as their directory entry gave it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DataLocation {
+    /// The directory entry was not read (the drive lookup found a site, or it failed).
+    #[default]
+    Unread,
+    /// Read, and none is set: the central geo's.
+    Unset,
+    /// `preferredDataLocation`, e.g. EUR.
+    Preferred(Box<str>),
+}
+
+impl DataLocation {
+    /// From Graph's `preferredDataLocation` (absent, null or empty: none set).
+    pub fn from_directory(value: Option<&str>) -> DataLocation {
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            Some(v) => DataLocation::Preferred(v.to_ascii_uppercase().into()),
+            None => DataLocation::Unset,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            DataLocation::Preferred(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// An observation, when it was made, and how many lookups in a row gave it. The controller keeps
 /// the newest per user in memory (soft state: after a restart everything uncertain is simply
 /// observed again).
@@ -99,20 +128,37 @@ pub struct Observed {
     pub observation: Observation,
     /// Lookups in a row that gave this same answer (1 for a new answer).
     pub times: u32,
+    /// The newest preferred data location the directory gave (kept while later lookups do not
+    /// read the directory).
+    pub location: DataLocation,
 }
 
 impl Observed {
     pub fn new(at: Timestamp, observation: Observation) -> Observed {
-        Observed { at, observation, times: 1 }
+        Observed { at, observation, times: 1, location: DataLocation::Unread }
     }
 
     /// `observation`, made at `at`, following `previous` (repeats of one answer are counted).
     pub fn after(previous: Option<&Observed>, at: Timestamp, observation: Observation) -> Observed {
+        Observed::located(previous, at, observation, DataLocation::Unread)
+    }
+
+    /// [`Observed::after`], with the preferred data location the same lookup read (if it did).
+    pub fn located(
+        previous: Option<&Observed>,
+        at: Timestamp,
+        observation: Observation,
+        location: DataLocation,
+    ) -> Observed {
         let times = match previous {
             Some(p) if p.observation == observation => p.times.saturating_add(1),
             _ => 1,
         };
-        Observed { at, observation, times }
+        let location = match location {
+            DataLocation::Unread => previous.map(|p| p.location.clone()).unwrap_or_default(),
+            read => read,
+        };
+        Observed { at, observation, times, location }
     }
 }
 

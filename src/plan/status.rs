@@ -13,7 +13,7 @@ use crate::api::{
 const NOT_FOUND: &str = SiteReason::TenantNotFound.as_str();
 
 /// Whether `st` is exactly what [`site_status`] would build for `s` (so nothing is written).
-pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState) -> bool {
+pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState, geo: Option<&str>) -> bool {
     let flag = ConditionStatus::of;
     let is = |type_: &str, status: ConditionStatus, message: &str| {
         find_condition(&st.conditions, type_).is_some_and(|c| {
@@ -27,6 +27,7 @@ pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState) -
         && st.observed_generation == Some(generation)
         && st.phase == Some(s.phase)
         && st.site_url.as_deref() == s.site_url
+        && st.geo.as_deref() == geo
         && st.enqueued_at.as_ref().map(|t| t.0) == s.enqueued_at
         && st.batch == s.batch
         && st.provisioned_at.as_ref().map(|t| t.0) == s.provisioned_at
@@ -36,7 +37,12 @@ pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState) -
         && is(condition_type::STALLED, flag(s.stalled), "")
 }
 
-pub(super) fn site_status(site: &DesiredSite, s: &UserState, now: Timestamp) -> OneDriveSiteStatus {
+pub(super) fn site_status(
+    site: &DesiredSite,
+    s: &UserState,
+    geo: Option<&str>,
+    now: Timestamp,
+) -> OneDriveSiteStatus {
     let previous = site.status.as_deref().map(|st| st.conditions.as_slice()).unwrap_or(&[]);
     let g = Some(site.generation);
     let reconciling = ConditionStatus::of(s.reconciling());
@@ -45,6 +51,7 @@ pub(super) fn site_status(site: &DesiredSite, s: &UserState, now: Timestamp) -> 
         observed_generation: g,
         phase: Some(s.phase),
         site_url: s.site_url.map(String::from),
+        geo: geo.map(String::from),
         enqueued_at: s.enqueued_at.map(Time),
         batch: s.batch,
         provisioned_at: s.provisioned_at.map(Time),

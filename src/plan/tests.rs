@@ -95,6 +95,7 @@ fn plan_input<'a>(
         now: t(now),
         limits,
         typical_batch: None,
+        geo: None,
     }
 }
 
@@ -767,6 +768,7 @@ impl World {
             now: self.now,
             limits: &self.limits,
             typical_batch: self.typical_batch,
+            geo: None,
         }
     }
 
@@ -1380,7 +1382,10 @@ fn lookups_that_keep_failing_become_lookup_failing_naming_the_answer() {
     let limits = Limits::default();
     let failed = |at: i64, times: u32| {
         let o = Observation::LookupFailed { status: 500, code: "generalException".into() };
-        HashMap::from([("u0@contoso.com".into(), Observed { at: t(at), observation: o, times })])
+        HashMap::from([(
+            "u0@contoso.com".into(),
+            Observed { at: t(at), observation: o, times, location: Default::default() },
+        )])
     };
     let p = plan(&input(&sites, &failed(10, 2), None, 10, &limits));
     apply(&mut sites, &p);
@@ -1541,4 +1546,28 @@ fn a_profile_verdict_in_the_batch_holds_when_its_profile_is_not_read_again() {
     let p = plan(&i);
     assert!(p.site_updates.iter().all(|u| u.user != "u1@contoso.com"), "{:?}", p.site_updates);
     assert_eq!(targets(&i)[0], lookup("u0@contoso.com", true));
+}
+
+/// In a Multi-Geo tenant a user's status names their geo only when it rests on something seen
+/// (their preferred location as read): one routed to the central geo for lack of a directory
+/// read (a site found by the drive lookup) gets none rather than a guess.
+#[test]
+fn a_users_geo_is_written_only_when_it_was_seen() {
+    let sites = users(2);
+    let limits = Limits::default();
+    let mut obs = HashMap::new();
+    obs.insert(
+        UserKey::new("u0@contoso.com"),
+        Observed::located(None, t(90), Observation::NoSite, DataLocation::Preferred("NAM".into())),
+    );
+    obs.insert(UserKey::new("u1@contoso.com"), seen(90, Observation::HasSite { url: url("u1@contoso.com") }));
+    let mut i = input(&sites, &obs, None, 100, &limits);
+    i.input.geo = Some("NAM");
+    let p = plan(&i);
+    let geo_of = |user: &str| p.site_updates.iter().find(|u| u.user == user).unwrap().status.geo.clone();
+    assert_eq!(geo_of("u0@contoso.com").as_deref(), Some("NAM"));
+    assert_eq!(geo_of("u1@contoso.com"), None);
+    // A single-geo tenant writes no geo at all.
+    i.input.geo = None;
+    assert!(plan(&i).site_updates.iter().all(|u| u.status.geo.is_none()));
 }

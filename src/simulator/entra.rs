@@ -172,7 +172,8 @@ fn issue(sim: &Sim, tenant: &str, form: &HashMap<String, String>) -> Response {
 /// `https://graph.microsoft.com/.default` → the resource, which must be one the tenant has.
 fn resource_of(sim: &Sim, scope: &str) -> Result<String, Response> {
     let resource = scope.split_whitespace().find_map(|s| s.strip_suffix("/.default")).unwrap_or_default();
-    if resource == sim.graph_resource() || resource == sim.sharepoint_resource() {
+    // Every geo's admin host is a resource of its own (tokens are per host).
+    if resource == sim.graph_resource() || sim.sharepoint_resources().iter().any(|r| r == resource) {
         Ok(resource.to_string())
     } else if resource.is_empty() {
         Err(error(

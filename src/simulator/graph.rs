@@ -20,6 +20,7 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
         .route("/graph/v1.0/users/{upn}/drive", get(drive))
         .route("/graph/v1.0/$batch", post(batch))
         .route("/graph/v1.0/sites/getAllSites", get(all_sites))
+        .route("/graph/v1.0/sites", get(root_sites))
 }
 
 const CONTENT_TYPE: &str =
@@ -168,7 +169,7 @@ fn get_user(sim: &Sim, upn: &str) -> Answer {
         "mail": u.spec.upn,
         "displayName": u.spec.upn.split('@').next().unwrap_or_default(),
         "accountEnabled": u.spec.sign_in_allowed,
-        "preferredDataLocation": u.spec.geo,
+        "preferredDataLocation": u.spec.preferred_data_location,
         "assignedPlans": [{
             "assignedDateTime": "2026-01-01T00:00:00Z",
             "capabilityStatus": if u.spec.licensed { "Enabled" } else { "Deleted" },
@@ -327,5 +328,37 @@ async fn all_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(que
             ));
         }
         Answer::ok(body)
+    })
+}
+
+/// `GET /sites?$filter=siteCollection/root ne null`: one root site per geo, with its
+/// `dataLocationCode` (empty in a single-geo tenant), as Multi-Geo discovery reads it.
+async fn root_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    call(&sim, &headers, "graph.sites.roots", READ_SITES, |sim| {
+        let filter = query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (percent_decode(k) == "$filter").then(|| percent_decode(v))
+        });
+        if filter.is_none_or(|f| f.replace([' ', '+'], "") != "siteCollection/rootnenull") {
+            return error(
+                sim,
+                400,
+                "BadRequest",
+                "The simulator lists sites only with $filter=siteCollection/root ne null.",
+            );
+        }
+        let value: Vec<Value> = sim
+            .root_sites()
+            .into_iter()
+            .map(|(location, web_url)| {
+                json!({"id": format!("{}-root", location.to_lowercase()), "webUrl": web_url,
+                       "siteCollection": {"hostname": web_url.trim_start_matches("https://"),
+                                          "dataLocationCode": location, "root": {}}})
+            })
+            .collect();
+        Answer::ok(
+            json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#sites", "value": value}),
+        )
     })
 }

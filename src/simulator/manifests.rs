@@ -66,8 +66,10 @@ pub fn tenant_and_secret(
         OneDriveTenantSpec {
             tenant_id: endpoints.tenant_id.clone(),
             admin_url: endpoints.admin_url.clone(),
-            graph_url: endpoints.graph_url.clone(),
-            authority_host: endpoints.authority_host.clone(),
+            cloud: Default::default(),
+            graph_url: Some(endpoints.graph_url.clone()),
+            authority_host: Some(endpoints.authority_host.clone()),
+            geos: Vec::new(),
             auth: auth_spec,
             enqueue_method: Default::default(),
             batch_size: crate::api::MAX_BATCH_SIZE,

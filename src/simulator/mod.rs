@@ -4,7 +4,8 @@
 //! all point at one listener:
 //! - `/entra/{tenant}/oauth2/v2.0/token` — the Entra ID token endpoint;
 //! - `/graph/v1.0/...` — Microsoft Graph;
-//! - `/sharepoint/...` — the SharePoint admin host (REST, CSOM, user profiles);
+//! - `/sharepoint/...` — the SharePoint admin host (REST, CSOM, user profiles); in a Multi-Geo
+//!   tenant the central geo's, with each satellite geo's at `/geos/{location}/sharepoint/...`;
 //! - `/my/personal/...` — where personal sites "live" (URLs only);
 //! - `/_sim/stats` — introspection.
 //!
@@ -18,10 +19,12 @@ mod bearer;
 mod csom;
 mod entra;
 pub mod faults;
+mod geos;
 mod graph;
 pub mod manifests;
 pub mod model;
 mod population;
+mod profiles;
 pub mod serve;
 mod sharepoint;
 pub mod stats;
@@ -44,7 +47,7 @@ use crate::jose::Certificate;
 pub(crate) use bearer::{TokenError, TokenInfo};
 pub use faults::{Fault, FaultConfig, Service};
 pub use model::{LookupQuirk, SiteState, UserSpec};
-pub use population::{Population, generate_users, realistic_user};
+pub use population::{Population, generate_users, realistic_user, spread_over_geos};
 pub use stats::{EnqueueRecord, RequestRecord, Stats};
 
 /// Who may enqueue personal sites with an app-only token.
@@ -109,6 +112,9 @@ pub struct Config {
     /// Permissions the tenant's apps were not granted (e.g. `Sites.FullControl.All`): their tokens
     /// lack them, and the calls that need them are refused as the service refuses them.
     pub withheld_permissions: Vec<String>,
+    /// Multi-Geo locations, the central one first (e.g. NAM, EUR, APC); empty for a single-geo
+    /// tenant. Each satellite's admin host is served under `/geos/{location}/sharepoint`.
+    pub geos: Vec<String>,
 }
 
 impl Default for Config {
@@ -125,6 +131,7 @@ impl Default for Config {
             faults: FaultConfig::default(),
             token_lifetime: SignedDuration::from_secs(3599),
             withheld_permissions: Vec::new(),
+            geos: Vec::new(),
         }
     }
 }
@@ -260,6 +267,7 @@ impl SimHandle {
     pub fn admin_url(&self) -> String {
         self.sim.sharepoint_resource()
     }
+
     pub fn tenant_id(&self) -> &str {
         &self.sim.config.tenant_id
     }

@@ -19,8 +19,10 @@ pub struct UserSpec {
     /// The user already has a OneDrive.
     #[serde(default)]
     pub has_site: bool,
-    #[serde(default = "default_geo")]
-    pub geo: String,
+    /// Graph's `preferredDataLocation` (Multi-Geo), e.g. EUR; none by default. The user's OneDrive
+    /// is created in that geo when the tenant has it, else in the central geo.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "geo")]
+    pub preferred_data_location: Option<String>,
     /// How Graph answers this user's drive lookup while they have no site.
     #[serde(default)]
     pub lookup_quirk: LookupQuirk,
@@ -50,9 +52,6 @@ pub enum LookupQuirk {
 fn yes() -> bool {
     true
 }
-fn default_geo() -> String {
-    "NAM".into()
-}
 
 impl UserSpec {
     pub fn new(upn: impl Into<String>) -> UserSpec {
@@ -61,7 +60,7 @@ impl UserSpec {
             licensed: true,
             sign_in_allowed: true,
             has_site: false,
-            geo: default_geo(),
+            preferred_data_location: None,
             lookup_quirk: LookupQuirk::None,
             profile_outcome: None,
         }

@@ -34,6 +34,17 @@ pub fn realistic_user(i: usize, upn: String) -> UserSpec {
     u
 }
 
+/// Spreads `users` evenly over `geos` (their preferred data locations, in turn); nothing with
+/// fewer than two geos.
+pub fn spread_over_geos(users: &mut [UserSpec], geos: &[String]) {
+    if geos.len() < 2 {
+        return;
+    }
+    for (i, u) in users.iter_mut().enumerate() {
+        u.preferred_data_location = Some(geos[i % geos.len()].clone());
+    }
+}
+
 /// The make-up of a user population (printed with benchmark figures).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Population {

@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// its tokens lack it and the calls that need it are refused.
     #[arg(long)]
     pub withhold_permission: Vec<String>,
+    /// A Multi-Geo tenant: its locations, the central one first (e.g. NAM,EUR,APC). Generated
+    /// users are spread evenly over them; each geo has its own admin host and user profiles.
+    #[arg(long, value_delimiter = ',')]
+    pub geos: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -73,7 +77,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         (None, Some(n)) => generate_users(n, &config.domain),
         (None, None) => unreachable!("clap requires one"),
     };
+    let geos: Vec<String> = args.geos.iter().map(|g| g.trim().to_ascii_uppercase()).collect();
+    if let Some(bad) = geos.iter().find(|g| g.len() != 3 || !g.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(format!("--geos: {bad:?} is not a location code of three letters such as EUR"));
+    }
+    let mut users = users;
+    if args.generate.is_some() {
+        super::spread_over_geos(&mut users, &geos);
+    }
     config.users = users;
+    config.geos = geos;
     let delay = crate::api::parse_duration("--provision-delay", &args.provision_delay)?;
     if !(0.0..=1.0).contains(&args.fault_rate) {
         return Err("--fault-rate must be between 0 and 1".into());
@@ -128,6 +141,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     println!(
         "# A simulated Microsoft 365 tenant with {users} users. Test credentials: valid for this simulator only."
     );
+    let overrides = sim.host_overrides();
+    if !overrides.is_empty() {
+        println!(
+            "# Multi-Geo: discovery finds each geo's public admin host; run the operator with\n#   {}={}\n# to point them at this simulator (tests and demos only).",
+            crate::tenant::doctor::HOST_OVERRIDES_ENV,
+            overrides.join(",")
+        );
+    }
     print!("{}", super::manifests::to_yaml(&tenant, &secret));
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -1,28 +1,46 @@
-//! The SharePoint admin host: form digests, the REST and CSOM enqueue calls, and user profiles.
+//! The SharePoint admin hosts (the central geo's and each satellite's): form digests and the REST
+//! and CSOM enqueue calls. User profiles are in `profiles`.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::csom::{self, Action, ObjectPath};
-use super::{
-    AppOnlyEnqueue, EnqueueRecord, Fault, Service, Sim, SiteState, TokenError, TokenInfo, percent_decode,
-};
+use super::{AppOnlyEnqueue, EnqueueRecord, Fault, Service, Sim, TokenError, TokenInfo};
 
+/// The central admin host at `/sharepoint`, each satellite geo's at `/geos/{geo}/sharepoint`.
 pub(super) fn routes() -> Router<Arc<Sim>> {
-    Router::new()
-        .route("/sharepoint/_api/contextinfo", post(contextinfo))
-        .route(
-            "/sharepoint/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk",
-            post(rest_enqueue),
-        )
-        .route("/sharepoint/_api/SP.UserProfiles.PeopleManager/{*call}", get(profile))
-        .route("/sharepoint/_vti_bin/client.svc/ProcessQuery", post(process_query))
+    let mut router = Router::new();
+    for host in ["/sharepoint", "/geos/{geo}/sharepoint"] {
+        router = router
+            .route(&format!("{host}/_api/contextinfo"), post(contextinfo))
+            .route(
+                &format!(
+                    "{host}/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk"
+                ),
+                post(rest_enqueue),
+            )
+            .route(
+                &format!("{host}/_api/SP.UserProfiles.PeopleManager/{{*call}}"),
+                get(super::profiles::profile),
+            )
+            .route(&format!("{host}/_vti_bin/client.svc/ProcessQuery"), post(process_query));
+    }
+    router
+}
+
+/// The geo whose admin host a request reached (`None`: the central one's).
+pub(super) type HostGeo = Option<String>;
+
+fn host_geo(sim: &Sim, uri: &Uri) -> Result<HostGeo, Response> {
+    sim.host_geo(uri.path())
+        .map(|g| g.map(str::to_string))
+        .map_err(|()| (StatusCode::NOT_FOUND, "no such geo in the Microsoft 365 simulator\n").into_response())
 }
 
 /// SharePoint refuses more than this many users per enqueue call.
@@ -32,12 +50,12 @@ const ACCESS_DENIED: &str =
 const SCHEMA_VERSION: &str = "15.0.0.0";
 const LIBRARY_VERSION: &str = "16.0.26000.12000";
 
-fn verbose(headers: &HeaderMap) -> bool {
+pub(super) fn verbose(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("odata=verbose"))
 }
 
 /// An OData error in the shape the request asked for (verbose `error`, else `odata.error`).
-fn odata_error(headers: &HeaderMap, status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn odata_error(headers: &HeaderMap, status: StatusCode, code: &str, message: &str) -> Response {
     let inner = json!({"code": code, "message": {"lang": "en-US", "value": message}});
     let body = if verbose(headers) { json!({"error": inner}) } else { json!({"odata.error": inner}) };
     (status, Json(body)).into_response()
@@ -52,8 +70,15 @@ fn with_retry_after(mut r: Response, fault: Fault) -> Response {
 /// `RateLimit-*` headers to add to a response.
 type RateHeaders = Vec<(&'static str, String)>;
 
-fn admit(sim: &Sim, headers: &HeaderMap, endpoint: &str) -> Result<(TokenInfo, RateHeaders), Response> {
-    let token = match sim.verify_bearer(headers, &sim.sharepoint_resource()) {
+pub(super) fn admit(
+    sim: &Sim,
+    headers: &HeaderMap,
+    uri: &Uri,
+    endpoint: &str,
+) -> Result<(TokenInfo, RateHeaders, HostGeo), Response> {
+    let geo = host_geo(sim, uri)?;
+    // A token is for one admin host: another geo's is refused like any wrong audience.
+    let token = match sim.verify_bearer(headers, &sim.sharepoint_resource_at(geo.as_deref())) {
         Ok(t) => t,
         Err(e) => {
             let (code, reason) = match e {
@@ -131,10 +156,16 @@ fn admit(sim: &Sim, headers: &HeaderMap, endpoint: &str) -> Result<(TokenInfo, R
         }
         return Err(r);
     }
-    Ok((token, rate_headers))
+    Ok((token, rate_headers, geo))
 }
 
-fn finish(sim: &Sim, endpoint: &str, token: &TokenInfo, rate: RateHeaders, mut r: Response) -> Response {
+pub(super) fn finish(
+    sim: &Sim,
+    endpoint: &str,
+    token: &TokenInfo,
+    rate: RateHeaders,
+    mut r: Response,
+) -> Response {
     for (k, v) in rate {
         r.headers_mut().insert(k, HeaderValue::from_str(&v).expect("digits"));
     }
@@ -142,9 +173,9 @@ fn finish(sim: &Sim, endpoint: &str, token: &TokenInfo, rate: RateHeaders, mut r
     r
 }
 
-async fn contextinfo(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+async fn contextinfo(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap) -> Response {
     let endpoint = "sharepoint.contextinfo";
-    let (token, rate) = match admit(&sim, &headers, endpoint) {
+    let (token, rate, geo) = match admit(&sim, &headers, &uri, endpoint) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -154,8 +185,8 @@ async fn contextinfo(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Respons
         "FormDigestTimeoutSeconds": 1800,
         "FormDigestValue": digest,
         "LibraryVersion": LIBRARY_VERSION,
-        "SiteFullUrl": sim.sharepoint_resource(),
-        "WebFullUrl": sim.sharepoint_resource(),
+        "SiteFullUrl": sim.sharepoint_resource_at(geo.as_deref()),
+        "WebFullUrl": sim.sharepoint_resource_at(geo.as_deref()),
     });
     let body = if verbose(&headers) { json!({"d": {"GetContextWebInformation": info}}) } else { info };
     finish(&sim, endpoint, &token, rate, Json(body).into_response())
@@ -194,11 +225,21 @@ fn enqueue_refusal(sim: &Sim, token: &TokenInfo, emails: &[String]) -> Option<(&
     None
 }
 
-fn apply_enqueue(sim: &Sim, token: &TokenInfo, emails: &[String], method: &str) {
+/// Applies an enqueue accepted at the admin host of `geo`. Each geo's user-profile service knows
+/// its own users only. Choice (what an enqueue at the wrong geo's host does is undocumented):
+/// the request is accepted and a user of another geo is ignored — their site never appears — so
+/// an operator that routes wrongly stalls visibly, and `wrong_geo` counts it.
+fn apply_enqueue(sim: &Sim, token: &TokenInfo, emails: &[String], method: &str, geo: &HostGeo) {
     let now = sim.now();
+    let here = geo.as_deref().unwrap_or(sim.central_location());
+    let mut tenant = sim.tenant.lock().unwrap();
+    let (own, wrong_geo): (Vec<String>, Vec<String>) = emails.iter().cloned().partition(|e| {
+        tenant.user(e, now).is_none_or(|u| sim.location_of(&u.spec).eq_ignore_ascii_case(here))
+    });
     let mut faults = sim.faults.lock().unwrap();
-    sim.tenant.lock().unwrap().enqueue(emails, now, faults.rng());
+    tenant.enqueue(&own, now, faults.rng());
     drop(faults);
+    drop(tenant);
     let at_ms = sim.started.elapsed().as_secs_f64() * 1000.0;
     sim.stats.lock().unwrap().enqueues.push(EnqueueRecord {
         at_ms,
@@ -206,12 +247,14 @@ fn apply_enqueue(sim: &Sim, token: &TokenInfo, emails: &[String], method: &str) 
         users: emails.to_vec(),
         token_kind: token.kind.clone(),
         method: method.into(),
+        geo: here.to_string(),
+        wrong_geo,
     });
 }
 
-async fn rest_enqueue(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+async fn rest_enqueue(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: String) -> Response {
     let endpoint = "sharepoint.enqueue.rest";
-    let (token, rate) = match admit(&sim, &headers, endpoint) {
+    let (token, rate, geo) = match admit(&sim, &headers, &uri, endpoint) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -265,7 +308,7 @@ async fn rest_enqueue(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Str
             done(odata_error(&headers, StatusCode::BAD_REQUEST, &format!("-2147024809, {kind}"), &message))
         }
         None => {
-            apply_enqueue(&sim, &token, &emails, "ProfileLoader");
+            apply_enqueue(&sim, &token, &emails, "ProfileLoader", &geo);
             // The body shape is undocumented; clients must not depend on it.
             let body = if verbose(&headers) {
                 json!({"d": {"CreatePersonalSiteEnqueueBulk": null}})
@@ -302,9 +345,9 @@ fn spo_operation(sim: &Sim, identity: &str) -> Value {
     })
 }
 
-async fn process_query(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+async fn process_query(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: String) -> Response {
     let endpoint = "sharepoint.processquery";
-    let (token, rate) = match admit(&sim, &headers, endpoint) {
+    let (token, rate, geo) = match admit(&sim, &headers, &uri, endpoint) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -353,7 +396,7 @@ async fn process_query(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: St
             };
             return done(csom_reply(&sim, Some((kind, &message, code)), vec![]));
         }
-        apply_enqueue(&sim, &token, &call.strings, method);
+        apply_enqueue(&sim, &token, &call.strings, method, &geo);
         if method == "RequestPersonalSites" {
             let identity = format!("{}|{}", crate::jose::guid(), id);
             sim.operations.lock().unwrap().insert(identity.clone(), sim.now());
@@ -377,76 +420,4 @@ async fn process_query(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: St
         }
     }
     done(csom_reply(&sim, None, results))
-}
-
-async fn profile(
-    State(sim): State<Arc<Sim>>,
-    Path(call): Path<String>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let endpoint = "sharepoint.profile";
-    let (token, rate) = match admit(&sim, &headers, endpoint) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let done = |r: Response| finish(&sim, endpoint, &token, rate.clone(), r);
-    if !call.starts_with("GetPropertiesFor(accountName=@v)") {
-        return done(odata_error(
-            &headers,
-            StatusCode::BAD_REQUEST,
-            "-1, Microsoft.SharePoint.Client.InvalidClientQueryException",
-            "The simulator answers GetPropertiesFor(accountName=@v) only.",
-        ));
-    }
-    let account = query
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|kv| {
-            kv.split_once('=').filter(|(k, _)| percent_decode(k) == "@v").map(|(_, v)| v.to_string())
-        })
-        .map(|v| percent_decode(&v).trim_matches('\'').to_string())
-        .unwrap_or_default();
-    let upn = account.rsplit('|').next().unwrap_or_default().to_string();
-    let now = sim.now();
-    let mut tenant = sim.tenant.lock().unwrap();
-    let my_base = tenant.my_base().to_string();
-    let Some(u) = tenant.user(&upn, now).cloned() else {
-        drop(tenant);
-        // Choice: an unknown account gives an empty (null) profile, not an error.
-        let body = if verbose(&headers) { json!({"d": null}) } else { json!({"odata.null": true}) };
-        return done(Json(body).into_response());
-    };
-    drop(tenant);
-    let (personal_url, personal_space) = match &u.site {
-        SiteState::Created { url } => {
-            (url.clone(), format!("/personal/{}/", super::model::personal_space_name(&u.spec.upn)))
-        }
-        // While the timer job works, the profile shows the SPSSITEERROR placeholder instead of
-        // the personal site (choice: in PersonalSpace; PersonalUrl is the profile page).
-        SiteState::Enqueued { .. } => {
-            (format!("{my_base}/Person.aspx?accountname={account}"), "SPSSITEERROR".into())
-        }
-        _ => (format!("{my_base}/Person.aspx?accountname={account}"), String::new()),
-    };
-    let property = |k: &str, v: String| json!({"Key": k, "Value": v, "ValueType": "Edm.String"});
-    let properties = vec![
-        property("AccountName", account.clone()),
-        property("PersonalSpace", personal_space),
-        property("SPS-PersonalSiteInstantiationState", u.site.code().to_string()),
-        property(
-            "SPS-PersonalSiteCapabilities",
-            if matches!(u.site, SiteState::Created { .. }) { "36" } else { "0" }.into(),
-        ),
-    ];
-    let profile = |props: Value| {
-        json!({"AccountName": account, "DisplayName": u.spec.upn, "Email": u.spec.upn,
-               "PersonalUrl": personal_url, "UserProfileProperties": props})
-    };
-    let body = if verbose(&headers) {
-        json!({"d": profile(json!({"results": properties}))})
-    } else {
-        profile(Value::Array(properties))
-    };
-    done(Json(body).into_response())
 }

@@ -28,6 +28,11 @@ pub struct EnqueueRecord {
     pub users: Vec<String>,
     pub token_kind: String,
     pub method: String,
+    /// The geo whose admin host received it (empty in a single-geo tenant).
+    pub geo: String,
+    /// Users of the request whose OneDrive belongs to another geo: ignored, as no site can be
+    /// made for them here (the simulator's choice for an undocumented case).
+    pub wrong_geo: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -75,9 +75,27 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Tests and the demo point public hosts at the simulator with this variable: `FROM=TO` pairs,
+/// comma-separated, loopback targets only.
+pub const HOST_OVERRIDES_ENV: &str = "ONEDRIVE_OPERATOR_TEST_HOST_OVERRIDES";
+
+/// The test-only host overrides `env` holds (none when unset).
+pub fn host_overrides(env: &dyn Fn(&str) -> Option<String>) -> Result<super::HostOverrides, TenantError> {
+    let pairs: Vec<String> = env(HOST_OVERRIDES_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    super::HostOverrides::parse(&pairs)
+        .map_err(|e| TenantError::InvalidRequest(format!("{HOST_OVERRIDES_ENV}: {e}")))
+}
+
 fn client_for(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Result<TenantClient, TenantError> {
     let credentials = credentials_for(&m.tenant.spec, &m.secrets, &m.namespace, env, None)?;
-    TenantClient::new(TenantConfig::from_spec(&m.tenant.spec), credentials)
+    let config = TenantConfig::from_spec(&m.tenant.spec).with_host_overrides(host_overrides(env)?);
+    TenantClient::new(config, credentials)
 }
 
 /// Runs every check in order; later checks are skipped once one they depend on failed.
@@ -109,6 +127,14 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
                     c.credentials().client_id()
                 )),
             );
+            let cfg = c.config();
+            push(
+                "cloud and hosts",
+                Outcome::Passed(format!(
+                    "{} cloud: sign-in {}, Graph {}, central admin host {}",
+                    cfg.cloud, cfg.authority_host, cfg.graph_url, cfg.admin_url
+                )),
+            );
             c
         }
         Err(e) => {
@@ -126,24 +152,29 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
             false
         }
     };
-    let sharepoint_ok = match client.sharepoint_token().await {
-        Ok(()) => {
-            push("Entra ID token for SharePoint", Outcome::Passed(client.config().admin_url.clone()));
-            true
+    if graph_ok {
+        let graph = client.config().graph_url.clone();
+        let (name, outcome) = permission_check(&client, Audience::Graph, &graph, &m.tenant.spec.tenant_id);
+        push(&name, outcome);
+    }
+    let geos = if graph_ok {
+        match client.geos().await {
+            Ok(geos) => {
+                push("Multi-Geo: the tenant's geos", Outcome::Passed(describe_geos(&geos)));
+                geos
+            }
+            Err(e) => {
+                push("Multi-Geo: the tenant's geos", Outcome::Failed(e.to_string()));
+                client.known_geos()
+            }
         }
-        Err(e) => {
-            push("Entra ID token for SharePoint", Outcome::Failed(e.to_string()));
-            false
-        }
+    } else {
+        client.known_geos()
     };
-    for (ok, audience, resource) in [
-        (graph_ok, Audience::Graph, client.config().graph_url.clone()),
-        (sharepoint_ok, Audience::SharePoint, client.config().admin_url.clone()),
-    ] {
-        if ok {
-            let (name, outcome) = permission_check(&client, audience, &resource, &m.tenant.spec.tenant_id);
-            push(&name, outcome);
-        }
+    // Every geo's admin host is its own token audience and its own endpoint: each is checked.
+    let mut sharepoint_ok = true;
+    for geo in &geos {
+        sharepoint_ok &= check_admin_host(&client, geo, &m.tenant.spec.tenant_id, &mut push).await;
     }
     let mut probe_user = None;
     if graph_ok {
@@ -175,13 +206,6 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
         }
     }
     if sharepoint_ok {
-        match client.sharepoint_reachable().await {
-            Ok(()) => push(
-                "SharePoint admin host accepts the token",
-                Outcome::Passed("POST /_api/contextinfo".into()),
-            ),
-            Err(e) => push("SharePoint admin host accepts the token", Outcome::Failed(e.to_string())),
-        }
         let name = format!(
             "enqueue ({:?}) accepts this token kind ({})",
             m.tenant.spec.enqueue_method,
@@ -189,10 +213,14 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
         );
         match probe_user {
             // Enqueueing a user who already has a site is a no-op on the service.
+            // Sent to the central geo: a user who has a site is ignored by every geo's host.
             Some(user) => match client.enqueue(std::slice::from_ref(&user)).await {
                 Ok(()) => push(
                     &name,
-                    Outcome::Passed(format!("probed with {user}, who already has a OneDrive (a no-op)")),
+                    Outcome::Passed(format!(
+                        "probed at {} with {user}, who already has a OneDrive (a no-op)",
+                        client.config().admin_url
+                    )),
                 ),
                 Err(e) => push(&name, Outcome::Failed(e.to_string())),
             },
@@ -202,6 +230,52 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
         }
     }
     checks
+}
+
+fn describe_geos(geos: &[super::Geo]) -> String {
+    if geos.len() == 1 && geos[0].location.is_empty() {
+        return format!("single-geo tenant; admin host {}", geos[0].admin_url);
+    }
+    let each: Vec<String> = geos
+        .iter()
+        .map(|g| {
+            let name = if g.location.is_empty() { "(unnamed)" } else { &g.location };
+            format!("{name}{} {}", if g.central { " (central)" } else { "" }, g.admin_url)
+        })
+        .collect();
+    format!("{} geos: {}", geos.len(), each.join(", "))
+}
+
+/// One geo's admin host: a token for it, what the token grants, and `contextinfo` accepting it.
+async fn check_admin_host(
+    client: &TenantClient,
+    geo: &super::Geo,
+    tenant_id: &str,
+    push: &mut impl FnMut(&str, Outcome),
+) -> bool {
+    let label = match (geo.location.as_str(), geo.central) {
+        ("", _) => "SharePoint admin host".to_string(),
+        (l, true) => format!("SharePoint admin host of {l} (central)"),
+        (l, false) => format!("SharePoint admin host of {l}"),
+    };
+    if let Err(e) = client.sharepoint_token(&geo.admin_url).await {
+        push(&format!("Entra ID token for the {label}"), Outcome::Failed(e.to_string()));
+        return false;
+    }
+    push(&format!("Entra ID token for the {label}"), Outcome::Passed(geo.admin_url.clone()));
+    let (name, outcome) = permission_check(client, Audience::SharePoint, &geo.admin_url, tenant_id);
+    let granted = !matches!(outcome, Outcome::Failed(_));
+    push(&format!("{name} ({label})"), outcome);
+    match client.sharepoint_reachable(&geo.admin_url).await {
+        Ok(()) => {
+            push(&format!("{label} accepts the token"), Outcome::Passed("POST /_api/contextinfo".into()));
+            granted
+        }
+        Err(e) => {
+            push(&format!("{label} accepts the token"), Outcome::Failed(e.to_string()));
+            false
+        }
+    }
 }
 
 /// What the access token for `resource` grants, from its claims (the token is never shown).
@@ -254,6 +328,10 @@ pub async fn check_users(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<String>, TenantError> {
     let client = client_for(m, env)?;
+    // Profiles are read at each user's geo's admin host: learn the geos first.
+    if let Err(e) = client.geos().await {
+        tracing::warn!(error = %e, "the tenant's geos are unknown; profiles are read at the central admin host");
+    }
     let lookups: Vec<Lookup> = users.iter().map(|u| Lookup { user: u.clone(), profile: true }).collect();
     let seen = client.observe_lookups(&lookups).await?;
     Ok(users.iter().map(|u| format!("{u}: {}", describe(seen.get(&user_key(u))))).collect())

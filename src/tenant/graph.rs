@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::http::Service;
 use super::{GRAPH_BATCH_LIMIT, TenantClient, TenantError};
-use crate::plan::{Observation, UserKey, user_key};
+use crate::plan::{DataLocation, Observation, UserKey, user_key};
 
 /// Rounds of retrying throttled `$batch` items before they are reported `Unknown`.
 const ITEM_ROUNDS: usize = 8;
@@ -59,7 +59,7 @@ pub(super) fn classify_drive(answer: Option<&(u16, Value)>) -> Result<DriveAnswe
     })
 }
 
-/// Classifies a `GET /users/{upn}?$select=accountEnabled,assignedPlans` answer for a user without
+/// Classifies a `GET /users/{upn}?$select=accountEnabled,assignedPlans,preferredDataLocation` answer for a user without
 /// a drive: licence first (the documented cause), then sign-in.
 pub(super) fn classify_user(answer: Option<&(u16, Value)>) -> Result<Observation, TenantError> {
     let Some((status, body)) = answer else { return Ok(Observation::Unknown) };
@@ -101,13 +101,27 @@ pub(super) async fn drives(
     Ok((out, ask))
 }
 
-/// Directory lookups for users without a drive.
-pub(super) async fn directory(client: &TenantClient, chunk: Vec<String>) -> Result<Seen, TenantError> {
+/// Directory lookups for users without a drive: what they say, and each user's preferred data
+/// location (Multi-Geo routing reads it from this same lookup: no extra request).
+pub(super) async fn directory(
+    client: &TenantClient,
+    chunk: Vec<String>,
+) -> Result<HashMap<UserKey, (Observation, DataLocation)>, TenantError> {
     let answers = run_batch(client, &chunk, |u| {
-        format!("/users/{}?$select=id,accountEnabled,assignedPlans", encode(u))
+        format!("/users/{}?$select=id,accountEnabled,assignedPlans,preferredDataLocation", encode(u))
     })
     .await?;
-    chunk.iter().map(|user| Ok((user_key(user), classify_user(answers.get(user))?))).collect()
+    chunk
+        .iter()
+        .map(|user| {
+            let answer = answers.get(user);
+            let location = match answer {
+                Some((200, body)) => DataLocation::from_directory(body["preferredDataLocation"].as_str()),
+                _ => DataLocation::Unread,
+            };
+            Ok((user_key(user), (classify_user(answer)?, location)))
+        })
+        .collect()
 }
 
 fn has_sharepoint_plan(user: &Value) -> bool {

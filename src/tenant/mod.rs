@@ -8,6 +8,7 @@ mod auth;
 mod credentials;
 pub mod doctor;
 mod error;
+mod geo;
 mod graph;
 pub mod http;
 mod observe;
@@ -21,12 +22,13 @@ use std::time::Duration;
 pub use auth::{Credentials, RotationCallback, TokenCache};
 pub use credentials::{SecretStore, credentials_for, federated_token_file};
 pub use error::TenantError;
+pub use geo::{Geo, HostOverrides, RootSite, admin_url_of, resolve as resolve_geos};
 pub use http::Service;
 pub use observe::MAX_PROFILE_READS;
 pub use profile::{ProfileRead, profile_state};
 
-use crate::api::{EnqueueMethod, OneDriveTenantSpec};
-use crate::plan::{Lookup, Observation, UserKey};
+use crate::api::{Cloud, EnqueueMethod, GeoSpec, OneDriveTenantSpec};
+use crate::plan::{DataLocation, Lookup, Observation, UserKey};
 
 /// SharePoint refuses more than 200 users per enqueue request.
 pub const MAX_USERS_PER_ENQUEUE: usize = 200;
@@ -37,9 +39,15 @@ pub const GRAPH_BATCH_LIMIT: usize = 20;
 #[derive(Clone, Debug)]
 pub struct TenantConfig {
     pub tenant_id: String,
+    pub cloud: Cloud,
+    /// The central geo's admin host.
     pub admin_url: String,
     pub graph_url: String,
     pub authority_host: String,
+    /// Declared Multi-Geo geos (discovered ones are merged in by [`TenantClient::geos`]).
+    pub geos: Vec<GeoSpec>,
+    /// Tests and the demo only: public hosts pointed at the simulator.
+    pub host_overrides: HostOverrides,
     pub enqueue_method: EnqueueMethod,
     /// Goes into `User-Agent: NONISV|<organization>|onedrive-operator/<version>`.
     pub organization: String,
@@ -56,9 +64,12 @@ impl TenantConfig {
     pub fn from_spec(spec: &OneDriveTenantSpec) -> TenantConfig {
         TenantConfig {
             tenant_id: spec.tenant_id.clone(),
+            cloud: spec.cloud,
             admin_url: spec.admin_url.trim_end_matches('/').to_string(),
-            graph_url: spec.graph_url.trim_end_matches('/').to_string(),
-            authority_host: spec.authority_host.trim_end_matches('/').to_string(),
+            graph_url: spec.graph_url().trim_end_matches('/').to_string(),
+            authority_host: spec.authority_host().trim_end_matches('/').to_string(),
+            geos: spec.geos.clone(),
+            host_overrides: HostOverrides::default(),
             enqueue_method: spec.enqueue_method,
             organization: "onedrive-operator".into(),
             request_timeout: Duration::from_secs(30),
@@ -66,6 +77,15 @@ impl TenantConfig {
             ca_bundle: None,
             graph_concurrency: 4,
         }
+    }
+
+    /// This configuration with `overrides` applied to its hosts (tests and the demo only).
+    pub fn with_host_overrides(mut self, overrides: HostOverrides) -> TenantConfig {
+        self.admin_url = overrides.apply(&self.admin_url);
+        self.graph_url = overrides.apply(&self.graph_url);
+        self.authority_host = overrides.apply(&self.authority_host);
+        self.host_overrides = overrides;
+        self
     }
 
     pub fn user_agent(&self) -> String {
@@ -78,6 +98,7 @@ pub struct TenantClient {
     config: TenantConfig,
     tokens: TokenCache,
     http: http::Http,
+    geos: std::sync::Mutex<geo::Known>,
 }
 
 impl TenantClient {
@@ -99,7 +120,7 @@ impl TenantClient {
             .map_err(|e| TenantError::Unreachable(format!("cannot build the HTTP client: {e}")))?;
         let tokens = TokenCache::new(credentials, &config.authority_host, &config.tenant_id, client.clone());
         let http = http::Http::new(client, config.max_throttle_wait);
-        Ok(TenantClient { config, tokens, http })
+        Ok(TenantClient { config, tokens, http, geos: Default::default() })
     }
 
     pub fn config(&self) -> &TenantConfig {
@@ -126,9 +147,9 @@ impl TenantClient {
         self.tokens.claims(resource)
     }
 
-    /// Gets a token for SharePoint (used by `doctor`).
-    pub async fn sharepoint_token(&self) -> Result<(), TenantError> {
-        self.tokens.token(&self.config.admin_url).await.map(|_| ())
+    /// Gets a token for one admin host (used by `doctor`): each geo's host is its own audience.
+    pub async fn sharepoint_token(&self, admin_url: &str) -> Result<(), TenantError> {
+        self.tokens.token(admin_url).await.map(|_| ())
     }
 
     /// What the tenant says about each user, keyed by [`crate::plan::user_key`]: their drive,
@@ -136,7 +157,7 @@ impl TenantClient {
     /// `Unknown`; an error means nothing could be observed.
     pub async fn observe(&self, users: &[String]) -> Result<HashMap<UserKey, Observation>, TenantError> {
         let lookups: Vec<Lookup> = users.iter().map(|u| Lookup::drive(u)).collect();
-        observe::observe(self, &lookups).await
+        self.observe_lookups(&lookups).await
     }
 
     /// [`TenantClient::observe`], reading the user profile of those asked with `profile` who have
@@ -145,28 +166,44 @@ impl TenantClient {
         &self,
         lookups: &[Lookup],
     ) -> Result<HashMap<UserKey, Observation>, TenantError> {
+        Ok(observe::observe(self, lookups).await?.into_iter().map(|(k, (o, _))| (k, o)).collect())
+    }
+
+    /// [`TenantClient::observe_lookups`] with each user's preferred data location, where the
+    /// lookup read their directory entry (Multi-Geo routing).
+    pub async fn observe_located(
+        &self,
+        lookups: &[Lookup],
+    ) -> Result<HashMap<UserKey, (Observation, DataLocation)>, TenantError> {
         observe::observe(self, lookups).await
     }
 
-    /// Asks SharePoint to create personal sites. Refuses more than 200 users or an empty email
-    /// before sending anything.
+    /// Asks the central geo's SharePoint to create personal sites (see [`TenantClient::enqueue_at`]).
     pub async fn enqueue(&self, users: &[String]) -> Result<(), TenantError> {
+        self.enqueue_at(&self.config.admin_url, users).await
+    }
+
+    /// Asks SharePoint at `admin_url` (the users' geo's admin host) to create personal sites.
+    /// Refuses more than 200 users or an empty email before sending anything.
+    pub async fn enqueue_at(&self, admin_url: &str, users: &[String]) -> Result<(), TenantError> {
         validate_enqueue(users)?;
         match self.config.enqueue_method {
-            EnqueueMethod::ProfileLoader => sharepoint::enqueue_rest(self, users).await,
-            EnqueueMethod::ProfileLoaderCsom => sharepoint::enqueue_csom(self, users, false).await,
-            EnqueueMethod::RequestPersonalSites => sharepoint::enqueue_csom(self, users, true).await,
+            EnqueueMethod::ProfileLoader => sharepoint::enqueue_rest(self, admin_url, users).await,
+            EnqueueMethod::ProfileLoaderCsom => sharepoint::enqueue_csom(self, admin_url, users, false).await,
+            EnqueueMethod::RequestPersonalSites => {
+                sharepoint::enqueue_csom(self, admin_url, users, true).await
+            }
         }
     }
 
-    /// The user's SharePoint profile (`None`: no profile).
-    pub async fn profile(&self, user: &str) -> Result<Option<ProfileRead>, TenantError> {
-        sharepoint::profile(self, user).await
+    /// The user's SharePoint profile at `admin_url`, their geo's admin host (`None`: no profile).
+    pub async fn profile(&self, admin_url: &str, user: &str) -> Result<Option<ProfileRead>, TenantError> {
+        sharepoint::profile(self, admin_url, user).await
     }
 
-    /// `POST /_api/contextinfo`: SharePoint is reachable and accepts the token.
-    pub async fn sharepoint_reachable(&self) -> Result<(), TenantError> {
-        sharepoint::contextinfo(self).await
+    /// `POST /_api/contextinfo` at one admin host: it is reachable and accepts the token.
+    pub async fn sharepoint_reachable(&self, admin_url: &str) -> Result<(), TenantError> {
+        sharepoint::contextinfo(self, admin_url).await
     }
 
     /// Some users of the directory (for `doctor`'s probes).

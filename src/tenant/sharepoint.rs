@@ -33,11 +33,12 @@ fn odata_message(body: &Value) -> String {
 }
 
 /// Sends an authenticated SharePoint request, renewing a refused token once.
+/// The token's audience is the admin host itself: each geo's host needs its own token.
 async fn send(
     client: &TenantClient,
+    resource: &str,
     build: impl Fn(&str) -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, TenantError> {
-    let resource = &client.config.admin_url;
     for attempt in 0..2 {
         let token = client.tokens.token(resource).await?;
         let response = client.http.send(Service::SharePoint, || build(&token)).await?;
@@ -59,7 +60,7 @@ async fn send(
                 continue;
             }
             return Err(TenantError::CredentialsInvalid(format!(
-                "SharePoint refused the token (401 {diagnostics}). Fix: check spec.adminUrl is this tenant's admin host and the app is consented"
+                "SharePoint {resource} refused the token (401 {diagnostics}). Fix: check spec.adminUrl (and spec.geos) are this tenant's admin hosts and the app is consented"
             )));
         }
         return Ok(response);
@@ -67,14 +68,17 @@ async fn send(
     unreachable!("the loop returns")
 }
 
-pub(super) async fn enqueue_rest(client: &TenantClient, users: &[String]) -> Result<(), TenantError> {
+pub(super) async fn enqueue_rest(
+    client: &TenantClient,
+    admin_url: &str,
+    users: &[String],
+) -> Result<(), TenantError> {
     let url = format!(
-        "{}/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk",
-        client.config.admin_url
+        "{admin_url}/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk"
     );
     let body = serde_json::json!({ "emailIDs": users });
     // With OAuth no X-RequestDigest is needed.
-    let response = send(client, |token| {
+    let response = send(client, admin_url, |token| {
         client
             .http
             .client()
@@ -133,9 +137,13 @@ fn poll_request(identity: &str) -> String {
 }
 
 /// Posts to ProcessQuery; a non-null `ErrorInfo` is a failure whatever the HTTP status.
-async fn process_query(client: &TenantClient, xml: String) -> Result<Vec<Value>, TenantError> {
-    let url = format!("{}/_vti_bin/client.svc/ProcessQuery", client.config.admin_url);
-    let response = send(client, |token| {
+async fn process_query(
+    client: &TenantClient,
+    admin_url: &str,
+    xml: String,
+) -> Result<Vec<Value>, TenantError> {
+    let url = format!("{admin_url}/_vti_bin/client.svc/ProcessQuery");
+    let response = send(client, admin_url, |token| {
         client
             .http
             .client()
@@ -174,10 +182,11 @@ async fn process_query(client: &TenantClient, xml: String) -> Result<Vec<Value>,
 
 pub(super) async fn enqueue_csom(
     client: &TenantClient,
+    admin_url: &str,
     users: &[String],
     tenant_method: bool,
 ) -> Result<(), TenantError> {
-    let items = process_query(client, csom_request(users, tenant_method)).await?;
+    let items = process_query(client, admin_url, csom_request(users, tenant_method)).await?;
     if !tenant_method {
         return Ok(());
     }
@@ -197,7 +206,7 @@ pub(super) async fn enqueue_csom(
         tokio::time::sleep(std::time::Duration::from_millis(interval)).await;
         let identity = op["_ObjectIdentity_"].as_str().unwrap_or_default().to_string();
         // SharePoint already accepted the request: a failing poll must not turn it into a refusal.
-        let reloaded = match process_query(client, poll_request(&identity)).await {
+        let reloaded = match process_query(client, admin_url, poll_request(&identity)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "could not poll the SpoOperation; the request was accepted");
@@ -212,9 +221,9 @@ pub(super) async fn enqueue_csom(
     Ok(())
 }
 
-pub(super) async fn contextinfo(client: &TenantClient) -> Result<(), TenantError> {
-    let url = format!("{}/_api/contextinfo", client.config.admin_url);
-    let response = send(client, |token| {
+pub(super) async fn contextinfo(client: &TenantClient, admin_url: &str) -> Result<(), TenantError> {
+    let url = format!("{admin_url}/_api/contextinfo");
+    let response = send(client, admin_url, |token| {
         client
             .http
             .client()
@@ -233,13 +242,15 @@ pub(super) async fn contextinfo(client: &TenantClient) -> Result<(), TenantError
 }
 
 /// The user's profile (`None`: SharePoint has no profile for the account).
-pub(super) async fn profile(client: &TenantClient, user: &str) -> Result<Option<ProfileRead>, TenantError> {
-    let url = format!(
-        "{}/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)",
-        client.config.admin_url
-    );
+/// The user's profile at `admin_url`, their geo's admin host (each geo has its own profiles).
+pub(super) async fn profile(
+    client: &TenantClient,
+    admin_url: &str,
+    user: &str,
+) -> Result<Option<ProfileRead>, TenantError> {
+    let url = format!("{admin_url}/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)");
     let account = format!("'i:0#.f|membership|{}'", user.trim());
-    let response = send(client, |token| {
+    let response = send(client, admin_url, |token| {
         client
             .http
             .client()

@@ -6,8 +6,9 @@ use std::sync::LazyLock;
 pub mod fake_cluster;
 
 use jiff::SignedDuration;
+use onedrive_operator::api::{CertificateAuth, OneDriveTenantSpec, SecretRef, TenantAuth};
 use onedrive_operator::jose::{self, Certificate};
-use onedrive_operator::simulator::{App, Clock, Config, UserSpec};
+use onedrive_operator::simulator::{App, Clock, Config, SimHandle, UserSpec};
 use rsa::PrivateKey;
 
 pub const APP: &str = "11111111-2222-4333-8444-555555555555";
@@ -116,4 +117,28 @@ pub fn spawn_simulate(args: &[&str]) -> (Child, String) {
         }
     }
     (guard, printed)
+}
+
+/// A tenant on `sim` (certificate auth with the `APP` registration, its Secret named `secret`),
+/// batches of 200, polled every 60 s.
+pub fn sim_tenant_spec(sim: &SimHandle, secret: &str) -> OneDriveTenantSpec {
+    OneDriveTenantSpec {
+        tenant_id: sim.tenant_id().into(),
+        admin_url: sim.admin_url(),
+        graph_url: Some(sim.graph_url()),
+        authority_host: Some(sim.authority_host()),
+        auth: TenantAuth {
+            certificate: Some(CertificateAuth {
+                client_id: APP.into(),
+                secret_ref: SecretRef { name: secret.into() },
+                algorithm: Default::default(),
+            }),
+            ..Default::default()
+        },
+        batch_size: 200,
+        poll_interval: "60s".into(),
+        provisioning_timeout: "24h".into(),
+        drift_check_interval: "24h".into(),
+        ..Default::default()
+    }
 }

@@ -1,0 +1,296 @@
+//! Multi-Geo in a cycle: one pipeline per geo (its admin host, its batch in flight, how long its
+//! batches take), the planner run over each geo's users with that geo's batch, and the geos'
+//! plans read as one. A single-geo tenant has one pipeline and plans exactly as before.
+
+use jiff::SignedDuration;
+
+use crate::api::{BatchStatus, GeoStatus, OneDriveTenantStatus, UserCounts};
+use crate::plan::{self, DesiredSite, Lookup, Plan, PlanInput, Planner, SiteUpdate};
+use crate::tenant::Geo;
+
+/// One geo's pipeline as a cycle holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Pipeline {
+    pub(super) location: String,
+    pub(super) admin_url: String,
+    pub(super) central: bool,
+    /// Takes no new users: the geo left the tenant's geos while its batch was in flight.
+    pub(super) retired: bool,
+    pub(super) batch: Option<BatchStatus>,
+    pub(super) last_batch_seconds: Option<i64>,
+}
+
+impl Pipeline {
+    /// The label written into its users' statuses (none for a single-geo tenant's geo).
+    fn label(&self) -> Option<&str> {
+        (!self.location.is_empty()).then_some(self.location.as_str())
+    }
+
+    fn typical_batch(&self) -> Option<SignedDuration> {
+        self.last_batch_seconds.map(|s| SignedDuration::from_secs(s.clamp(0, 30 * 24 * 3600)))
+    }
+
+    pub(super) fn name(&self) -> &str {
+        if self.location.is_empty() { "central" } else { &self.location }
+    }
+}
+
+/// The pipelines of a tenant with `geos` (the central geo first), resuming what its status
+/// records: each geo's batch, matched by admin host. A batch recorded by a version before
+/// Multi-Geo (`status.currentBatch`) is the central geo's. A recorded geo that is no longer one of
+/// the tenant's keeps its pipeline until its batch ends, so no batch is ever lost.
+pub(super) fn pipelines(geos: &[Geo], status: &OneDriveTenantStatus) -> Vec<Pipeline> {
+    let recorded = |admin_url: &str| status.geos.iter().find(|g| g.admin_url.eq_ignore_ascii_case(admin_url));
+    let mut out: Vec<Pipeline> = geos
+        .iter()
+        .map(|g| {
+            let r = recorded(&g.admin_url);
+            let legacy = g.central && r.is_none_or(|r| r.current_batch.is_none());
+            Pipeline {
+                location: g.location.clone(),
+                admin_url: g.admin_url.clone(),
+                central: g.central,
+                retired: false,
+                batch: r
+                    .and_then(|r| r.current_batch.clone())
+                    .or_else(|| legacy.then(|| status.current_batch.clone()).flatten()),
+                last_batch_seconds: r.and_then(|r| r.last_batch_seconds).or(if g.central {
+                    status.last_batch_seconds
+                } else {
+                    None
+                }),
+            }
+        })
+        .collect();
+    for r in &status.geos {
+        let known = out.iter().any(|p| p.admin_url.eq_ignore_ascii_case(&r.admin_url));
+        if let (false, Some(batch)) = (known, &r.current_batch) {
+            out.push(Pipeline {
+                location: r.location.clone(),
+                admin_url: r.admin_url.clone(),
+                central: false,
+                retired: true,
+                batch: Some(batch.clone()),
+                last_batch_seconds: r.last_batch_seconds,
+            });
+        }
+    }
+    out
+}
+
+/// The pipelines as the status records them, for a cycle that could not learn the geos (no
+/// client): nothing is sent then, but the status keeps saying what is in flight where.
+pub(super) fn recorded_pipelines(central_admin_url: &str, status: &OneDriveTenantStatus) -> Vec<Pipeline> {
+    let geos: Vec<Geo> = if status.geos.is_empty() {
+        vec![Geo { location: String::new(), admin_url: central_admin_url.to_string(), central: true }]
+    } else {
+        status
+            .geos
+            .iter()
+            .map(|g| Geo { location: g.location.clone(), admin_url: g.admin_url.clone(), central: g.central })
+            .collect()
+    };
+    pipelines(&geos, status)
+}
+
+/// The planner for one cycle over every geo.
+pub(super) enum Planners<'a> {
+    /// One geo: one planner, its gathering reused across the cycle's rounds.
+    One(Planner<'a>),
+    /// Several: the sites are partitioned anew for each call, as a lookup may route a user to
+    /// another geo.
+    Many(&'a [DesiredSite<'a>]),
+}
+
+impl<'a> Planners<'a> {
+    pub(super) fn new(sites: &'a [DesiredSite<'a>], pipelines: &[Pipeline]) -> Planners<'a> {
+        if pipelines.len() == 1 { Planners::One(Planner::new(sites)) } else { Planners::Many(sites) }
+    }
+
+    /// Whom to observe first, over every geo.
+    pub(super) fn targets(&mut self, base: &PlanInput, pipelines: &[Pipeline]) -> Vec<Lookup> {
+        match self {
+            Planners::One(p) => p.targets(&geo_input(base, &pipelines[0], base.last_batch_id)),
+            Planners::Many(sites) => {
+                let parts = parts(sites, base, pipelines);
+                let mut out: Vec<Lookup> = Vec::new();
+                for (part, p) in parts.iter().zip(pipelines) {
+                    out.extend(Planner::new(part).targets(&geo_input(base, p, base.last_batch_id)));
+                }
+                out
+            }
+        }
+    }
+
+    /// Every geo's plan, in the order of `pipelines`. Batch ids are unique tenant-wide: each geo
+    /// numbers its new batch after the geos before it.
+    pub(super) fn plan(&mut self, base: &PlanInput, pipelines: &[Pipeline]) -> TenantPlan {
+        match self {
+            Planners::One(p) => {
+                TenantPlan { geos: vec![p.plan(&geo_input(base, &pipelines[0], base.last_batch_id))] }
+            }
+            Planners::Many(sites) => {
+                let parts = parts(sites, base, pipelines);
+                let mut last_batch_id = base.last_batch_id;
+                let mut geos = Vec::with_capacity(pipelines.len());
+                for (part, p) in parts.iter().zip(pipelines) {
+                    let plan = Planner::new(part).plan(&geo_input(base, p, last_batch_id));
+                    last_batch_id = last_batch_id.max(plan.last_batch_id);
+                    geos.push(plan);
+                }
+                TenantPlan { geos }
+            }
+        }
+    }
+}
+
+fn geo_input<'a>(base: &PlanInput<'a>, p: &'a Pipeline, last_batch_id: i64) -> PlanInput<'a> {
+    PlanInput {
+        batch: p.batch.as_ref(),
+        typical_batch: p.typical_batch(),
+        geo: p.label(),
+        last_batch_id: last_batch_id.max(p.batch.as_ref().map_or(0, |b| b.id)),
+        ..*base
+    }
+}
+
+/// The sites of each geo (cheap copies: statuses stay borrowed from the cache).
+fn parts<'a>(
+    sites: &[DesiredSite<'a>],
+    base: &PlanInput,
+    pipelines: &[Pipeline],
+) -> Vec<Vec<DesiredSite<'a>>> {
+    let batches: Vec<Option<&BatchStatus>> = pipelines.iter().map(|p| p.batch.as_ref()).collect();
+    let locations: Vec<&str> =
+        pipelines.iter().map(|p| if p.retired { "" } else { p.location.as_str() }).collect();
+    let route = plan::partition(sites, base.observed, &batches, &locations);
+    let mut parts: Vec<Vec<DesiredSite>> = vec![Vec::new(); pipelines.len()];
+    for (site, g) in sites.iter().zip(route) {
+        parts[g].push(site.clone());
+    }
+    parts
+}
+
+/// The plans of every geo of one cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct TenantPlan {
+    pub(super) geos: Vec<Plan>,
+}
+
+impl TenantPlan {
+    pub(super) fn observe_now(&self) -> Vec<Lookup> {
+        self.geos.iter().flat_map(|p| p.observe_now.iter().cloned()).collect()
+    }
+
+    pub(super) fn site_updates(&self) -> impl Iterator<Item = &SiteUpdate> {
+        self.geos.iter().flat_map(|p| &p.site_updates)
+    }
+
+    pub(super) fn site_update_count(&self) -> usize {
+        self.geos.iter().map(|p| p.site_updates.len()).sum()
+    }
+
+    pub(super) fn users(&self) -> UserCounts {
+        let mut u = UserCounts::default();
+        for p in &self.geos {
+            u.desired += p.users.desired;
+            u.ready += p.users.ready;
+            u.pending += p.users.pending;
+            u.provisioning += p.users.provisioning;
+            u.failed += p.users.failed;
+        }
+        u
+    }
+
+    pub(super) fn reconciling(&self) -> bool {
+        self.geos.iter().any(|p| p.reconciling)
+    }
+
+    pub(super) fn requeue_after(&self) -> SignedDuration {
+        self.geos.iter().map(|p| p.requeue_after).min().unwrap_or(SignedDuration::from_secs(60))
+    }
+
+    pub(super) fn last_batch_id(&self) -> i64 {
+        self.geos.iter().map(|p| p.last_batch_id).max().unwrap_or(0)
+    }
+
+    /// Each geo's line of the tenant status.
+    pub(super) fn geo_statuses(&self, pipelines: &[Pipeline]) -> Vec<GeoStatus> {
+        pipelines
+            .iter()
+            .zip(&self.geos)
+            .filter(|(p, plan)| !p.retired || plan.batch.is_some())
+            .map(|(p, plan)| GeoStatus {
+                location: p.location.clone(),
+                central: p.central,
+                admin_url: p.admin_url.clone(),
+                current_batch: plan.batch.clone(),
+                last_batch_seconds: plan.batch_duration.map(|d| d.as_secs()).or(p.last_batch_seconds),
+                users: plan.users.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn batch(id: i64, users: &[&str]) -> BatchStatus {
+        BatchStatus {
+            id,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            size: users.len() as i32,
+            last_user: users.last().unwrap().to_string(),
+            enqueued_at: Time(jiff::Timestamp::UNIX_EPOCH),
+            sent: true,
+        }
+    }
+
+    fn geo(location: &str, admin_url: &str, central: bool) -> Geo {
+        Geo { location: location.into(), admin_url: admin_url.into(), central }
+    }
+
+    #[test]
+    fn a_batch_recorded_before_multi_geo_is_the_central_geos() {
+        let status = OneDriveTenantStatus {
+            current_batch: Some(batch(7, &["a@x.com"])),
+            last_batch_seconds: Some(900),
+            ..Default::default()
+        };
+        let p =
+            pipelines(&[geo("NAM", "https://c-admin", true), geo("EUR", "https://e-admin", false)], &status);
+        assert_eq!(p[0].batch.as_ref().map(|b| b.id), Some(7));
+        assert_eq!(p[0].last_batch_seconds, Some(900));
+        assert_eq!(p[1].batch, None);
+        assert_eq!(p[1].last_batch_seconds, None);
+    }
+
+    #[test]
+    fn each_geo_resumes_its_own_batch_and_a_gone_geo_keeps_its_batch_until_it_ends() {
+        let status = OneDriveTenantStatus {
+            geos: vec![
+                GeoStatus {
+                    location: "NAM".into(),
+                    central: true,
+                    admin_url: "https://c-admin".into(),
+                    current_batch: Some(batch(3, &["a@x.com"])),
+                    ..Default::default()
+                },
+                GeoStatus {
+                    location: "APC".into(),
+                    admin_url: "https://a-admin".into(),
+                    current_batch: Some(batch(4, &["b@x.com"])),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let p =
+            pipelines(&[geo("NAM", "https://c-admin", true), geo("EUR", "https://e-admin", false)], &status);
+        let view: Vec<(&str, bool, Option<i64>)> =
+            p.iter().map(|p| (p.location.as_str(), p.retired, p.batch.as_ref().map(|b| b.id))).collect();
+        assert_eq!(view, vec![("NAM", false, Some(3)), ("EUR", false, None), ("APC", true, Some(4))]);
+    }
+}

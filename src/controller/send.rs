@@ -1,0 +1,154 @@
+//! The send phase: at most one enqueue per geo, each to that geo's admin host. Every new batch is
+//! recorded in the tenant's status (`sent: false`) before any request goes out, so a crash
+//! between the two resends exactly what was recorded and never forms a batch twice.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::events::EventType;
+
+use super::ControllerError;
+use super::cycle::{CrashPoint, CycleReport, Reconciler, TenantRuntime, after_secs, problem_of};
+use super::phases::Stand;
+use super::pipelines::{Pipeline, Planners, TenantPlan};
+use crate::api::{BatchStatus, EventReason, OneDriveTenant};
+use crate::plan::{self, PlanInput};
+use crate::tenant::TenantError;
+
+/// How sending a geo's batch ended.
+enum Sent {
+    Accepted,
+    /// Not sent, or not known to have arrived: stays recorded and unsent, sent again later
+    /// (enqueueing is idempotent on the service).
+    Kept(TenantError),
+    /// SharePoint definitely refused it: nothing was enqueued.
+    Refused(TenantError),
+}
+
+impl Reconciler {
+    /// Send: every geo's enqueue, recorded first. `None` when a test stopped the cycle as a
+    /// crash would. After a failure the plans are made again from what happened.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send(
+        &self,
+        tenant: &OneDriveTenant,
+        plan: TenantPlan,
+        planners: &mut Planners<'_>,
+        base: PlanInput<'_>,
+        runtime: &mut Option<TenantRuntime>,
+        stand: &mut Stand,
+        report: &mut CycleReport,
+    ) -> Result<Option<TenantPlan>, ControllerError> {
+        let enqueues: Vec<(usize, bool)> = plan
+            .geos
+            .iter()
+            .enumerate()
+            .filter_map(|(g, p)| p.enqueue.as_ref().map(|e| (g, e.resend)))
+            .collect();
+        if enqueues.is_empty() {
+            return Ok(Some(plan));
+        }
+        let name = base.tenant;
+        for &(g, _) in &enqueues {
+            let e = plan.geos[g].enqueue.as_ref().expect("listed above");
+            stand.pipelines[g].batch = Some(BatchStatus { sent: false, ..e.batch.clone() });
+        }
+        let last_batch_id = plan.last_batch_id().max(base.last_batch_id);
+        let previous = tenant.status.as_ref().map_or(&[][..], |s| s.geos.as_slice());
+        self.write_tenant_batches(name, &stand.pipelines, previous, last_batch_id).await?;
+        if self.crash_at(CrashPoint::BeforeSend) {
+            report.crashed = true;
+            return Ok(None);
+        }
+        let client = runtime.as_ref().expect("a plan with an enqueue has a client").client.clone();
+        let mut failure = None;
+        for &(g, resend) in &enqueues {
+            let pipeline = &mut stand.pipelines[g];
+            let recorded = pipeline.batch.as_mut().expect("recorded above");
+            let outcome = match client.enqueue_at(&pipeline.admin_url, &recorded.users).await {
+                Ok(()) => Sent::Accepted,
+                Err(e)
+                    if matches!(e, TenantError::Throttled { .. } | TenantError::Unreachable(_)) || resend =>
+                {
+                    Sent::Kept(e)
+                }
+                Err(e) => Sent::Refused(e),
+            };
+            match outcome {
+                Sent::Accepted => {
+                    recorded.sent = true;
+                    if resend {
+                        // Its provisioning clock starts now, not when an earlier process recorded it.
+                        recorded.enqueued_at = Time(plan::whole_second(base.now));
+                    }
+                    let (recorded, pipeline) = (recorded.clone(), pipeline.clone());
+                    self.sent(tenant, &pipeline, &recorded).await;
+                    report.enqueued.push(recorded);
+                }
+                Sent::Kept(e) => {
+                    failure = Some(e);
+                    break;
+                }
+                Sent::Refused(e) => {
+                    pipeline.batch = None;
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_some() || !report.enqueued.is_empty() {
+            self.write_tenant_batches(name, &stand.pipelines, previous, last_batch_id).await?;
+        }
+        if !report.enqueued.is_empty() && self.crash_at(CrashPoint::AfterEnqueue) {
+            report.crashed = true;
+            return Ok(None);
+        }
+        let Some(e) = failure else {
+            let mut plan = plan;
+            for (p, pipeline) in plan.geos.iter_mut().zip(&stand.pipelines) {
+                if p.enqueue.is_some() {
+                    p.batch = pipeline.batch.clone();
+                }
+            }
+            return Ok(Some(plan));
+        };
+        match &e {
+            // Recorded, not sent: the next cycle sends it again.
+            TenantError::Throttled { until, .. } => stand.throttled_until = Some(*until),
+            TenantError::Unreachable(_) => stand.problem = Some(problem_of(&e)),
+            _ => {
+                // A refusal: say why, and do not ask again with the same credentials for a while.
+                let refusal = problem_of(&e);
+                if let Some(rt) = runtime.as_mut() {
+                    rt.refused = Some((refusal.clone(), after_secs(base.now, 600)));
+                }
+                stand.problem = Some(refusal);
+            }
+        }
+        // Planned again from what happened: the users of an unsent batch say so. What finished
+        // before the send stays finished.
+        let mut again = planners.plan(&stand.input(base, runtime), &stand.pipelines);
+        for (a, p) in again.geos.iter_mut().zip(&plan.geos) {
+            a.finished = a.finished.clone().or(p.finished.clone());
+            a.batch_duration = a.batch_duration.or(p.batch_duration);
+        }
+        Ok(Some(again))
+    }
+
+    /// What a batch accepted by SharePoint is reported with.
+    async fn sent(&self, tenant: &OneDriveTenant, pipeline: &Pipeline, batch: &BatchStatus) {
+        let name = tenant.metadata.name.as_deref().unwrap_or_default();
+        self.options.metrics.batch(name, batch.users.len());
+        let geo = if pipeline.location.is_empty() {
+            String::new()
+        } else {
+            format!(" in geo {} ({})", pipeline.location, pipeline.admin_url)
+        };
+        let note = format!(
+            "batch {} of {} users sent to SharePoint{geo} ({:?}); last user {}",
+            batch.id,
+            batch.users.len(),
+            tenant.spec.enqueue_method,
+            batch.last_user
+        );
+        self.event(tenant, EventType::Normal, EventReason::BatchEnqueued.as_str(), note).await;
+    }
+}
