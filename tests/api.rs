@@ -212,11 +212,12 @@ fn an_admin_url_of_another_cloud_is_rejected_with_the_expected_suffix() {
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].contains("with spec.cloud Global") && v[0].contains("*.sharepoint.com"), "{v:?}");
     // A host merely containing the suffix is not on it.
-    let v = violations::<OneDriveTenant>(
-        &tenant(json!({"adminUrl": "https://contoso-admin.sharepoint.com.example.org"})),
-        None,
-    );
-    assert_eq!(v.len(), 1, "{v:?}");
+    for host in ["https://contoso-admin.sharepoint.com.example.org", r"https://evil.example\.sharepoint.com"]
+    {
+        let v = violations::<OneDriveTenant>(&tenant(json!({ "adminUrl": host })), None);
+        assert_eq!(v.len(), 1, "{host}: {v:?}");
+        assert!(v[0].contains("*.sharepoint.com"), "{v:?}");
+    }
 }
 
 #[test]

@@ -302,3 +302,22 @@ async fn a_gcc_high_tenant_reaches_its_clouds_preset_hosts() {
     assert_eq!(config.graph_url, "https://graph.microsoft.us");
     assert_eq!(config.authority_host, "https://login.microsoftonline.us");
 }
+
+/// An app consented with Files.Read.All but not Sites.Read.All cannot list the geos: the tenant
+/// keeps working as before Multi-Geo (every user through spec.adminUrl) and says why on its
+/// `GeoDiscoveryFailed` condition.
+#[tokio::test]
+async fn a_tenant_whose_geos_cannot_be_listed_keeps_working_and_says_so() {
+    let mut c = sim_config(20);
+    c.withheld_permissions = vec!["Sites.Read.All".into()];
+    let sim = simulator::start(c, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = cluster(tenant_spec(&sim), 20).await;
+    let r = reconciler(&client, &sim, &[]);
+    converge(&r, &sim, &client, 60).await;
+    let status = tenant_of(&client).await.status.unwrap();
+    let c = onedrive_operator::api::find_condition(&status.conditions, "GeoDiscoveryFailed").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "GeoDiscoveryFailed"));
+    assert!(c.message.contains("Sites.Read.All") && c.message.contains(&sim.admin_url()), "{}", c.message);
+    let ready = onedrive_operator::api::find_condition(&status.conditions, "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+}

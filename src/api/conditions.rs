@@ -41,6 +41,14 @@ impl<'a> ConditionSet<'a> {
         self
     }
 
+    /// Keeps the previous condition of this type as it was (nothing new was learnt about it).
+    pub fn keep(mut self, type_: &str) -> Self {
+        if let Some(old) = find_condition(self.previous, type_) {
+            self.conditions.push(old.clone());
+        }
+        self
+    }
+
     pub fn build(self) -> Vec<Condition> {
         self.conditions
     }

@@ -47,8 +47,9 @@ const SPEC_CLOUD: &str = "(has(self.cloud) ? self.cloud : 'Global')";
 /// `url` (a CEL expression) is on one of `cloud`'s SharePoint hosts, or on loopback.
 fn on_cloud(url: &str, cloud: super::Cloud) -> String {
     let suffix = cloud.sharepoint_suffix().replace('.', "[.]");
+    // Host names only (letters, digits, dots, hyphens): nothing that could end the host early.
     format!(
-        "{url}.matches({LOOPBACK_URL}) || {url}.matches('^https://[^/?#:[:space:]]+{suffix}(:[0-9]+)?(/[^[:space:]]*)?$')"
+        "{url}.matches({LOOPBACK_URL}) || {url}.matches('^https://[[:alnum:].-]+{suffix}(:[0-9]+)?(/[^[:space:]]*)?$')"
     )
 }
 

@@ -115,6 +115,10 @@ reasons! {
         /// Every rotated refresh token is stored in its Secret.
         Persisted = "Persisted",
         CredentialsNotPersisted = "CredentialsNotPersisted",
+        /// Graph could not list the tenant's geos: only the central and declared geos are used.
+        GeoDiscoveryFailed = "GeoDiscoveryFailed",
+        /// The tenant's geos are known (discovered, or all declared).
+        GeosDiscovered = "GeosDiscovered",
     }
 }
 

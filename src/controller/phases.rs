@@ -25,6 +25,17 @@ pub(super) struct Stand {
     pub(super) problem: Option<TenantProblem>,
     pub(super) throttled_until: Option<Timestamp>,
     pub(super) pipelines: Vec<Pipeline>,
+    pub(super) discovery: Discovery,
+}
+
+/// What this cycle learnt of the tenant's geos.
+pub(super) enum Discovery {
+    /// Not asked (no client, or Microsoft asked to wait): what the status says stands.
+    NotTried,
+    /// Discovered (now or within the hour).
+    Known,
+    /// Graph could not list them and never could: the central and declared geos are used.
+    Failed(String),
 }
 
 impl Stand {
@@ -99,6 +110,7 @@ impl Reconciler {
             throttled_until: status.throttled_until.as_ref().map(|t| t.0).filter(|t| *t > now),
             pipelines: recorded_pipelines(&self.central_admin_url(tenant), status),
             problem: None,
+            discovery: Discovery::NotTried,
         };
         let limits = match Limits::from_spec(&tenant.spec) {
             Ok(l) => l,
@@ -120,9 +132,21 @@ impl Reconciler {
         if stand.throttled_until.is_none() {
             let client = &runtime.as_ref().expect("ensured above").client;
             match client.geos().await {
-                Ok(geos) => stand.pipelines = pipelines(&geos, status),
+                Ok(geos) => {
+                    stand.pipelines = pipelines(&geos, status);
+                    stand.discovery = Discovery::Known;
+                }
                 Err(TenantError::Throttled { until, .. }) => stand.throttled_until = Some(until),
-                Err(e) => stand.problem = stand.problem.take().or(Some(problem_of(&e))),
+                // What versions before Multi-Geo did (every user through spec.adminUrl), plus the
+                // declared geos; said on the tenant rather than stopping a working tenant.
+                Err(e) => {
+                    let geos = client.known_geos();
+                    stand.discovery = Discovery::Failed(format!(
+                        "Graph could not list the tenant's geos ({e}); users are enqueued through {} only: in a Multi-Geo tenant, users of any other geo would get no site. Fix: grant Graph Sites.Read.All, or declare every satellite geo in spec.geos",
+                        geos.iter().map(|g| g.admin_url.as_str()).collect::<Vec<_>>().join(", ")
+                    ));
+                    stand.pipelines = pipelines(&geos, status);
+                }
             }
         }
         (limits, stand)

@@ -36,35 +36,34 @@ impl Pipeline {
 }
 
 /// The pipelines of a tenant with `geos` (the central geo first), resuming what its status
-/// records: each geo's batch, matched by admin host. A batch recorded by a version before
-/// Multi-Geo (`status.currentBatch`) is the central geo's. A recorded geo that is no longer one of
-/// the tenant's keeps its pipeline until its batch ends, so no batch is ever lost.
+/// records: each geo's batch (see [`recorded`]). A batch recorded by a version before Multi-Geo
+/// (`status.currentBatch`) is the central geo's. A recorded geo that is no longer one of the
+/// tenant's keeps its pipeline until its batch ends, so no batch is ever lost.
 pub(super) fn pipelines(geos: &[Geo], status: &OneDriveTenantStatus) -> Vec<Pipeline> {
-    let recorded = |admin_url: &str| status.geos.iter().find(|g| g.admin_url.eq_ignore_ascii_case(admin_url));
+    let mut taken = vec![false; status.geos.len()];
     let mut out: Vec<Pipeline> = geos
         .iter()
         .map(|g| {
-            let r = recorded(&g.admin_url);
-            let legacy = g.central && r.is_none_or(|r| r.current_batch.is_none());
+            let r = recorded(g, status, &mut taken);
+            // After a downgrade and another upgrade both may be there: the newer is in flight.
+            let legacy = status.current_batch.clone().filter(|_| g.central);
+            let batch = match (r.and_then(|r| r.current_batch.clone()), legacy) {
+                (Some(a), Some(b)) => Some(if b.id > a.id { b } else { a }),
+                (a, b) => a.or(b),
+            };
+            let legacy_seconds = if g.central { status.last_batch_seconds } else { None };
             Pipeline {
                 location: g.location.clone(),
                 admin_url: g.admin_url.clone(),
                 central: g.central,
                 retired: false,
-                batch: r
-                    .and_then(|r| r.current_batch.clone())
-                    .or_else(|| legacy.then(|| status.current_batch.clone()).flatten()),
-                last_batch_seconds: r.and_then(|r| r.last_batch_seconds).or(if g.central {
-                    status.last_batch_seconds
-                } else {
-                    None
-                }),
+                batch,
+                last_batch_seconds: r.and_then(|r| r.last_batch_seconds).or(legacy_seconds),
             }
         })
         .collect();
-    for r in &status.geos {
-        let known = out.iter().any(|p| p.admin_url.eq_ignore_ascii_case(&r.admin_url));
-        if let (false, Some(batch)) = (known, &r.current_batch) {
+    for (r, taken) in status.geos.iter().zip(taken) {
+        if let (false, Some(batch)) = (taken, &r.current_batch) {
             out.push(Pipeline {
                 location: r.location.clone(),
                 admin_url: r.admin_url.clone(),
@@ -76,6 +75,22 @@ pub(super) fn pipelines(geos: &[Geo], status: &OneDriveTenantStatus) -> Vec<Pipe
         }
     }
     out
+}
+
+/// The recorded line of geo `g`: the one with its admin host, else the one with its location (the
+/// host was edited: one geo never has two batches in flight), else the central line for the
+/// central geo. Each line serves one geo at most.
+fn recorded<'s>(g: &Geo, status: &'s OneDriveTenantStatus, taken: &mut [bool]) -> Option<&'s GeoStatus> {
+    let lines = &status.geos;
+    let free: Vec<usize> = (0..lines.len()).filter(|&i| !taken[i]).collect();
+    let i = free
+        .iter()
+        .copied()
+        .find(|&i| lines[i].admin_url.eq_ignore_ascii_case(&g.admin_url))
+        .or_else(|| free.iter().copied().find(|&i| !g.location.is_empty() && lines[i].location == g.location))
+        .or_else(|| free.iter().copied().find(|&i| g.central && lines[i].central))?;
+    taken[i] = true;
+    Some(&lines[i])
 }
 
 /// The pipelines as the status records them, for a cycle that could not learn the geos (no
@@ -265,6 +280,39 @@ mod tests {
         assert_eq!(p[0].last_batch_seconds, Some(900));
         assert_eq!(p[1].batch, None);
         assert_eq!(p[1].last_batch_seconds, None);
+    }
+
+    #[test]
+    fn an_edited_admin_host_keeps_its_geos_batch_and_the_newer_of_two_central_batches_wins() {
+        let status = OneDriveTenantStatus {
+            geos: vec![
+                GeoStatus {
+                    location: "NAM".into(),
+                    central: true,
+                    admin_url: "https://old-admin".into(),
+                    current_batch: Some(batch(3, &["a@x.com"])),
+                    ..Default::default()
+                },
+                GeoStatus {
+                    location: "EUR".into(),
+                    admin_url: "https://eur-old-admin".into(),
+                    current_batch: Some(batch(5, &["b@x.com"])),
+                    ..Default::default()
+                },
+            ],
+            current_batch: Some(batch(6, &["c@x.com"])),
+            ..Default::default()
+        };
+        let p = pipelines(
+            &[geo("NAM", "https://new-admin", true), geo("EUR", "https://eur-new-admin", false)],
+            &status,
+        );
+        let view: Vec<(&str, bool, Option<i64>)> =
+            p.iter().map(|p| (p.admin_url.as_str(), p.retired, p.batch.as_ref().map(|b| b.id))).collect();
+        assert_eq!(
+            view,
+            vec![("https://new-admin", false, Some(6)), ("https://eur-new-admin", false, Some(5))]
+        );
     }
 
     #[test]

@@ -13,6 +13,15 @@ use crate::api::{BatchStatus, EventReason, OneDriveTenant};
 use crate::plan::{self, PlanInput};
 use crate::tenant::TenantError;
 
+/// The failure the cycle reports: one that concerns every geo (throttling, a refusal) over an
+/// unreachable host.
+fn worse(so_far: Option<TenantError>, e: TenantError) -> Option<TenantError> {
+    match so_far {
+        Some(f) if !matches!(f, TenantError::Unreachable(_)) => Some(f),
+        _ => Some(e),
+    }
+}
+
 /// How sending a geo's batch ended.
 enum Sent {
     Accepted,
@@ -47,6 +56,14 @@ impl Reconciler {
             return Ok(Some(plan));
         }
         let name = base.tenant;
+        // The status written before sending says what this plan says of every geo: a batch that
+        // just finished is gone (and its duration learnt), a new one is recorded unsent.
+        for (pipeline, p) in stand.pipelines.iter_mut().zip(&plan.geos) {
+            pipeline.batch = p.batch.clone();
+            if let Some(d) = p.batch_duration {
+                pipeline.last_batch_seconds = Some(d.as_secs());
+            }
+        }
         for &(g, _) in &enqueues {
             let e = plan.geos[g].enqueue.as_ref().expect("listed above");
             stand.pipelines[g].batch = Some(BatchStatus { sent: false, ..e.batch.clone() });
@@ -61,6 +78,10 @@ impl Reconciler {
         let client = runtime.as_ref().expect("a plan with an enqueue has a client").client.clone();
         let mut failure = None;
         for &(g, resend) in &enqueues {
+            if failure.as_ref().is_some_and(|e| !matches!(e, TenantError::Unreachable(_))) {
+                // Throttling and a refused token concern every geo (one app, one set of limits).
+                break;
+            }
             let pipeline = &mut stand.pipelines[g];
             let recorded = pipeline.batch.as_mut().expect("recorded above");
             let outcome = match client.enqueue_at(&pipeline.admin_url, &recorded.users).await {
@@ -83,14 +104,11 @@ impl Reconciler {
                     self.sent(tenant, &pipeline, &recorded).await;
                     report.enqueued.push(recorded);
                 }
-                Sent::Kept(e) => {
-                    failure = Some(e);
-                    break;
-                }
+                // An unreachable admin host holds up its own geo only: the others are still sent.
+                Sent::Kept(e) => failure = worse(failure, e),
                 Sent::Refused(e) => {
                     pipeline.batch = None;
-                    failure = Some(e);
-                    break;
+                    failure = worse(failure, e);
                 }
             }
         }

@@ -4,7 +4,10 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::credentials::{self, CredentialHealth};
-use super::phases::Stand;
+use super::phases::{Discovery, Stand};
+
+/// The tenant condition (abnormal-true) saying the geos could not be discovered.
+pub const GEO_DISCOVERY_FAILED: &str = TenantReason::GeoDiscoveryFailed.as_str();
 use super::pipelines::{Pipeline, TenantPlan};
 use crate::api::{
     ConditionSet, ConditionStatus, OneDriveTenant, OneDriveTenantStatus, TenantReason, condition_type,
@@ -61,6 +64,18 @@ pub(super) fn tenant_status(
         .set(condition_type::READY, ConditionStatus::of(ready), ready_reason.as_str(), message)
         .set(condition_type::RECONCILING, ConditionStatus::of(reconciling), reason.as_str(), "")
         .set(condition_type::STALLED, ConditionStatus::of(stalled), reason.as_str(), "");
+    let conditions = match &stand.discovery {
+        Discovery::NotTried => conditions.keep(GEO_DISCOVERY_FAILED),
+        Discovery::Known => conditions.set(
+            GEO_DISCOVERY_FAILED,
+            ConditionStatus::False,
+            TenantReason::GeosDiscovered.as_str(),
+            "",
+        ),
+        Discovery::Failed(why) => {
+            conditions.set(GEO_DISCOVERY_FAILED, ConditionStatus::True, GEO_DISCOVERY_FAILED, why.clone())
+        }
+    };
     OneDriveTenantStatus {
         observed_generation: g,
         conditions: credentials::conditions(conditions, health, now).build(),

@@ -1,5 +1,7 @@
-//! Multi-Geo routing: which geo's pipeline a user belongs to. The tenant client (profile reads)
-//! and the controller (batches) route with this one rule, so they never disagree.
+//! Multi-Geo routing: which geo's pipeline a user belongs to. The controller's batches
+//! ([`partition`]) and the tenant client's profile reads route a user's preferred location with
+//! the one rule [`route`]; only a user kept in a batch of another geo (their location changed in
+//! flight) has their profile read where their location now points.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

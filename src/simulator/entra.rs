@@ -203,7 +203,7 @@ fn resource_of(sim: &Sim, scope: &str) -> Result<String, Response> {
 /// permissions (`roles`) for app-only tokens, delegated scopes (`scp`) for a user's.
 fn permissions(sim: &Sim, resource: &str, delegated: bool) -> Vec<&'static str> {
     let all: &[&str] = match (resource == sim.graph_resource(), delegated) {
-        (true, _) => &["User.Read.All", "Sites.Read.All"],
+        (true, _) => &["User.Read.All", "Sites.Read.All", "Files.Read.All"],
         (false, false) => &["Sites.FullControl.All", "User.ReadWrite.All"],
         (false, true) => &["AllSites.FullControl", "User.ReadWrite.All"],
     };

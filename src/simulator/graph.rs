@@ -89,6 +89,8 @@ fn unauthorized(sim: &Sim, e: TokenError) -> Answer {
 const READ_USERS: &[&str] = &["User.Read.All", "User.ReadWrite.All", "Directory.Read.All"];
 const READ_SITES: &[&str] =
     &["Sites.Read.All", "Files.Read.All", "Sites.ReadWrite.All", "Sites.FullControl.All"];
+/// Listing sites (the geos' root sites) needs a Sites permission: Files.Read.All reads drives only.
+const LIST_SITES: &[&str] = &["Sites.Read.All", "Sites.ReadWrite.All", "Sites.FullControl.All"];
 
 /// Graph's answer to a token without the permission a call needs.
 fn denied(sim: &Sim) -> Answer {
@@ -335,7 +337,7 @@ async fn all_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(que
 /// `dataLocationCode` (empty in a single-geo tenant), as Multi-Geo discovery reads it.
 async fn root_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
-    call(&sim, &headers, "graph.sites.roots", READ_SITES, |sim| {
+    call(&sim, &headers, "graph.sites.roots", LIST_SITES, |sim| {
         let filter = query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
             (percent_decode(k) == "$filter").then(|| percent_decode(v))

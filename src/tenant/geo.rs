@@ -14,6 +14,8 @@ use crate::api::GeoSpec;
 
 /// How long a discovery stands before it is made again (geos are added rarely, by Microsoft).
 const REDISCOVER_AFTER: Duration = Duration::from_secs(3600);
+/// How soon a failed rediscovery is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// One geo as the tenant client routes to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,7 +83,9 @@ fn is_loopback(url: &str) -> bool {
     } else {
         host.split(':').next().unwrap_or_default()
     };
-    name == "localhost" || name == "[::1]" || name.starts_with("127.")
+    name == "localhost"
+        || name == "[::1]"
+        || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -153,13 +157,24 @@ pub(super) async fn root_sites(client: &TenantClient) -> Result<Vec<RootSite>, T
         let response =
             client.http.send(Service::Graph, || client.http.client().get(&next).bearer_auth(&token)).await?;
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let text = response.text().await.unwrap_or_default();
+        // A root-site list that cannot be read whole is not a list of geos: routing on part of it
+        // would send a satellite's users to the central geo.
+        let body: Value = match (status, serde_json::from_str(&text)) {
+            (_, Ok(v)) => v,
+            (200, Err(e)) => {
+                return Err(TenantError::Protocol(format!(
+                    "Graph GET /sites (the geos' root sites) answered an unreadable list: {e}"
+                )));
+            }
+            (_, Err(_)) => Value::Null,
+        };
         match status {
             200 => {}
             401 | 403 => {
-                return Err(TenantError::PermissionMissing(
-                    "Microsoft Graph refused to list the geos' root sites (GET /sites, 403): grant the app Sites.Read.All with admin consent, or declare spec.geos".into(),
-                ));
+                return Err(TenantError::PermissionMissing(format!(
+                    "Microsoft Graph refused to list the geos' root sites (GET /sites, {status}): grant the app Sites.Read.All with admin consent"
+                )));
             }
             s => {
                 return Err(TenantError::Unreachable(format!(
@@ -186,8 +201,9 @@ pub(super) struct Known {
 
 impl TenantClient {
     /// The tenant's geos, the central one first: discovered at most hourly, merged with the
-    /// declared ones. A failed discovery keeps the geos known before; with none known, it is the
-    /// tenant's problem (enqueueing blind could send users to the wrong geo).
+    /// declared ones. A failed rediscovery keeps the geos known before (and is tried again in a
+    /// few minutes); an error means no discovery ever succeeded: the caller decides what to do
+    /// with the central and declared geos alone ([`TenantClient::known_geos`]).
     pub async fn geos(&self) -> Result<Vec<Geo>, TenantError> {
         if let Some((at, geos)) = &self.geos.lock().unwrap().geos
             && at.elapsed() < REDISCOVER_AFTER
@@ -201,9 +217,11 @@ impl TenantClient {
                 self.geos.lock().unwrap().geos = Some((Instant::now(), geos.clone()));
                 Ok(geos)
             }
-            Err(e) => match &self.geos.lock().unwrap().geos {
-                Some((_, geos)) => {
+            Err(e) => match &mut self.geos.lock().unwrap().geos {
+                Some((at, geos)) => {
                     tracing::warn!(error = %e, "geo discovery failed; the geos known before stand");
+                    // Not asked again at every cycle: in a few minutes.
+                    *at = Instant::now().checked_sub(REDISCOVER_AFTER - RETRY_AFTER).unwrap_or(*at);
                     Ok(geos.clone())
                 }
                 None => Err(e),
@@ -293,8 +311,13 @@ mod tests {
             "http://127.0.0.1:9/geos/EUR/sharepoint/_api/contextinfo"
         );
         assert_eq!(o.apply("https://contoso-admin.sharepoint.com"), "https://contoso-admin.sharepoint.com");
-        let e = HostOverrides::parse(&["https://graph.microsoft.us=https://example.org".into()]).unwrap_err();
-        assert!(e.contains("not a loopback"), "{e}");
+        for bad in ["https://example.org", "http://127.evil.example", "http://127.0.0.1.example.org:80"] {
+            let e = HostOverrides::parse(&[format!("https://graph.microsoft.us={bad}")]).unwrap_err();
+            assert!(e.contains("not a loopback"), "{bad}: {e}");
+        }
+        assert!(
+            HostOverrides::parse(&["https://graph.microsoft.us=http://127.0.0.2:80/graph".into()]).is_ok()
+        );
         assert!(HostOverrides::parse(&["no-equals".into()]).unwrap_err().contains("FROM=TO"));
     }
 }
