@@ -30,6 +30,7 @@ VARIANTS = {
         "extraArgs": ["--organization=contoso"],
         "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
         "caBundle": {"configMap": "proxy-ca", "key": "ca.crt"},
+        "rbac": {"create": True, "secretNames": ["contoso-app-cert", "contoso-admin-token"]},
         "imagePullSecrets": [{"name": "registry-credentials"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists"}],
@@ -91,6 +92,15 @@ def main():
             for field in ("apiGroups", "resources", "verbs"):
                 if "*" in rule.get(field, []):
                     fail(f"wildcard in {doc['kind']} {doc['metadata']['name']}: {rule}")
+    # Secrets: this namespace only, narrowed to named Secrets when asked.
+    def secret_rules(name):
+        return [r for _, d in rendered[name] if d["kind"] in ("Role", "ClusterRole") for r in d["rules"] if "secrets" in r["resources"]]
+    if any(d["kind"] == "ClusterRole" and any("secrets" in r["resources"] for r in d["rules"]) for _, d in rendered["everything"]):
+        fail("a ClusterRole grants Secrets: the operator reads Secrets in its own namespace only")
+    if [r.get("resourceNames") for r in secret_rules("everything")] != [["contoso-app-cert", "contoso-admin-token"]]:
+        fail(f"rbac.secretNames not applied: {secret_rules('everything')}")
+    if [r.get("resourceNames") for r in secret_rules("default")] != [None]:
+        fail(f"default Secret rule: {secret_rules('default')}")
     # Two pods must never act at once: without leader election an upgrade replaces the pod.
     for name, expected in (("default", "Recreate"), ("everything", "RollingUpdate")):
         deployment = next(d for _, d in rendered[name] if d["kind"] == "Deployment")

@@ -239,13 +239,16 @@ impl Reconciler {
 
     /// Records every geo's in-flight batch (and the geos' other fields as they stand). A JSON
     /// merge patch: the list is replaced whole, and the pre-Multi-Geo `currentBatch` is removed
-    /// in the same write that carries it over.
+    /// in the same write that carries it over. With `precondition` (the tenant's resourceVersion
+    /// as this cycle read it) the write fails with a Conflict if anyone wrote the tenant since:
+    /// two processes can never both record a batch, so never both send one.
     pub(super) async fn write_tenant_batches(
         &self,
         name: &str,
         pipelines: &[Pipeline],
         previous: &[GeoStatus],
         last_batch_id: i64,
+        precondition: Option<&str>,
     ) -> Result<(), ControllerError> {
         let api: Api<OneDriveTenant> = Api::all(self.client.clone());
         let geos: Vec<GeoStatus> = pipelines
@@ -263,7 +266,10 @@ impl Reconciler {
                 }
             })
             .collect();
-        let patch = json!({"status": {"geos": geos, "currentBatch": null, "lastBatchId": last_batch_id}});
+        let mut patch = json!({"status": {"geos": geos, "currentBatch": null, "lastBatchId": last_batch_id}});
+        if let Some(rv) = precondition {
+            patch["metadata"] = json!({ "resourceVersion": rv });
+        }
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(ControllerError::kube)?;

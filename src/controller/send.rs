@@ -1,6 +1,8 @@
 //! The send phase: at most one enqueue per geo, each to that geo's admin host. Every new batch is
 //! recorded in the tenant's status (`sent: false`) before any request goes out, so a crash
-//! between the two resends exactly what was recorded and never forms a batch twice.
+//! between the two resends exactly what was recorded and never forms a batch twice; the record is
+//! conditional on the tenant's resourceVersion, so of two processes only one ever records — and
+//! sends — a batch.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
@@ -70,7 +72,10 @@ impl Reconciler {
         }
         let last_batch_id = plan.last_batch_id().max(base.last_batch_id);
         let previous = tenant.status.as_ref().map_or(&[][..], |s| s.geos.as_slice());
-        self.write_tenant_batches(name, &stand.pipelines, previous, last_batch_id).await?;
+        // Recorded only if nobody wrote the tenant since this cycle read it (a Conflict ends the
+        // cycle before anything is sent).
+        let read_as = tenant.metadata.resource_version.as_deref();
+        self.write_tenant_batches(name, &stand.pipelines, previous, last_batch_id, read_as).await?;
         if self.crash_at(CrashPoint::BeforeSend) {
             report.crashed = true;
             return Ok(None);
@@ -113,7 +118,7 @@ impl Reconciler {
             }
         }
         if failure.is_some() || !report.enqueued.is_empty() {
-            self.write_tenant_batches(name, &stand.pipelines, previous, last_batch_id).await?;
+            self.write_tenant_batches(name, &stand.pipelines, previous, last_batch_id, None).await?;
         }
         if !report.enqueued.is_empty() && self.crash_at(CrashPoint::AfterEnqueue) {
             report.crashed = true;

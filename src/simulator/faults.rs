@@ -16,6 +16,8 @@ pub struct FaultConfig {
     pub max_retry_after: f64,
     /// Every SharePoint request gets 503: the app is blocked.
     pub blocked: bool,
+    /// The `Retry-After` of a blocked app's 503s, in seconds.
+    pub blocked_retry_after: f64,
     /// Added to every response.
     pub latency: Duration,
     /// SharePoint requests allowed per minute; `RateLimit-*` headers from 80% of it, 429 beyond.
@@ -29,6 +31,7 @@ impl Default for FaultConfig {
             seed: 1,
             max_retry_after: 2.0,
             blocked: false,
+            blocked_retry_after: 120.0,
             latency: Duration::ZERO,
             sharepoint_quota_per_minute: 600,
         }

@@ -131,8 +131,9 @@ pub(super) fn admit(
             "Access denied. You do not have permission to perform this action or access this resource.",
         ));
     }
-    if sim.faults.lock().unwrap().config().blocked {
-        let fault = Fault { status: 503, retry_after: 120.0 };
+    let blocked = sim.faults.lock().unwrap().config().clone();
+    if blocked.blocked {
+        let fault = Fault { status: 503, retry_after: blocked.blocked_retry_after };
         sim.record(endpoint, 503, Some(fault), Some(&token.client_id));
         let r = odata_error(
             headers,
