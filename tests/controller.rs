@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use common::*;
 use jiff::SignedDuration;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use onedrive_operator::api::{OneDriveSite, OneDriveTenant, SitePhase, condition_type, find_condition};
 #[cfg(feature = "test-hooks")]
@@ -18,22 +17,6 @@ use onedrive_operator::simulator::{self, AppOnlyEnqueue, Config, SimHandle, User
 use onedrive_operator::testing::site;
 
 const NS: &str = "onedrive-operator";
-
-fn tenant(sim: &SimHandle, name: &str, secret: &str) -> OneDriveTenant {
-    OneDriveTenant::new(name, sim_tenant_spec(sim, secret))
-}
-
-fn cert_secret(name: &str) -> Secret {
-    tls_secret(NS, name, &CERT, &KEY)
-}
-
-async fn kube(sites: Vec<OneDriveSite>, tenants: Vec<OneDriveTenant>, secrets: Vec<Secret>) -> kube::Client {
-    fake_cluster::fake_cluster(sites, tenants, secrets).await.unwrap()
-}
-
-fn reconciler(client: &kube::Client) -> Reconciler {
-    Reconciler::new(client.clone(), ReconcilerOptions::new(NS, SiteSource::List))
-}
 
 /// A reconciler on the simulator's clock.
 fn reconciler_on(client: &kube::Client, sim: &SimHandle) -> Reconciler {
@@ -121,7 +104,8 @@ async fn a_thousand_sites_in_two_namespaces_converge_in_batches_of_200() {
             )
         })
         .collect();
-    let client = kube(sites, vec![tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let client =
+        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
     let r = reconciler(&client);
     let cycles = converge(&r, &sim, &client, 200).await;
     let sites = sites_of(&client).await;
@@ -155,7 +139,8 @@ async fn crash_and_resume(point: CrashPoint) {
     let sites: Vec<OneDriveSite> = (0..450)
         .map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso"))
         .collect();
-    let client = kube(sites, vec![tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let client =
+        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
     let first = reconciler(&client);
     first.crash_next_cycle_at(point);
     let report = first.reconcile_tenant("contoso").await.unwrap();
@@ -207,9 +192,9 @@ async fn bad_input_gets_the_documented_reasons_and_others_are_unaffected() {
         site("b", "refused", "user0@contoso.com", "refusing"),
     ];
     let tenants = vec![
-        tenant(&sim, "contoso", "app-cert"),
-        tenant(&sim, "missing-secret", "not-there"),
-        tenant(&refusing, "refusing", "app-cert"),
+        sim_tenant(&sim, "contoso", "app-cert"),
+        sim_tenant(&sim, "missing-secret", "not-there"),
+        sim_tenant(&refusing, "refusing", "app-cert"),
     ];
     let client = kube(sites, tenants, vec![cert_secret("app-cert")]).await;
     let r = reconciler(&client);
@@ -335,7 +320,7 @@ async fn a_realistic_population_converges_and_every_user_tells_the_truth() {
     c.users = users.clone();
     let sim = start(c).await;
     let client =
-        kube(sites_for(&users), vec![tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")])
+        kube(sites_for(&users), vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")])
             .await;
     let r = reconciler_on(&client, &sim);
     // Cycle on the simulated clock; note when each profile-error user is first reported Failed.
@@ -441,9 +426,9 @@ async fn every_site_reason_is_reached_over_the_simulator() {
     let mut c = sim_config(0);
     c.users = users;
     let sim = start(c).await;
-    let mut contoso = tenant(&sim, "contoso", "app-cert");
+    let mut contoso = sim_tenant(&sim, "contoso", "app-cert");
     contoso.spec.provisioning_timeout = "30m".into();
-    let tenants = vec![contoso, tenant(&sim, "missing-secret", "not-there")];
+    let tenants = vec![contoso, sim_tenant(&sim, "missing-secret", "not-there")];
     let client = kube(sites, tenants, vec![cert_secret("app-cert")]).await;
     let r = reconciler_on(&client, &sim);
     let mut reached = HashSet::new();

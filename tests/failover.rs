@@ -4,35 +4,15 @@
 mod common;
 
 use common::*;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use onedrive_operator::api::{
     OneDriveSite, OneDriveTenant, SitePhase, TenantReason, condition_type, find_condition,
 };
-use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::simulator::{self, Config, FaultConfig, SimHandle};
 use onedrive_operator::testing::site;
 
-const NS: &str = "onedrive-operator";
-
 async fn start(c: Config) -> SimHandle {
     simulator::start(c, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
-
-fn tenant(sim: &SimHandle, name: &str, secret: &str) -> OneDriveTenant {
-    OneDriveTenant::new(name, sim_tenant_spec(sim, secret))
-}
-
-fn cert_secret(name: &str) -> Secret {
-    tls_secret(NS, name, &CERT, &KEY)
-}
-
-async fn kube(sites: Vec<OneDriveSite>, tenants: Vec<OneDriveTenant>, secrets: Vec<Secret>) -> kube::Client {
-    fake_cluster::fake_cluster(sites, tenants, secrets).await.unwrap()
-}
-
-fn reconciler(client: &kube::Client) -> Reconciler {
-    Reconciler::new(client.clone(), ReconcilerOptions::new(NS, SiteSource::List))
 }
 
 fn sites(tenant: &str, n: usize) -> Vec<OneDriveSite> {
@@ -48,7 +28,7 @@ async fn two_reconcilers_racing_on_one_tenant_record_and_send_one_batch() {
         let sim = start(sim_config(300)).await;
         let client = kube(
             sites("contoso", 300),
-            vec![tenant(&sim, "contoso", "app-cert")],
+            vec![sim_tenant(&sim, "contoso", "app-cert")],
             vec![cert_secret("app-cert")],
         )
         .await;
@@ -81,7 +61,7 @@ async fn a_blocked_app_is_reported_blocked_and_left_alone_while_other_tenants_go
     all.extend(sites("contoso", 5));
     let client = kube(
         all,
-        vec![tenant(&blocked, "blocked", "app-cert"), tenant(&healthy, "contoso", "app-cert")],
+        vec![sim_tenant(&blocked, "blocked", "app-cert"), sim_tenant(&healthy, "contoso", "app-cert")],
         vec![cert_secret("app-cert")],
     )
     .await;

@@ -6,7 +6,11 @@ use std::sync::LazyLock;
 pub mod fake_cluster;
 
 use jiff::SignedDuration;
-use onedrive_operator::api::{CertificateAuth, OneDriveTenantSpec, SecretRef, TenantAuth};
+use k8s_openapi::api::core::v1::Secret;
+use onedrive_operator::api::{
+    CertificateAuth, OneDriveSite, OneDriveTenant, OneDriveTenantSpec, SecretRef, TenantAuth,
+};
+use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::jose::{self, Certificate};
 use onedrive_operator::simulator::{App, Clock, Config, SimHandle, UserSpec};
 use rsa::PrivateKey;
@@ -141,4 +145,31 @@ pub fn sim_tenant_spec(sim: &SimHandle, secret: &str) -> OneDriveTenantSpec {
         drift_check_interval: "24h".into(),
         ..Default::default()
     }
+}
+
+/// The operator's namespace in the controller tests (where tenants' Secrets live).
+pub const OPERATOR_NS: &str = "onedrive-operator";
+
+/// A tenant `name` on `sim` (see [`sim_tenant_spec`]).
+pub fn sim_tenant(sim: &SimHandle, name: &str, secret: &str) -> OneDriveTenant {
+    OneDriveTenant::new(name, sim_tenant_spec(sim, secret))
+}
+
+/// The test certificate as the `kubernetes.io/tls` Secret `name` in the operator's namespace.
+pub fn cert_secret(name: &str) -> Secret {
+    tls_secret(OPERATOR_NS, name, &CERT, &KEY)
+}
+
+/// An in-memory cluster holding these objects.
+pub async fn kube(
+    sites: Vec<OneDriveSite>,
+    tenants: Vec<OneDriveTenant>,
+    secrets: Vec<Secret>,
+) -> kube::Client {
+    fake_cluster::fake_cluster(sites, tenants, secrets).await.unwrap()
+}
+
+/// A reconciler that lists sites each cycle (the in-memory API has no watch), on the wall clock.
+pub fn reconciler(client: &kube::Client) -> Reconciler {
+    Reconciler::new(client.clone(), ReconcilerOptions::new(OPERATOR_NS, SiteSource::List))
 }
