@@ -5,14 +5,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::credentials::{self, CredentialHealth};
 use super::phases::{Discovery, Stand};
-
-/// The tenant condition (abnormal-true) saying the geos could not be discovered.
-pub const GEO_DISCOVERY_FAILED: &str = TenantReason::GeoDiscoveryFailed.as_str();
 use super::pipelines::{Pipeline, TenantPlan};
 use crate::api::{
     ConditionSet, ConditionStatus, OneDriveTenant, OneDriveTenantStatus, TenantReason, condition_type,
 };
 use crate::plan;
+
+/// The tenant condition (abnormal-true) saying the geos could not be discovered.
+pub const GEO_DISCOVERY_FAILED: &str = TenantReason::GeoDiscoveryFailed.as_str();
 
 pub(super) fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<TenantReason> {
     crate::api::find_condition(&status.conditions, condition_type::READY)
