@@ -82,6 +82,7 @@ impl Reconciler {
         }
         let client = runtime.as_ref().expect("a plan with an enqueue has a client").client.clone();
         let mut failure = None;
+        let mut accepted = Vec::new();
         for &(g, resend) in &enqueues {
             if failure.as_ref().is_some_and(|e| !matches!(e, TenantError::Unreachable(_))) {
                 // Throttling and a refused token concern every geo (one app, one set of limits).
@@ -105,9 +106,10 @@ impl Reconciler {
                         // Its provisioning clock starts now, not when an earlier process recorded it.
                         recorded.enqueued_at = Time(plan::whole_second(base.now));
                     }
-                    let (recorded, pipeline) = (recorded.clone(), pipeline.clone());
-                    self.sent(tenant, &pipeline, &recorded).await;
-                    report.enqueued.push(recorded);
+                    let batch = recorded.clone();
+                    accepted.push((pipeline.clone(), batch));
+                    // Marked sent at once: a crash after this point never sends it again.
+                    self.write_tenant_batches(name, &stand.pipelines, previous, last_batch_id, None).await?;
                 }
                 // An unreachable admin host holds up its own geo only: the others are still sent.
                 Sent::Kept(e) => failure = worse(failure, e),
@@ -117,8 +119,12 @@ impl Reconciler {
                 }
             }
         }
-        if failure.is_some() || !report.enqueued.is_empty() {
+        if failure.is_some() {
             self.write_tenant_batches(name, &stand.pipelines, previous, last_batch_id, None).await?;
+        }
+        for (pipeline, batch) in accepted {
+            self.sent(tenant, &pipeline, &batch).await;
+            report.enqueued.push(batch);
         }
         if !report.enqueued.is_empty() && self.crash_at(CrashPoint::AfterEnqueue) {
             report.crashed = true;
