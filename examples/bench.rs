@@ -377,18 +377,7 @@ fn steady<'a>(
     limits: &'a Limits,
     now: Timestamp,
 ) -> PlanInput<'a> {
-    PlanInput {
-        tenant: "contoso",
-        observed,
-        batch: None,
-        last_batch_id: 0,
-        throttled_until: None,
-        tenant_problem: None,
-        now,
-        limits,
-        typical_batch: None,
-        geo: None,
-    }
+    PlanInput::new("contoso", observed, limits, now)
 }
 
 fn rss_mib() -> f64 {

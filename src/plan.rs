@@ -151,6 +151,30 @@ pub struct PlanInput<'a> {
     pub geo: Option<&'a str>,
 }
 
+impl<'a> PlanInput<'a> {
+    /// A single-geo tenant's input with nothing in flight, nothing stopping work and no batch
+    /// duration learnt yet; callers fill in what they know (`PlanInput { batch, ..new(..) }`).
+    pub fn new(
+        tenant: &'a str,
+        observed: &'a HashMap<UserKey, Observed>,
+        limits: &'a Limits,
+        now: Timestamp,
+    ) -> PlanInput<'a> {
+        PlanInput {
+            tenant,
+            observed,
+            batch: None,
+            last_batch_id: 0,
+            throttled_until: None,
+            tenant_problem: None,
+            now,
+            limits,
+            typical_batch: None,
+            geo: None,
+        }
+    }
+}
+
 /// What to send to SharePoint in this cycle.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Enqueue {

@@ -259,16 +259,5 @@ fn base_input<'a>(
     limits: &'a Limits,
     now: Timestamp,
 ) -> PlanInput<'a> {
-    PlanInput {
-        tenant: name,
-        observed: &NOTHING_OBSERVED,
-        batch: None,
-        last_batch_id: status.last_batch_id,
-        throttled_until: None,
-        tenant_problem: None,
-        now,
-        limits,
-        typical_batch: None,
-        geo: None,
-    }
+    PlanInput { last_batch_id: status.last_batch_id, ..PlanInput::new(name, &NOTHING_OBSERVED, limits, now) }
 }

@@ -86,16 +86,9 @@ fn plan_input<'a>(
     limits: &'a Limits,
 ) -> PlanInput<'a> {
     PlanInput {
-        tenant: "contoso",
-        observed,
         batch,
         last_batch_id: batch.map_or(0, |b| b.id),
-        throttled_until: None,
-        tenant_problem: None,
-        now: t(now),
-        limits,
-        typical_batch: None,
-        geo: None,
+        ..PlanInput::new("contoso", observed, limits, t(now))
     }
 }
 
@@ -759,16 +752,10 @@ impl World {
 
     fn plan_input(&self) -> PlanInput<'_> {
         PlanInput {
-            tenant: "model",
-            observed: &self.memory,
             batch: self.batch.as_ref(),
             last_batch_id: self.last_batch_id,
-            throttled_until: None,
-            tenant_problem: None,
-            now: self.now,
-            limits: &self.limits,
             typical_batch: self.typical_batch,
-            geo: None,
+            ..PlanInput::new("model", &self.memory, &self.limits, self.now)
         }
     }
 
