@@ -26,6 +26,7 @@ mod decide;
 mod gather;
 mod geo;
 mod limits;
+mod namespaces;
 mod observation;
 mod requeue;
 mod state;
@@ -39,10 +40,11 @@ use jiff::{SignedDuration, Timestamp};
 use gather::Users;
 pub use geo::{partition, route};
 pub use limits::{Limits, format_duration};
+pub use namespaces::{Admission, NamespacePolicy};
 pub use observation::{
     DataLocation, Lookup, Observation, Observed, ProfileMeaning, ProfileState, UserKey, user_key,
 };
-pub use status::tenant_not_found_status;
+pub use status::{tenant_not_allowed_status, tenant_not_found_status};
 
 use crate::api::{BatchStatus, OneDriveSite, OneDriveSiteStatus, SitePhase, TenantReason, UserCounts};
 use batch::{Gate, NextBatch, gate, next_batch, observed_since, straggler_due};

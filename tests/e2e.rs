@@ -75,6 +75,12 @@ fn the_api_server_enforces_the_crd_rules_with_their_messages() {
     // A GCC High tenant on a Global host: the real API server names the expected suffix.
     let e = rejected(&tenant("  cloud: USGovGCCHigh\n  auth: {workloadIdentity: {}}\n"));
     assert!(e.contains("with spec.cloud USGovGCCHigh, spec.adminUrl and spec.geos[].adminUrl must be SharePoint admin hosts on *.sharepoint.us"), "{e}");
+    let e = rejected(&tenant("  auth: {workloadIdentity: {}}\n  allowedNamespaces: {}\n"));
+    assert!(e.contains("spec.allowedNamespaces must set names, selector or both"), "{e}");
+    let e = rejected(&tenant(
+        "  auth: {workloadIdentity: {}}\n  allowedNamespaces: {selector: {matchExpressions: [{key: team, operator: Near}]}}\n",
+    ));
+    assert!(e.contains("operator must be In or NotIn (with values) or Exists or DoesNotExist"), "{e}");
     let e = rejected(
         "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {name: alice, namespace: team-finance}\nspec: {user: eve@contoso.com, tenantRef: {name: contoso}}\n",
     );

@@ -38,6 +38,7 @@ fn spec(sim: &SimHandle, auth: TenantAuth, method: EnqueueMethod) -> OneDriveTen
         poll_interval: "10s".into(),
         provisioning_timeout: "24h".into(),
         drift_check_interval: "24h".into(),
+        allowed_namespaces: None,
     }
 }
 

@@ -3,13 +3,15 @@
 //! Validation lives in the CRD schema itself (CEL rules with messages a person understands),
 //! so `kubectl apply` refuses bad manifests before the operator ever sees them.
 
+mod allowed;
 mod cloud;
 mod conditions;
-mod rules;
+pub(crate) mod rules;
 mod site;
 mod tenant;
 mod vocabulary;
 
+pub use allowed::AllowedNamespaces;
 pub use cloud::Cloud;
 pub use conditions::{ConditionSet, condition, find_condition};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};

@@ -32,6 +32,14 @@ pub const ONE_AUTH_MESSAGE: &str =
 pub const TENANT_ID: &str = "self.matches('^[A-Za-z0-9][A-Za-z0-9.-]*$')";
 pub const TENANT_ID_MESSAGE: &str = "spec.tenantId must be the directory (tenant) id GUID or a verified domain such as contoso.onmicrosoft.com";
 
+/// `allowedNamespaces` says something: leaving it out is how every namespace is allowed.
+pub const ALLOWED_NAMESPACES: &str = "has(self.names) || has(self.selector)";
+pub const ALLOWED_NAMESPACES_MESSAGE: &str = "spec.allowedNamespaces must set names, selector or both (leave spec.allowedNamespaces out to allow every namespace)";
+
+/// The operators a label selector knows, with values exactly where they take them.
+pub const SELECTOR_OPERATORS: &str = "!has(self.selector) || !has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, (e.operator in ['In', 'NotIn'] && has(e.values) && size(e.values) > 0) || (e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0)))";
+pub const SELECTOR_OPERATORS_MESSAGE: &str = "spec.allowedNamespaces.selector.matchExpressions: operator must be In or NotIn (with values) or Exists or DoesNotExist (without values)";
+
 /// Kubernetes object names (DNS-1123 subdomain) for Secret references.
 pub const OBJECT_NAME: &str = "self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')";
 pub const OBJECT_NAME_MESSAGE: &str =

@@ -108,6 +108,12 @@ pub struct OneDriveTenantSpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(crate::api::rules::DURATION).message(Message::Message(format!("spec.driftCheckInterval {}", crate::api::rules::DURATION_MESSAGE))))]
     pub drift_check_interval: String,
+
+    /// The namespaces whose `OneDriveSite`s may use this tenant. Unset: every namespace. Set it
+    /// in clusters shared by several teams (or customers): a site from any other namespace is
+    /// never looked up nor enqueued, and reports `TenantNotAllowed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<super::AllowedNamespaces>,
 }
 
 impl OneDriveTenantSpec {

@@ -87,6 +87,8 @@ reasons! {
         ProvisioningTimedOut = "ProvisioningTimedOut",
         TenantNotReady = "TenantNotReady",
         TenantNotFound = "TenantNotFound",
+        /// The tenant's `spec.allowedNamespaces` leaves out the site's namespace.
+        TenantNotAllowed = "TenantNotAllowed",
     }
 }
 
@@ -138,6 +140,8 @@ reasons! {
         Conflict = "Conflict",
         Forbidden = "Forbidden",
         KubernetesApi = "KubernetesApi",
+        /// The leader's Lease lapsed (it could not be renewed in time): nothing more is sent.
+        LeaseLost = "LeaseLost",
     }
 }
 

@@ -16,7 +16,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::ControllerError;
+use super::admission::NamespaceStore;
 use super::credentials::{CredentialHealth, RefreshTokenStore};
+use super::leader::Fence;
 use super::metrics::Metrics;
 use super::pipelines::Pipeline;
 use crate::api::{
@@ -98,6 +100,9 @@ pub struct ReconcilerOptions {
     /// For `User-Agent: NONISV|<organization>|onedrive-operator/<version>`.
     pub organization: String,
     pub sites: SiteSource,
+    /// Namespaces' labels, for tenants that allow namespaces by label (default: an empty cache,
+    /// so such a tenant serves no site; the controller passes its reflector's).
+    pub namespaces: NamespaceStore,
     pub metrics: Arc<Metrics>,
     pub recorder: Option<Recorder>,
     /// Extra CA certificates for the tenant's hosts.
@@ -106,6 +111,10 @@ pub struct ReconcilerOptions {
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     /// Tests and the demo only: public hosts (cloud presets, discovered geos) pointed at the simulator.
     pub host_overrides: HostOverrides,
+    /// This replica's name, told to Microsoft in the User-Agent (which replica sent what).
+    pub replica: Option<String>,
+    /// With leader election: checked immediately before every enqueue.
+    pub fence: Option<Fence>,
 }
 
 impl ReconcilerOptions {
@@ -117,11 +126,14 @@ impl ReconcilerOptions {
             default_tenant: None,
             organization: "onedrive-operator".into(),
             sites,
+            namespaces: kube::runtime::reflector::store().0,
             metrics: Arc::new(Metrics::new()),
             recorder: None,
             ca_bundle: None,
             clock: Arc::new(Timestamp::now),
             host_overrides: HostOverrides::default(),
+            replica: None,
+            fence: None,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The only code that knows kube-runtime: the controller, its cycle, metrics, probes and
 //! leader election.
 
+mod admission;
 pub mod credentials;
 mod cycle;
+pub mod leader;
 pub mod metrics;
 mod phases;
 mod pipelines;
@@ -11,6 +13,7 @@ mod send;
 mod tenant_client;
 mod tenant_status;
 
+pub use admission::NamespaceStore;
 pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, ReconcilerOptions, SiteSource};
 
 use crate::api::KubernetesReason;
@@ -20,6 +23,10 @@ use crate::api::KubernetesReason;
 pub enum ControllerError {
     #[error("Kubernetes API: {0}")]
     Kube(#[source] Box<kube::Error>),
+    #[error(
+        "this replica's leader lease lapsed before the batch could be sent; it stays recorded and the leader sends it"
+    )]
+    LeaseLost,
 }
 
 impl ControllerError {
@@ -34,6 +41,7 @@ impl ControllerError {
                 kube::Error::Api(s) if s.code == 403 => KubernetesReason::Forbidden,
                 _ => KubernetesReason::KubernetesApi,
             },
+            ControllerError::LeaseLost => KubernetesReason::LeaseLost,
         }
     }
 }

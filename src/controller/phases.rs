@@ -1,5 +1,5 @@
 //! One reconcile cycle of one tenant, in named phases sharing one [`Stand`]:
-//! gather → prepare (limits, client, geos, remembered refusals) → observe/plan rounds (each geo's
+//! gather (with admission: `spec.allowedNamespaces`) → prepare (limits, client, geos, remembered refusals) → observe/plan rounds (each geo's
 //! users planned with that geo's batch) → send (at most one enqueue per geo, recorded first; see
 //! `send`) → write sites → write tenant.
 
@@ -10,6 +10,7 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 
 use super::ControllerError;
+use super::admission::Admitted;
 use super::cycle::{CycleReport, NOTHING_OBSERVED, Reconciler, TenantRuntime, problem_of};
 use super::pipelines::{Pipeline, Planners, TenantPlan, pipelines, recorded_pipelines};
 use super::tenant_status::{tenant_problem_reason, tenant_status};
@@ -65,6 +66,7 @@ impl Reconciler {
             *runtime = None;
             return Ok(CycleReport::default());
         };
+        let Admitted { sites, refused } = self.admit(&tenant, sites).await?;
         let desired: Vec<DesiredSite> = sites.iter().filter_map(|s| DesiredSite::from_resource(s)).collect();
         let status = tenant.status.clone().unwrap_or_default();
         let now = (self.options.clock)();
@@ -78,6 +80,7 @@ impl Reconciler {
         else {
             return Ok(report);
         };
+        report.site_writes += self.write_refused(&refused).await?;
         self.write_sites(&tenant, &sites, &plan, &mut report).await?;
         self.write_tenant(&tenant, &status, &plan, &stand, runtime, now, &mut report).await?;
         Ok(report)

@@ -6,12 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::leader::{Elector, Fence, LeaseSettings};
 use super::metrics::Metrics;
 use super::{ControllerError, Reconciler, ReconcilerOptions, SiteSource};
 use crate::api::{OneDriveSite, OneDriveTenant};
@@ -53,40 +56,64 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
     let server = tokio::spawn(serve(options.metrics_addr, metrics.clone(), health.clone()));
 
     if options.leader_election {
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &options.lease_name)
-            .with_namespace(&options.namespace)
-            .with_identity(&options.identity)
-            .with_duration(options.lease_duration.as_secs().max(5))
-            .with_grace(2)
-            .build()
-            .await
-            .map_err(|e| format!("leader election: {e}"))?;
-        let (mut leader, _task) = manager.watch().await;
+        lead(client, options, metrics, health).await?;
+    } else {
+        run_controller(client, options, metrics, health, None).await;
+    }
+    server.abort();
+    Ok(())
+}
+
+/// Leader election: act only while holding the Lease; step down (cancelling every cycle in
+/// flight) when it cannot be renewed in time, and campaign again without exiting.
+async fn lead(
+    client: kube::Client,
+    options: RunOptions,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<(), String> {
+    let elector = Elector::new(
+        client.clone(),
+        LeaseSettings {
+            namespace: options.namespace.clone(),
+            name: options.lease_name.clone(),
+            identity: options.identity.clone(),
+            duration: options.lease_duration.max(Duration::from_secs(3)),
+        },
+    );
+    let fence = elector.fence();
+    let (mut leading, campaign) = elector.spawn();
+    loop {
         // A standby is healthy and must count as ready, or a rolling update (the new pod waits
         // for the lease the old one holds) and `helm install --wait` never finish. The leader
         // reports ready again once its cache has synced.
         health.ready.store(true, Ordering::SeqCst);
         tracing::info!(lease = %options.lease_name, identity = %options.identity, "waiting to become the leader");
-        while !*leader.borrow_and_update() {
-            tokio::select! {
-                changed = leader.changed() => changed.map_err(|_| "leader election stopped".to_string())?,
-                _ = shutdown_signal() => return Ok(()),
-            }
+        let became = tokio::select! {
+            r = leading.wait_for(|l| *l) => r.is_ok(),
+            _ = shutdown_signal() => false,
+        };
+        if !became {
+            break;
         }
         tracing::info!("became the leader");
         health.ready.store(false, Ordering::SeqCst);
-        let controller = run_controller(client, options, metrics, health);
+        let controller = run_controller(
+            client.clone(),
+            options.clone(),
+            metrics.clone(),
+            health.clone(),
+            Some(fence.clone()),
+        );
         tokio::select! {
-            r = controller => r?,
-            _ = async {
-                // Losing the lease means another replica may act: stop at once.
-                while leader.changed().await.is_ok() && *leader.borrow() {}
-            } => return Err("lost the leader lease; exiting so that only one replica acts".into()),
+            () = controller => break,
+            _ = leading.wait_for(|l| !*l) => {
+                // Dropping the controller cancelled every cycle in flight, and their requests.
+                tracing::warn!("stepped down: every cycle in flight was cancelled; campaigning again");
+            }
         }
-    } else {
-        run_controller(client, options, metrics, health).await?;
     }
-    server.abort();
+    campaign.release().await;
     Ok(())
 }
 
@@ -95,7 +122,8 @@ async fn run_controller(
     options: RunOptions,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-) -> Result<(), String> {
+    fence: Option<Fence>,
+) {
     let sites: Api<OneDriveSite> = match &options.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -105,6 +133,18 @@ async fn run_controller(
     let site_events = watcher(sites, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
+        .touched_objects();
+    // Namespaces' labels, for tenants that allow namespaces by label: a relabel takes effect at once.
+    // Metadata only: `Api<PartialObjectMeta<_>>` asks the API server for nothing more.
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let namespace_config = match &options.watch_namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    let (namespace_store, namespace_writer) = reflector::store();
+    let namespace_events = watcher(namespaces, namespace_config.any_semantic())
+        .default_backoff()
+        .reflect(namespace_writer)
         .touched_objects();
 
     let reconciler = Arc::new(Reconciler::new(
@@ -119,12 +159,16 @@ async fn run_controller(
             )),
             ca_bundle: options.ca_bundle.clone(),
             host_overrides: options.host_overrides.clone(),
+            fence,
+            replica: Some(options.identity.clone()),
+            namespaces: namespace_store,
             ..ReconcilerOptions::new(options.namespace.clone(), SiteSource::Store(store.clone()))
         },
     ));
 
-    let sweeper = spawn_sweeper(reconciler.clone(), store.clone());
-    spawn_readiness(store.clone(), health.clone());
+    // Aborted when this future ends or is dropped (a leader stepping down).
+    let _sweeper = AbortOnDrop(spawn_sweeper(reconciler.clone(), store.clone()));
+    let _readiness = AbortOnDrop(spawn_readiness(store.clone(), health.clone()));
 
     let default_tenant = options.default_tenant.clone();
     let mapper = move |site: OneDriveSite| {
@@ -138,9 +182,21 @@ async fn run_controller(
     // Debounced: `kubectl apply` of thousands of sites becomes a handful of cycles.
     let config =
         controller::Config::default().debounce(Duration::from_secs(2)).concurrency(options.concurrency);
-    Controller::new(tenants, watcher::Config::default().any_semantic())
+    let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
+    let tenant_store = controller.store();
+    // A namespace changed: every tenant with a namespace policy decides again.
+    let with_policy = move |_: PartialObjectMeta<Namespace>| {
+        tenant_store
+            .state()
+            .iter()
+            .filter(|t| t.spec.allowed_namespaces.is_some())
+            .map(|t| ObjectRef::from_obj(t.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    controller
         .with_config(config)
         .watches_stream(site_events, mapper)
+        .watches_stream(namespace_events, with_policy)
         .shutdown_on_signal()
         .run(reconcile, error_policy, reconciler)
         .for_each(|result| async move {
@@ -150,9 +206,16 @@ async fn run_controller(
             }
         })
         .await;
-    sweeper.abort();
     tracing::info!("controller stopped");
-    Ok(())
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Sites whose tenant does not exist are never visited by a tenant cycle: sweep them.
@@ -169,13 +232,13 @@ fn spawn_sweeper(reconciler: Arc<Reconciler>, store: Store<OneDriveSite>) -> tok
 }
 
 /// Ready once the site cache has synced.
-fn spawn_readiness(store: Store<OneDriveSite>, health: Arc<Health>) {
+fn spawn_readiness(store: Store<OneDriveSite>, health: Arc<Health>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
             health.ready.store(true, Ordering::SeqCst);
             tracing::info!("OneDriveSite cache synced; ready");
         }
-    });
+    })
 }
 
 async fn reconcile(tenant: Arc<OneDriveTenant>, ctx: Arc<Reconciler>) -> Result<Action, ControllerError> {

@@ -90,6 +90,11 @@ impl Reconciler {
             }
             let pipeline = &mut stand.pipelines[g];
             let recorded = pipeline.batch.as_mut().expect("recorded above");
+            // The one irreversible step: only while this replica surely leads. Otherwise the
+            // batch stays recorded unsent, for the leader to send.
+            if self.options.fence.as_ref().is_some_and(|f| !f.holds()) {
+                return Err(ControllerError::LeaseLost);
+            }
             let outcome = match client.enqueue_at(&pipeline.admin_url, &recorded.users).await {
                 Ok(()) => Sent::Accepted,
                 Err(e)

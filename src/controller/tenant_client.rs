@@ -77,6 +77,7 @@ impl Reconciler {
         let mut config =
             TenantConfig::from_spec(&tenant.spec).with_host_overrides(self.options.host_overrides.clone());
         config.organization = self.options.organization.clone();
+        config.replica = self.options.replica.clone();
         config.ca_bundle = self.options.ca_bundle.clone();
         let client = Arc::new(TenantClient::new(config, credentials)?);
         // Observations stay valid across a credential change; the client does not.

@@ -173,7 +173,11 @@ fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
             ConditionStatus::Unknown.is(&c.status)
                 || matches!(
                     SiteReason::parse(&c.reason),
-                    Some(SiteReason::TenantNotReady | SiteReason::TenantNotFound)
+                    Some(
+                        SiteReason::TenantNotReady
+                            | SiteReason::TenantNotFound
+                            | SiteReason::TenantNotAllowed
+                    )
                 )
         })
     {

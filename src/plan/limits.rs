@@ -57,6 +57,8 @@ impl Limits {
                 spec.batch_size
             ));
         }
+        // Checked here so that a bad policy stops the tenant (InvalidSpec) like any bad field.
+        super::NamespacePolicy::from_spec(spec)?;
         Ok(Limits {
             batch_size: spec.batch_size as usize,
             poll_interval: parse_duration("spec.pollInterval", &spec.poll_interval)?,

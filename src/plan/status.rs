@@ -10,8 +10,6 @@ use crate::api::{
     find_condition,
 };
 
-const NOT_FOUND: &str = SiteReason::TenantNotFound.as_str();
-
 /// Whether `st` is exactly what [`site_status`] would build for `s` (so nothing is written).
 pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState, geo: Option<&str>) -> bool {
     let flag = ConditionStatus::of;
@@ -79,26 +77,56 @@ pub(super) fn new_batch(id: i64, users: Vec<String>, now: Timestamp) -> BatchSta
 
 /// The status of a site whose `spec.tenantRef` names no existing tenant.
 pub fn tenant_not_found_status(site: &DesiredSite, tenant: &str, now: Timestamp) -> OneDriveSiteStatus {
+    stopped_by_tenant(site, SiteReason::TenantNotFound, now, "the tenant must be created", |since| {
+        format!(
+            "OneDriveTenant {tenant:?} does not exist (since {since}): create it, or point spec.tenantRef at an existing tenant"
+        )
+    })
+}
+
+/// The status of a site whose namespace the tenant's `spec.allowedNamespaces` leaves out.
+pub fn tenant_not_allowed_status(site: &DesiredSite, tenant: &str, now: Timestamp) -> OneDriveSiteStatus {
+    let namespace = &site.key.namespace;
+    stopped_by_tenant(
+        site,
+        SiteReason::TenantNotAllowed,
+        now,
+        "the tenant's owner must allow this namespace",
+        |since| {
+            format!(
+                "OneDriveTenant {tenant:?} does not allow OneDriveSites from namespace {namespace:?} (since {since}); this user is not looked up nor enqueued. Fix: the tenant's owner adds the namespace to spec.allowedNamespaces (names, or a label the selector matches), or point spec.tenantRef at a tenant this namespace may use"
+            )
+        },
+    )
+}
+
+/// A site the tenant stops before any work: `reason` on every condition, Stalled, its phase
+/// and what it learnt kept; the message (built from the date the state began) names the fix.
+fn stopped_by_tenant(
+    site: &DesiredSite,
+    reason: SiteReason,
+    now: Timestamp,
+    stalled_note: &str,
+    message: impl FnOnce(Timestamp) -> String,
+) -> OneDriveSiteStatus {
     let prior = site.status.as_deref().cloned().unwrap_or_default();
-    let already_missing =
-        find_condition(&prior.conditions, condition_type::READY).is_some_and(|c| c.reason == NOT_FOUND);
+    let reason = reason.as_str();
+    let already =
+        find_condition(&prior.conditions, condition_type::READY).is_some_and(|c| c.reason == reason);
     let since = prior
         .since
         .clone()
-        .filter(|_| already_missing)
+        .filter(|_| already)
         .unwrap_or(Time(Timestamp::from_second(now.as_second()).unwrap_or(now)));
-    let message = format!(
-        "OneDriveTenant {tenant:?} does not exist (since {}): create it, or point spec.tenantRef at an existing tenant",
-        since.0
-    );
+    let message = message(since.0);
     OneDriveSiteStatus {
         observed_generation: Some(site.generation),
         since: Some(since),
         phase: Some(prior.phase.unwrap_or(SitePhase::Pending)),
         conditions: ConditionSet::new(&prior.conditions, Some(site.generation), now)
-            .set(condition_type::READY, ConditionStatus::False, NOT_FOUND, message)
-            .set(condition_type::RECONCILING, ConditionStatus::False, NOT_FOUND, "")
-            .set(condition_type::STALLED, ConditionStatus::True, NOT_FOUND, "the tenant must be created")
+            .set(condition_type::READY, ConditionStatus::False, reason, message)
+            .set(condition_type::RECONCILING, ConditionStatus::False, reason, "")
+            .set(condition_type::STALLED, ConditionStatus::True, reason, stalled_note)
             .build(),
         ..prior
     }

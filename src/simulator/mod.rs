@@ -173,6 +173,12 @@ impl Sim {
         self.started.elapsed().as_secs_f64() * 1000.0
     }
 
+    fn stats(&self) -> Stats {
+        let mut stats = self.stats.lock().unwrap().clone();
+        stats.now_ms = self.elapsed_ms();
+        stats
+    }
+
     pub(crate) fn graph_resource(&self) -> String {
         format!("{}/graph", self.base)
     }
@@ -208,6 +214,7 @@ impl Sim {
             status,
             retry_after: fault.map(|f| f.retry_after),
             client: client.map(str::to_string),
+            replica: replica(),
         });
     }
 
@@ -287,7 +294,7 @@ impl SimHandle {
     }
 
     pub fn stats(&self) -> Stats {
-        self.sim.stats.lock().unwrap().clone()
+        self.sim.stats()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -410,6 +417,8 @@ fn router(sim: Arc<Sim>) -> Router {
 /// Concurrency accounting and added latency for every request.
 async fn around_every_request(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
     let now = sim.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let replica =
+        req.headers().get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).and_then(replica_of);
     {
         let mut s = sim.stats.lock().unwrap();
         s.peak_concurrency = s.peak_concurrency.max(now);
@@ -423,14 +432,29 @@ async fn around_every_request(State(sim): State<Arc<Sim>>, req: Request, next: N
     if !latency.is_zero() && !req.uri().path().starts_with("/_sim") {
         tokio::time::sleep(latency).await;
     }
-    let response = next.run(req).await;
+    let response = REPLICA.scope(replica, next.run(req)).await;
     sim.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
 }
 
 async fn stats_json(State(sim): State<Arc<Sim>>) -> Response {
-    let stats = sim.stats.lock().unwrap().clone();
-    axum::Json(stats).into_response()
+    axum::Json(sim.stats()).into_response()
+}
+
+tokio::task_local! {
+    /// The replica named by the User-Agent of the request being served.
+    static REPLICA: Option<String>;
+}
+
+/// The replica that sent the request being served: the operator appends `(replica <name>)` to
+/// its User-Agent.
+pub(crate) fn replica() -> Option<String> {
+    REPLICA.try_with(Clone::clone).ok().flatten()
+}
+
+fn replica_of(user_agent: &str) -> Option<String> {
+    let rest = &user_agent[user_agent.find("(replica ")? + "(replica ".len()..];
+    Some(rest[..rest.find(')')?].to_string())
 }
 
 async fn not_found() -> Response {

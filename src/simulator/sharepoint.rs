@@ -250,6 +250,7 @@ fn apply_enqueue(sim: &Sim, token: &TokenInfo, emails: &[String], method: &str, 
         method: method.into(),
         geo: here.to_string(),
         wrong_geo,
+        replica: super::replica(),
     });
 }
 

@@ -17,6 +17,9 @@ pub struct RequestRecord {
     /// Who sent it (the token's client id), when authenticated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The operator replica that sent it (from its User-Agent), if it named itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// One enqueue that reached the tenant model.
@@ -33,10 +36,16 @@ pub struct EnqueueRecord {
     /// Users of the request whose OneDrive belongs to another geo: ignored, as no site can be
     /// made for them here (the simulator's choice for an undocumented case).
     pub wrong_geo: Vec<String>,
+    /// The operator replica that sent it (from its User-Agent), if it named itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
+    /// Milliseconds since the simulator started (real time) when these stats were taken: the
+    /// clock `at_ms` is on.
+    pub now_ms: f64,
     /// Requests per endpoint (`$batch` counts once; its items are counted under `graph.batch.items`).
     pub requests: BTreeMap<String, u64>,
     pub enqueues: Vec<EnqueueRecord>,

@@ -51,6 +51,8 @@ pub struct TenantConfig {
     pub enqueue_method: EnqueueMethod,
     /// Goes into `User-Agent: NONISV|<organization>|onedrive-operator/<version>`.
     pub organization: String,
+    /// This replica's name, appended to the User-Agent as `(replica <name>)`.
+    pub replica: Option<String>,
     pub request_timeout: Duration,
     /// Longest one call waits on throttling before returning `Throttled`.
     pub max_throttle_wait: Duration,
@@ -72,6 +74,7 @@ impl TenantConfig {
             host_overrides: HostOverrides::default(),
             enqueue_method: spec.enqueue_method,
             organization: "onedrive-operator".into(),
+            replica: None,
             request_timeout: Duration::from_secs(30),
             max_throttle_wait: Duration::from_secs(120),
             ca_bundle: None,
@@ -88,8 +91,17 @@ impl TenantConfig {
         self
     }
 
+    /// Microsoft's decoration, plus a comment naming the replica (RFC 9110 comment syntax;
+    /// characters a header cannot carry are dropped from the name).
     pub fn user_agent(&self) -> String {
-        format!("NONISV|{}|onedrive-operator/{}", self.organization, env!("CARGO_PKG_VERSION"))
+        let base = format!("NONISV|{}|onedrive-operator/{}", self.organization, env!("CARGO_PKG_VERSION"));
+        let replica: Option<String> = self.replica.as_ref().map(|r| {
+            r.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect()
+        });
+        match replica {
+            Some(r) if !r.is_empty() => format!("{base} (replica {r})"),
+            _ => base,
+        }
     }
 }
 

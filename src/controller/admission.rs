@@ -1,0 +1,102 @@
+//! Admission: which of a tenant's sites its `spec.allowedNamespaces` serves. Runs in the gather
+//! phase, before users are grouped; refused sites are marked `TenantNotAllowed` in the write
+//! phase and are otherwise invisible to the cycle (never looked up, never enqueued).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+
+use super::ControllerError;
+use super::cycle::Reconciler;
+use crate::api::{OneDriveSite, OneDriveTenant, SiteReason, condition_type, find_condition};
+use crate::plan::{self, Admission, DesiredSite, NamespacePolicy};
+
+/// Namespaces' metadata as the controller's reflector caches it (tests fill one by hand).
+pub type NamespaceStore = Store<PartialObjectMeta<Namespace>>;
+
+/// A tenant's sites, split by its namespace policy.
+pub(super) struct Admitted {
+    pub(super) sites: Vec<Arc<OneDriveSite>>,
+    /// Refused sites whose status does not say so yet, with that status.
+    pub(super) refused: Vec<(Arc<OneDriveSite>, plan::SiteUpdate)>,
+}
+
+impl Reconciler {
+    /// Splits `sites` by the tenant's policy. A policy that does not parse admits every site:
+    /// the tenant is `InvalidSpec` then, which stops all work anyway.
+    pub(super) async fn admit(
+        &self,
+        tenant: &OneDriveTenant,
+        sites: Vec<Arc<OneDriveSite>>,
+    ) -> Result<Admitted, ControllerError> {
+        let Ok(Some(policy)) = NamespacePolicy::from_spec(&tenant.spec) else {
+            return Ok(Admitted { sites, refused: Vec::new() });
+        };
+        let labels = if policy.needs_labels() { self.namespace_labels() } else { HashMap::new() };
+        let name = tenant.name_any();
+        let now = (self.options.clock)();
+        let mut admitted = Admitted { sites: Vec::with_capacity(sites.len()), refused: Vec::new() };
+        for site in sites {
+            let namespace = site.namespace().unwrap_or_default();
+            match policy.admits(&namespace, labels.get(&namespace)) {
+                Admission::Allowed => admitted.sites.push(site),
+                Admission::Unknown => {}
+                Admission::Refused => {
+                    let Some(desired) = DesiredSite::from_resource(&site) else { continue };
+                    let status = plan::tenant_not_allowed_status(&desired, &name, now);
+                    if site.status.as_ref() != Some(&status) {
+                        let update = plan::SiteUpdate {
+                            key: desired.key.clone(),
+                            user: desired.user.to_string(),
+                            previous_phase: site.status.as_ref().and_then(|s| s.phase),
+                            status,
+                        };
+                        admitted.refused.push((site.clone(), update));
+                    }
+                }
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Every namespace's labels, as cached (a namespace not cached yet is `Unknown`).
+    fn namespace_labels(&self) -> HashMap<String, BTreeMap<String, String>> {
+        self.options.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect()
+    }
+
+    /// Writes the refused sites' statuses, with a Warning Event on each newly refused site.
+    pub(super) async fn write_refused(
+        &self,
+        refused: &[(Arc<OneDriveSite>, plan::SiteUpdate)],
+    ) -> Result<usize, ControllerError> {
+        for (site, update) in refused {
+            self.write_site(update).await?;
+            let reason = SiteReason::TenantNotAllowed.as_str();
+            let was_refused = site
+                .status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, condition_type::READY))
+                .is_some_and(|c| c.reason == reason);
+            if let (false, Some(recorder)) = (was_refused, &self.options.recorder) {
+                let note = find_condition(&update.status.conditions, condition_type::READY)
+                    .map(|c| c.message.clone());
+                let ev = Event {
+                    type_: EventType::Warning,
+                    reason: reason.into(),
+                    note,
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&ev, &site.object_ref(&())).await {
+                    tracing::debug!(error = %e, "event not recorded");
+                }
+            }
+        }
+        Ok(refused.len())
+    }
+}
