@@ -88,6 +88,8 @@ fn assert_batches_follow_the_rules(sim: &SimHandle, delay: SignedDuration) {
             );
         }
         previous = Some(at);
+        // The simulator's own view of the same rule agrees.
+        assert!(!e.while_in_flight, "batch sent at {at} while the previous one was in flight");
     }
 }
 

@@ -5,36 +5,10 @@ mod common;
 mod envtest;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use envtest::ApiServer;
+use envtest::*;
 use serde_json::Value;
-
-const NS: &str = "onedrive-operator";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ok(out: std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn install_crds(server: &ApiServer) {
-    ok(server.kubectl(&["apply", "-f", root().join("crds").to_str().unwrap()]), "apply crds/");
-    ok(
-        server.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]),
-        "CRDs established",
-    );
-}
 
 #[test]
 fn the_api_server_enforces_the_crd_rules_with_their_messages() {
@@ -85,80 +59,6 @@ fn the_api_server_enforces_the_crd_rules_with_their_messages() {
         "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {name: alice, namespace: team-finance}\nspec: {user: eve@contoso.com, tenantRef: {name: contoso}}\n",
     );
     assert!(e.contains("spec.user is immutable"), "{e}");
-}
-
-/// The chart's RBAC (and ServiceAccount) as rendered by `scripts/chart-check`.
-fn chart_rbac() -> String {
-    let path = std::env::var_os("CHART_RENDERED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/chart-rendered.yaml"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run the suite with `bash scripts/test` (it renders the chart first)", path.display())
-    });
-    let mut out = String::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-        if matches!(
-            v["kind"].as_str(),
-            Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
-        ) {
-            out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(&v).unwrap());
-        }
-    }
-    assert!(out.contains("kind: ClusterRole"), "the rendering holds the chart's RBAC");
-    out
-}
-
-struct Operator(std::process::Child);
-
-impl Operator {
-    fn start(kubeconfig: &Path, log: &Path) -> Operator {
-        Operator::start_as(kubeconfig, log, "e2e", "127.0.0.1:0")
-    }
-
-    fn start_as(kubeconfig: &Path, log: &Path, identity: &str, metrics_addr: &str) -> Operator {
-        let child = Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
-            .args([
-                "run",
-                "--namespace",
-                NS,
-                "--metrics-addr",
-                metrics_addr,
-                "--leader-election",
-                "--lease-duration",
-                "5",
-            ])
-            .args(["--identity", identity])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
-            .spawn()
-            .unwrap();
-        Operator(child)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The HTTP status of a GET, or `None` while nothing answers.
-fn http_status(url: &str) -> Option<u16> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
-}
-
-fn sim_stats(base: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        onedrive_operator::install_crypto_provider();
-        reqwest::get(format!("{base}/_sim/stats")).await.unwrap().json().await.unwrap()
-    })
 }
 
 #[test]
@@ -314,16 +214,6 @@ fn the_operator_converges_as_its_service_account_survives_a_kill_and_writes_real
         .collect();
     assert!(managers.contains(&("onedrive-operator", "Apply")), "{managers:?}");
     assert!(managers.contains(&("platform-team", "Apply")), "{managers:?}");
-}
-
-fn http_text(url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
-}
-
-/// The value of one sample in a Prometheus text exposition.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Delegated auth on a real API server, a batch in flight for 30+ cycles, access tokens living

@@ -890,3 +890,48 @@ async fn a_multi_geo_tenant_keeps_each_geos_users_to_its_own_admin_host() {
         http().post(format!("{}/geos/APC/sharepoint/_api/contextinfo", sim.base_url())).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The simulator says which replica sent each request (from `(replica NAME)` in the
+/// User-Agent) and flags an enqueue that arrives while the previous one's last user is still
+/// waiting for a site.
+#[tokio::test]
+async fn enqueues_are_attributed_to_replicas_and_flagged_when_sent_in_flight() {
+    let sim = start(config(3)).await;
+    let sp = cert_token(&sim, &sim.admin_url()).await;
+    let send = |replica: &'static str, user: &'static str| {
+        let (url, sp) = (sim.admin_url(), sp.clone());
+        async move {
+            let agent = onedrive_operator::tenant::TenantConfig {
+                replica: Some(replica.into()),
+                ..onedrive_operator::tenant::TenantConfig::from_spec(&Default::default())
+            }
+            .user_agent();
+            http()
+                .post(format!(
+                    "{url}/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk"
+                ))
+                .bearer_auth(sp)
+                .header("user-agent", agent)
+                .header("accept", "application/json;odata=verbose")
+                .json(&json!({"emailIDs": [user]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(send("pod-a", "user0@contoso.com").await, 200);
+    assert_eq!(send("pod-b", "user1@contoso.com").await, 200);
+    sim.advance(SignedDuration::from_mins(10));
+    assert_eq!(send("pod-b", "user2@contoso.com").await, 200);
+    let stats = sim.stats();
+    let seen: Vec<(Option<&str>, bool)> =
+        stats.enqueues.iter().map(|e| (e.replica.as_deref(), e.while_in_flight)).collect();
+    assert_eq!(seen, [(Some("pod-a"), false), (Some("pod-b"), true), (Some("pod-b"), false)]);
+    let logged = stats.log.iter().filter(|r| r.endpoint == "sharepoint.enqueue.rest").count();
+    assert_eq!(logged, 3);
+    assert!(
+        stats.log.iter().filter(|r| r.endpoint == "sharepoint.enqueue.rest").all(|r| r.replica.is_some())
+    );
+    assert!(stats.now_ms >= stats.log.last().unwrap().at_ms);
+}

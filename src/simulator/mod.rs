@@ -48,7 +48,7 @@ pub(crate) use bearer::{TokenError, TokenInfo};
 pub use faults::{Fault, FaultConfig, Service};
 pub use model::{LookupQuirk, SiteState, UserSpec};
 pub use population::{Population, generate_users, realistic_user, spread_over_geos};
-pub use stats::{EnqueueRecord, RequestRecord, Stats};
+pub use stats::{ArrivalRecord, EnqueueRecord, RequestRecord, Stats};
 
 /// Who may enqueue personal sites with an app-only token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,7 +207,8 @@ impl Sim {
         if fault.is_some() {
             stats.throttled += 1;
         }
-        let at_ms = self.elapsed_ms();
+        // When the request arrived (before any added latency), outside a request: now.
+        let at_ms = ARRIVAL.try_with(|a| a.at_ms).unwrap_or_else(|_| self.elapsed_ms());
         stats.log.push(RequestRecord {
             at_ms,
             endpoint: endpoint.to_string(),
@@ -428,11 +429,19 @@ async fn around_every_request(State(sim): State<Arc<Sim>>, req: Request, next: N
             s.user_agents.insert(ua.to_string());
         }
     }
+    let arrival = Arrival { replica, at_ms: sim.elapsed_ms() };
+    if !req.uri().path().starts_with("/_sim") {
+        sim.stats.lock().unwrap().arrivals.push(ArrivalRecord {
+            at_ms: arrival.at_ms,
+            path: req.uri().path().to_string(),
+            replica: arrival.replica.clone(),
+        });
+    }
     let latency = sim.faults.lock().unwrap().config().latency;
     if !latency.is_zero() && !req.uri().path().starts_with("/_sim") {
         tokio::time::sleep(latency).await;
     }
-    let response = REPLICA.scope(replica, next.run(req)).await;
+    let response = ARRIVAL.scope(arrival, next.run(req)).await;
     sim.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
 }
@@ -441,15 +450,20 @@ async fn stats_json(State(sim): State<Arc<Sim>>) -> Response {
     axum::Json(sim.stats()).into_response()
 }
 
+/// The request being served: who sent it and when it arrived.
+struct Arrival {
+    replica: Option<String>,
+    at_ms: f64,
+}
+
 tokio::task_local! {
-    /// The replica named by the User-Agent of the request being served.
-    static REPLICA: Option<String>;
+    static ARRIVAL: Arrival;
 }
 
 /// The replica that sent the request being served: the operator appends `(replica <name>)` to
 /// its User-Agent.
 pub(crate) fn replica() -> Option<String> {
-    REPLICA.try_with(Clone::clone).ok().flatten()
+    ARRIVAL.try_with(|a| a.replica.clone()).ok().flatten()
 }
 
 fn replica_of(user_agent: &str) -> Option<String> {

@@ -179,6 +179,11 @@ impl Tenant {
         SignedDuration::from_secs_f64((base * factor).max(0.0))
     }
 
+    /// Whether the user's site is being created (enqueued, eligible, not there yet).
+    pub fn being_created(&mut self, upn: &str, now: Timestamp) -> bool {
+        self.user(upn, now).is_some_and(|u| matches!(u.site, SiteState::Enqueued { ready_at: Some(_), .. }))
+    }
+
     /// Every personal site, in a stable order.
     pub fn sites(&mut self, now: Timestamp) -> Vec<(String, String)> {
         let keys: Vec<String> = self.users.keys().cloned().collect();

@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Share of Graph and SharePoint requests answered 429/503 with Retry-After.
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Real time added to every response (Graph and SharePoint are rarely instant); default none.
+    #[arg(long)]
+    pub latency: Option<String>,
     /// Seed for faults and jitter: the same seed gives the same sequence.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -100,7 +103,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         AppOnlyArg::Accept => AppOnlyEnqueue::Accept,
         AppOnlyArg::Refuse => AppOnlyEnqueue::Refuse,
     };
-    config.faults = FaultConfig { rate: args.fault_rate, seed: args.seed, ..FaultConfig::default() };
+    let latency = match &args.latency {
+        Some(l) => crate::api::parse_duration("--latency", l)?.unsigned_abs(),
+        None => std::time::Duration::ZERO,
+    };
+    config.faults = FaultConfig { rate: args.fault_rate, seed: args.seed, latency, ..FaultConfig::default() };
     config.token_lifetime = crate::api::parse_duration("--token-lifetime", &args.token_lifetime)?;
     if config.token_lifetime < jiff::SignedDuration::from_secs(10) {
         return Err("--token-lifetime must be at least 10s".into());

@@ -233,16 +233,24 @@ fn enqueue_refusal(sim: &Sim, token: &TokenInfo, emails: &[String]) -> Option<(&
 fn apply_enqueue(sim: &Sim, token: &TokenInfo, emails: &[String], method: &str, geo: &HostGeo) {
     let now = sim.now();
     let here = geo.as_deref().unwrap_or(sim.central_location());
+    // The batch rule, checked from the service's side: the previous request to this geo had its
+    // last user's site still being created.
+    let previous_last = {
+        let stats = sim.stats.lock().unwrap();
+        stats.enqueues.iter().rev().find(|e| e.geo == here).and_then(|e| e.users.last().cloned())
+    };
     let mut tenant = sim.tenant.lock().unwrap();
     let (own, wrong_geo): (Vec<String>, Vec<String>) = emails.iter().cloned().partition(|e| {
         tenant.user(e, now).is_none_or(|u| sim.location_of(&u.spec).eq_ignore_ascii_case(here))
     });
+    let while_in_flight = previous_last.is_some_and(|u| tenant.being_created(&u, now));
     let mut faults = sim.faults.lock().unwrap();
     tenant.enqueue(&own, now, faults.rng());
     drop(faults);
     drop(tenant);
     let at_ms = sim.started.elapsed().as_secs_f64() * 1000.0;
     sim.stats.lock().unwrap().enqueues.push(EnqueueRecord {
+        while_in_flight,
         at_ms,
         at: now.to_string(),
         users: emails.to_vec(),

@@ -7,7 +7,7 @@ use serde::Serialize;
 /// One request as the simulator saw it.
 #[derive(Clone, Debug, Serialize)]
 pub struct RequestRecord {
-    /// Milliseconds since the simulator started (real time).
+    /// Milliseconds since the simulator started (real time) when it arrived.
     pub at_ms: f64,
     pub endpoint: String,
     pub status: u16,
@@ -17,6 +17,18 @@ pub struct RequestRecord {
     /// Who sent it (the token's client id), when authenticated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The operator replica that sent it (from its User-Agent), if it named itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+}
+
+/// One request as it arrived (before any added latency, and whether or not its sender waited
+/// for the answer): what a real service would have received.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArrivalRecord {
+    /// Milliseconds since the simulator started (real time).
+    pub at_ms: f64,
+    pub path: String,
     /// The operator replica that sent it (from its User-Agent), if it named itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
@@ -39,6 +51,9 @@ pub struct EnqueueRecord {
     /// The operator replica that sent it (from its User-Agent), if it named itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
+    /// The previous request to the same geo still had its last user's site being created: a
+    /// batch sent while another was in flight (or the same batch sent again).
+    pub while_in_flight: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -50,6 +65,8 @@ pub struct Stats {
     pub requests: BTreeMap<String, u64>,
     pub enqueues: Vec<EnqueueRecord>,
     pub log: Vec<RequestRecord>,
+    /// Every request as it arrived.
+    pub arrivals: Vec<ArrivalRecord>,
     pub peak_concurrency: usize,
     pub throttled: u64,
     /// Requests that arrived before an earlier `Retry-After` given to the same client for the same

@@ -1,7 +1,13 @@
 //! A real kube-apiserver + etcd for end-to-end tests, started on free loopback ports with
 //! generated certificates and RBAC authorization, torn down on drop (also when a test fails).
 //! Binaries come from `KUBEBUILDER_ASSETS` (see `scripts/envtest-assets`).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+mod operator;
+mod proxy;
+
+pub use operator::*;
+pub use proxy::Proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,10 +23,22 @@ pub struct ApiServer {
     dir: PathBuf,
     etcd: Child,
     apiserver: Child,
+    apiserver_args: Vec<String>,
     pub port: u16,
     /// kubeconfig of a `system:masters` client certificate.
     pub admin_kubeconfig: PathBuf,
     ca_pem: String,
+}
+
+/// kube-apiserver with `args`, its log appended to `dir/apiserver.log`.
+fn spawn_apiserver(dir: &Path, args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("apiserver.log")).unwrap();
+    Command::new(assets().join("kube-apiserver"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("kube-apiserver starts")
 }
 
 fn free_port() -> u16 {
@@ -103,26 +121,24 @@ impl ApiServer {
             .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
             .spawn()
             .expect("etcd starts");
-        let apiserver = Command::new(assets.join("kube-apiserver"))
-            .arg(format!("--etcd-servers={etcd_url}"))
-            .arg(format!("--cert-dir={}", dir.display()))
-            .arg(format!("--tls-cert-file={}", dir.join("serving.crt").display()))
-            .arg(format!("--tls-private-key-file={}", dir.join("serving.key").display()))
-            .arg(format!("--client-ca-file={}", dir.join("ca.crt").display()))
-            .arg(format!("--secure-port={port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--allow-privileged=true")
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .arg("--authorization-mode=RBAC")
-            .arg(format!("--service-account-issuer=https://127.0.0.1:{port}/"))
-            .arg(format!("--service-account-key-file={}", dir.join("sa.pub").display()))
-            .arg(format!("--service-account-signing-key-file={}", dir.join("sa.key").display()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("apiserver.log")).unwrap())
-            .spawn()
-            .expect("kube-apiserver starts");
+        let apiserver_args: Vec<String> = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--cert-dir={}", dir.display()),
+            format!("--tls-cert-file={}", dir.join("serving.crt").display()),
+            format!("--tls-private-key-file={}", dir.join("serving.key").display()),
+            format!("--client-ca-file={}", dir.join("ca.crt").display()),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--allow-privileged=true".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-account-issuer=https://127.0.0.1:{port}/"),
+            format!("--service-account-key-file={}", dir.join("sa.pub").display()),
+            format!("--service-account-signing-key-file={}", dir.join("sa.key").display()),
+        ];
+        let apiserver = spawn_apiserver(&dir, &apiserver_args);
 
         let admin_user = format!(
             "    client-certificate-data: {}\n    client-key-data: {}",
@@ -131,7 +147,7 @@ impl ApiServer {
         );
         let admin_kubeconfig = dir.join("admin.kubeconfig");
         write(&admin_kubeconfig, &kubeconfig(port, &ca_pem, &admin_user));
-        let server = ApiServer { dir, etcd, apiserver, port, admin_kubeconfig, ca_pem };
+        let server = ApiServer { dir, etcd, apiserver, apiserver_args, port, admin_kubeconfig, ca_pem };
         server.wait_ready();
         server
     }
@@ -151,6 +167,18 @@ impl ApiServer {
             // Polling a readiness endpoint: the server gives no other signal.
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Kills kube-apiserver (etcd keeps running): an API server outage.
+    pub fn stop_apiserver(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+    }
+
+    /// Starts kube-apiserver again on the same port, certificates and etcd; returns once ready.
+    pub fn restart_apiserver(&mut self) {
+        self.apiserver = spawn_apiserver(&self.dir, &self.apiserver_args);
+        self.wait_ready();
     }
 
     /// `kubectl` as the admin.
@@ -180,11 +208,16 @@ impl ApiServer {
 
     /// A kubeconfig for a ServiceAccount, with a token from the TokenRequest API.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        self.service_account_kubeconfig_via(namespace, name, self.port)
+    }
+
+    /// The same, reaching the API server through `port` on loopback (a [`Proxy`]).
+    pub fn service_account_kubeconfig_via(&self, namespace: &str, name: &str, port: u16) -> PathBuf {
         let out = self.kubectl(&["create", "token", name, "-n", namespace, "--duration=1h"]);
         assert!(out.status.success(), "TokenRequest: {}", String::from_utf8_lossy(&out.stderr));
         let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
-        write(&path, &kubeconfig(self.port, &self.ca_pem, &format!("    token: {token}")));
+        let path = self.dir.join(format!("{namespace}-{name}-{port}.kubeconfig"));
+        write(&path, &kubeconfig(port, &self.ca_pem, &format!("    token: {token}")));
         path
     }
 
