@@ -425,18 +425,25 @@ async fn every_site_reason_is_reached_over_the_simulator() {
     sites.push(site("team-a", "ghost", "ghost@contoso.com", "contoso"));
     sites.push(site("team-a", "lost", "user1@contoso.com", "no-such-tenant"));
     sites.push(site("team-b", "nosecret", "user2@contoso.com", "missing-secret"));
+    sites.push(site("team-b", "elsewhere", "user3@contoso.com", "team-a-only"));
     let mut c = sim_config(0);
     c.users = users;
     let sim = start(c).await;
     let mut contoso = sim_tenant(&sim, "contoso", "app-cert");
     contoso.spec.provisioning_timeout = "30m".into();
-    let tenants = vec![contoso, sim_tenant(&sim, "missing-secret", "not-there")];
+    let mut team_a_only = sim_tenant(&sim, "team-a-only", "app-cert");
+    team_a_only.spec.allowed_namespaces = Some(onedrive_operator::api::AllowedNamespaces {
+        names: Some(vec!["team-a".into()]),
+        selector: None,
+    });
+    let tenants = vec![contoso, sim_tenant(&sim, "missing-secret", "not-there"), team_a_only];
     let client = kube(sites, tenants, vec![cert_secret("app-cert")]).await;
     let r = reconciler_on(&client, &sim);
     let mut reached = HashSet::new();
     for _ in 0..90 {
         r.reconcile_tenant("contoso").await.unwrap();
         r.reconcile_tenant("missing-secret").await.unwrap();
+        r.reconcile_tenant("team-a-only").await.unwrap();
         r.reconcile_orphans().await.unwrap();
         for s in sites_of(&client).await {
             reached.insert(ready_condition(&s).reason);
