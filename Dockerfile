@@ -5,6 +5,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
+COPY benches ./benches
 RUN cargo build --release --locked --bin onedrive-operator
 
 FROM debian:bookworm-slim

@@ -14,9 +14,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use onedrive_operator::api::{OneDriveTenant, condition_type, find_condition};
 use onedrive_operator::controller::credentials::{CREDENTIALS_EXPIRING, CREDENTIALS_NOT_PERSISTED};
+use onedrive_operator::controller::events::EventSink;
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource, metrics::Metrics};
 use onedrive_operator::jose;
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
@@ -235,10 +235,7 @@ async fn a_certificate_expiring_in_ten_days_warns_and_a_renewed_one_is_picked_up
     let r = Reconciler::new(
         client.clone(),
         ReconcilerOptions {
-            recorder: Some(Recorder::new(
-                client.clone(),
-                Reporter { controller: "onedrive-operator".into(), instance: None },
-            )),
+            recorder: Some(EventSink::new(client.clone(), "test")),
             ..ReconcilerOptions::new(NS, SiteSource::List)
         },
     );

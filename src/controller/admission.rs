@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::events::EventType;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
@@ -82,19 +82,10 @@ impl Reconciler {
                 .as_ref()
                 .and_then(|s| find_condition(&s.conditions, condition_type::READY))
                 .is_some_and(|c| c.reason == reason);
-            if let (false, Some(recorder)) = (was_refused, &self.options.recorder) {
+            if !was_refused {
                 let note = find_condition(&update.status.conditions, condition_type::READY)
-                    .map(|c| c.message.clone());
-                let ev = Event {
-                    type_: EventType::Warning,
-                    reason: reason.into(),
-                    note,
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                if let Err(e) = recorder.publish(&ev, &site.object_ref(&())).await {
-                    tracing::debug!(error = %e, "event not recorded");
-                }
+                    .map_or("", |c| c.message.as_str());
+                self.publish(EventType::Warning, reason, note, site.object_ref(&())).await;
             }
         }
         Ok(refused.len())

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::events::{EventSink, EventType};
 use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -104,7 +104,7 @@ pub struct ReconcilerOptions {
     /// so such a tenant serves no site; the controller passes its reflector's).
     pub namespaces: NamespaceStore,
     pub metrics: Arc<Metrics>,
-    pub recorder: Option<Recorder>,
+    pub recorder: Option<EventSink>,
     /// Extra CA certificates for the tenant's hosts.
     pub ca_bundle: Option<Vec<u8>>,
     /// The operator's clock (the wall clock; benchmarks share the simulator's).
@@ -308,38 +308,52 @@ impl Reconciler {
     }
 
     pub(super) async fn event(&self, tenant: &OneDriveTenant, type_: EventType, reason: &str, note: String) {
+        self.publish(type_, reason, &note, tenant.object_ref(&())).await;
+    }
+
+    /// An Event, when Events are recorded (a failure to record one is logged, not fatal).
+    pub(super) async fn publish(
+        &self,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+        regarding: k8s_openapi::api::core::v1::ObjectReference,
+    ) {
         let Some(recorder) = &self.options.recorder else { return };
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&ev, &tenant.object_ref(&())).await {
+        if let Err(e) = recorder.publish(type_, reason, note, regarding).await {
             tracing::debug!(error = %e, "event not recorded");
         }
     }
 
     /// Events on site transitions only: Ready, and each failure.
-    pub(super) async fn site_event(&self, sites: &[Arc<OneDriveSite>], update: &plan::SiteUpdate) {
-        let Some(recorder) = &self.options.recorder else { return };
-        let phase = update.status.phase;
-        if phase == update.previous_phase || !matches!(phase, Some(SitePhase::Ready | SitePhase::Failed)) {
+    pub(super) async fn site_events(&self, sites: &[Arc<OneDriveSite>], updates: &[&plan::SiteUpdate]) {
+        let transitions: Vec<&&plan::SiteUpdate> = updates
+            .iter()
+            .filter(|u| {
+                u.status.phase != u.previous_phase
+                    && matches!(u.status.phase, Some(SitePhase::Ready | SitePhase::Failed))
+            })
+            .collect();
+        if self.options.recorder.is_none() || transitions.is_empty() {
             return;
         }
-        let Some(site) = sites.iter().find(|s| {
-            s.metadata.name.as_deref() == Some(&update.key.name)
-                && s.metadata.namespace.as_deref() == Some(&update.key.namespace)
-        }) else {
-            return;
-        };
-        let ready = crate::api::find_condition(&update.status.conditions, condition_type::READY);
-        let (reason, note) = ready.map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default();
-        let type_ = if phase == Some(SitePhase::Ready) { EventType::Normal } else { EventType::Warning };
-        let ev = Event { type_, reason, note: Some(note), action: "Reconcile".into(), secondary: None };
-        if let Err(e) = recorder.publish(&ev, &site.object_ref(&())).await {
-            tracing::debug!(error = %e, "event not recorded");
+        // Indexed once: a cycle can bring thousands of sites to Ready.
+        let by_key: HashMap<(&str, &str), &Arc<OneDriveSite>> = sites
+            .iter()
+            .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), s)))
+            .collect();
+        for update in transitions {
+            let Some(site) = by_key.get(&(update.key.namespace.as_str(), update.key.name.as_str())) else {
+                continue;
+            };
+            let ready = crate::api::find_condition(&update.status.conditions, condition_type::READY);
+            let (reason, note) = ready.map(|c| (c.reason.as_str(), c.message.as_str())).unwrap_or_default();
+            let type_ = if update.status.phase == Some(SitePhase::Ready) {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            self.publish(type_, reason, note, site.object_ref(&())).await;
         }
     }
 

@@ -4,6 +4,7 @@
 mod admission;
 pub mod credentials;
 mod cycle;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 mod phases;

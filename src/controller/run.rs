@@ -10,10 +10,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::events::EventSink;
 use super::leader::{Elector, Fence, LeaseSettings};
 use super::metrics::Metrics;
 use super::{ControllerError, Reconciler, ReconcilerOptions, SiteSource};
@@ -132,6 +132,7 @@ async fn run_controller(
     let (store, writer) = reflector::store();
     let site_events = watcher(sites, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(trim_site)
         .reflect(writer)
         .touched_objects();
     // Namespaces' labels, for tenants that allow namespaces by label: a relabel takes effect at once.
@@ -153,10 +154,7 @@ async fn run_controller(
             default_tenant: options.default_tenant.clone(),
             organization: options.organization.clone(),
             metrics,
-            recorder: Some(Recorder::new(
-                client.clone(),
-                Reporter { controller: "onedrive-operator".into(), instance: Some(options.identity.clone()) },
-            )),
+            recorder: Some(EventSink::new(client.clone(), options.identity.clone())),
             ca_bundle: options.ca_bundle.clone(),
             host_overrides: options.host_overrides.clone(),
             fence,
@@ -207,6 +205,14 @@ async fn run_controller(
         })
         .await;
     tracing::info!("controller stopped");
+}
+
+/// What the cache keeps of a site: spec, status and identity. Managed fields (one entry per
+/// writer, as JSON trees) and annotations (`kubectl apply` keeps a whole copy of the object in
+/// one) were most of a cached site's memory and are never read.
+fn trim_site(site: &mut OneDriveSite) {
+    site.metadata.managed_fields = None;
+    site.metadata.annotations = None;
 }
 
 /// A background task that ends with its owner.

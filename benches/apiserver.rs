@@ -1,0 +1,226 @@
+//! A benchmark (not a test) on a real kube-apiserver + etcd: N `OneDriveSite`s, the release
+//! `onedrive-operator run` against the simulator's tenant of N realistic users, and what a
+//! platform engineer would see: the time until every site has a status, the status write rate,
+//! Kubernetes API requests, status writes and Events per site, and the operator process's peak
+//! resident memory and CPU.
+//!
+//! `scripts/bench-apiserver [N]` runs it (`cargo bench --bench apiserver -- N`, default 10000);
+//! it needs `KUBEBUILDER_ASSETS` as the e2e tests do. The operator plans on the wall clock here,
+//! so the convergence ratio stays with the in-memory benchmark (`scripts/bench`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/envtest/mod.rs"]
+mod envtest;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use envtest::{ApiServer, NS, install_crds, ok};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, ListParams, PostParams};
+use onedrive_operator::api::OneDriveSite;
+use onedrive_operator::testing::site;
+
+/// `/proc/<pid>` figures of the operator process.
+struct Proc {
+    pid: u32,
+}
+
+impl Proc {
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Peak resident memory so far.
+    fn peak_rss_mib(&self) -> f64 {
+        self.status_kib("VmHWM:") as f64 / 1024.0
+    }
+
+    fn rss_mib(&self) -> f64 {
+        self.status_kib("VmRSS:") as f64 / 1024.0
+    }
+
+    /// User + system CPU time.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    }
+}
+
+/// The API server's request counters (`apiserver_request_total`), summed per verb.
+fn api_requests(server: &ApiServer) -> BTreeMap<String, f64> {
+    let text = ok(server.kubectl(&["get", "--raw", "/metrics"]), "apiserver metrics");
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let verb = line.split("verb=\"").nth(1).and_then(|v| v.split('"').next()).unwrap_or("");
+        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(verb.to_string()).or_default() += n;
+    }
+    out
+}
+
+fn total(m: &BTreeMap<String, f64>) -> f64 {
+    m.values().sum()
+}
+
+fn main() {
+    // `cargo test --all-targets` (CI) builds and runs bench targets too, without `--bench`:
+    // only `cargo bench` runs this.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("apiserver: a benchmark; run it with scripts/bench-apiserver");
+        return;
+    }
+    let n: usize =
+        std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    onedrive_operator::install_crypto_provider();
+    let server = ApiServer::start();
+    install_crds(&server);
+    ok(server.kubectl(&["create", "namespace", NS]), "namespace");
+    ok(server.kubectl(&["create", "namespace", "team-a"]), "namespace");
+
+    // The simulator's field-like population; a site takes 30 simulated s, at 60× speed.
+    let (_sim, manifests) = common::spawn_simulate(&[
+        "--generate",
+        &n.to_string(),
+        "--provision-delay",
+        "30s",
+        "--time-scale",
+        "60",
+        "--namespace",
+        NS,
+        "--tenant-name",
+        "contoso",
+    ]);
+    ok(server.apply(&manifests.replace("pollInterval: 10s", "pollInterval: 2s")), "tenant and Secret");
+    let users: Vec<String> = (1..=n).map(|i| format!("user{i:04}@contoso.onmicrosoft.com")).collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let kubeconfig = server.admin_kubeconfig.clone();
+    let client = rt.block_on(async {
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        kube::Client::try_from(config).unwrap()
+    });
+    let sites: Api<OneDriveSite> = Api::namespaced(client.clone(), "team-a");
+    let created = Instant::now();
+    rt.block_on(async {
+        futures::stream::iter(users.iter().enumerate())
+            .map(|(i, u)| {
+                let sites = sites.clone();
+                async move {
+                    sites
+                        .create(&PostParams::default(), &site("team-a", &format!("u{i}"), u, "contoso"))
+                        .await
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap();
+    });
+    let create_secs = created.elapsed().as_secs_f64();
+    eprintln!("{n} sites created in {create_secs:.0} s");
+
+    let before = api_requests(&server);
+    let log = server.dir().join("operator.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
+        .args(["run", "--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut operator = common::Child(child);
+    let proc = Proc { pid: operator.0.id() };
+    let started = Instant::now();
+
+    // Once a second: how many sites have a status, how many are settled. The bench's own list
+    // calls are counted and taken off the API server's totals.
+    let mut own_requests = 0.0;
+    let mut first_status: Option<Duration> = None;
+    let mut peak_rate = 0.0f64;
+    let mut last = (Instant::now(), 0usize);
+    let mut stalled = (Instant::now(), 0usize);
+    let (settled_at, settled) = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            matches!(operator.0.try_wait(), Ok(None)),
+            "the operator exited:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let list = rt.block_on(sites.list(&ListParams::default())).unwrap();
+        own_requests += 1.0;
+        let with_status =
+            list.items.iter().filter(|s| s.status.as_ref().is_some_and(|st| st.phase.is_some())).count();
+        let settled = list
+            .items
+            .iter()
+            .filter(|s| {
+                s.status.as_ref().and_then(|st| st.phase).is_some_and(|p| {
+                    matches!(
+                        p,
+                        onedrive_operator::api::SitePhase::Ready | onedrive_operator::api::SitePhase::Failed
+                    )
+                })
+            })
+            .count();
+        let now = Instant::now();
+        // Sites given their first status per second (a lower bound of the write rate).
+        peak_rate = peak_rate.max((with_status - last.1) as f64 / (now - last.0).as_secs_f64());
+        last = (now, with_status);
+        if first_status.is_none() && with_status == n {
+            first_status = Some(started.elapsed());
+        }
+        eprintln!(
+            "{:>5.0} s: {with_status} with a status, {settled} settled, RSS {:.0} MiB",
+            started.elapsed().as_secs_f64(),
+            proc.rss_mib()
+        );
+        if settled != stalled.1 {
+            stalled = (Instant::now(), settled);
+        }
+        // Settled, or every site has a status and nothing has settled for two minutes (users the
+        // population keeps waiting, if any).
+        if settled == n || (with_status == n && stalled.0.elapsed() > Duration::from_secs(120)) {
+            break (started.elapsed(), settled);
+        }
+        assert!(started.elapsed() < Duration::from_secs(3600), "not settled after an hour");
+    };
+    let after = api_requests(&server);
+    let (peak_rss, cpu) = (proc.peak_rss_mib(), proc.cpu());
+    drop(operator);
+    let mut by_verb: BTreeMap<String, f64> =
+        after.iter().map(|(v, c)| (v.clone(), c - before.get(v).copied().unwrap_or(0.0))).collect();
+    // The bench's lists, and the metrics scrapes themselves (GET).
+    *by_verb.entry("LIST".into()).or_default() -= own_requests;
+    *by_verb.entry("GET".into()).or_default() -= 1.0;
+    let operator_requests = total(&by_verb);
+    // Server-side apply counts as APPLY, merge patches as PATCH; Events are POSTs.
+    let verb = |v: &str| by_verb.get(v).copied().unwrap_or(0.0);
+    let per_site = |x: f64| x / n as f64;
+    println!(
+        "| {n} | {create_secs:.0} s | {:.1} s | {peak_rate:.0}/s | {:.0} s ({settled} settled) | {:.2} | {:.2} | {:.2} | {peak_rss:.0} MiB | {:.1} s |",
+        first_status.map_or(f64::NAN, |d| d.as_secs_f64()),
+        settled_at.as_secs_f64(),
+        per_site(operator_requests),
+        per_site(verb("APPLY") + verb("PATCH")),
+        per_site(verb("POST")),
+        cpu.as_secs_f64(),
+    );
+    eprintln!("operator API requests by verb: {by_verb:?}");
+}
