@@ -274,3 +274,29 @@ async fn a_lapsed_fence_stops_the_send_and_the_leader_sends_the_recorded_batch()
     assert_eq!(sim.stats().enqueues.len(), 1);
     assert_eq!(sim.stats().enqueues[0].users, status.batches()[0].users);
 }
+
+/// Microsoft asks a tenant to wait longer than a cycle may: the cycle gives up at once, records
+/// the wait and is requeued for it, instead of holding one of the slots every tenant shares.
+#[tokio::test]
+async fn a_tenant_throttled_for_longer_than_a_cycle_may_wait_yields_and_is_requeued() {
+    let mut c = sim_config(5);
+    c.faults = FaultConfig { rate: 1.0, max_retry_after: 100.0, seed: 7, ..FaultConfig::default() };
+    let throttled = start(c).await;
+    let client = kube(
+        sites("slow", 5),
+        vec![sim_tenant(&throttled, "slow", "app-cert")],
+        vec![cert_secret("app-cert")],
+    )
+    .await;
+    let r = reconciler(&client);
+    // Waiting out every Retry-After (up to 100 s each, every request refused) would take minutes.
+    let report = tokio::time::timeout(Duration::from_secs(60), r.reconcile_tenant("slow"))
+        .await
+        .expect("the cycle yields instead of waiting")
+        .unwrap();
+    assert!(report.requeue_after > Duration::from_secs(10), "requeued for Microsoft's wait: {report:?}");
+    let status = Api::<OneDriveTenant>::all(client).get("slow").await.unwrap().status.unwrap();
+    assert!(status.throttled_until.is_some(), "{status:?}");
+    assert_eq!(throttled.stats().early_retries, 0, "no request before Microsoft's time");
+    assert!(throttled.stats().enqueues.is_empty());
+}

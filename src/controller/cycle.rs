@@ -31,6 +31,14 @@ use crate::tenant::{HostOverrides, TenantClient, TenantError};
 /// The field manager of every write.
 pub const MANAGER: &str = "onedrive-operator";
 
+/// An Event about a site, made before the cache snapshot is let go and published after the writes.
+pub(super) struct SiteEvent {
+    regarding: k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: String,
+    note: String,
+}
+
 /// Where the cycle reads `OneDriveSite`s from.
 #[derive(Clone)]
 pub enum SiteSource {
@@ -325,35 +333,46 @@ impl Reconciler {
         }
     }
 
-    /// Events on site transitions only: Ready, and each failure.
-    pub(super) async fn site_events(&self, sites: &[Arc<OneDriveSite>], updates: &[&plan::SiteUpdate]) {
-        let transitions: Vec<&&plan::SiteUpdate> = updates
-            .iter()
+    /// The Events of the site transitions among `updates` (Ready, and each failure; nothing
+    /// else is an Event), to publish once the statuses are written.
+    pub(super) fn site_events<'u>(
+        &self,
+        sites: &[Arc<OneDriveSite>],
+        updates: impl Iterator<Item = &'u plan::SiteUpdate>,
+    ) -> Vec<SiteEvent> {
+        if self.options.recorder.is_none() {
+            return Vec::new();
+        }
+        let transitions: Vec<&plan::SiteUpdate> = updates
             .filter(|u| {
                 u.status.phase != u.previous_phase
                     && matches!(u.status.phase, Some(SitePhase::Ready | SitePhase::Failed))
             })
             .collect();
-        if self.options.recorder.is_none() || transitions.is_empty() {
-            return;
+        if transitions.is_empty() {
+            return Vec::new();
         }
         // Indexed once: a cycle can bring thousands of sites to Ready.
         let by_key: HashMap<(&str, &str), &Arc<OneDriveSite>> = sites
             .iter()
             .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), s)))
             .collect();
-        for update in transitions {
-            let Some(site) = by_key.get(&(update.key.namespace.as_str(), update.key.name.as_str())) else {
-                continue;
-            };
-            let ready = crate::api::find_condition(&update.status.conditions, condition_type::READY);
-            let (reason, note) = ready.map(|c| (c.reason.as_str(), c.message.as_str())).unwrap_or_default();
-            let type_ = if update.status.phase == Some(SitePhase::Ready) {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            };
-            self.publish(type_, reason, note, site.object_ref(&())).await;
+        transitions
+            .into_iter()
+            .filter_map(|update| {
+                let site = by_key.get(&(update.key.namespace.as_str(), update.key.name.as_str()))?;
+                let ready = crate::api::find_condition(&update.status.conditions, condition_type::READY);
+                let (reason, note) = ready.map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default();
+                let ready_now = update.status.phase == Some(SitePhase::Ready);
+                let type_ = if ready_now { EventType::Normal } else { EventType::Warning };
+                Some(SiteEvent { regarding: site.object_ref(&()), type_, reason, note })
+            })
+            .collect()
+    }
+
+    pub(super) async fn publish_site_events(&self, events: Vec<SiteEvent>) {
+        for e in events {
+            self.publish(e.type_, &e.reason, &e.note, e.regarding).await;
         }
     }
 

@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 
 use super::ControllerError;
 use super::admission::Admitted;
-use super::cycle::{CycleReport, NOTHING_OBSERVED, Reconciler, TenantRuntime, problem_of};
+use super::cycle::{CycleReport, NOTHING_OBSERVED, Reconciler, SiteEvent, TenantRuntime, problem_of};
 use super::pipelines::{Pipeline, Planners, TenantPlan, pipelines, recorded_pipelines};
 use super::tenant_status::{tenant_problem_reason, tenant_status};
 use crate::api::{EventReason, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, TenantReason};
@@ -84,8 +84,15 @@ impl Reconciler {
         else {
             return Ok(report);
         };
+        let events = self.site_events(&sites, plan.site_updates());
+        // The cache snapshot is let go before the writes: each write's watch event replaces a
+        // cached site, and a snapshot held meanwhile kept every old version alive (at 30,000
+        // sites, the first statuses held two copies of the cache).
+        drop(planners);
+        drop(desired);
+        drop(sites);
         report.site_writes += self.write_refused(&refused).await?;
-        self.write_sites(&tenant, &sites, &plan, &mut report).await?;
+        self.write_sites(&tenant, events, &plan, &mut report).await?;
         self.write_tenant(&tenant, &status, &plan, &stand, runtime, now, &mut report).await?;
         Ok(report)
     }
@@ -198,7 +205,7 @@ impl Reconciler {
     async fn write_sites(
         &self,
         tenant: &OneDriveTenant,
-        sites: &[Arc<OneDriveSite>],
+        events: Vec<SiteEvent>,
         plan: &TenantPlan,
         report: &mut CycleReport,
     ) -> Result<(), ControllerError> {
@@ -214,7 +221,7 @@ impl Reconciler {
             .try_collect::<Vec<()>>()
             .await?;
         report.site_writes += updates.len();
-        self.site_events(sites, &updates).await;
+        self.publish_site_events(events).await;
         let name = tenant.metadata.name.as_deref().unwrap_or_default();
         self.options.metrics.site_writes(name, plan.site_update_count());
         for (id, outcome) in plan.geos.iter().filter_map(|p| p.finished.as_ref()) {

@@ -18,6 +18,12 @@ use crate::tenant::{
     RotationCallback, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for,
 };
 
+/// The longest one call of a cycle waits on Microsoft's `Retry-After` before the cycle gives up,
+/// records `Throttled` and is requeued for when Microsoft said. A longer wait (the command-line
+/// tools wait up to two minutes) would hold one of the `--concurrency` slots that every other
+/// tenant's cycles share.
+const CYCLE_THROTTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The Secrets a tenant references, and when its refresh token was issued (the Secret's rotation
 /// annotation, or its creation).
 struct FoundSecrets {
@@ -78,6 +84,7 @@ impl Reconciler {
             TenantConfig::from_spec(&tenant.spec).with_host_overrides(self.options.host_overrides.clone());
         config.organization = self.options.organization.clone();
         config.replica = self.options.replica.clone();
+        config.max_throttle_wait = CYCLE_THROTTLE_WAIT;
         config.ca_bundle = self.options.ca_bundle.clone();
         let client = Arc::new(TenantClient::new(config, credentials)?);
         // Observations stay valid across a credential change; the client does not.
