@@ -195,6 +195,19 @@ pub struct SiteUpdate {
     pub status: OneDriveSiteStatus,
 }
 
+impl SiteUpdate {
+    /// The update that gives `site` `status`, or `None` when its status already is that.
+    pub fn replacing(site: &DesiredSite, status: OneDriveSiteStatus) -> Option<SiteUpdate> {
+        let previous = site.status.as_deref();
+        (previous != Some(&status)).then(|| SiteUpdate {
+            key: site.key.clone(),
+            user: site.user.to_string(),
+            previous_phase: previous.and_then(|s| s.phase),
+            status,
+        })
+    }
+}
+
 /// How an in-flight batch ended in this cycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BatchOutcome {

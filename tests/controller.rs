@@ -34,14 +34,6 @@ async fn sites_of(client: &kube::Client) -> Vec<OneDriveSite> {
     Api::<OneDriveSite>::all(client.clone()).list(&ListParams::default()).await.unwrap().items
 }
 
-fn ready_reason(s: &OneDriveSite) -> String {
-    s.status
-        .as_ref()
-        .and_then(|st| find_condition(&st.conditions, condition_type::READY))
-        .map(|c| c.reason.clone())
-        .unwrap_or_default()
-}
-
 /// Runs cycles, moving the simulator's clock by the poll interval between them, until every
 /// site is settled (or `max` cycles).
 async fn converge(r: &Reconciler, sim: &SimHandle, client: &kube::Client, max: usize) -> usize {

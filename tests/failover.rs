@@ -114,14 +114,6 @@ fn namespace(name: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<Namespace
     ns
 }
 
-fn reason_of(s: &OneDriveSite) -> String {
-    s.status
-        .as_ref()
-        .and_then(|st| find_condition(&st.conditions, condition_type::READY))
-        .map(|c| c.reason.clone())
-        .unwrap_or_default()
-}
-
 /// A tenant that allows namespaces by label: a site from another namespace is never enqueued
 /// and says `TenantNotAllowed` (even when an allowed site names the same user, which is sent
 /// once, for the allowed site); labelling the namespace lets its sites proceed.
@@ -163,7 +155,7 @@ async fn sites_from_a_namespace_the_tenant_does_not_allow_are_refused_until_it_i
     let phase = |s: &OneDriveSite| s.status.as_ref().and_then(|st| st.phase);
     assert!(in_ns("allowed").await.iter().all(|s| phase(s) == Some(SitePhase::Ready)));
     for s in in_ns("other").await {
-        assert_eq!(reason_of(&s), "TenantNotAllowed", "{:?}", s.status);
+        assert_eq!(ready_reason(&s), "TenantNotAllowed", "{:?}", s.status);
         let ready = find_condition(&s.status.as_ref().unwrap().conditions, condition_type::READY).unwrap();
         assert!(ready.message.contains("\"other\"") && ready.message.contains("spec.allowedNamespaces"));
         let stalled =

@@ -49,13 +49,7 @@ impl Reconciler {
                 Admission::Refused => {
                     let Some(desired) = DesiredSite::from_resource(&site) else { continue };
                     let status = plan::tenant_not_allowed_status(&desired, &name, now);
-                    if site.status.as_ref() != Some(&status) {
-                        let update = plan::SiteUpdate {
-                            key: desired.key.clone(),
-                            user: desired.user.to_string(),
-                            previous_phase: site.status.as_ref().and_then(|s| s.phase),
-                            status,
-                        };
+                    if let Some(update) = plan::SiteUpdate::replacing(&desired, status) {
                         admitted.refused.push((site.clone(), update));
                     }
                 }

@@ -398,13 +398,7 @@ impl Reconciler {
             let name =
                 tenant.unwrap_or("(none: set spec.tenantRef or run the operator with --default-tenant)");
             let status = plan::tenant_not_found_status(&desired, name, now);
-            if site.status.as_ref() != Some(&status) {
-                let update = plan::SiteUpdate {
-                    key: desired.key.clone(),
-                    user: desired.user.to_string(),
-                    previous_phase: site.status.as_ref().and_then(|s| s.phase),
-                    status,
-                };
+            if let Some(update) = plan::SiteUpdate::replacing(&desired, status) {
                 self.write_site(&update).await?;
                 written += 1;
             }

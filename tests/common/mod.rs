@@ -86,6 +86,20 @@ pub fn federated_assertion(subject: &str, now: i64) -> String {
     jose::sign_rsa(jose::Alg::RS256, &ISSUER_KEY, serde_json::json!({"kid": "k1"}), &claims).unwrap()
 }
 
+/// The reason of a site's `Ready` condition (empty without one).
+pub fn ready_reason(s: &OneDriveSite) -> String {
+    s.status
+        .as_ref()
+        .and_then(|st| {
+            onedrive_operator::api::find_condition(
+                &st.conditions,
+                onedrive_operator::api::condition_type::READY,
+            )
+        })
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
 /// A child process killed when dropped.
 pub struct Child(pub std::process::Child);
 
