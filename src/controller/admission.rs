@@ -2,13 +2,12 @@
 //! phase, before users are grouped; refused sites are marked `TenantNotAllowed` in the write
 //! phase and are otherwise invisible to the cycle (never looked up, never enqueued).
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::events::EventType;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use super::ControllerError;
@@ -37,13 +36,14 @@ impl Reconciler {
         let Ok(Some(policy)) = NamespacePolicy::from_spec(&tenant.spec) else {
             return Ok(Admitted { sites, refused: Vec::new() });
         };
-        let labels = if policy.needs_labels() { self.namespace_labels() } else { HashMap::new() };
         let name = tenant.name_any();
         let now = (self.options.clock)();
         let mut admitted = Admitted { sites: Vec::with_capacity(sites.len()), refused: Vec::new() };
         for site in sites {
             let namespace = site.namespace().unwrap_or_default();
-            match policy.admits(&namespace, labels.get(&namespace)) {
+            // Looked up in the cache only when the policy has a selector (names need no labels).
+            let cached = policy.needs_labels().then(|| self.cached_namespace(&namespace)).flatten();
+            match policy.admits(&namespace, cached.as_ref().map(|ns| ns.labels())) {
                 Admission::Allowed => admitted.sites.push(site),
                 Admission::Unknown => {}
                 Admission::Refused => {
@@ -58,9 +58,9 @@ impl Reconciler {
         Ok(admitted)
     }
 
-    /// Every namespace's labels, as cached (a namespace not cached yet is `Unknown`).
-    fn namespace_labels(&self) -> HashMap<String, BTreeMap<String, String>> {
-        self.options.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect()
+    /// A namespace as cached (not cached yet: its sites are `Unknown` this cycle).
+    fn cached_namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
+        self.options.namespaces.get(&ObjectRef::new(name))
     }
 
     /// Writes the refused sites' statuses, with a Warning Event on each newly refused site.
