@@ -95,6 +95,10 @@ fn tenant_and_cert(c: &Creds, sim: &SimHandle) -> (OneDriveTenant, Secret) {
     let (mut tenant, secret) =
         tenant_and_secret("contoso", NS, &sim.endpoints(), PrintedAuth::Certificate, CLIENT, data);
     tenant.spec.poll_interval = format!("{POLL_SECS}s");
+    // `BENCH_LISTING=Never`: one lookup per user, for comparison.
+    if std::env::var("BENCH_LISTING").as_deref() == Ok("Never") {
+        tenant.spec.tenant_wide_listing = onedrive_operator::api::TenantWideListing::Never;
+    }
     (tenant, secret)
 }
 
@@ -138,8 +142,8 @@ struct Run {
     simulated: SignedDuration,
     wall: Duration,
     requests: u64,
-    /// Graph lookups as Graph's throttling counts them (each `$batch` item).
-    graph_items: u64,
+    /// Graph's cost as its throttling counts it (each `$batch` item, each listing page at its cost).
+    graph_units: u64,
     writes: usize,
     idle_writes: usize,
     batches: usize,
@@ -149,6 +153,10 @@ struct Run {
     wrong: usize,
     /// Users enqueued at another geo's admin host than their own.
     wrong_geo: usize,
+    /// Requests per simulator endpoint (where the tenant cost went).
+    endpoints: std::collections::BTreeMap<String, u64>,
+    /// When each batch was sent (simulated time).
+    enqueued_at: Vec<String>,
 }
 
 /// The reason a user of the population must end with.
@@ -220,13 +228,17 @@ async fn ours_in(c: &Creds, users: Vec<UserSpec>, geos: &[&str]) -> Run {
         simulated,
         wall: wall.elapsed(),
         requests: tenant_requests(&sim),
-        graph_items: stats.count("graph.batch.items"),
+        graph_units: stats.graph_units(),
         writes,
         idle_writes,
         batches: stats.enqueues.len(),
         provisioned: Population::of(&users).can_get_site,
         wrong: wrong_outcomes(&client, &users).await,
         wrong_geo: stats.enqueues.iter().map(|e| e.wrong_geo.len()).sum(),
+        endpoints: stats.requests.clone(),
+        enqueued_at: std::iter::once(start.to_string())
+            .chain(stats.enqueues.iter().map(|e| e.at.clone()))
+            .collect(),
     }
 }
 
@@ -239,7 +251,12 @@ async fn naive(c: &Creds, users: usize) -> Run {
         key: Box::new(c.key.clone()),
         algorithm: Default::default(),
     };
-    let client = TenantClient::new(TenantConfig::from_spec(&tenant_and_cert(c, &sim).0.spec), creds).unwrap();
+    // The seeds look every user up: no tenant-wide listing.
+    let config = TenantConfig {
+        tenant_wide_listing: false,
+        ..TenantConfig::from_spec(&tenant_and_cert(c, &sim).0.spec)
+    };
+    let client = TenantClient::new(config, creds).unwrap();
     let all: Vec<String> = (0..users).map(|i| format!("user{i:06}@contoso.com")).collect();
     let (start, wall) = (sim.now(), Instant::now());
     for batch in all.chunks(200) {
@@ -256,13 +273,15 @@ async fn naive(c: &Creds, users: usize) -> Run {
         simulated: sim.now().duration_since(start),
         wall: wall.elapsed(),
         requests: tenant_requests(&sim),
-        graph_items: sim.stats().count("graph.batch.items"),
+        graph_units: sim.stats().graph_units(),
         writes: 0,
         idle_writes: 0,
         batches: sim.stats().enqueues.len(),
         provisioned: users,
         wrong: 0,
         wrong_geo: 0,
+        endpoints: sim.stats().requests,
+        enqueued_at: Vec::new(),
     }
 }
 
@@ -481,6 +500,27 @@ async fn main() {
         println!("{}", multi_geo(&c, 6000).await);
         return;
     }
+    // `converge 10000`: only the operator's convergence rows (for iterating on tenant cost).
+    if std::env::args().nth(1).as_deref() == Some("converge") {
+        let n: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+        let run = ours(&c, realistic(n)).await;
+        println!(
+            "{}\n{n} users: {} simulated ({} batches), {} tenant requests, {:.3} Graph units per provisioned user, {:.2} writes per site, {} wrong outcomes, {:.1} s",
+            Population::of(&realistic(n)),
+            fmt(run.simulated),
+            run.batches,
+            run.requests,
+            run.graph_units as f64 / run.provisioned as f64,
+            run.writes as f64 / n as f64,
+            run.wrong,
+            run.wall.as_secs_f64()
+        );
+        println!("requests by endpoint: {:?}", run.endpoints);
+        let at: Vec<Timestamp> = run.enqueued_at.iter().filter_map(|t| t.parse().ok()).collect();
+        let gaps: Vec<i64> = at.windows(2).map(|w| w[1].duration_since(w[0]).as_secs() / 60).collect();
+        println!("minutes from start, then between batches: {gaps:?}");
+        return;
+    }
     let sizes: Vec<usize> = std::env::args()
         .nth(1)
         .filter(|_| !engine_only)
@@ -518,7 +558,7 @@ async fn main() {
     for &n in &sizes {
         out.push_str(&format!("- {}\n", Population::of(&realistic(n))));
     }
-    out.push_str("\n| users | who | simulated time | ÷ tenant minimum ⌈N/200⌉×D | batches | tenant HTTP requests | per provisioned user | Graph lookups ($batch items) per provisioned user | status writes per site | writes when idle | users with a wrong outcome | wall time |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\n| users | who | simulated time | ÷ tenant minimum ⌈N/200⌉×D | batches | tenant HTTP requests | per provisioned user | Graph throttling units per provisioned user | status writes per site | writes when idle | users with a wrong outcome | wall time |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for &n in &sizes {
         let population = Population::of(&realistic(n));
         for (who, run) in [
@@ -538,7 +578,7 @@ async fn main() {
                 run.batches,
                 run.requests,
                 run.requests as f64 / provisioned as f64,
-                run.graph_items as f64 / provisioned as f64,
+                run.graph_units as f64 / provisioned as f64,
                 run.wrong,
                 run.wall.as_secs_f64()
             ));

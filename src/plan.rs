@@ -279,7 +279,7 @@ fn targets(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
     if let Some(b) = input.batch.filter(|b| b.sent) {
         let Gate { user, done_at, .. } = gate(b, users, &states, input);
         if let Some(g) = user {
-            out.push(g, true);
+            out.push_confirmed(g, true);
         }
         if let Some(done_at) = done_at {
             batch_ending = true;
@@ -290,7 +290,8 @@ fn targets(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
             }
         }
     }
-    let mut rechecks: Vec<(Timestamp, &str, bool)> = Vec::new();
+    // (last look, user, profile wanted, absence confirmed user by user)
+    let mut rechecks: Vec<(Timestamp, &str, bool, bool)> = Vec::new();
     for (u, s) in list.iter().zip(&states) {
         let obs = input.observed.get(u.key.as_ref());
         match s.phase {
@@ -306,33 +307,34 @@ fn targets(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
                         s.enqueued_at.is_some_and(|e| o.at < after(e, input.limits.provisioning_timeout))
                     }) =>
             {
-                out.push(u.upn, true)
+                out.push_confirmed(u.upn, true)
             }
             SitePhase::Ready => {
                 let last = obs.map(|o| o.at).or(u.prior.provisioned_at).unwrap_or(Timestamp::MIN);
-                if after(last, input.limits.drift_check_interval) <= input.now {
-                    rechecks.push((last, u.upn, false));
+                if recheck_due(last, input.limits.drift_check_interval, input.now) {
+                    // A Ready user missing from a listing is looked up before "the site is gone".
+                    rechecks.push((last, u.upn, false, true));
                 }
             }
             SitePhase::Failed | SitePhase::Pending
                 if s.refused() || s.reason == SiteReason::LookupFailing =>
             {
                 let last = obs.map(|o| o.at).or(u.prior.failed_since).unwrap_or(Timestamp::MIN);
-                if after(last, input.limits.failed_recheck_interval) <= input.now {
+                if recheck_due(last, input.limits.failed_recheck_interval, input.now) {
                     // A profile verdict is re-read from the profile: nothing else can see it.
                     let profile = matches!(
                         s.reason,
                         SiteReason::SiteCreationNotPermitted | SiteReason::ProvisioningFailed
                     );
-                    rechecks.push((last, u.upn, profile));
+                    rechecks.push((last, u.upn, profile, false));
                 }
             }
             _ => {}
         }
     }
     rechecks.sort();
-    for (_, upn, profile) in rechecks.into_iter().take(input.limits.recheck_per_cycle) {
-        out.push(upn, profile);
+    for (_, upn, profile, confirm) in rechecks.into_iter().take(input.limits.recheck_per_cycle) {
+        out.add(upn, profile, confirm);
     }
     if batch_ending {
         for u in next_batch(list, &states, input).lookups {
@@ -385,7 +387,7 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
                         }
                     }
                 } else if let (true, Some(g)) = (g.look_now, g.user) {
-                    observe_now.push(g, true);
+                    observe_now.push_confirmed(g, true);
                 }
                 if finished.is_some() {
                     batch = None;
@@ -476,6 +478,15 @@ fn geo_known(u: &gather::User, input: &PlanInput) -> bool {
         || u.sites.all().iter().any(|s| s.status.as_deref().is_some_and(|st| st.geo.is_some()))
 }
 
+/// Re-checks fall due when a period boundary (a multiple of `every` since the Unix epoch) has
+/// passed since the last look — at most `every` after it. Users looked at over a whole period
+/// fall due together, so one tenant-wide listing answers for all of them instead of a listing
+/// (or a lookup each) for every handful.
+fn recheck_due(last: Timestamp, every: SignedDuration, now: Timestamp) -> bool {
+    let period = every.as_secs().max(1);
+    last.as_second().div_euclid(period) < now.as_second().div_euclid(period)
+}
+
 /// `t + d`, saturating: times read from statuses are not trusted to be sane.
 fn after(t: Timestamp, d: SignedDuration) -> Timestamp {
     t.checked_add(d).unwrap_or(if d.is_negative() { Timestamp::MIN } else { Timestamp::MAX })
@@ -491,7 +502,7 @@ fn blocked(input: &PlanInput) -> bool {
 }
 
 /// Ordered, de-duplicated (case-insensitively) list of lookups; a user asked for twice gets
-/// their profile read if either asked for it.
+/// their profile read, or their absence confirmed, if either asked for it.
 #[derive(Default)]
 struct Targets {
     seen: HashMap<UserKey, usize>,
@@ -500,11 +511,23 @@ struct Targets {
 
 impl Targets {
     fn push(&mut self, user: &str, profile: bool) {
+        self.add(user, profile, false);
+    }
+
+    /// A user whose "no site" would end something (see [`Lookup::confirm`]).
+    fn push_confirmed(&mut self, user: &str, profile: bool) {
+        self.add(user, profile, true);
+    }
+
+    fn add(&mut self, user: &str, profile: bool, confirm: bool) {
         match self.seen.get(&user_key(user)) {
-            Some(&i) => self.lookups[i].profile |= profile,
+            Some(&i) => {
+                self.lookups[i].profile |= profile;
+                self.lookups[i].confirm |= confirm;
+            }
             None => {
                 self.seen.insert(user_key(user), self.lookups.len());
-                self.lookups.push(Lookup { user: user.trim().to_string(), profile });
+                self.lookups.push(Lookup { user: user.trim().to_string(), profile, confirm });
             }
         }
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use onedrive_operator::api::{
     AssertionAlgorithm, CertificateAuth, DelegatedAuth, EnqueueMethod, OneDriveTenantSpec, SecretKeyRef,
-    SecretRef, TenantAuth, WorkloadIdentityAuth,
+    SecretRef, TenantAuth, TenantWideListing, WorkloadIdentityAuth,
 };
 use onedrive_operator::jose;
 use onedrive_operator::plan::{Observation, user_key};
@@ -38,6 +38,7 @@ fn spec(sim: &SimHandle, auth: TenantAuth, method: EnqueueMethod) -> OneDriveTen
         poll_interval: "10s".into(),
         provisioning_timeout: "24h".into(),
         drift_check_interval: "24h".into(),
+        tenant_wide_listing: Default::default(),
         allowed_namespaces: None,
     }
 }
@@ -198,7 +199,7 @@ async fn a_refused_token_kind_is_token_kind_refused_with_its_fix_for_every_metho
 /// "Unable to retrieve user's mysite URL." quirk (400 `BadRequest`, 500 `UnknownError`) send the
 /// user to the directory (licence, then sign-in); 404 `Request_ResourceNotFound` is no such user;
 /// anything else is named (status and code). One drive lookup per user, one directory lookup per
-/// user without a drive, 20 to a `$batch`.
+/// user without a drive, 20 to a `$batch` (listings off: `tests/listing.rs` has them on).
 #[tokio::test]
 async fn observing_1000_users_classifies_every_answer_at_one_lookup_per_user_and_one_per_missing_drive() {
     let mut c = sim_config(0);
@@ -227,7 +228,11 @@ async fn observing_1000_users_classifies_every_answer_at_one_lookup_per_user_and
         })
         .collect();
     let sim = start(c).await;
-    let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
+    let per_user = OneDriveTenantSpec {
+        tenant_wide_listing: TenantWideListing::Never,
+        ..spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader)
+    };
+    let c = client(&per_user, &no_env);
     let mut asked = users(0..990);
     asked.extend((0..10).map(|i| format!("ghost{i}@contoso.com")));
     let seen = c.observe(&asked).await.unwrap();
@@ -266,10 +271,14 @@ async fn with_30_percent_throttling_everything_completes_and_no_retry_is_early()
     let sim = start(c).await;
     // One request at a time, so "early" can only mean the client ignored a Retry-After it had
     // received (concurrent requests already on the wire would be counted too).
+    // Lookups one by one: the throttling under test is of `$batch` items.
     let c = client_with(
         &spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader),
         &no_env,
-        |cfg| cfg.graph_concurrency = 1,
+        |cfg| {
+            cfg.graph_concurrency = 1;
+            cfg.tenant_wide_listing = false;
+        },
     );
     let all = users(0..120);
     let seen = c.observe(&all).await.unwrap();
@@ -562,7 +571,7 @@ async fn check_names_each_user_with_the_reason_the_controller_writes() {
         ("broken", "unknown: the tenant answered HTTP 500 (generalException)"),
     ];
     let lookups: Vec<Lookup> =
-        expected.iter().map(|(n, _)| Lookup { user: format!("{n}@contoso.com"), profile: true }).collect();
+        expected.iter().map(|(n, _)| Lookup::exact(&format!("{n}@contoso.com"))).collect();
     let seen = c.observe_lookups(&lookups).await.unwrap();
     for (name, words) in expected {
         let line = describe(seen.get(format!("{name}@contoso.com").as_str()));

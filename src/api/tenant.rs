@@ -109,6 +109,12 @@ pub struct OneDriveTenantSpec {
     #[x_kube(validation = Rule::new(crate::api::rules::DURATION).message(Message::Message(format!("spec.driftCheckInterval {}", crate::api::rules::DURATION_MESSAGE))))]
     pub drift_check_interval: String,
 
+    /// How many users are observed at once: `Auto` reads Graph's tenant-wide listings (personal
+    /// sites, then the directory, 999 a page) when that costs Graph less than one lookup per user
+    /// (100 users or more at once, app-only credentials); `Never` looks every user up on their own.
+    #[serde(default)]
+    pub tenant_wide_listing: TenantWideListing,
+
     /// The namespaces whose `OneDriveSite`s may use this tenant. Unset: every namespace. Set it
     /// in clusters shared by several teams (or customers): a site from any other namespace is
     /// never looked up nor enqueued, and reports `TenantNotAllowed`.
@@ -280,6 +286,16 @@ pub enum EnqueueMethod {
     ProfileLoaderCsom,
     /// CSOM `Tenant.RequestPersonalSites` (what `Request-SPOPersonalSite` uses today).
     RequestPersonalSites,
+}
+
+/// Whether Graph's tenant-wide listings may replace per-user lookups.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum TenantWideListing {
+    /// When cheaper, with per-user lookups wherever an answer must be the user's own.
+    #[default]
+    Auto,
+    /// Always one lookup per user.
+    Never,
 }
 
 /// The tenant's health, its users by phase, and the batch in flight.

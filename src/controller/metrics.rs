@@ -55,6 +55,7 @@ pub struct Metrics {
     status_writes: Family<TenantLabel, Counter>,
     requests: Family<ServiceLabels, Counter>,
     throttles: Family<ServiceLabels, Counter>,
+    units: Family<ServiceLabels, Counter>,
     credential_expiry: Family<TenantLabel, Gauge>,
     refresh_rotation: Family<TenantLabel, Gauge>,
     refresh_writes: Family<TenantLabel, Counter>,
@@ -83,6 +84,7 @@ impl Metrics {
         let status_writes = Family::<TenantLabel, Counter>::default();
         let requests = Family::<ServiceLabels, Counter>::default();
         let throttles = Family::<ServiceLabels, Counter>::default();
+        let units = Family::<ServiceLabels, Counter>::default();
         let credential_expiry = Family::<TenantLabel, Gauge>::default();
         let refresh_rotation = Family::<TenantLabel, Gauge>::default();
         let refresh_writes = Family::<TenantLabel, Counter>::default();
@@ -103,6 +105,11 @@ impl Metrics {
             "tenant_throttled",
             "429/503 answers from Microsoft 365 by service",
             throttles.clone(),
+        );
+        registry.register(
+            "tenant_throttling_units",
+            "What Microsoft 365 throttling counts by service (Graph: each $batch item, each listing page at its cost)",
+            units.clone(),
         );
         registry.register(
             "credential_expiry_timestamp_seconds",
@@ -139,6 +146,7 @@ impl Metrics {
             status_writes,
             requests,
             throttles,
+            units,
         }
     }
 
@@ -190,6 +198,7 @@ impl Metrics {
             let family = match what {
                 Count::Requests => &self.requests,
                 Count::Throttled => &self.throttles,
+                Count::Units => &self.units,
             };
             family.get_or_create(&labels).inc_by(delta);
         }

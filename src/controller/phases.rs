@@ -21,6 +21,9 @@ use futures::{StreamExt, TryStreamExt};
 
 /// Plan rounds per cycle (observe what the plan asks for, plan again).
 const MAX_ROUNDS: usize = 3;
+/// Ready and refused users re-checked in one cycle at most when the tenant is observed through
+/// listings (`Limits::recheck_per_cycle` otherwise).
+const RECHECKS_WITH_LISTINGS: usize = 20_000;
 
 /// Site status patches in flight at once.
 const SITE_WRITES_IN_FLIGHT: usize = 16;
@@ -126,7 +129,7 @@ impl Reconciler {
             problem: None,
             discovery: Discovery::NotTried,
         };
-        let limits = match Limits::from_spec(&tenant.spec) {
+        let mut limits = match Limits::from_spec(&tenant.spec) {
             Ok(l) => l,
             Err(message) => {
                 stand.problem =
@@ -137,6 +140,12 @@ impl Reconciler {
         if let Err(e) = self.ensure_client(tenant, runtime).await {
             stand.problem = Some(problem_of(&e));
             return (limits, stand);
+        }
+        let client = &runtime.as_ref().expect("ensured above").client;
+        if client.lists() {
+            // One listing answers for every user: re-check all who are due at once rather than
+            // paying for a listing per hundred.
+            limits.recheck_per_cycle = limits.recheck_per_cycle.max(RECHECKS_WITH_LISTINGS);
         }
         if let Some((refusal, until)) = runtime.as_ref().and_then(|r| r.refused.clone())
             && now < until

@@ -168,12 +168,23 @@ impl Observed {
 pub struct Lookup {
     pub user: String,
     pub profile: bool,
+    /// A tenant-wide listing that does not show this user's site is not enough: look the user up
+    /// on their own. Set where "no site" would end something — the batch's gate user, a Ready
+    /// user's drift check, the last look before a timeout — because a listing may lag, and a
+    /// renamed user's site keeps the URL of their old name.
+    pub confirm: bool,
 }
 
 impl Lookup {
     /// A drive (and, when it finds none, directory) lookup.
     pub fn drive(user: &str) -> Lookup {
-        Lookup { user: user.trim().to_string(), profile: false }
+        Lookup { user: user.trim().to_string(), profile: false, confirm: false }
+    }
+
+    /// A lookup whose "no site" is confirmed user by user (see [`Lookup::confirm`]), with the
+    /// user profile read when no site is found (`check`, `doctor`: few users, exact answers).
+    pub fn exact(user: &str) -> Lookup {
+        Lookup { user: user.trim().to_string(), profile: true, confirm: true }
     }
 }
 

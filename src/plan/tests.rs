@@ -414,12 +414,33 @@ fn a_ready_user_whose_site_vanished_goes_back_to_pending() {
     let empty = HashMap::new();
     assert!(targets(&input(&sites, &empty, None, 100, &limits)).is_empty());
     let day = 24 * 3600 + 10;
-    assert_eq!(targets(&input(&sites, &empty, None, day, &limits)), vec!["u0@contoso.com"]);
+    let drift = targets(&input(&sites, &empty, None, day, &limits));
+    assert_eq!(drift, vec!["u0@contoso.com"]);
+    assert!(drift[0].confirm, "absent from a listing is not enough to call a site gone");
     let obs = all_no_site(&sites, day);
     let p = plan(&input(&sites, &obs, None, day, &limits));
     let st = &p.site_updates[0].status;
     assert_eq!(st.phase, Some(SitePhase::SpsSiteError), "vanished, then enqueued again");
     assert!(p.enqueue.is_some());
+}
+
+/// Users refused at different times in one hour are re-checked together at the next hour, so
+/// one tenant-wide listing answers for all of them; none waits more than an hour.
+#[test]
+fn refused_users_fall_due_for_a_recheck_together() {
+    let mut sites = users(3);
+    let limits = Limits::default();
+    let obs: HashMap<_, _> = [
+        ("u0@contoso.com".into(), seen(3_610, Observation::UserNotLicensed)),
+        ("u1@contoso.com".into(), seen(5_000, Observation::SignInBlocked)),
+        ("u2@contoso.com".into(), seen(7_190, Observation::UserNotFound)),
+    ]
+    .into();
+    let p = plan(&input(&sites, &obs, None, 7_190, &limits));
+    apply(&mut sites, &p);
+    assert!(targets(&input(&sites, &obs, None, 7_199, &limits)).is_empty(), "not before the hour");
+    let due = targets(&input(&sites, &obs, None, 7_200, &limits));
+    assert_eq!(due, vec!["u0@contoso.com", "u1@contoso.com", "u2@contoso.com"], "oldest first, together");
 }
 
 #[test]
@@ -497,9 +518,20 @@ fn stragglers_are_looked_at_less_often_the_longer_they_wait() {
     assert!(!due(7200, 7200 + 719) && due(7200, 7200 + 720));
     // Twenty hours in, hourly at most.
     assert!(!due(72_000, 72_000 + 3599) && due(72_000, 72_000 + 3600));
+    // Straggler polls may come from a listing; the look before a timeout is the user's own.
+    let poll = targets(&input(
+        &sites,
+        &HashMap::from([("u0@contoso.com".into(), seen(300, Observation::NoSite))]),
+        None,
+        360,
+        &limits,
+    ));
+    assert_eq!(poll, vec![lookup("u0@contoso.com", true)]);
     // When the timeout arrives it is looked at before being reported timed out, and a site
     // found then is Ready, not a timeout.
     assert!(due(86_000, 86_400));
+    let last = HashMap::from([("u0@contoso.com".into(), seen(86_000, Observation::NoSite))]);
+    assert_eq!(targets(&input(&sites, &last, None, 86_400, &limits)), vec![Lookup::exact("u0@contoso.com")]);
     let found = HashMap::from([(
         "u0@contoso.com".into(),
         seen(86_400, Observation::HasSite { url: url("u0@contoso.com") }),
@@ -1232,7 +1264,7 @@ fn profile(code: i64) -> Observation {
 }
 
 fn lookup(user: &str, profile: bool) -> Lookup {
-    Lookup { user: user.into(), profile }
+    Lookup { user: user.into(), profile, confirm: false }
 }
 
 #[test]
@@ -1265,10 +1297,10 @@ fn a_refused_last_user_hands_the_gate_to_the_user_before_them() {
     // The last user's profile shows a refusal; u1 was last seen before it.
     obs.insert("u2@contoso.com".into(), seen(700, profile(4099)));
     let i = input(&sites, &obs, Some(&b), 700, &limits);
-    assert_eq!(targets(&i)[0], lookup("u1@contoso.com", true), "the gate is polled with its profile");
+    assert_eq!(targets(&i)[0], Lookup::exact("u1@contoso.com"), "the gate is polled with its profile");
     let p = plan(&i);
     assert!(p.finished.is_none() && p.enqueue.is_none());
-    assert_eq!(p.observe_now[0], lookup("u1@contoso.com", true), "the new gate is looked at at once");
+    assert_eq!(p.observe_now[0], Lookup::exact("u1@contoso.com"), "the new gate is looked at at once");
     let u2 = p.site_updates.iter().find(|u| u.user == "u2@contoso.com").unwrap();
     assert_eq!(ready_of(&u2.status).reason, reason::SITE_CREATION_NOT_PERMITTED);
     assert!(ready_of(&u2.status).message.contains("SelfServiceSiteCreationDisabled (4099)"));
@@ -1532,7 +1564,7 @@ fn a_profile_verdict_in_the_batch_holds_when_its_profile_is_not_read_again() {
     let i = input(&sites, &obs, Some(&b), 760, &limits);
     let p = plan(&i);
     assert!(p.site_updates.iter().all(|u| u.user != "u1@contoso.com"), "{:?}", p.site_updates);
-    assert_eq!(targets(&i)[0], lookup("u0@contoso.com", true));
+    assert_eq!(targets(&i)[0], Lookup::exact("u0@contoso.com"));
 }
 
 /// In a Multi-Geo tenant a user's status names their geo only when it rests on something seen

@@ -123,22 +123,50 @@ fn call(
     answer.into_response()
 }
 
-async fn list_users(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let top: usize = query
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|kv| {
-            kv.split_once('=').filter(|(k, _)| percent_decode(k) == "$top").and_then(|(_, v)| v.parse().ok())
-        })
-        .unwrap_or(100)
-        .clamp(1, 999);
-    call(&sim, &headers, "graph.users", READ_USERS, |sim| {
-        let upns = sim.tenant.lock().unwrap().upns(top);
-        let value: Vec<Value> = upns.iter().map(|u| json!({"userPrincipalName": u})).collect();
-        Answer::ok(
-            json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users(userPrincipalName)", "value": value}),
-        )
+/// A query parameter's decoded value.
+fn param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (percent_decode(k) == name).then(|| percent_decode(v))
     })
+}
+
+/// `GET /users?$select=…&$top=…`, paged by `@odata.nextLink` (`$skiptoken`).
+async fn list_users(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    call(&sim, &headers, "graph.users", READ_USERS, |sim| {
+        let top: usize = param(&query, "$top").and_then(|t| t.parse().ok()).unwrap_or(100).clamp(1, 999);
+        let skip: usize = param(&query, "$skiptoken").and_then(|t| t.parse().ok()).unwrap_or(0);
+        let select = param(&query, "$select").unwrap_or_else(|| "id,displayName,userPrincipalName".into());
+        let now = sim.now();
+        let (page, total) = {
+            let mut tenant = sim.tenant.lock().unwrap();
+            let page: Vec<String> = tenant.page(skip, top).iter().map(|u| u.spec.upn.clone()).collect();
+            // Each user as a lookup of them answers, cut down to the fields asked for.
+            let page: Vec<Value> = page
+                .iter()
+                .filter_map(|upn| tenant.user(upn, now).map(user_json))
+                .map(|full| selected(&full, &select))
+                .collect();
+            (page, tenant.len())
+        };
+        let mut body =
+            json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": page});
+        if skip + top < total {
+            body["@odata.nextLink"] = Value::from(format!(
+                "{}/v1.0/users?$select={select}&$top={top}&$skiptoken={}",
+                sim.graph_resource(),
+                skip + top
+            ));
+        }
+        Answer::ok(body)
+    })
+}
+
+/// The fields of `full` named in a `$select` list.
+fn selected(full: &Value, select: &str) -> Value {
+    let fields = select.split(',').map(str::trim).filter(|f| !f.is_empty());
+    Value::Object(fields.filter_map(|f| full.get(f).map(|v| (f.to_string(), v.clone()))).collect())
 }
 
 async fn user(State(sim): State<Arc<Sim>>, Path(upn): Path<String>, headers: HeaderMap) -> Response {
@@ -164,8 +192,14 @@ fn get_user(sim: &Sim, upn: &str) -> Answer {
     let now = sim.now();
     let mut tenant = sim.tenant.lock().unwrap();
     let Some(u) = tenant.user(upn, now) else { return no_such_user(sim, upn) };
-    Answer::ok(json!({
-        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
+    let mut body = user_json(u);
+    body["@odata.context"] = "https://graph.microsoft.com/v1.0/$metadata#users/$entity".into();
+    Answer::ok(body)
+}
+
+/// A user as Graph shows them.
+fn user_json(u: &super::model::SimUser) -> Value {
+    json!({
         "id": u.id,
         "userPrincipalName": u.spec.upn,
         "mail": u.spec.upn,
@@ -178,7 +212,7 @@ fn get_user(sim: &Sim, upn: &str) -> Answer {
             "service": "SharePoint",
             "servicePlanId": "5dbe027f-2339-4123-9542-606e4d348a72"
         }]
-    }))
+    })
 }
 
 fn get_drive(sim: &Sim, upn: &str) -> Answer {
@@ -288,21 +322,28 @@ async fn batch(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) ->
     {
         let mut stats = sim.stats.lock().unwrap();
         *stats.requests.entry("graph.batch.items".into()).or_default() += requests.len() as u64;
+        // …and by kind, to see where a client's lookups go.
+        for r in requests {
+            let path = r["url"].as_str().unwrap_or_default().split('?').next().unwrap_or_default();
+            let kind =
+                if path.ends_with("/drive") { "graph.batch.items.drive" } else { "graph.batch.items.user" };
+            *stats.requests.entry(kind.into()).or_default() += 1;
+        }
     }
     sim.record(endpoint, 200, worst, Some(&token.client_id));
     Answer::ok(json!({"responses": responses})).into_response()
 }
 
+/// `GET /sites/getAllSites?$filter=isPersonalSite eq true`, paged by `@odata.nextLink`
+/// (`$skiptoken`: an offset, so a site created between two pages can shift another past the
+/// reader, as a listing of a changing tenant may). Personal sites show to app-only tokens only
+/// (reported: delegated callers get none), new ones after `Config::listing_lag`.
 async fn all_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
-    call(&sim, &headers, "graph.sites", READ_SITES, |sim| {
-        let param = |name: &str| {
-            query.split('&').find_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                (percent_decode(k) == name).then(|| percent_decode(v))
-            })
-        };
-        if param("$filter").is_some_and(|f| f.replace([' ', '+'], "") != "isPersonalSiteeqtrue") {
+    let token = sim.verify_bearer(&headers, &sim.graph_resource()).ok();
+    let app_only = token.as_ref().is_some_and(|t| t.app_only());
+    call(&sim, &headers, "graph.sites", LIST_SITES, |sim| {
+        if param(&query, "$filter").is_some_and(|f| f.replace([' ', '+'], "") != "isPersonalSiteeqtrue") {
             return error(
                 sim,
                 400,
@@ -310,15 +351,19 @@ async fn all_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(que
                 "The simulator supports only $filter=isPersonalSite eq true.",
             );
         }
-        let top: usize = param("$top").and_then(|t| t.parse().ok()).unwrap_or(200).clamp(1, 999);
-        let skip: usize = param("$skiptoken").and_then(|t| t.parse().ok()).unwrap_or(0);
+        let top: usize = param(&query, "$top").and_then(|t| t.parse().ok()).unwrap_or(200).clamp(1, 999);
+        let skip: usize = param(&query, "$skiptoken").and_then(|t| t.parse().ok()).unwrap_or(0);
         let now = sim.now();
-        let sites = sim.tenant.lock().unwrap().sites(now);
+        let sites =
+            if app_only { sim.tenant.lock().unwrap().sites(now, sim.config.listing_lag) } else { Vec::new() };
         let page: Vec<Value> = sites
             .iter()
             .skip(skip)
             .take(top)
-            .map(|(upn, url)| json!({"id": format!("site-{upn}"), "webUrl": url.trim_end_matches('/'), "isPersonalSite": true, "name": upn}))
+            .map(|(name, url)| {
+                let url = url.trim_end_matches('/');
+                json!({"id": format!("site-{}", url.rsplit('/').next().unwrap_or_default()), "webUrl": url, "isPersonalSite": true, "name": name})
+            })
             .collect();
         let mut body =
             json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#sites", "value": page});

@@ -76,6 +76,7 @@ pub fn tenant_and_secret(
             poll_interval: "10s".into(),
             provisioning_timeout: "24h".into(),
             drift_check_interval: "24h".into(),
+            tenant_wide_listing: Default::default(),
             allowed_namespaces: None,
         },
     );

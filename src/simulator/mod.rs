@@ -115,6 +115,10 @@ pub struct Config {
     /// Multi-Geo locations, the central one first (e.g. NAM, EUR, APC); empty for a single-geo
     /// tenant. Each satellite's admin host is served under `/geos/{location}/sharepoint`.
     pub geos: Vec<String>,
+    /// How long a new personal site takes to show in the tenant-wide site listing (choice: the
+    /// service documents no lag, and none is the default; tests set one to show the operator
+    /// does not depend on the listing being current).
+    pub listing_lag: SignedDuration,
 }
 
 impl Default for Config {
@@ -132,6 +136,7 @@ impl Default for Config {
             token_lifetime: SignedDuration::from_secs(3599),
             withheld_permissions: Vec::new(),
             geos: Vec::new(),
+            listing_lag: SignedDuration::ZERO,
         }
     }
 }

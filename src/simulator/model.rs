@@ -30,6 +30,11 @@ pub struct UserSpec {
     /// of 2 (Created): a 4096–4102 or 8192–8198 failure, or 1 to stay Enqueued forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_outcome: Option<i64>,
+    /// The name the user signed in with when their OneDrive was created: its URL keeps that
+    /// name after a rename (`…/personal/old_contoso_com`), so only the user's own drive lookup
+    /// or profile links the site to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
 }
 
 /// Drive-lookup answers seen in the field for users without a OneDrive, besides the documented
@@ -63,6 +68,7 @@ impl UserSpec {
             preferred_data_location: None,
             lookup_quirk: LookupQuirk::None,
             profile_outcome: None,
+            renamed_from: None,
         }
     }
 }
@@ -99,6 +105,15 @@ pub struct SimUser {
     pub spec: UserSpec,
     pub id: String,
     pub site: SiteState,
+    /// When the timer job created the site (`None`: before the simulator started).
+    pub created_at: Option<Timestamp>,
+}
+
+impl UserSpec {
+    /// The name the user's personal-site URL is made from.
+    pub fn site_name(&self) -> &str {
+        self.renamed_from.as_deref().unwrap_or(&self.upn)
+    }
 }
 
 /// The directory and its sites. Time only moves through `now` arguments.
@@ -124,12 +139,12 @@ impl Tenant {
         let mut map = BTreeMap::new();
         for (i, spec) in users.into_iter().enumerate() {
             let site = if spec.has_site {
-                SiteState::Created { url: personal_url(&my_base, &spec.upn) }
+                SiteState::Created { url: personal_url(&my_base, spec.site_name()) }
             } else {
                 SiteState::Uninitialized
             };
             let id = format!("{:08x}-0000-4000-8000-{:012x}", i + 1, i + 1);
-            map.insert(key(&spec.upn), SimUser { spec, id, site });
+            map.insert(key(&spec.upn), SimUser { spec, id, site, created_at: None });
         }
         Tenant { users: map, my_base, provision_delay, jitter }
     }
@@ -144,8 +159,9 @@ impl Tenant {
             // The timer job ends in the user's outcome: a failure state, or the site.
             u.site = match u.spec.profile_outcome {
                 Some(code) if code >= 4096 => SiteState::Failed(code),
-                _ => SiteState::Created { url: personal_url(&my_base, &u.spec.upn) },
+                _ => SiteState::Created { url: personal_url(&my_base, u.spec.site_name()) },
             };
+            u.created_at = Some(at);
         }
         Some(u)
     }
@@ -184,18 +200,24 @@ impl Tenant {
         self.user(upn, now).is_some_and(|u| matches!(u.site, SiteState::Enqueued { ready_at: Some(_), .. }))
     }
 
-    /// Every personal site, in a stable order.
-    pub fn sites(&mut self, now: Timestamp) -> Vec<(String, String)> {
+    /// Every personal site created at least `lag` ago, in a stable order: (display name, URL).
+    pub fn sites(&mut self, now: Timestamp, lag: SignedDuration) -> Vec<(String, String)> {
         let keys: Vec<String> = self.users.keys().cloned().collect();
         keys.iter()
             .filter_map(|k| {
                 let u = self.user(k, now)?;
+                let listed = u.created_at.is_none_or(|t| t + lag <= now);
                 match &u.site {
-                    SiteState::Created { url } => Some((u.spec.upn.clone(), url.clone())),
+                    SiteState::Created { url } if listed => Some((display_name(&u.spec.upn), url.clone())),
                     _ => None,
                 }
             })
             .collect()
+    }
+
+    /// Users from the `skip`-th on, at most `n` (the directory listing's pages).
+    pub fn page(&self, skip: usize, n: usize) -> Vec<SimUser> {
+        self.users.values().skip(skip).take(n).cloned().collect()
     }
 
     /// Test hook: remove a site (drift), or change a user.
@@ -209,11 +231,6 @@ impl Tenant {
         }
     }
 
-    /// The first `n` users' principal names.
-    pub fn upns(&self, n: usize) -> Vec<String> {
-        self.users.values().take(n).map(|u| u.spec.upn.clone()).collect()
-    }
-
     pub fn len(&self) -> usize {
         self.users.len()
     }
@@ -225,6 +242,11 @@ impl Tenant {
     pub fn my_base(&self) -> &str {
         &self.my_base
     }
+}
+
+/// `alice.smith@contoso.com` → `alice.smith` (what a site's `name` shows: not its owner's UPN).
+pub fn display_name(upn: &str) -> String {
+    upn.split('@').next().unwrap_or_default().to_string()
 }
 
 /// `https://contoso-my.sharepoint.com/personal/alice_contoso_com/` in the simulator's shape.
@@ -283,7 +305,14 @@ mod tests {
         );
         let much_later = t0 + SignedDuration::from_hours(100);
         assert_eq!(t.user("b@contoso.com", much_later).unwrap().site.code(), 1, "blocked users stay stuck");
-        assert_eq!(t.sites(much_later).len(), 2);
+        assert_eq!(t.sites(much_later, SignedDuration::ZERO).len(), 2);
+        // A listing that lags shows a new site only once the lag has passed.
+        assert_eq!(
+            t.sites(later, SignedDuration::from_secs(1)).len(),
+            1,
+            "only the site that predates the simulator"
+        );
+        assert_eq!(t.sites(later + SignedDuration::from_secs(1), SignedDuration::from_secs(1)).len(), 2);
     }
 
     #[test]

@@ -9,14 +9,19 @@ pub fn generate_users(n: usize, domain: &str) -> Vec<UserSpec> {
     (1..=n).map(|i| realistic_user(i, format!("user{i:04}@{domain}"))).collect()
 }
 
-/// The `i`-th user (from 1) of a realistic population: every 10th already has a OneDrive, every
+/// The `i`-th user (from 1) of a realistic population: every 10th already has a OneDrive (every
+/// 170th under the name they had before a rename, which its URL keeps), every
 /// 50th (from the 25th) is unlicensed, every 83rd may not sign in; of the rest, every 20th answers the drive
 /// lookup with the 400 "Unable to retrieve user's mysite URL." quirk and every 67th with its 500
 /// `UnknownError` variant; every 149th ends in profile state 4099 (SelfServiceSiteCreationDisabled)
 /// and every 151st in 8195 (PartialCreate).
 pub fn realistic_user(i: usize, upn: String) -> UserSpec {
-    let mut u = UserSpec::new(upn);
+    let mut u = UserSpec::new(upn.clone());
     u.has_site = i.is_multiple_of(10);
+    if i.is_multiple_of(170) {
+        let domain = upn.split_once('@').map_or("", |(_, d)| d);
+        u.renamed_from = Some(format!("former{i:04}@{domain}"));
+    }
     u.licensed = i % 50 != 25;
     u.sign_in_allowed = !i.is_multiple_of(83);
     u.lookup_quirk = match i {
@@ -50,6 +55,8 @@ pub fn spread_over_geos(users: &mut [UserSpec], geos: &[String]) {
 pub struct Population {
     pub users: usize,
     pub has_site: usize,
+    /// Of those with a OneDrive, renamed since: the site's URL carries their former name.
+    pub renamed: usize,
     pub unlicensed: usize,
     pub sign_in_blocked: usize,
     /// Licensed, allowed to sign in, no site, whose drive lookup answers a mysite quirk.
@@ -66,6 +73,7 @@ impl Population {
         for u in users {
             if u.has_site {
                 p.has_site += 1;
+                p.renamed += usize::from(u.renamed_from.is_some());
             } else if !u.licensed {
                 p.unlicensed += 1;
             } else if !u.sign_in_allowed {
@@ -91,10 +99,11 @@ impl std::fmt::Display for Population {
         let share = |n: usize| 100.0 * n as f64 / self.users.max(1) as f64;
         write!(
             f,
-            "{} users: {} ({:.1}%) already with a OneDrive, {} ({:.1}%) unlicensed, {} ({:.1}%) sign-in blocked, {} ({:.1}%) licensed without a site answering the \"mysite URL\" quirk, {} ({:.1}%) ending in a profile error, N = {} who can get a site",
+            "{} users: {} ({:.1}%) already with a OneDrive ({} of them renamed since), {} ({:.1}%) unlicensed, {} ({:.1}%) sign-in blocked, {} ({:.1}%) licensed without a site answering the \"mysite URL\" quirk, {} ({:.1}%) ending in a profile error, N = {} who can get a site",
             self.users,
             self.has_site,
             share(self.has_site),
+            self.renamed,
             self.unlicensed,
             share(self.unlicensed),
             self.sign_in_blocked,

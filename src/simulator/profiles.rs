@@ -58,7 +58,7 @@ pub(super) async fn profile(
     drop(tenant);
     let (personal_url, personal_space) = match &u.site {
         SiteState::Created { url } => {
-            (url.clone(), format!("/personal/{}/", super::model::personal_space_name(&u.spec.upn)))
+            (url.clone(), format!("/personal/{}/", super::model::personal_space_name(u.spec.site_name())))
         }
         // While the timer job works, the profile shows the SPSSITEERROR placeholder instead of
         // the personal site (choice: in PersonalSpace; PersonalUrl is the profile page).

@@ -17,7 +17,7 @@ pub struct ServeArgs {
     /// profile state an enqueue ends in: 4096-4102, 8192-8198, or 1 to stay Enqueued)}.
     #[arg(long, conflicts_with = "generate", required_unless_present = "generate")]
     pub users: Option<PathBuf>,
-    /// Generate this many users as the field has them: every 10th with a OneDrive, every 50th
+    /// Generate this many users as the field has them: every 10th with a OneDrive (every 170th renamed since), every 50th
     /// unlicensed, every 83rd not allowed to sign in, some answering Graph's "mysite URL" quirk,
     /// some ending in a profile error.
     #[arg(long)]
@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Real time added to every response (Graph and SharePoint are rarely instant); default none.
     #[arg(long)]
     pub latency: Option<String>,
+    /// Simulated time before a new personal site shows in the tenant-wide site listing; default none.
+    #[arg(long)]
+    pub listing_lag: Option<String>,
     /// Seed for faults and jitter: the same seed gives the same sequence.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -113,6 +116,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         return Err("--token-lifetime must be at least 10s".into());
     }
     config.withheld_permissions = args.withhold_permission.clone();
+    if let Some(lag) = &args.listing_lag {
+        config.listing_lag = crate::api::parse_duration("--listing-lag", lag)?;
+    }
 
     // Test credentials, valid for this simulator only.
     let key = crate::jose::generate_key();

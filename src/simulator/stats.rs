@@ -61,7 +61,8 @@ pub struct Stats {
     /// Milliseconds since the simulator started (real time) when these stats were taken: the
     /// clock `at_ms` is on.
     pub now_ms: f64,
-    /// Requests per endpoint (`$batch` counts once; its items are counted under `graph.batch.items`).
+    /// Requests per endpoint (`$batch` counts once; its items are counted under `graph.batch.items`,
+    /// and by kind under `graph.batch.items.drive` and `graph.batch.items.user`).
     pub requests: BTreeMap<String, u64>,
     pub enqueues: Vec<EnqueueRecord>,
     pub log: Vec<RequestRecord>,
@@ -95,9 +96,20 @@ impl Stats {
     pub fn graph_requests(&self) -> u64 {
         self.requests
             .iter()
-            .filter(|(k, _)| k.starts_with("graph.") && *k != "graph.batch.items")
+            .filter(|(k, _)| k.starts_with("graph.") && !k.starts_with("graph.batch.items"))
             .map(|(_, v)| v)
             .sum()
+    }
+
+    /// What Graph's throttling counts: each `$batch` item and direct lookup 1 unit, a page of
+    /// the site listings 2 (a multi-item SharePoint query), a page of `/users` with `$select` 1
+    /// (base 2, less 1 for `$select`).
+    pub fn graph_units(&self) -> u64 {
+        self.count("graph.batch.items")
+            + self.count("graph.user")
+            + self.count("graph.drive")
+            + self.count("graph.users")
+            + 2 * (self.count("graph.sites") + self.count("graph.sites.roots"))
     }
 
     pub fn sharepoint_requests(&self) -> u64 {

@@ -332,7 +332,7 @@ pub async fn check_users(
     if let Err(e) = client.geos().await {
         tracing::warn!(error = %e, "the tenant's geos are unknown; profiles are read at the central admin host");
     }
-    let lookups: Vec<Lookup> = users.iter().map(|u| Lookup { user: u.clone(), profile: true }).collect();
+    let lookups: Vec<Lookup> = users.iter().map(|u| Lookup::exact(u)).collect();
     let seen = client.observe_lookups(&lookups).await?;
     Ok(users.iter().map(|u| format!("{u}: {}", describe(seen.get(&user_key(u))))).collect())
 }

@@ -111,17 +111,17 @@ pub(super) async fn directory(
         format!("/users/{}?$select=id,accountEnabled,assignedPlans,preferredDataLocation", encode(u))
     })
     .await?;
-    chunk
-        .iter()
-        .map(|user| {
-            let answer = answers.get(user);
-            let location = match answer {
-                Some((200, body)) => DataLocation::from_directory(body["preferredDataLocation"].as_str()),
-                _ => DataLocation::Unread,
-            };
-            Ok((user_key(user), (classify_user(answer)?, location)))
-        })
-        .collect()
+    chunk.iter().map(|user| Ok((user_key(user), user_entry(answers.get(user))?))).collect()
+}
+
+/// What a user's directory entry (a lookup's answer, or their item of the directory listing)
+/// says, and their preferred data location when it was read.
+pub(super) fn user_entry(answer: Option<&(u16, Value)>) -> Result<(Observation, DataLocation), TenantError> {
+    let location = match answer {
+        Some((200, body)) => DataLocation::from_directory(body["preferredDataLocation"].as_str()),
+        _ => DataLocation::Unread,
+    };
+    Ok((classify_user(answer)?, location))
 }
 
 fn has_sharepoint_plan(user: &Value) -> bool {
@@ -183,6 +183,8 @@ async fn run_batch(
             .collect();
         let body = json!({ "requests": requests });
         let response = send_batch(client, &body).await?;
+        // Graph throttles each item as if it had come alone (1 unit for a drive or a user).
+        client.http.count_units(Service::Graph, requests.len() as u64);
         let mut throttled = Vec::new();
         let mut longest = Duration::ZERO;
         for item in response["responses"].as_array().into_iter().flatten() {

@@ -51,6 +51,9 @@ pub struct Http {
 pub enum Count {
     Requests,
     Throttled,
+    /// What the service's throttling counts (Graph: each `$batch` item, each listing page at its
+    /// cost), which is not the number of HTTP requests.
+    Units,
 }
 
 impl Http {
@@ -70,6 +73,11 @@ impl Http {
 
     fn count(&self, service: Service, what: Count) {
         *self.counters.lock().unwrap().entry((service, what)).or_default() += 1;
+    }
+
+    /// Adds `units` of the service's throttling cost.
+    pub fn count_units(&self, service: Service, units: u64) {
+        *self.counters.lock().unwrap().entry((service, Count::Units)).or_default() += units;
     }
 
     /// Holds every request to `service` until `wait` from now (e.g. a `$batch` item's Retry-After).

@@ -11,6 +11,7 @@ mod error;
 mod geo;
 mod graph;
 pub mod http;
+mod listing;
 mod observe;
 pub mod permissions;
 mod profile;
@@ -24,6 +25,7 @@ pub use credentials::{SecretStore, credentials_for, federated_token_file};
 pub use error::TenantError;
 pub use geo::{Geo, HostOverrides, RootSite, admin_url_of, resolve as resolve_geos};
 pub use http::Service;
+pub use listing::LISTING_MIN_USERS;
 pub use observe::MAX_PROFILE_READS;
 pub use profile::{ProfileRead, profile_state};
 
@@ -60,6 +62,26 @@ pub struct TenantConfig {
     pub ca_bundle: Option<Vec<u8>>,
     /// Concurrent Graph `$batch` requests.
     pub graph_concurrency: usize,
+    /// Whether tenant-wide listings may replace per-user lookups (`spec.tenantWideListing`).
+    pub tenant_wide_listing: bool,
+    /// The clock what the client learns expires on (the operator's).
+    pub clock: Clock,
+}
+
+/// A clock (the wall clock; benchmarks share the simulator's).
+#[derive(Clone)]
+pub struct Clock(pub std::sync::Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock(std::sync::Arc::new(jiff::Timestamp::now))
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl TenantConfig {
@@ -79,6 +101,8 @@ impl TenantConfig {
             max_throttle_wait: Duration::from_secs(120),
             ca_bundle: None,
             graph_concurrency: 4,
+            tenant_wide_listing: spec.tenant_wide_listing == crate::api::TenantWideListing::Auto,
+            clock: Clock::default(),
         }
     }
 
@@ -111,6 +135,7 @@ pub struct TenantClient {
     tokens: TokenCache,
     http: http::Http,
     geos: std::sync::Mutex<geo::Known>,
+    listings: std::sync::Mutex<listing::Listings>,
 }
 
 impl TenantClient {
@@ -132,7 +157,7 @@ impl TenantClient {
             .map_err(|e| TenantError::Unreachable(format!("cannot build the HTTP client: {e}")))?;
         let tokens = TokenCache::new(credentials, &config.authority_host, &config.tenant_id, client.clone());
         let http = http::Http::new(client, config.max_throttle_wait);
-        Ok(TenantClient { config, tokens, http, geos: Default::default() })
+        Ok(TenantClient { config, tokens, http, geos: Default::default(), listings: Default::default() })
     }
 
     pub fn config(&self) -> &TenantConfig {
@@ -170,6 +195,18 @@ impl TenantClient {
     pub async fn observe(&self, users: &[String]) -> Result<HashMap<UserKey, Observation>, TenantError> {
         let lookups: Vec<Lookup> = users.iter().map(|u| Lookup::drive(u)).collect();
         self.observe_lookups(&lookups).await
+    }
+
+    /// Whether many users are observed through tenant-wide listings now (`spec.tenantWideListing`,
+    /// app-only credentials, and no listing refused or caught missing sites lately).
+    pub fn lists(&self) -> bool {
+        self.config.tenant_wide_listing
+            && !matches!(self.credentials(), Credentials::Delegated { .. })
+            && self.listings.lock().unwrap().on(self.now())
+    }
+
+    fn now(&self) -> jiff::Timestamp {
+        (self.config.clock.0)()
     }
 
     /// [`TenantClient::observe`], reading the user profile of those asked with `profile` who have

@@ -1,0 +1,261 @@
+//! Tenant-wide listings against the simulator: many users are observed through a few pages of
+//! Graph's site and directory listings, users whose answer must be their own are still looked up
+//! one by one, and a listing that is refused, lags or shows nothing falls back to lookups.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use common::*;
+use jiff::SignedDuration;
+use kube::api::Api;
+use onedrive_operator::api::{
+    CertificateAuth, DelegatedAuth, OneDriveSite, OneDriveTenantSpec, SecretKeyRef, SecretRef, TenantAuth,
+    TenantWideListing,
+};
+use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
+use onedrive_operator::plan::{Lookup, Observation, user_key};
+use onedrive_operator::simulator::{self, Clock, Config, Population, SimHandle, UserSpec, generate_users};
+use onedrive_operator::tenant::{SecretStore, TenantClient, TenantConfig, credentials_for};
+
+const DOMAIN: &str = "contoso.com";
+
+async fn start(c: Config) -> SimHandle {
+    simulator::start(c, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+fn certificate() -> TenantAuth {
+    TenantAuth {
+        certificate: Some(CertificateAuth {
+            client_id: APP.into(),
+            secret_ref: SecretRef { name: "app-cert".into() },
+            algorithm: Default::default(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn client(sim: &SimHandle, auth: TenantAuth, listing: TenantWideListing) -> TenantClient {
+    let spec = OneDriveTenantSpec { auth, tenant_wide_listing: listing, ..sim_tenant_spec(sim, "app-cert") };
+    let mut secrets = SecretStore::new();
+    secrets.insert(
+        "app-cert".into(),
+        BTreeMap::from([
+            ("tls.crt".into(), CERT.to_pem().into_bytes()),
+            ("tls.key".into(), onedrive_operator::jose::private_key_to_pem(&KEY).into_bytes()),
+        ]),
+    );
+    secrets.insert(
+        "delegated".into(),
+        BTreeMap::from([("refresh_token".into(), REFRESH_TOKEN.as_bytes().to_vec())]),
+    );
+    let creds = credentials_for(&spec, &secrets, OPERATOR_NS, &|_| None, None).unwrap();
+    TenantClient::new(TenantConfig::from_spec(&spec), creds).unwrap()
+}
+
+fn config(users: Vec<UserSpec>) -> Config {
+    Config { users, ..sim_config(0) }
+}
+
+/// A realistic population of 1,000 (and 10 unknown users): two listings place everyone, and only
+/// the users the directory refuses are looked up on their own before that verdict stands.
+#[tokio::test]
+async fn many_users_are_observed_through_two_listings_and_refusals_are_confirmed_one_by_one() {
+    let population = generate_users(1000, DOMAIN);
+    let truth = Population::of(&population);
+    let sim = start(config(population.clone())).await;
+    let c = client(&sim, certificate(), TenantWideListing::Auto);
+    let mut asked: Vec<String> = population.iter().map(|u| u.upn.clone()).collect();
+    asked.extend((0..10).map(|i| format!("ghost{i}@{DOMAIN}")));
+    let seen = c.observe(&asked).await.unwrap();
+    assert_eq!(seen.len(), asked.len());
+    for u in &population {
+        let o = &seen[&user_key(&u.upn)];
+        match o {
+            Observation::HasSite { url } => {
+                assert!(u.has_site && u.renamed_from.is_none(), "{}: {o:?}", u.upn);
+                assert!(url.ends_with(&format!("/personal/{}/", u.upn.replace(['@', '.'], "_"))), "{url}");
+            }
+            // A renamed user's site carries their former name: the listing cannot place it, and the
+            // directory allows a site, so they look like anyone without one (an enqueue of them is
+            // ignored by SharePoint, and their profile then shows the site).
+            Observation::NoSite => assert!(!u.has_site || u.renamed_from.is_some(), "{}: {o:?}", u.upn),
+            Observation::UserNotLicensed => assert!(!u.licensed, "{}", u.upn),
+            Observation::SignInBlocked => assert!(!u.sign_in_allowed, "{}", u.upn),
+            other => panic!("{}: {other:?}", u.upn),
+        }
+    }
+    for i in 0..10 {
+        assert_eq!(seen[format!("ghost{i}@{DOMAIN}").as_str()], Observation::UserNotFound);
+    }
+    // Cost as Graph counts it: 1 page of sites (2 units), 2 pages of users (1 each), and one drive
+    // lookup per refused user (unlicensed, blocked, unknown) — against ≈ 1,900 lookups one by one.
+    let stats = sim.stats();
+    let refused = (truth.unlicensed + truth.sign_in_blocked + 10) as u64;
+    assert_eq!(stats.count("graph.sites"), 1);
+    assert_eq!(stats.count("graph.users"), 2);
+    assert_eq!(stats.count("graph.batch.items"), refused);
+    assert_eq!(stats.graph_units(), 2 + 2 + refused);
+    println!("{truth}: {} Graph units", stats.graph_units());
+}
+
+/// Below 100 users, or with `tenantWideListing: Never`, every user is looked up on their own.
+#[tokio::test]
+async fn few_users_or_listing_never_are_looked_up_one_by_one() {
+    let population = generate_users(150, DOMAIN);
+    let sim = start(config(population.clone())).await;
+    let upns: Vec<String> = population.iter().map(|u| u.upn.clone()).collect();
+    client(&sim, certificate(), TenantWideListing::Auto).observe(&upns[..99]).await.unwrap();
+    client(&sim, certificate(), TenantWideListing::Never).observe(&upns).await.unwrap();
+    let stats = sim.stats();
+    assert_eq!((stats.count("graph.sites"), stats.count("graph.users")), (0, 0));
+    assert!(stats.count("graph.batch.items") >= 99 + 150);
+}
+
+/// A listing that lags: sites created within the lag are missing. A user whose "no site" would end
+/// something (`confirm`) is looked up on their own and found; once the listing has missed more
+/// than a tenth of such users, listings are left alone and everyone is looked up.
+#[tokio::test]
+async fn a_lagging_listing_is_checked_by_users_own_lookups_and_then_left_alone() {
+    let users: Vec<UserSpec> = (0..150).map(|i| UserSpec::new(format!("u{i:03}@{DOMAIN}"))).collect();
+    let upns: Vec<String> = users.iter().map(|u| u.upn.clone()).collect();
+    let sim =
+        start(Config { clock: Clock::Manual, listing_lag: SignedDuration::from_hours(1), ..config(users) })
+            .await;
+    let c = client(&sim, certificate(), TenantWideListing::Auto);
+    c.enqueue(&upns[..100]).await.unwrap();
+    c.enqueue(&upns[100..]).await.unwrap();
+    sim.advance(SignedDuration::from_mins(15));
+    let lookups = |confirmed: usize| -> Vec<Lookup> {
+        upns.iter().enumerate().map(|(i, u)| Lookup { confirm: i < confirmed, ..Lookup::drive(u) }).collect()
+    };
+    let seen = c.observe_lookups(&lookups(1)).await.unwrap();
+    assert!(
+        matches!(seen[&user_key(&upns[0])], Observation::HasSite { .. }),
+        "confirmed by its own lookup: {:?}",
+        seen[&user_key(&upns[0])]
+    );
+    assert_eq!(seen[&user_key(&upns[1])], Observation::NoSite, "the listing's word: not there yet");
+    assert_eq!(sim.stats().count("graph.sites"), 1);
+    // 20 confirmed users, all missed by the listing: it is not used again for now.
+    let seen = c.observe_lookups(&lookups(20)).await.unwrap();
+    assert!((0..20).all(|i| matches!(seen[&user_key(&upns[i])], Observation::HasSite { .. })));
+    let seen = c.observe_lookups(&lookups(0)).await.unwrap();
+    assert_eq!(sim.stats().count("graph.sites"), 2, "no third listing");
+    assert!(upns.iter().all(|u| matches!(seen[&user_key(u)], Observation::HasSite { .. })));
+}
+
+/// Graph refuses the listing to an app without `Sites.Read.All` (drives need only
+/// `Files.Read.All`): users are looked up one by one, and the listing is not asked again.
+#[tokio::test]
+async fn a_refused_listing_falls_back_to_lookups() {
+    let population = generate_users(200, DOMAIN);
+    let mut c = config(population.clone());
+    c.withheld_permissions = vec!["Sites.Read.All".into()];
+    let sim = start(c).await;
+    let client = client(&sim, certificate(), TenantWideListing::Auto);
+    let upns: Vec<String> = population.iter().map(|u| u.upn.clone()).collect();
+    let first = client.observe(&upns).await.unwrap();
+    let second = client.observe(&upns).await.unwrap();
+    assert_eq!(first, second);
+    for u in &population {
+        assert_eq!(matches!(first[&user_key(&u.upn)], Observation::HasSite { .. }), u.has_site, "{}", u.upn);
+    }
+    assert_eq!(sim.stats().count("graph.sites"), 1, "refused once, then left alone");
+}
+
+/// Delegated tokens are reported to see no personal sites in listings (the simulator shows them
+/// none): a delegated client never lists, so an empty listing never passes for "nobody has a site".
+#[tokio::test]
+async fn delegated_credentials_never_use_the_listing() {
+    let population = generate_users(200, DOMAIN);
+    let sim = start(config(population.clone())).await;
+    let delegated = TenantAuth {
+        delegated: Some(DelegatedAuth {
+            client_id: APP.into(),
+            refresh_token_secret_ref: SecretKeyRef { name: "delegated".into(), key: "refresh_token".into() },
+        }),
+        ..Default::default()
+    };
+    let c = client(&sim, delegated, TenantWideListing::Auto);
+    let upns: Vec<String> = population.iter().map(|u| u.upn.clone()).collect();
+    let seen = c.observe(&upns).await.unwrap();
+    assert_eq!(sim.stats().count("graph.sites"), 0);
+    assert_eq!(seen.values().filter(|o| matches!(o, Observation::HasSite { .. })).count(), 20);
+}
+
+/// The reason a user of the realistic population must end with (a renamed user's site is found
+/// through their profile once SharePoint ignored their enqueue).
+fn expected_reason(u: &UserSpec) -> &'static str {
+    match u {
+        u if u.has_site => "Provisioned",
+        u if !u.licensed => "UserNotLicensed",
+        u if !u.sign_in_allowed => "SignInBlocked",
+        UserSpec { profile_outcome: Some(c), .. } if *c >= 8192 => "ProvisioningFailed",
+        UserSpec { profile_outcome: Some(c), .. } if *c >= 4096 => "SiteCreationNotPermitted",
+        _ => "Provisioned",
+    }
+}
+
+/// The controller over a realistic population of 600, with a site listing that lags 15
+/// minutes behind new sites: every user ends with the reason their kind calls for, no refused
+/// user is sent, nobody twice, and the tenant is observed mostly through listings.
+#[tokio::test]
+async fn the_controller_converges_through_a_lagging_listing_with_every_outcome_right() {
+    let population = generate_users(600, DOMAIN);
+    let sim = start(Config {
+        clock: Clock::Manual,
+        listing_lag: SignedDuration::from_mins(15),
+        ..config(population.clone())
+    })
+    .await;
+    let sites: Vec<_> = population
+        .iter()
+        .enumerate()
+        .map(|(i, u)| onedrive_operator::testing::site("team-a", &format!("u{i}"), &u.upn, "contoso"))
+        .collect();
+    let client =
+        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let r = Reconciler::new(
+        client.clone(),
+        ReconcilerOptions {
+            clock: Arc::new(sim.clock()),
+            ..ReconcilerOptions::new(OPERATOR_NS, SiteSource::List)
+        },
+    );
+    let mut settled = false;
+    for _ in 0..2000 {
+        let report = r.reconcile_tenant("contoso").await.unwrap();
+        if report.users.pending == 0 && report.users.provisioning == 0 && report.enqueued.is_empty() {
+            settled = true;
+            break;
+        }
+        sim.advance(
+            SignedDuration::try_from(report.requeue_after).unwrap().max(SignedDuration::from_secs(1)),
+        );
+    }
+    assert!(settled, "not settled");
+    let by_upn: HashMap<&str, &UserSpec> = population.iter().map(|u| (u.upn.as_str(), u)).collect();
+    for s in Api::<OneDriveSite>::all(client.clone()).list(&Default::default()).await.unwrap().items {
+        assert_eq!(ready_reason(&s), expected_reason(by_upn[s.spec.user.as_str()]), "{}", s.spec.user);
+    }
+    let stats = sim.stats();
+    let mut sent = HashSet::new();
+    for u in stats.enqueues.iter().flat_map(|e| &e.users) {
+        assert!(sent.insert(u.to_lowercase()), "{u} sent twice");
+        let spec = by_upn[u.as_str()];
+        assert!(spec.licensed && spec.sign_in_allowed, "{u} is refused by the directory and was sent");
+    }
+    let provisioned = Population::of(&population).can_get_site as f64;
+    println!(
+        "{} Graph units ({:.3} per provisioned user), {} site listing pages, {} directory pages",
+        stats.graph_units(),
+        stats.graph_units() as f64 / provisioned,
+        stats.count("graph.sites"),
+        stats.count("graph.users")
+    );
+    assert!(
+        stats.count("graph.sites") > 0 && stats.graph_units() < stats.count("graph.batch.items") * 2 + 200
+    );
+}
