@@ -32,6 +32,8 @@ struct Outcome {
     settled_after: Duration,
     /// Each healthy tenant's first enqueue, after the operator started.
     first_batch: BTreeMap<String, Duration>,
+    /// The last tenant's `Ready` reason at the end (what the throttled tenant reported).
+    last_reason: String,
 }
 
 fn tenant_name(t: usize) -> String {
@@ -110,7 +112,8 @@ fn run(tenants: usize, users: usize, hostile: bool) -> Outcome {
         .unwrap();
         kube::Client::try_from(config).unwrap()
     });
-    let sites: Api<OneDriveSite> = Api::namespaced(client, "team-a");
+    let sites: Api<OneDriveSite> = Api::namespaced(client.clone(), "team-a");
+    let tenant_api: Api<OneDriveTenant> = Api::all(client);
     let wanted: Vec<OneDriveSite> = (0..tenants)
         .flat_map(|t| {
             // The hostile tenant's users are its own simulator's first hundred.
@@ -179,7 +182,12 @@ fn run(tenants: usize, users: usize, hostile: bool) -> Outcome {
         let at = Duration::from_secs_f64(((e["at_ms"].as_f64().unwrap() - started_ms) / 1000.0).max(0.0));
         first_batch.entry(tenant_name((i - 1) / users)).or_insert(at);
     }
-    Outcome { converged, settled_after, first_batch }
+    let last = rt.block_on(tenant_api.get(&tenant_name(tenants - 1))).unwrap();
+    let last_reason = last
+        .status
+        .and_then(|st| st.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .map_or_else(|| "none".to_string(), |c| c.reason);
+    Outcome { converged, settled_after, first_batch, last_reason }
 }
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
@@ -199,27 +207,29 @@ fn main() {
     onedrive_operator::install_crypto_provider();
     let calm = run(tenants, users, false);
     let stormy = run(tenants, users, true);
-    let delays: Vec<Duration> = stormy
-        .first_batch
-        .iter()
-        .filter_map(|(t, at)| Some(at.saturating_sub(*calm.first_batch.get(t)?)))
-        .collect();
-    let worst = delays.iter().max().copied().unwrap_or_default();
-    for (what, o, healthy) in
-        [("all healthy", &calm, tenants), ("last tenant throttled on every request", &stormy, tenants - 1)]
-    {
+    let throttled =
+        format!("last tenant throttled on every request (its Ready reason: {})", stormy.last_reason);
+    for (what, o, healthy) in [("all healthy", &calm, tenants), (throttled.as_str(), &stormy, tenants - 1)] {
         let firsts: Vec<Duration> = o.first_batch.values().copied().collect();
         println!(
-            "| {tenants} × {users} | {what} | {}/{healthy} | {:.0} s | {:.1} s | {:.1} s |",
+            "| {tenants} × {users} | {what} | {}/{healthy} | {:.0} s | {:.1} s | {:.1} s | {:.1} s |",
             o.converged,
             o.settled_after.as_secs_f64(),
             percentile(firsts.clone(), 0.5).as_secs_f64(),
+            percentile(firsts.clone(), 0.9).as_secs_f64(),
             percentile(firsts, 1.0).as_secs_f64(),
         );
     }
+    // Which tenant the operator takes up first varies from run to run, so the runs are compared
+    // by the spread of the healthy tenants' first batches, not tenant by tenant.
+    let shift = |p: f64| {
+        let at = |o: &Outcome| percentile(o.first_batch.values().copied().collect(), p).as_secs_f64();
+        at(&stormy) - at(&calm)
+    };
     println!(
-        "\nDelay of a healthy tenant's first batch with the throttled tenant beside it: median {:.1} s, worst {:.1} s (poll interval {POLL_SECS} s).",
-        percentile(delays.clone(), 0.5).as_secs_f64(),
-        worst.as_secs_f64()
+        "\nHealthy tenants' first batches with the throttled tenant beside them, against all healthy: median {:+.1} s, 90th percentile {:+.1} s, last {:+.1} s (poll interval {POLL_SECS} s).",
+        shift(0.5),
+        shift(0.9),
+        shift(1.0)
     );
 }
