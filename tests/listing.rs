@@ -17,7 +17,7 @@ use onedrive_operator::api::{
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::plan::{Lookup, Observation, user_key};
 use onedrive_operator::simulator::{self, Clock, Config, Population, SimHandle, UserSpec, generate_users};
-use onedrive_operator::tenant::{SecretStore, TenantClient, TenantConfig, credentials_for};
+use onedrive_operator::tenant::{ClientClock, SecretStore, TenantClient, TenantConfig, credentials_for};
 
 const DOMAIN: &str = "contoso.com";
 
@@ -37,6 +37,15 @@ fn certificate() -> TenantAuth {
 }
 
 fn client(sim: &SimHandle, auth: TenantAuth, listing: TenantWideListing) -> TenantClient {
+    client_tuned(sim, auth, listing, |_| {})
+}
+
+fn client_tuned(
+    sim: &SimHandle,
+    auth: TenantAuth,
+    listing: TenantWideListing,
+    tune: impl FnOnce(&mut TenantConfig),
+) -> TenantClient {
     let spec = OneDriveTenantSpec { auth, tenant_wide_listing: listing, ..sim_tenant_spec(sim, "app-cert") };
     let mut secrets = SecretStore::new();
     secrets.insert(
@@ -51,7 +60,9 @@ fn client(sim: &SimHandle, auth: TenantAuth, listing: TenantWideListing) -> Tena
         BTreeMap::from([("refresh_token".into(), REFRESH_TOKEN.as_bytes().to_vec())]),
     );
     let creds = credentials_for(&spec, &secrets, OPERATOR_NS, &|_| None, None).unwrap();
-    TenantClient::new(TenantConfig::from_spec(&spec), creds).unwrap()
+    let mut config = TenantConfig::from_spec(&spec);
+    tune(&mut config);
+    TenantClient::new(config, creds).unwrap()
 }
 
 fn config(users: Vec<UserSpec>) -> Config {
@@ -258,4 +269,28 @@ async fn the_controller_converges_through_a_lagging_listing_with_every_outcome_r
     assert!(
         stats.count("graph.sites") > 0 && stats.graph_units() < stats.count("graph.batch.items") * 2 + 200
     );
+}
+
+/// A user the directory allowed a site is not read again within the hour (stragglers are polled
+/// every few minutes), unless their answer must be their own (the batch's gate: a sign-in blocked
+/// since hands the gate on).
+#[tokio::test]
+async fn the_directory_is_read_once_an_hour_for_users_it_allowed_a_site() {
+    let users = vec![UserSpec::new(format!("a@{DOMAIN}")), UserSpec::new(format!("gate@{DOMAIN}"))];
+    let sim = start(Config { clock: Clock::Manual, ..config(users) }).await;
+    let c = client_tuned(&sim, certificate(), TenantWideListing::Auto, |c| {
+        c.clock = ClientClock(Arc::new(sim.clock()))
+    });
+    let gate = Lookup { confirm: true, ..Lookup::drive(&format!("gate@{DOMAIN}")) };
+    let lookups = [Lookup::drive(&format!("a@{DOMAIN}")), gate];
+    let directory_reads = || sim.stats().count("graph.batch.items.user");
+    let seen = c.observe_lookups(&lookups).await.unwrap();
+    assert!(seen.values().all(|o| *o == Observation::NoSite) && directory_reads() == 2);
+    sim.advance(SignedDuration::from_mins(10));
+    let seen = c.observe_lookups(&lookups).await.unwrap();
+    assert!(seen.values().all(|o| *o == Observation::NoSite));
+    assert_eq!(directory_reads(), 3, "only the gate's entry is read again");
+    sim.advance(SignedDuration::from_mins(55));
+    c.observe_lookups(&lookups).await.unwrap();
+    assert_eq!(directory_reads(), 5, "an hour on, both are read");
 }

@@ -86,7 +86,7 @@ impl Reconciler {
         config.replica = self.options.replica.clone();
         config.max_throttle_wait = CYCLE_THROTTLE_WAIT;
         config.ca_bundle = self.options.ca_bundle.clone();
-        config.clock = crate::tenant::Clock(self.options.clock.clone());
+        config.clock = crate::tenant::ClientClock(self.options.clock.clone());
         let client = Arc::new(TenantClient::new(config, credentials)?);
         // Observations stay valid across a credential change; the client does not.
         let memory = runtime.take().map(|r| r.memory).unwrap_or_default();

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::http::Service;
 use super::{TenantClient, TenantError};
-use crate::plan::{SiteReason, UserKey, user_key};
+use crate::plan::{DataLocation, SiteReason, UserKey, user_key};
 
 /// Items per page (Graph's most for both listings).
 const PAGE: usize = 999;
@@ -49,9 +49,9 @@ pub(super) struct Listings {
     shared_names: HashSet<String>,
     /// Refusals a user's own lookup confirmed (only refused users are kept).
     confirmed: HashMap<UserKey, SiteReason>,
-    /// When the directory last allowed each user a site (exists, licensed, may sign in); entries
-    /// older than [`DIRECTORY_FRESH_FOR`] are dropped.
-    allowed: HashMap<UserKey, Timestamp>,
+    /// When the directory last allowed each user a site (exists, licensed, may sign in), and
+    /// their preferred data location then; entries older than [`DIRECTORY_FRESH_FOR`] are dropped.
+    allowed: HashMap<UserKey, (Timestamp, DataLocation)>,
 }
 
 impl Listings {
@@ -82,23 +82,28 @@ impl Listings {
         };
     }
 
-    /// Whether the directory allowed `user` a site within [`DIRECTORY_FRESH_FOR`].
-    pub(super) fn allowed_lately(&self, user: &UserKey, now: Timestamp) -> bool {
-        self.allowed.get(user).is_some_and(|at| now.duration_since(*at) < DIRECTORY_FRESH_FOR)
+    /// Where `user` was to be routed, if the directory allowed them a site within
+    /// [`DIRECTORY_FRESH_FOR`].
+    pub(super) fn allowed_lately(&self, user: &UserKey, now: Timestamp) -> Option<&DataLocation> {
+        let (at, location) = self.allowed.get(user)?;
+        (now.duration_since(*at) < DIRECTORY_FRESH_FOR).then_some(location)
     }
 
-    /// Notes which users the directory allowed a site (`true`) or not, read at `now`.
+    /// Notes which users the directory allowed a site (with their location) or not, read at `now`.
     pub(super) fn remember_allowed<'a>(
         &mut self,
-        read: impl Iterator<Item = (&'a UserKey, bool)>,
+        read: impl Iterator<Item = (&'a UserKey, Option<&'a DataLocation>)>,
         now: Timestamp,
     ) {
-        self.allowed.retain(|_, at| now.duration_since(*at) < DIRECTORY_FRESH_FOR);
+        self.allowed.retain(|_, (at, _)| now.duration_since(*at) < DIRECTORY_FRESH_FOR);
         for (user, allowed) in read {
-            if allowed {
-                self.allowed.insert(user.clone(), now);
-            } else {
-                self.allowed.remove(user);
+            match allowed {
+                Some(location) => {
+                    self.allowed.insert(user.clone(), (now, location.clone()));
+                }
+                None => {
+                    self.allowed.remove(user);
+                }
             }
         }
     }

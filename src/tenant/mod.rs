@@ -65,22 +65,22 @@ pub struct TenantConfig {
     /// Whether tenant-wide listings may replace per-user lookups (`spec.tenantWideListing`).
     pub tenant_wide_listing: bool,
     /// The clock what the client learns expires on (the operator's).
-    pub clock: Clock,
+    pub clock: ClientClock,
 }
 
 /// A clock (the wall clock; benchmarks share the simulator's).
 #[derive(Clone)]
-pub struct Clock(pub std::sync::Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>);
+pub struct ClientClock(pub std::sync::Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>);
 
-impl Default for Clock {
+impl Default for ClientClock {
     fn default() -> Self {
-        Clock(std::sync::Arc::new(jiff::Timestamp::now))
+        ClientClock(std::sync::Arc::new(jiff::Timestamp::now))
     }
 }
 
-impl std::fmt::Debug for Clock {
+impl std::fmt::Debug for ClientClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock")
+        f.write_str("ClientClock")
     }
 }
 
@@ -102,7 +102,7 @@ impl TenantConfig {
             ca_bundle: None,
             graph_concurrency: 4,
             tenant_wide_listing: spec.tenant_wide_listing == crate::api::TenantWideListing::Auto,
-            clock: Clock::default(),
+            clock: ClientClock::default(),
         }
     }
 

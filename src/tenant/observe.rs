@@ -40,10 +40,7 @@ pub(super) async fn observe(client: &TenantClient, lookups: &[Lookup]) -> Result
         out.extend(seen.into_iter().map(|(k, o)| (k, (o, DataLocation::Unread))));
         ask_directory.extend(ask);
     }
-    // 2. What the directory says of those without one (read lately: no site, no verdict).
-    for u in &ask_directory {
-        out.insert(user_key(u), (Observation::NoSite, DataLocation::Unread));
-    }
+    // 2. What the directory says of those without one.
     let exact: HashSet<UserKey> = wanted.iter().filter(|l| l.confirm).map(|l| user_key(&l.user)).collect();
     out.extend(directory_of(client, &ask_directory, &exact).await?);
     // 3. No verdict on the listing's word alone.
@@ -160,13 +157,24 @@ async fn directory_of(
     users: &[String],
     exact: &HashSet<UserKey>,
 ) -> Result<Seen, TenantError> {
-    let mut out = Seen::new();
+    let mut remembered = Seen::new();
     let users: Vec<String> = {
         let listings = client.listings.lock().unwrap();
         let now = client.now();
-        let read_lately = |u: &UserKey| !exact.contains(u) && listings.allowed_lately(u, now);
-        users.iter().filter(|u| !read_lately(&user_key(u))).cloned().collect()
+        let mut unread = Vec::new();
+        for u in users {
+            match listings.allowed_lately(&user_key(u), now).filter(|_| !exact.contains(&user_key(u))) {
+                // No site, and the preferred data location read then (Multi-Geo routes the
+                // user's profile read by it).
+                Some(location) => {
+                    remembered.insert(user_key(u), (Observation::NoSite, location.clone()));
+                }
+                None => unread.push(u.clone()),
+            }
+        }
+        unread
     };
+    let mut out = Seen::new();
     let worth_it = client.listings.lock().unwrap().users_worth_it(users.len());
     if worth_it
         && client.lists()
@@ -182,8 +190,10 @@ async fn directory_of(
             out.extend(r?);
         }
     }
-    let read = out.iter().map(|(k, (o, _))| (k, *o == Observation::NoSite));
+    // Only what was read now: a remembered entry keeps its age.
+    let read = out.iter().map(|(k, (o, location))| (k, (*o == Observation::NoSite).then_some(location)));
     client.listings.lock().unwrap().remember_allowed(read, client.now());
+    out.extend(remembered);
     Ok(out)
 }
 
