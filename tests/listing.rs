@@ -294,3 +294,23 @@ async fn the_directory_is_read_once_an_hour_for_users_it_allowed_a_site() {
     c.observe_lookups(&lookups).await.unwrap();
     assert_eq!(directory_reads(), 5, "an hour on, both are read");
 }
+
+/// `a.b@` and `a_b@` make the same personal-site name: a site so named says nothing about which
+/// of them it belongs to, so each is looked up on their own — also before the directory was
+/// ever listed, and when only one of them is asked about.
+#[tokio::test]
+async fn a_site_name_two_users_share_is_never_given_to_either_by_the_listing() {
+    let mut dotted = UserSpec::new(format!("a.b@{DOMAIN}"));
+    dotted.has_site = true;
+    let mut users: Vec<UserSpec> = (0..150).map(|i| UserSpec::new(format!("u{i:03}@{DOMAIN}"))).collect();
+    users.extend([dotted, UserSpec::new(format!("a_b@{DOMAIN}"))]);
+    let sim = start(config(users.clone())).await;
+    let c = client(&sim, certificate(), TenantWideListing::Auto);
+    let mut asked: Vec<String> = users[..150].iter().map(|u| u.upn.clone()).collect();
+    asked.push(format!("a_b@{DOMAIN}"));
+    for round in 0..2 {
+        let seen = c.observe(&asked).await.unwrap();
+        assert_eq!(seen[format!("a_b@{DOMAIN}").as_str()], Observation::NoSite, "round {round}");
+    }
+    assert_eq!(sim.stats().count("graph.sites"), 2, "the listing was used both times");
+}

@@ -46,7 +46,9 @@ pub(super) struct Listings {
     off_until: Option<Timestamp>,
     /// Personal-site names that two users of the directory share (`a.b@x` and `a_b@x` both make
     /// `a_b_x`): the site listing cannot tell whose such a site is.
-    shared_names: HashSet<String>,
+    /// Kept as hashes: a directory of 100,000 names costs 800 kB while it is listed, and a
+    /// collision only makes a user looked up on their own.
+    shared_names: HashSet<u64>,
     /// Refusals a user's own lookup confirmed (only refused users are kept).
     confirmed: HashMap<UserKey, SiteReason>,
     /// When the directory last allowed each user a site (exists, licensed, may sign in), and
@@ -109,7 +111,7 @@ impl Listings {
     }
 
     /// Site names two users of the directory share (learnt from the newest directory listing).
-    pub(super) fn shared_names(&self) -> HashSet<String> {
+    pub(super) fn shared_names(&self) -> HashSet<u64> {
         self.shared_names.clone()
     }
 
@@ -140,6 +142,12 @@ pub(super) fn personal_name(upn: &str) -> String {
     upn.trim().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
 }
 
+/// A personal-site name's hash (the same for the whole process).
+pub(super) fn name_hash(name: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(name)
+}
+
 /// The personal-site name in a site URL (`None` for a URL that is not a personal site).
 fn name_in_url(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("/personal/")?;
@@ -166,9 +174,9 @@ pub(super) struct SiteIndex {
 }
 
 impl SiteIndex {
-    pub(super) fn find(&self, upn: &str, shared: &HashSet<String>) -> Listed {
+    pub(super) fn find(&self, upn: &str, shared: &HashSet<u64>) -> Listed {
         let name = personal_name(upn);
-        if shared.contains(&name) {
+        if shared.contains(&name_hash(&name)) {
             return Listed::Ambiguous;
         }
         match self.urls.get(&name) {
@@ -203,8 +211,8 @@ pub(super) async fn sites(client: &TenantClient, users: &[String]) -> Result<Opt
     })
 }
 
-/// One user as the directory listing gave them.
-pub(super) type DirectoryEntry = Value;
+/// What a user's directory entry says, and their preferred data location.
+pub(super) type DirectoryEntry = (crate::plan::Observation, DataLocation);
 
 /// Lists the directory, keeping the entries of `users` (by principal name). Also learns which
 /// personal-site names two users share. `Ok(None)`: refused or broke off.
@@ -214,17 +222,20 @@ pub(super) async fn directory(
 ) -> Result<Option<HashMap<UserKey, DirectoryEntry>>, TenantError> {
     let wanted: HashSet<UserKey> = users.iter().map(|u| user_key(u)).collect();
     let mut entries = HashMap::new();
-    let mut names: HashMap<String, bool> = HashMap::new();
+    let mut names: HashMap<u64, bool> = HashMap::new();
     let url = format!(
         "{}/v1.0/users?$select=id,userPrincipalName,accountEnabled,assignedPlans,preferredDataLocation&$top={PAGE}",
         client.config.graph_url
     );
     let pages = pages(client, url, USER_PAGE_UNITS, |mut user| {
         let Some(upn) = user["userPrincipalName"].as_str() else { return };
-        names.entry(personal_name(upn)).and_modify(|shared| *shared = true).or_insert(false);
+        names.entry(name_hash(&personal_name(upn))).and_modify(|shared| *shared = true).or_insert(false);
         let key = user_key(upn);
-        if wanted.contains(&key) {
-            entries.insert(key, user.take());
+        // Classified at once: the entries (with their licence plans) are not kept.
+        if wanted.contains(&key)
+            && let Ok(entry) = super::graph::user_entry(Some(&(200, user.take())))
+        {
+            entries.insert(key, entry);
         }
     })
     .await;
@@ -355,7 +366,7 @@ mod tests {
         let none = HashSet::new();
         assert_eq!(index.find("Alice.Smith@Contoso.com", &none), Listed::Site(format!("{url}/")));
         assert_eq!(index.find("bob@contoso.com", &none), Listed::Absent);
-        let shared = HashSet::from(["alice_smith_contoso_com".to_string()]);
+        let shared = HashSet::from([name_hash("alice_smith_contoso_com")]);
         assert_eq!(index.find("alice_smith@contoso.com", &shared), Listed::Ambiguous);
         assert_eq!(name_in_url("https://contoso.sharepoint.com/sites/team"), None);
         assert_eq!(

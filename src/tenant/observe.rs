@@ -33,7 +33,8 @@ pub(super) async fn observe(client: &TenantClient, lookups: &[Lookup]) -> Result
     let users: Vec<String> = wanted.iter().map(|l| l.user.clone()).collect();
     let mut out = Seen::new();
     // 1. Who has a site.
-    let Placed { one_by_one, not_listed, to_confirm } = sites_listed(client, &wanted, &mut out).await?;
+    let Placed { one_by_one, not_listed, to_confirm, listed } =
+        sites_listed(client, &wanted, &mut out).await?;
     let mut ask_directory = not_listed.clone();
     for r in in_chunks(client, &one_by_one, |chunk| async move { drives(client, chunk).await }).await {
         let (seen, ask) = r?;
@@ -43,6 +44,13 @@ pub(super) async fn observe(client: &TenantClient, lookups: &[Lookup]) -> Result
     // 2. What the directory says of those without one.
     let exact: HashSet<UserKey> = wanted.iter().filter(|l| l.confirm).map(|l| user_key(&l.user)).collect();
     out.extend(directory_of(client, &ask_directory, &exact).await?);
+    // A directory listed just now may show that a listed site's name is two users' names.
+    let unsure = shared_since(client, &listed);
+    for r in in_chunks(client, &unsure, |chunk| async move { drives(client, chunk).await }).await {
+        let (seen, ask) = r?;
+        out.extend(seen.into_iter().map(|(k, o)| (k, (o, DataLocation::Unread))));
+        out.extend(directory_of(client, &ask, &exact).await?);
+    }
     // 3. No verdict on the listing's word alone.
     let refused = confirm_refusals(client, &not_listed, &mut out).await?;
     judge_listing(client, to_confirm.iter().chain(&refused), &out);
@@ -98,6 +106,8 @@ struct Placed {
     not_listed: Vec<String>,
     /// Absent from the listing, and looked up one by one because their "no site" must be their own.
     to_confirm: Vec<String>,
+    /// Given a site by the listing.
+    listed: Vec<String>,
 }
 
 /// Places users with the site listing when it pays off (those with a site go into `out`).
@@ -116,12 +126,22 @@ async fn sites_listed(
     let Some(index) = listing::sites(client, &all).await? else {
         return Ok(Placed { one_by_one: all, ..Placed::default() });
     };
-    let shared = client.listings.lock().unwrap().shared_names();
+    // Names two users share — in the directory, as last listed, or among these users — say
+    // nothing about whose a site is.
+    let mut shared = client.listings.lock().unwrap().shared_names();
+    let mut seen_names = HashSet::new();
+    for l in wanted {
+        let hash = listing::name_hash(&listing::personal_name(&l.user));
+        if !seen_names.insert(hash) {
+            shared.insert(hash);
+        }
+    }
     let mut placed = Placed::default();
     for l in wanted {
         match index.find(&l.user, &shared) {
             Listed::Site(url) => {
                 out.insert(user_key(&l.user), (Observation::HasSite { url }, DataLocation::Unread));
+                placed.listed.push(l.user.clone());
             }
             Listed::Absent if !l.confirm => placed.not_listed.push(l.user.clone()),
             Listed::Absent => {
@@ -132,6 +152,19 @@ async fn sites_listed(
         }
     }
     Ok(placed)
+}
+
+/// Users the site listing gave a site whose name the directory shows two users share.
+fn shared_since(client: &TenantClient, listed: &[String]) -> Vec<String> {
+    let shared = client.listings.lock().unwrap().shared_names();
+    if shared.is_empty() {
+        return Vec::new();
+    }
+    listed
+        .iter()
+        .filter(|u| shared.contains(&listing::name_hash(&listing::personal_name(u))))
+        .cloned()
+        .collect()
 }
 
 /// A listing that missed sites users' own lookups found (more than a tenth of those checked, and
@@ -181,9 +214,12 @@ async fn directory_of(
         && let Some(mut entries) = listing::directory(client, &users).await?
     {
         for u in &users {
-            // Not in the directory's listing: the answer a lookup of that user gets.
-            let answer = entries.remove(&user_key(u)).map_or((404, serde_json::Value::Null), |e| (200, e));
-            out.insert(user_key(u), user_entry(Some(&answer))?);
+            // Not in the directory's listing: what a lookup of that user gets (no such user).
+            let entry = match entries.remove(&user_key(u)) {
+                Some(entry) => entry,
+                None => user_entry(Some(&(404, serde_json::Value::Null)))?,
+            };
+            out.insert(user_key(u), entry);
         }
     } else {
         for r in in_chunks(client, &users, |chunk| async move { directory(client, chunk).await }).await {
