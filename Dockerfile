@@ -14,6 +14,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin operator
 COPY --from=build /src/target/release/onedrive-operator /usr/local/bin/onedrive-operator
+# One malloc arena: the operator's few threads share it, and at 10,000 sites the resident
+# memory is ~10 MiB lower than with glibc's per-thread arenas (scripts/bench-apiserver).
+ENV MALLOC_ARENA_MAX=1
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/onedrive-operator"]

@@ -141,6 +141,8 @@ fn main() {
         .args(["run", "--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
+        // As the image sets it (Dockerfile).
+        .env("MALLOC_ARENA_MAX", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -414,8 +414,13 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
         }
     }
 
-    let (site_updates, counts, reconciling) = updates(list, &states, input);
-    let requeue_after = requeue::requeue(input, list, &states, &batch, !observe_now.lookups.is_empty());
+    let (site_updates, counts, reconciling, more) = updates(list, &states, input);
+    let requeue_after = if more {
+        // Statuses left for the next cycle: come back at once.
+        SignedDuration::from_secs(1)
+    } else {
+        requeue::requeue(input, list, &states, &batch, !observe_now.lookups.is_empty())
+    };
     Plan {
         observe_now: observe_now.lookups,
         enqueue,
@@ -430,12 +435,14 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
     }
 }
 
-/// The statuses that change, the counts, and whether any user has work ahead.
+/// The statuses that change (at most `site_updates_per_cycle`, in queue order), the counts,
+/// whether any user has work ahead, and whether statuses were left for the next cycle.
 fn updates(
     list: &[gather::User],
     states: &[UserState],
     input: &PlanInput,
-) -> (Vec<SiteUpdate>, UserCounts, bool) {
+) -> (Vec<SiteUpdate>, UserCounts, bool, bool) {
+    let mut more = false;
     let now = input.now;
     let mut site_updates = Vec::new();
     let mut counts = UserCounts::default();
@@ -455,6 +462,10 @@ fn updates(
             if site.status.as_deref().is_some_and(|st| status::already(st, site.generation, s, geo)) {
                 continue;
             }
+            if site_updates.len() == input.limits.site_updates_per_cycle {
+                more = true;
+                continue;
+            }
             let status = status::site_status(site, s, geo, now);
             if site.status.as_deref() != Some(&status) {
                 site_updates.push(SiteUpdate {
@@ -466,7 +477,7 @@ fn updates(
             }
         }
     }
-    (site_updates, counts, reconciling)
+    (site_updates, counts, reconciling, more)
 }
 
 /// Whether the user's geo rests on something seen ([`partition`]'s rules 1 to 3: their batch,
@@ -483,8 +494,14 @@ fn geo_known(u: &gather::User, input: &PlanInput) -> bool {
 /// fall due together, so one tenant-wide listing answers for all of them instead of a listing
 /// (or a lookup each) for every handful.
 fn recheck_due(last: Timestamp, every: SignedDuration, now: Timestamp) -> bool {
+    recheck_at(last, every) <= now
+}
+
+/// When a re-check after a look at `last` falls due: the next multiple of `every` since the epoch.
+fn recheck_at(last: Timestamp, every: SignedDuration) -> Timestamp {
     let period = every.as_secs().max(1);
-    last.as_second().div_euclid(period) < now.as_second().div_euclid(period)
+    let next = last.as_second().div_euclid(period).saturating_add(1).saturating_mul(period);
+    Timestamp::from_second(next).unwrap_or(Timestamp::MAX)
 }
 
 /// `t + d`, saturating: times read from statuses are not trusted to be sane.

@@ -17,6 +17,9 @@ pub struct Limits {
     pub drift_check_interval: SignedDuration,
     /// How many Ready or Failed users are re-checked per cycle at most.
     pub recheck_per_cycle: usize,
+    /// Site statuses one cycle writes at most; the rest are written by the next cycle, a second
+    /// later (10,000 first statuses built at once were most of the operator's peak memory).
+    pub site_updates_per_cycle: usize,
     /// How often a user the tenant refused (not found, not licensed, sign-in blocked, a profile
     /// verdict) or whose lookup keeps failing is checked again.
     pub failed_recheck_interval: SignedDuration,
@@ -36,6 +39,7 @@ impl Default for Limits {
             provisioning_timeout: SignedDuration::from_hours(24),
             drift_check_interval: SignedDuration::from_hours(24),
             recheck_per_cycle: 100,
+            site_updates_per_cycle: 2_000,
             failed_recheck_interval: SignedDuration::from_hours(1),
             // Re-enqueueing a user who got a site meanwhile is harmless (SharePoint ignores
             // them) but wastes a slot: a day-old "no site" is checked again, and the batch's last

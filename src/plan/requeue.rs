@@ -4,7 +4,7 @@ use jiff::SignedDuration;
 
 use super::gather::User;
 use super::state::UserState;
-use super::{PlanInput, after};
+use super::{PlanInput, after, recheck_at};
 use crate::api::{BatchStatus, SitePhase, SiteReason};
 
 /// The requeue interval after a plan: Microsoft's wait when throttled; most of the previous
@@ -44,10 +44,10 @@ pub(super) fn requeue(
     for (u, s) in users.iter().zip(states) {
         let last = input.observed.get(u.key.as_ref()).map(|o| o.at);
         let due = match s.phase {
-            SitePhase::Ready => last.or(s.provisioned_at).map(|t| after(t, limits.drift_check_interval)),
-            SitePhase::Failed => last.map(|t| after(t, limits.failed_recheck_interval)),
+            SitePhase::Ready => last.or(s.provisioned_at).map(|t| recheck_at(t, limits.drift_check_interval)),
+            SitePhase::Failed => last.map(|t| recheck_at(t, limits.failed_recheck_interval)),
             SitePhase::Pending if s.reason == SiteReason::LookupFailing => {
-                last.map(|t| after(t, limits.failed_recheck_interval))
+                last.map(|t| recheck_at(t, limits.failed_recheck_interval))
             }
             _ => None,
         };

@@ -424,6 +424,33 @@ fn a_ready_user_whose_site_vanished_goes_back_to_pending() {
     assert!(p.enqueue.is_some());
 }
 
+/// A cycle writes at most `site_updates_per_cycle` statuses, in queue order, and comes back a
+/// second later for the rest; nothing is lost or written twice.
+#[test]
+fn statuses_beyond_a_cycles_share_are_written_by_the_next_cycles() {
+    let mut sites = users(5);
+    let limits = Limits { site_updates_per_cycle: 2, ..Limits::default() };
+    let obs: HashMap<_, _> = sites
+        .iter()
+        .map(|s| (user_key(&s.user), seen(10, Observation::HasSite { url: url(&s.user) })))
+        .collect();
+    let mut written = Vec::new();
+    for left in [5, 3, 1] {
+        let p = plan(&input(&sites, &obs, None, 10, &limits));
+        assert_eq!(p.site_updates.len(), left.min(2));
+        assert_eq!(
+            p.requeue_after == SignedDuration::from_secs(1),
+            left > 2,
+            "back at once while more are left"
+        );
+        written.extend(p.site_updates.iter().map(|u| u.user.clone()));
+        apply(&mut sites, &p);
+    }
+    assert_eq!(written, ["u0", "u1", "u2", "u3", "u4"].map(|u| format!("{u}@contoso.com")));
+    let p = plan(&input(&sites, &obs, None, 10, &limits));
+    assert!(p.site_updates.is_empty() && p.requeue_after > SignedDuration::from_secs(1));
+}
+
 /// Users refused at different times in one hour are re-checked together at the next hour, so
 /// one tenant-wide listing answers for all of them; none waits more than an hour.
 #[test]
