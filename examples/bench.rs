@@ -354,7 +354,9 @@ fn engine(n: usize) -> (Duration, f64) {
         })
         .collect();
     let limits = Limits::default();
-    let first = plan::Planner::new(&sites).plan(&steady(&observed, &limits, now));
+    // Every status at once (a running operator writes them over a few cycles).
+    let all_at_once = Limits { site_updates_per_cycle: usize::MAX, ..Limits::default() };
+    let first = plan::Planner::new(&sites).plan(&steady(&observed, &all_at_once, now));
     drop(sites);
     let mut statuses: HashMap<SiteKey, _> =
         first.site_updates.into_iter().map(|u| (u.key, u.status)).collect();
