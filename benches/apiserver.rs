@@ -12,13 +12,13 @@
 mod common;
 #[path = "../tests/envtest/mod.rs"]
 mod envtest;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use envtest::{ApiServer, NS, install_crds, ok};
-use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use onedrive_operator::api::OneDriveSite;
 use onedrive_operator::testing::site;
 
@@ -88,66 +88,23 @@ fn main() {
     ok(server.kubectl(&["create", "namespace", NS]), "namespace");
     ok(server.kubectl(&["create", "namespace", "team-a"]), "namespace");
 
-    // The simulator's field-like population; a site takes 30 simulated s, at 60× speed.
-    let (_sim, manifests) = common::spawn_simulate(&[
-        "--generate",
-        &n.to_string(),
-        "--provision-delay",
-        "30s",
-        "--time-scale",
-        "60",
-        "--namespace",
-        NS,
-        "--tenant-name",
-        "contoso",
-    ]);
+    let (_sim, manifests) = support::simulate(n, "contoso", &[]);
     ok(server.apply(&manifests.replace("pollInterval: 10s", "pollInterval: 2s")), "tenant and Secret");
     let users: Vec<String> = (1..=n).map(|i| format!("user{i:04}@contoso.onmicrosoft.com")).collect();
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let kubeconfig = server.admin_kubeconfig.clone();
-    let client = rt.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        kube::Client::try_from(config).unwrap()
-    });
+    let client = support::admin_client(&server, &rt);
     let sites: Api<OneDriveSite> = Api::namespaced(client.clone(), "team-a");
     let created = Instant::now();
-    rt.block_on(async {
-        futures::stream::iter(users.iter().enumerate())
-            .map(|(i, u)| {
-                let sites = sites.clone();
-                async move {
-                    sites
-                        .create(&PostParams::default(), &site("team-a", &format!("u{i}"), u, "contoso"))
-                        .await
-                }
-            })
-            .buffer_unordered(32)
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap();
-    });
+    let wanted =
+        users.iter().enumerate().map(|(i, u)| site("team-a", &format!("u{i}"), u, "contoso")).collect();
+    support::create_sites(&rt, &sites, wanted);
     let create_secs = created.elapsed().as_secs_f64();
     eprintln!("{n} sites created in {create_secs:.0} s");
 
     let before = api_requests(&server);
     let log = server.dir().join("operator.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
-        .args(["run", "--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
-        // As the image sets it (Dockerfile).
-        .env("MALLOC_ARENA_MAX", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut operator = common::Child(child);
+    let mut operator = support::operator(&server.admin_kubeconfig, &log);
     let proc = Proc { pid: operator.0.id() };
     let started = Instant::now();
 

@@ -11,13 +11,13 @@
 mod common;
 #[path = "../tests/envtest/mod.rs"]
 mod envtest;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use envtest::{ApiServer, NS, install_crds, ok, sim_stats};
-use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use onedrive_operator::api::{OneDriveSite, OneDriveTenant, SitePhase};
 use onedrive_operator::testing::site;
 
@@ -58,31 +58,13 @@ fn secret_from(manifests: &str) -> String {
     manifests.split("\n---\n").find(|d| d.contains("kind: Secret")).expect("a Secret").to_string()
 }
 
-fn simulate(users: usize, name: &str, extra: &[&str]) -> (common::Child, String) {
-    let users = users.to_string();
-    let mut args = vec![
-        "--generate",
-        &users,
-        "--provision-delay",
-        "30s",
-        "--time-scale",
-        "60",
-        "--namespace",
-        NS,
-        "--tenant-name",
-        name,
-    ];
-    args.extend_from_slice(extra);
-    common::spawn_simulate(&args)
-}
-
 fn run(tenants: usize, users: usize, hostile: bool) -> Outcome {
     let server = ApiServer::start();
     install_crds(&server);
     ok(server.kubectl(&["create", "namespace", NS]), "namespace");
     ok(server.kubectl(&["create", "namespace", "team-a"]), "namespace");
     let healthy_tenants = if hostile { tenants - 1 } else { tenants };
-    let (_healthy, manifests) = simulate(healthy_tenants * users, "healthy", &[]);
+    let (_healthy, manifests) = support::simulate(healthy_tenants * users, "healthy", &[]);
     let base = tenant_from(&manifests, "x");
     let base_url = base
         .lines()
@@ -95,23 +77,14 @@ fn run(tenants: usize, users: usize, hostile: bool) -> Outcome {
     }
     // Every Graph and SharePoint request of the last tenant is answered 429/503.
     let _hostile = hostile.then(|| {
-        let (child, printed) = simulate(users, "hostile", &["--fault-rate", "1"]);
+        let (child, printed) = support::simulate(users, "hostile", &["--fault-rate", "1"]);
         ok(server.apply(&secret_from(&printed)), "Secret");
         ok(server.apply(&tenant_from(&printed, &tenant_name(tenants - 1))), "tenant");
         child
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let kubeconfig = server.admin_kubeconfig.clone();
-    let client = rt.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        kube::Client::try_from(config).unwrap()
-    });
+    let client = support::admin_client(&server, &rt);
     let sites: Api<OneDriveSite> = Api::namespaced(client.clone(), "team-a");
     let tenant_api: Api<OneDriveTenant> = Api::all(client);
     let wanted: Vec<OneDriveSite> = (0..tenants)
@@ -122,31 +95,11 @@ fn run(tenants: usize, users: usize, hostile: bool) -> Outcome {
                 .map(move |k| site("team-a", &format!("t{t:03}-u{k}"), &user(first + k), &tenant_name(t)))
         })
         .collect();
-    rt.block_on(async {
-        futures::stream::iter(wanted)
-            .map(|s| {
-                let sites = sites.clone();
-                async move { sites.create(&PostParams::default(), &s).await }
-            })
-            .buffer_unordered(32)
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap();
-    });
+    support::create_sites(&rt, &sites, wanted);
 
     let log = server.dir().join("operator.log");
     let started_ms = sim_stats(&base_url)["now_ms"].as_f64().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
-        .args(["run", "--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
-        // As the image sets it (Dockerfile).
-        .env("MALLOC_ARENA_MAX", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let _operator = common::Child(child);
+    let _operator = support::operator(&server.admin_kubeconfig, &log);
     let started = Instant::now();
     let healthy_sites = healthy_tenants * users;
     let (settled_after, converged) = loop {

@@ -23,7 +23,9 @@ use onedrive_operator::api::{OneDriveSite, OneDriveTenant};
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::plan::{self, DesiredSite, Limits, Observation, Observed, PlanInput, SiteKey};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
-use onedrive_operator::simulator::{self, App, Clock, Config, FaultConfig, Population, SimHandle, UserSpec};
+use onedrive_operator::simulator::{
+    self, App, Clock, Config, FaultConfig, Population, SimHandle, UserSpec, expected_reason,
+};
 use onedrive_operator::tenant::{Credentials, HostOverrides, TenantClient, TenantConfig};
 use onedrive_operator::testing::site;
 
@@ -157,18 +159,6 @@ struct Run {
     endpoints: std::collections::BTreeMap<String, u64>,
     /// When each batch was sent (simulated time).
     enqueued_at: Vec<String>,
-}
-
-/// The reason a user of the population must end with.
-fn expected_reason(u: &UserSpec) -> &'static str {
-    match u {
-        u if u.has_site => "Provisioned",
-        u if !u.licensed => "UserNotLicensed",
-        u if !u.sign_in_allowed => "SignInBlocked",
-        UserSpec { profile_outcome: Some(c), .. } if *c >= 8192 => "ProvisioningFailed",
-        UserSpec { profile_outcome: Some(c), .. } if *c >= 4096 => "SiteCreationNotPermitted",
-        _ => "Provisioned",
-    }
 }
 
 /// Sites whose Ready reason is not what their user's kind calls for.

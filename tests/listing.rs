@@ -16,7 +16,9 @@ use onedrive_operator::api::{
 };
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::plan::{Lookup, Observation, user_key};
-use onedrive_operator::simulator::{self, Clock, Config, Population, SimHandle, UserSpec, generate_users};
+use onedrive_operator::simulator::{
+    self, Clock, Config, Population, SimHandle, UserSpec, expected_reason, generate_users,
+};
 use onedrive_operator::tenant::{ClientClock, SecretStore, TenantClient, TenantConfig, credentials_for};
 
 const DOMAIN: &str = "contoso.com";
@@ -194,19 +196,6 @@ async fn delegated_credentials_never_use_the_listing() {
     let seen = c.observe(&upns).await.unwrap();
     assert_eq!(sim.stats().count("graph.sites"), 0);
     assert_eq!(seen.values().filter(|o| matches!(o, Observation::HasSite { .. })).count(), 20);
-}
-
-/// The reason a user of the realistic population must end with (a renamed user's site is found
-/// through their profile once SharePoint ignored their enqueue).
-fn expected_reason(u: &UserSpec) -> &'static str {
-    match u {
-        u if u.has_site => "Provisioned",
-        u if !u.licensed => "UserNotLicensed",
-        u if !u.sign_in_allowed => "SignInBlocked",
-        UserSpec { profile_outcome: Some(c), .. } if *c >= 8192 => "ProvisioningFailed",
-        UserSpec { profile_outcome: Some(c), .. } if *c >= 4096 => "SiteCreationNotPermitted",
-        _ => "Provisioned",
-    }
 }
 
 /// The controller over a realistic population of 600, with a site listing that lags 15

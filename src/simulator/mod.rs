@@ -47,7 +47,7 @@ use crate::jose::Certificate;
 pub(crate) use bearer::{TokenError, TokenInfo};
 pub use faults::{Fault, FaultConfig, Service};
 pub use model::{LookupQuirk, SiteState, UserSpec};
-pub use population::{Population, generate_users, realistic_user, spread_over_geos};
+pub use population::{Population, expected_reason, generate_users, realistic_user, spread_over_geos};
 pub use stats::{ArrivalRecord, EnqueueRecord, RequestRecord, Stats};
 
 /// Who may enqueue personal sites with an app-only token.

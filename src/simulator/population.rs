@@ -39,6 +39,19 @@ pub fn realistic_user(i: usize, upn: String) -> UserSpec {
     u
 }
 
+/// The `Ready` reason the operator must end a user of a population with (a renamed user's site is
+/// found through their profile once SharePoint ignored their enqueue: `Provisioned`).
+pub fn expected_reason(u: &UserSpec) -> &'static str {
+    match u {
+        u if u.has_site => "Provisioned",
+        u if !u.licensed => "UserNotLicensed",
+        u if !u.sign_in_allowed => "SignInBlocked",
+        UserSpec { profile_outcome: Some(c), .. } if *c >= 8192 => "ProvisioningFailed",
+        UserSpec { profile_outcome: Some(c), .. } if *c >= 4096 => "SiteCreationNotPermitted",
+        _ => "Provisioned",
+    }
+}
+
 /// Spreads `users` evenly over `geos` (their preferred data locations, in turn); nothing with
 /// fewer than two geos.
 pub fn spread_over_geos(users: &mut [UserSpec], geos: &[String]) {

@@ -36,7 +36,8 @@ const LISTING_OFF_FOR: SignedDuration = SignedDuration::from_hours(1);
 /// hourly too, so either change shows within the hour).
 const DIRECTORY_FRESH_FOR: SignedDuration = SignedDuration::from_hours(1);
 
-/// What one client learnt about its tenant's listings.
+/// What one client learnt of its tenant across calls: what its listings cost and whether they are
+/// trusted, site names two users share, refusals confirmed, directory entries read lately.
 #[derive(Debug, Default)]
 pub(super) struct Listings {
     /// Pages the newest listing of each kind took (what the next one will likely cost).
