@@ -383,10 +383,7 @@ async fn all_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(que
 async fn root_sites(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
     call(&sim, &headers, "graph.sites.roots", LIST_SITES, |sim| {
-        let filter = query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (percent_decode(k) == "$filter").then(|| percent_decode(v))
-        });
+        let filter = param(&query, "$filter");
         if filter.is_none_or(|f| f.replace([' ', '+'], "") != "siteCollection/rootnenull") {
             return error(
                 sim,

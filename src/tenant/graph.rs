@@ -215,39 +215,43 @@ async fn run_batch(
 
 async fn send_batch(client: &TenantClient, body: &Value) -> Result<Value, TenantError> {
     let url = format!("{}/v1.0/$batch", client.config.graph_url);
-    for attempt in 0..2 {
-        let token = client.tokens.token(&client.config.graph_url).await?;
-        let response = client
-            .http
-            .send(Service::Graph, || client.http.client().post(&url).bearer_auth(&token).json(body))
-            .await?;
-        match response.status().as_u16() {
-            200 => {
-                return response
-                    .json()
-                    .await
-                    .map_err(|e| TenantError::Protocol(format!("Graph $batch answer is not JSON: {e}")));
-            }
-            401 if attempt == 0 => client.tokens.invalidate(&client.config.graph_url),
-            401 => {
-                return Err(TenantError::CredentialsInvalid(
-                    "Microsoft Graph refused the token (401): check the app registration and its consent"
-                        .into(),
-                ));
-            }
-            403 => return Err(graph_permission_missing()),
-            status => {
-                // Only the status and error code: bodies carry dates and request ids, which would
-                // change every status message on every cycle.
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                let code = body["error"]["code"].as_str().unwrap_or("no error code");
-                return Err(TenantError::Unreachable(format!(
-                    "Microsoft Graph $batch answered {status} ({code})"
-                )));
-            }
+    let response =
+        with_token(client, |token| client.http.client().post(&url).bearer_auth(token).json(body)).await?;
+    match response.status().as_u16() {
+        200 => response
+            .json()
+            .await
+            .map_err(|e| TenantError::Protocol(format!("Graph $batch answer is not JSON: {e}"))),
+        401 => Err(TenantError::CredentialsInvalid(
+            "Microsoft Graph refused the token (401): check the app registration and its consent".into(),
+        )),
+        403 => Err(graph_permission_missing()),
+        status => {
+            // Only the status and error code: bodies carry dates and request ids, which would
+            // change every status message on every cycle.
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let code = body["error"]["code"].as_str().unwrap_or("no error code");
+            Err(TenantError::Unreachable(format!("Microsoft Graph $batch answered {status} ({code})")))
         }
     }
-    unreachable!("the loop returns")
+}
+
+/// Sends the Graph request `build` makes with a token; a 401 is sent again once with a fresh
+/// token (a cached token may have been revoked). The answer is the caller's to read.
+pub(super) async fn with_token(
+    client: &TenantClient,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, TenantError> {
+    let mut attempt = 0;
+    loop {
+        let token = client.tokens.token(&client.config.graph_url).await?;
+        let response = client.http.send(Service::Graph, || build(&token)).await?;
+        if response.status().as_u16() != 401 || attempt == 1 {
+            return Ok(response);
+        }
+        client.tokens.invalidate(&client.config.graph_url);
+        attempt += 1;
+    }
 }
 
 /// The first `n` users of the directory.

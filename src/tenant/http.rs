@@ -72,12 +72,16 @@ impl Http {
     }
 
     fn count(&self, service: Service, what: Count) {
-        *self.counters.lock().unwrap().entry((service, what)).or_default() += 1;
+        self.add(service, what, 1);
     }
 
     /// Adds `units` of the service's throttling cost.
     pub fn count_units(&self, service: Service, units: u64) {
-        *self.counters.lock().unwrap().entry((service, Count::Units)).or_default() += units;
+        self.add(service, Count::Units, units);
+    }
+
+    fn add(&self, service: Service, what: Count, n: u64) {
+        *self.counters.lock().unwrap().entry((service, what)).or_default() += n;
     }
 
     /// Holds every request to `service` until `wait` from now (e.g. a `$batch` item's Retry-After).

@@ -24,7 +24,7 @@ pub(super) const USER_PAGE_UNITS: u64 = 1;
 /// Fewer users than this in one observation are looked up one by one while the tenant's size is
 /// unknown (no listing read yet): a listing pays off only for many users, and a user's own lookup
 /// has no listing lag.
-pub const LISTING_MIN_USERS: usize = 100;
+const LISTING_MIN_USERS: usize = 100;
 /// Once a listing's size is known, it is read whenever it costs less than one lookup per user,
 /// for a `$batch` worth of users or more.
 const LISTING_MIN_USERS_KNOWN: usize = 20;
@@ -149,6 +149,11 @@ pub(super) fn name_hash(name: &str) -> u64 {
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(name)
 }
 
+/// The hash of the personal-site name `upn` makes.
+pub(super) fn user_name_hash(upn: &str) -> u64 {
+    name_hash(&personal_name(upn))
+}
+
 /// The personal-site name in a site URL (`None` for a URL that is not a personal site).
 fn name_in_url(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("/personal/")?;
@@ -230,7 +235,7 @@ pub(super) async fn directory(
     );
     let pages = pages(client, url, USER_PAGE_UNITS, |mut user| {
         let Some(upn) = user["userPrincipalName"].as_str() else { return };
-        names.entry(name_hash(&personal_name(upn))).and_modify(|shared| *shared = true).or_insert(false);
+        names.entry(user_name_hash(upn)).and_modify(|shared| *shared = true).or_insert(false);
         let key = user_key(upn);
         // Classified at once: the entries (with their licence plans) are not kept.
         if wanted.contains(&key)
@@ -317,26 +322,14 @@ async fn pages(
 }
 
 async fn page(client: &TenantClient, url: &str) -> Result<Value, ListingError> {
-    for attempt in 0..2 {
-        let token = client.tokens.token(&client.config.graph_url).await.map_err(ListingError::Tenant)?;
-        let response = client
-            .http
-            .send(Service::Graph, || client.http.client().get(url).bearer_auth(&token))
-            .await
-            .map_err(ListingError::Tenant)?;
-        match response.status().as_u16() {
-            200 => {
-                return response
-                    .json()
-                    .await
-                    .map_err(|e| ListingError::Broken(format!("a page is not JSON: {e}")));
-            }
-            401 if attempt == 0 => client.tokens.invalidate(&client.config.graph_url),
-            s @ (400 | 401 | 403 | 404) => return Err(ListingError::Refused(s)),
-            s => return Err(ListingError::Broken(format!("HTTP {s}"))),
-        }
+    let response = super::graph::with_token(client, |token| client.http.client().get(url).bearer_auth(token))
+        .await
+        .map_err(ListingError::Tenant)?;
+    match response.status().as_u16() {
+        200 => response.json().await.map_err(|e| ListingError::Broken(format!("a page is not JSON: {e}"))),
+        s @ (400 | 401 | 403 | 404) => Err(ListingError::Refused(s)),
+        s => Err(ListingError::Broken(format!("HTTP {s}"))),
     }
-    unreachable!("the loop returns")
 }
 
 #[cfg(test)]

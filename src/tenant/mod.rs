@@ -25,7 +25,6 @@ pub use credentials::{SecretStore, credentials_for, federated_token_file};
 pub use error::TenantError;
 pub use geo::{Geo, HostOverrides, RootSite, admin_url_of, resolve as resolve_geos};
 pub use http::Service;
-pub use listing::LISTING_MIN_USERS;
 pub use observe::MAX_PROFILE_READS;
 pub use profile::{ProfileRead, profile_state};
 

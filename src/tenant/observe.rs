@@ -30,41 +30,31 @@ type Seen = HashMap<UserKey, (Observation, DataLocation)>;
 
 pub(super) async fn observe(client: &TenantClient, lookups: &[Lookup]) -> Result<Seen, TenantError> {
     let wanted = unique(lookups);
-    let users: Vec<String> = wanted.iter().map(|l| l.user.clone()).collect();
     let mut out = Seen::new();
     // 1. Who has a site.
     let Placed { one_by_one, not_listed, to_confirm, listed } =
         sites_listed(client, &wanted, &mut out).await?;
     let mut ask_directory = not_listed.clone();
-    for r in in_chunks(client, &one_by_one, |chunk| async move { drives(client, chunk).await }).await {
-        let (seen, ask) = r?;
-        out.extend(seen.into_iter().map(|(k, o)| (k, (o, DataLocation::Unread))));
-        ask_directory.extend(ask);
-    }
+    ask_directory.extend(own_drives(client, &one_by_one, &mut out).await?);
     // 2. What the directory says of those without one.
     let exact: HashSet<UserKey> = wanted.iter().filter(|l| l.confirm).map(|l| user_key(&l.user)).collect();
     out.extend(directory_of(client, &ask_directory, &exact).await?);
     // A directory listed just now may show that a listed site's name is two users' names.
     let unsure = shared_since(client, &listed);
-    for r in in_chunks(client, &unsure, |chunk| async move { drives(client, chunk).await }).await {
-        let (seen, ask) = r?;
-        out.extend(seen.into_iter().map(|(k, o)| (k, (o, DataLocation::Unread))));
-        out.extend(directory_of(client, &ask, &exact).await?);
-    }
+    let ask = own_drives(client, &unsure, &mut out).await?;
+    out.extend(directory_of(client, &ask, &exact).await?);
     // 3. No verdict on the listing's word alone.
     let refused = confirm_refusals(client, &not_listed, &mut out).await?;
     judge_listing(client, to_confirm.iter().chain(&refused), &out);
     // 4. Profiles. Each geo has its own: a profile is read at the user's geo's admin host.
-    let profile_wanted: HashSet<UserKey> =
-        wanted.iter().filter(|l| l.profile).map(|l| user_key(&l.user)).collect();
     let geos = client.known_geos();
     let locations: Vec<&str> = geos.iter().map(|g| g.location.as_str()).collect();
-    let profiles: Vec<(&String, &str)> = users
+    let profiles: Vec<(&String, &str)> = wanted
         .iter()
-        .filter(|u| profile_wanted.contains(&user_key(u)))
-        .filter_map(|u| match out.get(&user_key(u)) {
+        .filter(|l| l.profile)
+        .filter_map(|l| match out.get(&user_key(&l.user)) {
             Some((Observation::NoSite, location)) => {
-                Some((u, geos[route(location.code(), &locations)].admin_url.as_str()))
+                Some((&l.user, geos[route(location.code(), &locations)].admin_url.as_str()))
             }
             _ => None,
         })
@@ -76,6 +66,22 @@ pub(super) async fn observe(client: &TenantClient, lookups: &[Lookup]) -> Result
         }
     }
     Ok(out)
+}
+
+/// Each user's own drive lookup (their answers go into `out`); returns the users whose directory
+/// entry must tell the rest.
+async fn own_drives(
+    client: &TenantClient,
+    users: &[String],
+    out: &mut Seen,
+) -> Result<Vec<String>, TenantError> {
+    let mut ask_directory = Vec::new();
+    for r in in_chunks(client, users, |chunk| async move { drives(client, chunk).await }).await {
+        let (seen, ask) = r?;
+        out.extend(seen.into_iter().map(|(k, o)| (k, (o, DataLocation::Unread))));
+        ask_directory.extend(ask);
+    }
+    Ok(ask_directory)
 }
 
 /// Lookups de-duplicated case-insensitively (a user asked for twice wants what either asked).
@@ -131,7 +137,7 @@ async fn sites_listed(
     let mut shared = client.listings.lock().unwrap().shared_names();
     let mut seen_names = HashSet::new();
     for l in wanted {
-        let hash = listing::name_hash(&listing::personal_name(&l.user));
+        let hash = listing::user_name_hash(&l.user);
         if !seen_names.insert(hash) {
             shared.insert(hash);
         }
@@ -160,11 +166,7 @@ fn shared_since(client: &TenantClient, listed: &[String]) -> Vec<String> {
     if shared.is_empty() {
         return Vec::new();
     }
-    listed
-        .iter()
-        .filter(|u| shared.contains(&listing::name_hash(&listing::personal_name(u))))
-        .cloned()
-        .collect()
+    listed.iter().filter(|u| shared.contains(&listing::user_name_hash(u))).cloned().collect()
 }
 
 /// A listing that missed sites users' own lookups found (more than a tenth of those checked, and
