@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::ConditionStatus;
+use super::{ConditionStatus, KeptStatus};
 
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -12,7 +12,7 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
 
 /// Builds a new condition list against the previous one.
 pub struct ConditionSet<'a> {
-    previous: &'a [Condition],
+    previous: Previous<'a>,
     generation: Option<i64>,
     now: Timestamp,
     conditions: Vec<Condition>,
@@ -22,7 +22,17 @@ impl<'a> ConditionSet<'a> {
     pub fn new(previous: &'a [Condition], generation: Option<i64>, now: Timestamp) -> Self {
         // metav1.Time keeps whole seconds; so do we, or every write would differ from the read.
         let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
-        ConditionSet { previous, generation, now, conditions: Vec::with_capacity(3) }
+        ConditionSet {
+            previous: Previous::Full(previous),
+            generation,
+            now,
+            conditions: Vec::with_capacity(3),
+        }
+    }
+
+    /// Against a site's status as the cache keeps it.
+    pub fn after_kept(previous: Option<&'a KeptStatus>, generation: Option<i64>, now: Timestamp) -> Self {
+        ConditionSet { previous: Previous::Kept(previous), ..ConditionSet::new(&[], generation, now) }
     }
 
     /// Adds a condition.
@@ -33,24 +43,49 @@ impl<'a> ConditionSet<'a> {
         reason: &str,
         message: impl Into<String>,
     ) -> Self {
-        let since = match find_condition(self.previous, type_) {
-            Some(old) if status.is(&old.status) => old.last_transition_time.clone(),
-            _ => Time(self.now),
-        };
+        let since = self.previous.since(type_, status).unwrap_or(Time(self.now));
         self.conditions.push(condition(type_, status, reason, message, self.generation, since));
         self
     }
 
     /// Keeps the previous condition of this type as it was (nothing new was learnt about it).
     pub fn keep(mut self, type_: &str) -> Self {
-        if let Some(old) = find_condition(self.previous, type_) {
-            self.conditions.push(old.clone());
+        if let Some(old) = self.previous.condition(type_) {
+            self.conditions.push(old);
         }
         self
     }
 
     pub fn build(self) -> Vec<Condition> {
         self.conditions
+    }
+}
+
+/// The conditions a new set is built against.
+enum Previous<'a> {
+    Full(&'a [Condition]),
+    Kept(Option<&'a KeptStatus>),
+}
+
+impl Previous<'_> {
+    /// When the condition of this type entered `status`, if it has it already.
+    fn since(&self, type_: &str, status: ConditionStatus) -> Option<Time> {
+        match self {
+            Previous::Full(all) => find_condition(all, type_)
+                .filter(|old| status.is(&old.status))
+                .map(|old| old.last_transition_time.clone()),
+            Previous::Kept(kept) => kept
+                .and_then(|k| k.condition(type_))
+                .filter(|old| old.status == status)
+                .map(|old| Time(old.last_transition_time)),
+        }
+    }
+
+    fn condition(&self, type_: &str) -> Option<Condition> {
+        match self {
+            Previous::Full(all) => find_condition(all, type_).cloned(),
+            Previous::Kept(kept) => kept.and_then(|k| k.condition(type_)).map(|c| c.to_condition(type_)),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 mod allowed;
 mod cloud;
 mod conditions;
+mod kept;
 pub(crate) mod rules;
 mod site;
 mod tenant;
@@ -14,6 +15,7 @@ mod vocabulary;
 pub use allowed::AllowedNamespaces;
 pub use cloud::Cloud;
 pub use conditions::{ConditionSet, condition, find_condition};
+pub use kept::{KeptCondition, KeptSite, KeptStatus};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
 pub use tenant::{
     AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, GeoSpec, GeoStatus,

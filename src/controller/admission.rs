@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use super::events::EventType;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
 
 use super::ControllerError;
 use super::cycle::Reconciler;
-use crate::api::{OneDriveSite, OneDriveTenant, SiteReason, condition_type, find_condition};
+use crate::api::{KeptSite, OneDriveTenant, SiteReason, condition_type, find_condition};
 use crate::plan::{self, Admission, DesiredSite, NamespacePolicy};
 
 /// Namespaces' metadata as the controller's reflector caches it (tests fill one by hand).
@@ -20,9 +20,9 @@ pub type NamespaceStore = Store<PartialObjectMeta<Namespace>>;
 
 /// A tenant's sites, split by its namespace policy.
 pub(super) struct Admitted {
-    pub(super) sites: Vec<Arc<OneDriveSite>>,
+    pub(super) sites: Vec<Arc<KeptSite>>,
     /// Refused sites whose status does not say so yet, with that status.
-    pub(super) refused: Vec<(Arc<OneDriveSite>, plan::SiteUpdate)>,
+    pub(super) refused: Vec<(Arc<KeptSite>, plan::SiteUpdate)>,
 }
 
 impl Reconciler {
@@ -31,7 +31,7 @@ impl Reconciler {
     pub(super) async fn admit(
         &self,
         tenant: &OneDriveTenant,
-        sites: Vec<Arc<OneDriveSite>>,
+        sites: Vec<Arc<KeptSite>>,
     ) -> Result<Admitted, ControllerError> {
         let Ok(Some(policy)) = NamespacePolicy::from_spec(&tenant.spec) else {
             return Ok(Admitted { sites, refused: Vec::new() });
@@ -40,14 +40,14 @@ impl Reconciler {
         let now = (self.options.clock)();
         let mut admitted = Admitted { sites: Vec::with_capacity(sites.len()), refused: Vec::new() };
         for site in sites {
-            let namespace = site.namespace().unwrap_or_default();
+            let namespace = &*site.namespace;
             // Looked up in the cache only when the policy has a selector (names need no labels).
-            let cached = policy.needs_labels().then(|| self.cached_namespace(&namespace)).flatten();
-            match policy.admits(&namespace, cached.as_ref().map(|ns| ns.labels())) {
+            let cached = policy.needs_labels().then(|| self.cached_namespace(namespace)).flatten();
+            match policy.admits(namespace, cached.as_ref().map(|ns| ns.labels())) {
                 Admission::Allowed => admitted.sites.push(site),
                 Admission::Unknown => {}
                 Admission::Refused => {
-                    let Some(desired) = DesiredSite::from_resource(&site) else { continue };
+                    let desired = DesiredSite::from_resource(&site);
                     let status = plan::tenant_not_allowed_status(&desired, &name, now);
                     if let Some(update) = plan::SiteUpdate::replacing(&desired, status) {
                         admitted.refused.push((site.clone(), update));
@@ -66,7 +66,7 @@ impl Reconciler {
     /// Writes the refused sites' statuses, with a Warning Event on each newly refused site.
     pub(super) async fn write_refused(
         &self,
-        refused: &[(Arc<OneDriveSite>, plan::SiteUpdate)],
+        refused: &[(Arc<KeptSite>, plan::SiteUpdate)],
     ) -> Result<usize, ControllerError> {
         for (site, update) in refused {
             self.write_site(update).await?;
@@ -74,12 +74,12 @@ impl Reconciler {
             let was_refused = site
                 .status
                 .as_ref()
-                .and_then(|s| find_condition(&s.conditions, condition_type::READY))
-                .is_some_and(|c| c.reason == reason);
+                .and_then(|s| s.ready.as_ref())
+                .is_some_and(|c| c.reason == SiteReason::TenantNotAllowed);
             if !was_refused {
                 let note = find_condition(&update.status.conditions, condition_type::READY)
                     .map_or("", |c| c.message.as_str());
-                self.publish(EventType::Warning, reason, note, site.object_ref(&())).await;
+                self.publish(EventType::Warning, reason, note, site.object_ref()).await;
             }
         }
         Ok(refused.len())

@@ -2,7 +2,7 @@
 //! writes it makes to Kubernetes, and the tenant's status. The cycle itself is in `phases`.
 //!
 //! Usable with any `kube::Client` (a real API server or an in-memory one): the sites come from
-//! a reflector store when the controller runs, or from a list call in tests and the demo.
+//! the controller's site cache when it runs, or from a list call in tests and the demo.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::events::{EventSink, EventType};
 use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -21,9 +20,10 @@ use super::credentials::{CredentialHealth, RefreshTokenStore};
 use super::leader::Fence;
 use super::metrics::Metrics;
 use super::pipelines::Pipeline;
+use super::site_cache::SiteCache;
 use crate::api::{
-    BatchStatus, CycleResult, GeoStatus, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, SitePhase,
-    TenantReason, condition_type,
+    BatchStatus, CycleResult, GeoStatus, KeptSite, OneDriveSite, OneDriveTenant, OneDriveTenantStatus,
+    SitePhase, TenantReason, condition_type,
 };
 use crate::plan::{self, DesiredSite, Observed, TenantProblem};
 use crate::tenant::{HostOverrides, TenantClient, TenantError};
@@ -42,8 +42,8 @@ pub(super) struct SiteEvent {
 /// Where the cycle reads `OneDriveSite`s from.
 #[derive(Clone)]
 pub enum SiteSource {
-    /// The controller's reflector cache.
-    Store(Store<OneDriveSite>),
+    /// The controller's cache, fed by its watch.
+    Store(Arc<SiteCache>),
     /// A list call per cycle (in-memory API servers without watches).
     List,
 }
@@ -168,11 +168,11 @@ impl Reconciler {
     }
 
     /// The tenant a site belongs to.
-    pub fn tenant_of<'s>(&'s self, site: &'s OneDriveSite) -> Option<&'s str> {
-        site.spec.tenant_ref.as_ref().map(|r| r.name.as_str()).or(self.options.default_tenant.as_deref())
+    pub fn tenant_of<'s>(&'s self, site: &'s KeptSite) -> Option<&'s str> {
+        site.tenant.as_deref().or(self.options.default_tenant.as_deref())
     }
 
-    pub(super) async fn all_sites(&self) -> Result<Vec<Arc<OneDriveSite>>, ControllerError> {
+    pub(super) async fn all_sites(&self) -> Result<Vec<Arc<KeptSite>>, ControllerError> {
         match &self.options.sites {
             SiteSource::Store(store) => Ok(store.state()),
             SiteSource::List => {
@@ -182,8 +182,8 @@ impl Reconciler {
                     .await
                     .map_err(ControllerError::kube)?
                     .items
-                    .into_iter()
-                    .map(Arc::new)
+                    .iter()
+                    .filter_map(|s| Some(Arc::new(KeptSite::new(s)?)))
                     .collect())
             }
         }
@@ -337,7 +337,7 @@ impl Reconciler {
     /// else is an Event), to publish once the statuses are written.
     pub(super) fn site_events<'u>(
         &self,
-        sites: &[Arc<OneDriveSite>],
+        sites: &[Arc<KeptSite>],
         updates: impl Iterator<Item = &'u plan::SiteUpdate>,
     ) -> Vec<SiteEvent> {
         if self.options.recorder.is_none() {
@@ -353,19 +353,17 @@ impl Reconciler {
             return Vec::new();
         }
         // Indexed once: a cycle can bring thousands of sites to Ready.
-        let by_key: HashMap<(&str, &str), &Arc<OneDriveSite>> = sites
-            .iter()
-            .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), s)))
-            .collect();
+        let by_key: HashMap<(&str, &str), &Arc<KeptSite>> =
+            sites.iter().map(|s| ((&*s.namespace, &*s.name), s)).collect();
         transitions
             .into_iter()
             .filter_map(|update| {
-                let site = by_key.get(&(update.key.namespace.as_str(), update.key.name.as_str()))?;
+                let site = by_key.get(&(&*update.key.namespace, &*update.key.name))?;
                 let ready = crate::api::find_condition(&update.status.conditions, condition_type::READY);
                 let (reason, note) = ready.map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default();
                 let ready_now = update.status.phase == Some(SitePhase::Ready);
                 let type_ = if ready_now { EventType::Normal } else { EventType::Warning };
-                Some(SiteEvent { regarding: site.object_ref(&()), type_, reason, note })
+                Some(SiteEvent { regarding: site.object_ref(), type_, reason, note })
             })
             .collect()
     }
@@ -394,7 +392,7 @@ impl Reconciler {
             if tenant.is_some_and(|t| existing.contains(t)) {
                 continue;
             }
-            let Some(desired) = DesiredSite::from_resource(&site) else { continue };
+            let desired = DesiredSite::from_resource(&site);
             let name =
                 tenant.unwrap_or("(none: set spec.tenantRef or run the operator with --default-tenant)");
             let status = plan::tenant_not_found_status(&desired, name, now);

@@ -11,11 +11,13 @@ mod phases;
 mod pipelines;
 pub mod run;
 mod send;
+mod site_cache;
 mod tenant_client;
 mod tenant_status;
 
 pub use admission::NamespaceStore;
 pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, ReconcilerOptions, SiteSource};
+pub use site_cache::SiteCache;
 
 use crate::api::KubernetesReason;
 

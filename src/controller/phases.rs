@@ -14,7 +14,7 @@ use super::admission::Admitted;
 use super::cycle::{CycleReport, NOTHING_OBSERVED, Reconciler, SiteEvent, TenantRuntime, problem_of};
 use super::pipelines::{Pipeline, Planners, TenantPlan, pipelines, recorded_pipelines};
 use super::tenant_status::{tenant_problem_reason, tenant_status};
-use crate::api::{EventReason, OneDriveSite, OneDriveTenant, OneDriveTenantStatus, TenantReason};
+use crate::api::{EventReason, KeptSite, OneDriveTenant, OneDriveTenantStatus, TenantReason};
 use crate::plan::{DesiredSite, Limits, Observed, PlanInput, SiteUpdate, TenantProblem};
 use crate::tenant::TenantError;
 use futures::{StreamExt, TryStreamExt};
@@ -74,7 +74,7 @@ impl Reconciler {
             return Ok(CycleReport::default());
         };
         let Admitted { sites, refused } = self.admit(&tenant, sites).await?;
-        let desired: Vec<DesiredSite> = sites.iter().filter_map(|s| DesiredSite::from_resource(s)).collect();
+        let desired: Vec<DesiredSite> = sites.iter().map(|s| DesiredSite::from_resource(s)).collect();
         let status = tenant.status.clone().unwrap_or_default();
         let now = (self.options.clock)();
         let (limits, mut stand) = self.prepare(&tenant, &status, runtime, now).await;
@@ -104,7 +104,7 @@ impl Reconciler {
     async fn gather(
         &self,
         name: &str,
-    ) -> Result<Option<(OneDriveTenant, Vec<Arc<OneDriveSite>>)>, ControllerError> {
+    ) -> Result<Option<(OneDriveTenant, Vec<Arc<KeptSite>>)>, ControllerError> {
         let tenants: Api<OneDriveTenant> = Api::all(self.client.clone());
         let Some(tenant) = tenants.get_opt(name).await.map_err(ControllerError::kube)? else {
             return Ok(None);

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::events::EventSink;
 use super::leader::{Elector, Fence, LeaseSettings};
 use super::metrics::Metrics;
-use super::{ControllerError, Reconciler, ReconcilerOptions, SiteSource};
+use super::{ControllerError, Reconciler, ReconcilerOptions, SiteCache, SiteSource};
 use crate::api::{OneDriveSite, OneDriveTenant};
 
 /// How the operator runs (flags and environment of `onedrive-operator run`).
@@ -129,11 +129,11 @@ async fn run_controller(
         None => Api::all(client.clone()),
     };
     let tenants: Api<OneDriveTenant> = Api::all(client.clone());
-    let (store, writer) = reflector::store();
+    let store = SiteCache::new();
+    let cache = store.clone();
     let site_events = watcher(sites, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(trim_site)
-        .reflect(writer)
+        .inspect_ok(move |event| cache.apply(event))
         .touched_objects();
     // Namespaces' labels, for tenants that allow namespaces by label: a relabel takes effect at once.
     // Metadata only: `Api<PartialObjectMeta<_>>` asks the API server for nothing more.
@@ -207,14 +207,6 @@ async fn run_controller(
     tracing::info!("controller stopped");
 }
 
-/// What the cache keeps of a site: spec, status and identity. Managed fields (one entry per
-/// writer, as JSON trees) and annotations (`kubectl apply` keeps a whole copy of the object in
-/// one) were most of a cached site's memory and are never read.
-fn trim_site(site: &mut OneDriveSite) {
-    site.metadata.managed_fields = None;
-    site.metadata.annotations = None;
-}
-
 /// A background task that ends with its owner.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -225,9 +217,9 @@ impl Drop for AbortOnDrop {
 }
 
 /// Sites whose tenant does not exist are never visited by a tenant cycle: sweep them.
-fn spawn_sweeper(reconciler: Arc<Reconciler>, store: Store<OneDriveSite>) -> tokio::task::JoinHandle<()> {
+fn spawn_sweeper(reconciler: Arc<Reconciler>, store: Arc<SiteCache>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let _ = store.wait_until_ready().await;
+        store.wait_until_synced().await;
         loop {
             if let Err(e) = reconciler.reconcile_orphans().await {
                 tracing::warn!(error = %e, "could not update sites without a tenant");
@@ -238,12 +230,11 @@ fn spawn_sweeper(reconciler: Arc<Reconciler>, store: Store<OneDriveSite>) -> tok
 }
 
 /// Ready once the site cache has synced.
-fn spawn_readiness(store: Store<OneDriveSite>, health: Arc<Health>) -> tokio::task::JoinHandle<()> {
+fn spawn_readiness(store: Arc<SiteCache>, health: Arc<Health>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            health.ready.store(true, Ordering::SeqCst);
-            tracing::info!("OneDriveSite cache synced; ready");
-        }
+        store.wait_until_synced().await;
+        health.ready.store(true, Ordering::SeqCst);
+        tracing::info!("OneDriveSite cache synced; ready");
     })
 }
 

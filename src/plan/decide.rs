@@ -7,8 +7,9 @@ use super::state::{self, UserState, since, text};
 use super::{Observation, Observed, PlanInput, ProfileMeaning, after};
 use crate::api::{ConditionStatus, SitePhase, SiteReason};
 
-pub(super) fn decide<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> {
-    let state = decide_from_tenant(u, input);
+/// `obs`: the user's newest observation (`input.observed`, looked up once per pass).
+pub(super) fn decide<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanInput<'a>) -> UserState<'a> {
+    let state = decide_from_tenant(u, obs, input);
     match input.tenant_problem {
         // Users waiting for a batch say why they cannot progress. What is already known stays:
         // a Ready site is still there, an enqueued one is still being made, a failure still
@@ -46,8 +47,7 @@ fn provisioning_since(u: &User, input: &PlanInput) -> Option<(Timestamp, i64)> {
     }
 }
 
-fn decide_from_tenant<'a>(u: &User<'a>, input: &PlanInput<'a>) -> UserState<'a> {
-    let obs = input.observed.get(u.key.as_ref());
+fn decide_from_tenant<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanInput<'a>) -> UserState<'a> {
     let provisioning = provisioning_since(u, input);
     // A profile verdict speaks of an enqueue: one for a user this resource never sent (it was
     // re-created to try again) is stale until the user is sent again.

@@ -77,7 +77,7 @@ mod tests {
 
     fn site(name: &str, user: &str, geo: Option<&str>) -> DesiredSite<'static> {
         DesiredSite {
-            key: SiteKey { namespace: "ns".into(), name: name.into() },
+            key: SiteKey { namespace: "ns".into(), name: name.to_string().into() },
             user: user.to_string().into(),
             created: Timestamp::UNIX_EPOCH,
             generation: 1,

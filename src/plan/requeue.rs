@@ -2,9 +2,8 @@
 
 use jiff::SignedDuration;
 
-use super::gather::User;
 use super::state::UserState;
-use super::{PlanInput, after, recheck_at};
+use super::{Observed, PlanInput, after, recheck_at};
 use crate::api::{BatchStatus, SitePhase, SiteReason};
 
 /// The requeue interval after a plan: Microsoft's wait when throttled; most of the previous
@@ -12,7 +11,7 @@ use crate::api::{BatchStatus, SitePhase, SiteReason};
 /// flight; otherwise the next re-check, at most a resync interval away.
 pub(super) fn requeue(
     input: &PlanInput,
-    users: &[User],
+    seen: &[Option<&Observed>],
     states: &[UserState],
     batch: &Option<BatchStatus>,
     must_observe: bool,
@@ -41,8 +40,8 @@ pub(super) fn requeue(
     }
     // Idle: wake for the next re-check, at most a resync interval away.
     let mut next = after(input.now, limits.resync_interval);
-    for (u, s) in users.iter().zip(states) {
-        let last = input.observed.get(u.key.as_ref()).map(|o| o.at);
+    for (obs, s) in seen.iter().zip(states) {
+        let last = obs.map(|o| o.at);
         let due = match s.phase {
             SitePhase::Ready => last.or(s.provisioned_at).map(|t| recheck_at(t, limits.drift_check_interval)),
             SitePhase::Failed => last.map(|t| recheck_at(t, limits.failed_recheck_interval)),

@@ -50,8 +50,12 @@ pub(super) fn since(u: &User, reason: SiteReason, ready: ConditionStatus, entere
 }
 
 /// `args` as text: the user's current `Ready` message when it already reads so (most cycles
-/// change nothing, and then nothing is allocated), a new string otherwise.
+/// change nothing, and then nothing is allocated), a new string otherwise; nothing when the
+/// pass does not word its states.
 pub(super) fn text<'a>(u: &User<'a>, args: std::fmt::Arguments) -> Cow<'a, str> {
+    if !u.worded {
+        return Cow::Borrowed("");
+    }
     struct Matches<'s>(&'s str);
     impl std::fmt::Write for Matches<'_> {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {

@@ -6,33 +6,32 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::DesiredSite;
 use super::state::UserState;
 use crate::api::{
-    BatchStatus, ConditionSet, ConditionStatus, OneDriveSiteStatus, SitePhase, SiteReason, condition_type,
-    find_condition,
+    BatchStatus, ConditionSet, ConditionStatus, KeptCondition, KeptStatus, OneDriveSiteStatus, SitePhase,
+    SiteReason, condition_type,
 };
 
 /// Whether `st` is exactly what [`site_status`] would build for `s` (so nothing is written).
-pub(super) fn already(st: &OneDriveSiteStatus, generation: i64, s: &UserState, geo: Option<&str>) -> bool {
-    let flag = ConditionStatus::of;
-    let is = |type_: &str, status: ConditionStatus, message: &str| {
-        find_condition(&st.conditions, type_).is_some_and(|c| {
-            status.is(&c.status)
-                && c.reason == s.reason.as_str()
+pub(super) fn already(st: &KeptStatus, generation: i64, s: &UserState, geo: Option<&str>) -> bool {
+    let is = |c: &Option<KeptCondition>, status: ConditionStatus, message: &str| {
+        c.as_ref().is_some_and(|c| {
+            c.status == status
+                && c.reason == s.reason
                 && same_text(&c.message, message)
                 && c.observed_generation == Some(generation)
         })
     };
-    st.conditions.len() == 3
+    !st.foreign
         && st.observed_generation == Some(generation)
         && st.phase == Some(s.phase)
         && st.site_url.as_deref() == s.site_url
         && st.geo.as_deref() == geo
-        && st.enqueued_at.as_ref().map(|t| t.0) == s.enqueued_at
+        && st.enqueued_at == s.enqueued_at
         && st.batch == s.batch
-        && st.provisioned_at.as_ref().map(|t| t.0) == s.provisioned_at
-        && st.since.as_ref().map(|t| t.0) == Some(s.since)
-        && is(condition_type::READY, s.ready, &s.message)
-        && is(condition_type::RECONCILING, flag(s.reconciling()), "")
-        && is(condition_type::STALLED, flag(s.stalled), "")
+        && st.provisioned_at == s.provisioned_at
+        && st.since == Some(s.since)
+        && is(&st.ready, s.ready, &s.message)
+        && is(&st.reconciling, ConditionStatus::of(s.reconciling()), "")
+        && is(&st.stalled, ConditionStatus::of(s.stalled), "")
 }
 
 /// String equality, at once when both are the same string (an unchanged message is the
@@ -47,7 +46,6 @@ pub(super) fn site_status(
     geo: Option<&str>,
     now: Timestamp,
 ) -> OneDriveSiteStatus {
-    let previous = site.status.as_deref().map(|st| st.conditions.as_slice()).unwrap_or(&[]);
     let g = Some(site.generation);
     let reconciling = ConditionStatus::of(s.reconciling());
     let stalled = ConditionStatus::of(s.stalled);
@@ -60,7 +58,7 @@ pub(super) fn site_status(
         batch: s.batch,
         provisioned_at: s.provisioned_at.map(Time),
         since: Some(Time(s.since)),
-        conditions: ConditionSet::new(previous, g, now)
+        conditions: ConditionSet::after_kept(site.status.as_deref(), g, now)
             .set(condition_type::READY, s.ready, s.reason.as_str(), s.message.to_string())
             .set(condition_type::RECONCILING, reconciling, s.reason.as_str(), "")
             .set(condition_type::STALLED, stalled, s.reason.as_str(), "")
@@ -115,10 +113,10 @@ fn stopped_by_tenant(
     stalled_note: &str,
     message: impl FnOnce(Timestamp) -> String,
 ) -> OneDriveSiteStatus {
-    let prior = site.status.as_deref().cloned().unwrap_or_default();
+    let kept = site.status.as_deref();
+    let prior = kept.map(KeptStatus::to_status).unwrap_or_default();
+    let already = kept.and_then(|k| k.ready.as_ref()).is_some_and(|c| c.reason == reason);
     let reason = reason.as_str();
-    let already =
-        find_condition(&prior.conditions, condition_type::READY).is_some_and(|c| c.reason == reason);
     let since = prior
         .since
         .clone()
@@ -129,7 +127,7 @@ fn stopped_by_tenant(
         observed_generation: Some(site.generation),
         since: Some(since),
         phase: Some(prior.phase.unwrap_or(SitePhase::Pending)),
-        conditions: ConditionSet::new(&prior.conditions, Some(site.generation), now)
+        conditions: ConditionSet::after_kept(kept, Some(site.generation), now)
             .set(condition_type::READY, ConditionStatus::False, reason, message)
             .set(condition_type::RECONCILING, ConditionStatus::False, reason, "")
             .set(condition_type::STALLED, ConditionStatus::True, reason, stalled_note)

@@ -23,7 +23,7 @@ fn t(secs: i64) -> Timestamp {
 
 fn site(ns: &str, name: &str, user: &str, created: i64) -> DesiredSite<'static> {
     DesiredSite {
-        key: SiteKey { namespace: ns.into(), name: name.into() },
+        key: SiteKey { namespace: ns.to_string().into(), name: name.to_string().into() },
         user: user.to_string().into(),
         created: t(created),
         generation: 1,
@@ -94,6 +94,11 @@ fn plan_input<'a>(
 
 fn ready_of(s: &OneDriveSiteStatus) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     find_condition(&s.conditions, condition_type::READY).expect("Ready is always written")
+}
+
+/// A site's status as the planner kept it, whole again.
+fn status_of(s: &DesiredSite) -> OneDriveSiteStatus {
+    s.status.as_deref().expect("every site gets a status").to_status()
 }
 
 fn apply(sites: &mut [DesiredSite], plan: &Plan) {
@@ -340,7 +345,7 @@ fn last_transition_time_moves_only_when_the_status_flips() {
     let obs = HashMap::new();
     let p = plan(&input(&sites, &obs, None, 10, &limits));
     apply(&mut sites, &p);
-    let first = ready_of(sites[0].status.as_ref().unwrap()).last_transition_time.clone();
+    let first = ready_of(&status_of(&sites[0])).last_transition_time.clone();
     assert_eq!(first, Time(t(10)));
     // Observed without a site: Unknown -> False moves it; the Stalled condition stays False.
     let obs = all_no_site(&sites, 20);
@@ -348,7 +353,7 @@ fn last_transition_time_moves_only_when_the_status_flips() {
     b.sent = true;
     let p = plan(&input(&sites, &obs, None, 20, &limits));
     apply(&mut sites, &p);
-    let st = sites[0].status.as_ref().unwrap();
+    let st = &status_of(&sites[0]);
     assert_eq!(ready_of(st).last_transition_time, Time(t(20)));
     let stalled = find_condition(&st.conditions, condition_type::STALLED).unwrap();
     assert_eq!(stalled.last_transition_time, Time(t(10)));
@@ -356,7 +361,7 @@ fn last_transition_time_moves_only_when_the_status_flips() {
     assert_eq!(st.phase, Some(SitePhase::SpsSiteError));
     let p = plan(&input(&sites, &obs, Some(&b), 40, &limits));
     apply(&mut sites, &p);
-    assert_eq!(ready_of(sites[0].status.as_ref().unwrap()).last_transition_time, Time(t(20)));
+    assert_eq!(ready_of(&status_of(&sites[0])).last_transition_time, Time(t(20)));
 }
 
 #[test]
@@ -520,7 +525,7 @@ fn stragglers_of_a_finished_batch_are_polled_until_ready() {
     assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
     assert!(p.enqueue.is_none(), "u0 is still provisioning, not a candidate");
     apply(&mut sites, &p);
-    assert_eq!(sites[0].status.as_ref().unwrap().phase, Some(SitePhase::SpsSiteError));
+    assert_eq!(status_of(&sites[0]).phase, Some(SitePhase::SpsSiteError));
     let i = input(&sites, &obs, None, 200, &limits);
     assert_eq!(targets(&i), vec!["u0@contoso.com"]);
     assert_eq!(plan(&i).requeue_after, limits.poll_interval);
@@ -1051,7 +1056,7 @@ fn phase_of(w: &World, user: &str) -> Vec<(SitePhase, String)> {
         .iter()
         .filter(|s| key(&s.user) == user)
         .map(|s| {
-            let st = s.status.as_ref().expect("every site gets a status");
+            let st = &status_of(s);
             (st.phase.unwrap(), ready_of(st).reason.clone())
         })
         .collect()
@@ -1262,7 +1267,7 @@ fn a_settled_status_is_not_undone_by_its_batch_when_nothing_new_is_known() {
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
     let p = plan(&input(&sites, &obs, Some(&b), 10, &limits));
     apply(&mut sites, &p);
-    assert_eq!(sites[1].status.as_ref().unwrap().phase, Some(SitePhase::Ready));
+    assert_eq!(status_of(&sites[1]).phase, Some(SitePhase::Ready));
     // A restart: nothing in memory, the batch still in flight.
     let empty = HashMap::new();
     let p = plan(&input(&sites, &empty, Some(&b), 20, &limits));
@@ -1379,7 +1384,7 @@ fn a_profile_verdict_is_not_undone_by_a_lookup_that_cannot_see_it() {
     let mut obs = HashMap::from([("u0@contoso.com".into(), seen(700, profile(4099)))]);
     let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
     apply(&mut sites, &p);
-    assert_eq!(sites[0].status.as_ref().unwrap().phase, Some(SitePhase::Failed));
+    assert_eq!(status_of(&sites[0]).phase, Some(SitePhase::Failed));
     // An hour on it is re-checked with its profile.
     let i = input(&sites, &obs, None, 4400, &limits);
     assert_eq!(targets(&i), vec![lookup("u0@contoso.com", true)]);
@@ -1417,7 +1422,7 @@ fn enqueued_users_without_a_site_are_looked_up_with_their_profile() {
     let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
     assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
     apply(&mut sites, &p);
-    assert_eq!(sites[0].status.as_ref().unwrap().phase, Some(SitePhase::SpsSiteError));
+    assert_eq!(status_of(&sites[0]).phase, Some(SitePhase::SpsSiteError));
     // A straggler is polled with its profile.
     assert_eq!(targets(&input(&sites, &obs, None, 200, &limits)), vec![lookup("u0@contoso.com", true)]);
 }
@@ -1435,7 +1440,7 @@ fn lookups_that_keep_failing_become_lookup_failing_naming_the_answer() {
     };
     let p = plan(&input(&sites, &failed(10, 2), None, 10, &limits));
     apply(&mut sites, &p);
-    let st = sites[0].status.as_ref().unwrap();
+    let st = &status_of(&sites[0]);
     assert_eq!(ready_of(st).status, "Unknown");
     assert!(ready_of(st).message.contains("has not answered"), "{}", ready_of(st).message);
     // Retried within a poll interval.
@@ -1444,7 +1449,7 @@ fn lookups_that_keep_failing_become_lookup_failing_naming_the_answer() {
     );
     let p = plan(&input(&sites, &failed(71, 3), None, 71, &limits));
     apply(&mut sites, &p);
-    let st = sites[0].status.as_ref().unwrap();
+    let st = &status_of(&sites[0]);
     assert_eq!(st.phase, Some(SitePhase::Pending));
     let ready = ready_of(st);
     assert_eq!(ready.reason, reason::LOOKUP_FAILING);
@@ -1473,7 +1478,7 @@ fn a_pending_message_keeps_the_date_the_state_was_first_observed() {
     let b = in_flight(&["u0@contoso.com"], 1, 0);
     let p = plan(&input(&sites, &all_no_site(&sites, 10), Some(&b), 10, &limits));
     apply(&mut sites, &p);
-    let message = ready_of(sites[1].status.as_ref().unwrap()).message.clone();
+    let message = ready_of(&status_of(&sites[1])).message.clone();
     assert!(message.contains(&t(10).to_string()), "{message}");
     // Seen again without a site a day later, and after a restart: nothing is written.
     let untouched = |p: Plan| p.site_updates.iter().all(|u| u.user != "u1@contoso.com");
@@ -1487,7 +1492,7 @@ fn not_checked_yet_is_said_only_before_the_first_lookup() {
     let limits = Limits::default();
     let p = plan(&input(&sites, &HashMap::new(), None, 0, &limits));
     apply(&mut sites, &p);
-    assert!(ready_of(sites[0].status.as_ref().unwrap()).message.contains("has not been checked"));
+    assert!(ready_of(&status_of(&sites[0])).message.contains("has not been checked"));
     let throttled = HashMap::from([("u0@contoso.com".into(), seen(5, Observation::Unknown))]);
     let p = plan(&input(&sites, &throttled, None, 5, &limits));
     let message = &ready_of(&p.site_updates[0].status).message;
@@ -1511,8 +1516,8 @@ proptest! {
         let mut check = |w: &World| -> Result<(), TestCaseError> {
             for site in &w.sites {
                 let k = key(&site.user);
-                let Some(st) = site.status.as_ref() else { continue };
-                let now = (st.phase.unwrap(), ready_of(st).reason.clone());
+                let Some(st) = site.status.as_ref().map(|s| s.to_status()) else { continue };
+                let now = (st.phase.unwrap(), ready_of(&st).reason.clone());
                 let permanent = [
                     reason::USER_NOT_FOUND, reason::USER_NOT_LICENSED, reason::SIGN_IN_BLOCKED,
                     reason::SITE_CREATION_NOT_PERMITTED, reason::PROVISIONING_FAILED,
@@ -1584,7 +1589,7 @@ fn a_profile_verdict_in_the_batch_holds_when_its_profile_is_not_read_again() {
     obs.insert("u1@contoso.com".into(), seen(700, profile(4099)));
     let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
     apply(&mut sites, &p);
-    assert_eq!(ready_of(sites[1].status.as_ref().unwrap()).reason, reason::SITE_CREATION_NOT_PERMITTED);
+    assert_eq!(ready_of(&status_of(&sites[1])).reason, reason::SITE_CREATION_NOT_PERMITTED);
     // A later look whose profile read ran out says only "no site": the verdict holds, and the
     // batch still waits for u0, not for u1.
     obs.insert("u1@contoso.com".into(), seen(760, Observation::NoSite));
