@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::SignedDuration;
 use kube::api::{Api, ListParams};
-use onedrive_operator::api::{OneDriveSite, SitePhase, condition_type, find_condition};
+use onedrive_operator::api::{OneDriveSite, OneDriveTenant, SitePhase, condition_type, find_condition};
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{self, App, Clock, Config, Population, generate_users};
@@ -92,6 +92,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 batch.last_user
             );
             // Printed even when the progress bar is hidden (output not a terminal).
+            bar.suspend(|| println!("{line}"));
+        }
+        if !report.enqueued.is_empty() {
+            let line = progress_line(&kube).await?;
             bar.suspend(|| println!("{line}"));
         }
         bar.set_position(u.ready as u64);
@@ -191,4 +195,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     sim.shutdown().await;
     Ok(())
+}
+
+/// `kubectl get odt`'s view of the rollout: users and batches left, and the estimated end.
+async fn progress_line(kube: &kube::Client) -> Result<String, Box<dyn std::error::Error>> {
+    let tenant = Api::<OneDriveTenant>::all(kube.clone()).get("contoso").await?;
+    let Some(p) = tenant.status.and_then(|s| s.progress) else { return Ok("         nothing left".into()) };
+    let eta = match &p.estimated_completion {
+        Some(t) => {
+            let left = t.0.duration_since(jiff::Timestamp::now()).as_secs_f64().max(0.0);
+            format!("ETA {} (in {left:.0}s)", t.0)
+        }
+        None => "ETA once a batch has completed".into(),
+    };
+    Ok(format!("         {} users and {} batches left, {eta}", p.users_left, p.batches_left))
 }

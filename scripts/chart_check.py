@@ -26,6 +26,7 @@ VARIANTS = {
         "podDisruptionBudget": {"enabled": True},
         "networkPolicy": {"enabled": True, "apiServerCIDR": "10.0.0.1/32"},
         "grafanaDashboard": {"enabled": True},
+        "kubeStateMetrics": {"enabled": True, "serviceAccount": {"name": "kube-state-metrics", "namespace": "monitoring"}},
         "crds": {"enabled": True, "keep": False},
         "extraArgs": ["--organization=contoso"],
         "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
@@ -121,9 +122,23 @@ def main():
         fail("a PrometheusRule rendered without metrics.prometheusRule.enabled")
     rule = next(d for _, d in rendered["everything"] if d["kind"] == "PrometheusRule")
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    expected = {"OneDriveOperatorCertificateExpiresSoon", "OneDriveOperatorRefreshTokenAging", "OneDriveOperatorCredentialsNotPersisted"}
+    expected = {
+        "OneDriveOperatorCertificateExpiresSoon", "OneDriveOperatorRefreshTokenAging", "OneDriveOperatorCredentialsNotPersisted",
+        "OneDriveOperatorBatchStalled", "OneDriveOperatorTenantNotReady", "OneDriveOperatorThrottled",
+        "OneDriveOperatorBlocked", "OneDriveOperatorFailuresGrowing",
+    }
     if not expected <= alerts:
         fail(f"PrometheusRule alerts: {sorted(alerts)}, expected {sorted(expected)}")
+    # kube-state-metrics: its configuration as shipped in files/, bound to its ServiceAccount.
+    config = next(d for _, d in rendered["everything"] if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-kube-state-metrics"))
+    with open(os.path.join(CHART, "files", "kube-state-metrics.yaml")) as f:
+        if yaml.safe_load(config["data"]["onedrive-operator.yaml"]) != yaml.safe_load(f):
+            fail("the kube-state-metrics ConfigMap differs from files/kube-state-metrics.yaml")
+    binding = next(d for _, d in rendered["everything"] if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"].endswith("-kube-state-metrics"))
+    if binding["subjects"] != [{"kind": "ServiceAccount", "name": "kube-state-metrics", "namespace": "monitoring"}]:
+        fail(f"kube-state-metrics binding: {binding['subjects']}")
+    if any(d["metadata"]["name"].endswith("-kube-state-metrics") for _, d in rendered["default"]):
+        fail("kube-state-metrics objects rendered without kubeStateMetrics.enabled")
 
 
 main()

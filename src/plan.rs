@@ -28,6 +28,7 @@ mod geo;
 mod limits;
 mod namespaces;
 mod observation;
+mod progress;
 mod requeue;
 mod state;
 mod status;
@@ -44,6 +45,7 @@ pub use namespaces::{Admission, NamespacePolicy};
 pub use observation::{
     DataLocation, Lookup, Observation, Observed, ProfileMeaning, ProfileState, UserKey, user_key,
 };
+pub use progress::progress;
 pub use status::{tenant_not_allowed_status, tenant_not_found_status};
 
 use crate::api::{

@@ -72,7 +72,7 @@ fn crd_command_prints_both_definitions() {
     assert_eq!(columns(&docs[0]), ["User", "Phase", "Reason", "Site", "Age"]);
     assert_eq!(
         columns(&docs[1]),
-        ["Ready", "Desired", "Ready users", "Pending", "Provisioning", "Failed", "Age"]
+        ["Ready", "Desired", "Ready users", "Pending", "Provisioning", "Failed", "ETA", "Age"]
     );
 }
 

@@ -2,9 +2,9 @@
 //! its status with the conditions' types, statuses and reasons as enums. A whole `OneDriveSite`
 //! holds about twenty heap strings (metadata, three conditions of four strings each) and took
 //! ~2.3 KiB in the cache; this keeps ~0.7 KiB, and reading it touches no string but the `Ready`
-//! message. Anything a kept status cannot say exactly (another writer's condition, a reason
+//! message. A condition of the operator's own that a kept status cannot say exactly (a reason
 //! this version does not know) marks it `foreign`, so the operator rewrites it rather than
-//! mistaking it for its own.
+//! mistaking it for its own; other writers' conditions are left to them.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -42,8 +42,9 @@ pub struct KeptStatus {
     pub ready: Option<KeptCondition>,
     pub reconciling: Option<KeptCondition>,
     pub stalled: Option<KeptCondition>,
-    /// The status holds something the fields above cannot say (another condition type, a second
-    /// condition of one type, a status or reason this version does not know).
+    /// One of the operator's conditions holds something the fields above cannot say (a second
+    /// condition of its type, a status or reason this version does not know). Conditions of
+    /// other types are other writers' (server-side apply keeps them): not kept, not foreign.
     pub foreign: bool,
 }
 
@@ -144,10 +145,7 @@ impl From<&OneDriveSiteStatus> for KeptStatus {
                 condition_type::READY => &mut kept.ready,
                 condition_type::RECONCILING => &mut kept.reconciling,
                 condition_type::STALLED => &mut kept.stalled,
-                _ => {
-                    kept.foreign = true;
-                    continue;
-                }
+                _ => continue,
             };
             match (slot.is_none(), KeptCondition::new(c)) {
                 (true, Some(k)) => *slot = Some(k),
@@ -215,10 +213,11 @@ mod tests {
     }
 
     #[test]
-    fn what_cannot_be_kept_marks_the_status_foreign() {
+    fn what_cannot_be_kept_exactly_marks_the_status_foreign() {
         let mut other = status(None).conditions[0].clone();
-        other.type_ = "Synced".into();
-        assert!(KeptStatus::from(&status(Some(other))).foreign, "another writer's condition");
+        other.type_ = "Audited".into();
+        let with_other = status(Some(other));
+        assert!(KeptStatus::from(&with_other).is(&status(None)), "another writer's condition is theirs");
         let mut unknown = status(None);
         unknown.conditions[0].reason = "SomethingNew".into();
         let kept = KeptStatus::from(&unknown);

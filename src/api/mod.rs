@@ -20,7 +20,7 @@ pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, Te
 pub use tenant::{
     AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, GeoSpec, GeoStatus,
     OneDriveTenant, OneDriveTenantSpec, OneDriveTenantStatus, SecretKeyRef, SecretRef, TenantAuth,
-    TenantAuthKind, TenantWideListing, UserCounts, WorkloadIdentityAuth, parse_duration,
+    TenantAuthKind, TenantProgress, TenantWideListing, UserCounts, WorkloadIdentityAuth, parse_duration,
 };
 pub use vocabulary::{
     ConditionStatus, CycleResult, EventReason, KubernetesReason, SiteReason, TenantReason, reason,

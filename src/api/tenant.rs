@@ -31,6 +31,8 @@ use super::Cloud;
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.users.pending"),
     printcolumn(name = "Provisioning", type_ = "integer", json_path = ".status.users.provisioning"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.users.failed"),
+    // A string, not a date: kubectl prints a future date as `<invalid>`.
+    printcolumn(name = "ETA", type_ = "string", json_path = ".status.progress.estimatedCompletion"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -324,6 +326,25 @@ pub struct OneDriveTenantStatus {
     /// No request is sent to the tenant before this time (the service asked us to back off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_until: Option<Time>,
+    /// The work left and when it should be done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<TenantProgress>,
+}
+
+/// Where a rollout stands: the users and batches left, and an estimate of when the last of
+/// them has its site.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantProgress {
+    /// Users waiting for a batch or being provisioned.
+    pub users_left: i32,
+    /// Batches still to complete, the ones in flight included (in every geo).
+    pub batches_left: i32,
+    /// When the last batch should be done, from each geo's last batch duration
+    /// (`geos[].lastBatchSeconds`) and its queue; absent until a batch has completed, and once
+    /// nothing is left. An estimate, not a promise: provisioning times vary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_completion: Option<Time>,
 }
 
 impl OneDriveTenantStatus {

@@ -304,7 +304,7 @@ impl Reconciler {
         let api: Api<OneDriveTenant> = Api::all(self.client.clone());
         let mut value = serde_json::to_value(status).expect("status serializes");
         // Absent optional fields must be removed, not left as they were.
-        for field in ["currentBatch", "lastBatchSeconds", "throttledUntil"] {
+        for field in ["currentBatch", "lastBatchSeconds", "throttledUntil", "progress"] {
             if value.get(field).is_none() {
                 value[field] = serde_json::Value::Null;
             }

@@ -11,7 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{SitePhase, UserCounts};
+use crate::api::{
+    ConditionStatus, OneDriveTenantStatus, SitePhase, UserCounts, condition_type, find_condition,
+};
 use crate::tenant::Service;
 use crate::tenant::http::Count;
 
@@ -39,6 +41,13 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GeoLabels {
+    pub tenant: String,
+    /// The geo's location, `central` for a single-geo tenant's.
+    pub geo: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
     pub tenant: String,
     pub service: String,
@@ -60,6 +69,10 @@ pub struct Metrics {
     refresh_rotation: Family<TenantLabel, Gauge>,
     refresh_writes: Family<TenantLabel, Counter>,
     not_persisted: Family<TenantLabel, Gauge>,
+    tenant_ready: Family<TenantLabel, Gauge>,
+    batch_enqueued: Family<GeoLabels, Gauge>,
+    last_batch: Family<GeoLabels, Gauge>,
+    completion: Family<TenantLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -89,6 +102,10 @@ impl Metrics {
         let refresh_rotation = Family::<TenantLabel, Gauge>::default();
         let refresh_writes = Family::<TenantLabel, Counter>::default();
         let not_persisted = Family::<TenantLabel, Gauge>::default();
+        let tenant_ready = Family::<TenantLabel, Gauge>::default();
+        let batch_enqueued = Family::<GeoLabels, Gauge>::default();
+        let last_batch = Family::<GeoLabels, Gauge>::default();
+        let completion = Family::<TenantLabel, Gauge>::default();
         registry.register("reconciles", "Reconcile cycles by result", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Duration of a reconcile cycle", durations.clone());
         registry.register(
@@ -131,8 +148,32 @@ impl Metrics {
             "1 while a rotated refresh token is held in memory only (its Secret could not be updated)",
             not_persisted.clone(),
         );
+        registry.register(
+            "tenant_ready",
+            "1 while the tenant's Ready condition is True (its reason says why not)",
+            tenant_ready.clone(),
+        );
+        registry.register(
+            "batch_enqueued_timestamp_seconds",
+            "When the batch in flight in a geo was sent (Unix seconds; no series without one)",
+            batch_enqueued.clone(),
+        );
+        registry.register(
+            "last_batch_duration_seconds",
+            "How long a geo's last completed batch took, enqueue to its last user's site",
+            last_batch.clone(),
+        );
+        registry.register(
+            "estimated_completion_timestamp_seconds",
+            "When the tenant's last batch should be done (status.progress; no series without an estimate)",
+            completion.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            tenant_ready,
+            batch_enqueued,
+            last_batch,
+            completion,
             credential_expiry,
             refresh_rotation,
             refresh_writes,
@@ -223,11 +264,185 @@ impl Metrics {
         }
     }
 
+    /// The gauges read from the tenant's status as written this cycle.
+    pub fn tenant_status(&self, tenant: &str, status: &OneDriveTenantStatus) {
+        let ready = find_condition(&status.conditions, condition_type::READY)
+            .is_some_and(|c| ConditionStatus::True.is(&c.status));
+        self.tenant_ready.get_or_create(&Self::tenant(tenant)).set(i64::from(ready));
+        for g in &status.geos {
+            let labels = GeoLabels {
+                tenant: tenant.into(),
+                geo: if g.location.is_empty() { "central".into() } else { g.location.clone() },
+            };
+            match g.current_batch.as_ref().filter(|b| b.sent) {
+                Some(b) => {
+                    self.batch_enqueued.get_or_create(&labels).set(b.enqueued_at.0.as_second());
+                }
+                None => {
+                    self.batch_enqueued.remove(&labels);
+                }
+            }
+            if let Some(secs) = g.last_batch_seconds {
+                self.last_batch.get_or_create(&labels).set(secs);
+            }
+        }
+        match status.progress.as_ref().and_then(|p| p.estimated_completion.as_ref()) {
+            Some(t) => {
+                self.completion.get_or_create(&Self::tenant(tenant)).set(t.0.as_second());
+            }
+            None => {
+                self.completion.remove(&Self::tenant(tenant));
+            }
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `onedrive_operator_…` name in `text`.
+    fn metric_names(text: &str) -> Vec<String> {
+        text.match_indices("onedrive_operator_")
+            .map(|(at, _)| {
+                text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>()
+            })
+            .collect()
+    }
+
+    /// Whether a query's `name` is a sample of a family the registry exports (counters end in
+    /// `_total`, histograms in `_bucket`, `_sum`, `_count`).
+    fn exported(families: &[(String, String)], name: &str) -> bool {
+        families.iter().any(|(family, kind)| match kind.as_str() {
+            "counter" => name == format!("{family}_total"),
+            "histogram" => ["_bucket", "_sum", "_count"].iter().any(|s| name == format!("{family}{s}")),
+            _ => name == family,
+        })
+    }
+
+    /// The registry with a sample in every family (an empty family is not written out).
+    fn every_family() -> Metrics {
+        let m = Metrics::new();
+        m.reconciled("t", "ok", Duration::from_millis(5));
+        m.error("t", "Blocked");
+        m.users("t", &UserCounts::default());
+        m.batch("t", 200);
+        m.site_writes("t", 1);
+        let counts: HashMap<(Service, Count), u64> = [Count::Requests, Count::Throttled, Count::Units]
+            .into_iter()
+            .map(|c| ((Service::Graph, c), 1))
+            .collect();
+        m.tenant_http("t", &counts, &HashMap::new());
+        m.refresh_tokens_written("t", 1);
+        let now = jiff::Timestamp::now();
+        m.credentials(
+            "t",
+            &super::super::credentials::CredentialHealth {
+                expires_at: Some(now),
+                last_rotation: Some(now),
+                not_persisted: None,
+                delegated: true,
+            },
+        );
+        m.tenant_status("t", &tenant_in_flight());
+        m
+    }
+
+    /// A tenant with a batch in flight, a last batch duration and an estimate.
+    fn tenant_in_flight() -> OneDriveTenantStatus {
+        use crate::api::{BatchStatus, GeoStatus, TenantProgress};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let batch = BatchStatus {
+            id: 1,
+            users: vec!["a@contoso.com".into()],
+            size: 1,
+            last_user: "a@contoso.com".into(),
+            enqueued_at: Time(at),
+            sent: true,
+        };
+        OneDriveTenantStatus {
+            geos: vec![GeoStatus {
+                current_batch: Some(batch),
+                last_batch_seconds: Some(600),
+                ..GeoStatus::default()
+            }],
+            progress: Some(TenantProgress {
+                users_left: 1,
+                batches_left: 1,
+                estimated_completion: Some(Time(at)),
+            }),
+            ..OneDriveTenantStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alert_rules_query_only_metrics_the_operator_exports() {
+        let families: Vec<(String, String)> = every_family()
+            .encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| {
+                let (name, kind) = l.split_once(' ')?;
+                Some((name.to_string(), kind.to_string()))
+            })
+            .collect();
+        let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/onedrive-operator");
+        let mut checked = 0;
+        for file in ["dashboards/onedrive-operator.json", "templates/prometheusrule.yaml"] {
+            let text = std::fs::read_to_string(chart.join(file)).unwrap();
+            let names = metric_names(&text);
+            assert!(!names.is_empty(), "{file} queries the operator's metrics");
+            for name in names {
+                assert!(
+                    exported(&families, &name),
+                    "{file} queries {name}, which the operator does not export"
+                );
+                checked += 1;
+            }
+        }
+        // The alert rules cover the rollout, not only the credentials.
+        let rules = std::fs::read_to_string(chart.join("templates/prometheusrule.yaml")).unwrap();
+        for alert in [
+            "OneDriveOperatorBatchStalled",
+            "OneDriveOperatorTenantNotReady",
+            "OneDriveOperatorThrottled",
+            "OneDriveOperatorBlocked",
+            "OneDriveOperatorFailuresGrowing",
+        ] {
+            assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+        }
+        assert!(checked > 10, "{checked} queries checked");
+    }
+
+    #[test]
+    fn the_tenant_gauges_follow_its_status() {
+        let mut status = tenant_in_flight();
+        let m = Metrics::new();
+        m.tenant_status("contoso", &status);
+        let text = m.encode();
+        for line in [
+            r#"onedrive_operator_batch_enqueued_timestamp_seconds{tenant="contoso",geo="central"} 1800000000"#,
+            r#"onedrive_operator_last_batch_duration_seconds{tenant="contoso",geo="central"} 600"#,
+            r#"onedrive_operator_estimated_completion_timestamp_seconds{tenant="contoso"} 1800000000"#,
+            r#"onedrive_operator_tenant_ready{tenant="contoso"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // Done: no batch, no estimate; the series go (an alert on a batch's age must not fire).
+        status.geos[0].current_batch = None;
+        status.progress = None;
+        m.tenant_status("contoso", &status);
+        let text = m.encode();
+        assert!(!text.contains("onedrive_operator_batch_enqueued_timestamp_seconds{"), "{text}");
+        assert!(!text.contains("onedrive_operator_estimated_completion_timestamp_seconds{"), "{text}");
     }
 }

@@ -256,6 +256,7 @@ impl Reconciler {
         let health = self.credential_health(name, runtime.as_ref()).await;
         let problem = stand.problem.as_ref();
         let new_status = tenant_status(tenant, status, plan, stand, now, &health);
+        self.options.metrics.tenant_status(name, &new_status);
         self.credential_events(tenant, status, &new_status).await;
         if Some(&new_status) != tenant.status.as_ref() {
             if let Some(p) = problem

@@ -76,11 +76,13 @@ pub(super) fn tenant_status(
             conditions.set(GEO_DISCOVERY_FAILED, ConditionStatus::True, GEO_DISCOVERY_FAILED, why.clone())
         }
     };
+    let geos = plan.geo_statuses(&stand.pipelines);
     OneDriveTenantStatus {
         observed_generation: g,
         conditions: credentials::conditions(conditions, health, now).build(),
         users: u.clone(),
-        geos: plan.geo_statuses(&stand.pipelines),
+        progress: plan::progress(&geos, tenant.spec.batch_size, now),
+        geos,
         current_batch: None,
         last_batch_id: plan.last_batch_id().max(previous.last_batch_id),
         last_batch_seconds: None,

@@ -119,6 +119,9 @@ pub struct Config {
     /// service documents no lag, and none is the default; tests set one to show the operator
     /// does not depend on the listing being current).
     pub listing_lag: SignedDuration,
+    /// The host name its URLs use instead of the address it listens on (e.g. `localhost`, for a
+    /// client that must resolve a name); the port stays the listener's.
+    pub host_name: Option<String>,
 }
 
 impl Default for Config {
@@ -137,6 +140,7 @@ impl Default for Config {
             withheld_permissions: Vec::new(),
             geos: Vec::new(),
             listing_lag: SignedDuration::ZERO,
+            host_name: None,
         }
     }
 }
@@ -364,7 +368,10 @@ impl Drop for SimHandle {
 pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHandle> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let base = format!("http://{addr}");
+    let base = match &config.host_name {
+        Some(name) => format!("http://{name}:{}", addr.port()),
+        None => format!("http://{addr}"),
+    };
     let started_at = crate::plan::whole_second(Timestamp::now());
     let faults = faults::Faults::new(config.faults.clone());
     let tenant =

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// users are spread evenly over them; each geo has its own admin host and user profiles.
     #[arg(long, value_delimiter = ',')]
     pub geos: Vec<String>,
+    /// The host name the printed and expected URLs use instead of the listen address, e.g.
+    /// `localhost` (the name must resolve to the listen address where clients run).
+    #[arg(long)]
+    pub host_name: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -116,6 +120,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         return Err("--token-lifetime must be at least 10s".into());
     }
     config.withheld_permissions = args.withhold_permission.clone();
+    config.host_name = args.host_name.clone();
     if let Some(lag) = &args.listing_lag {
         config.listing_lag = crate::api::parse_duration("--listing-lag", lag)?;
     }
