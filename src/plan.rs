@@ -13,9 +13,11 @@
 //! - Pending users are enqueued oldest first (by the oldest `OneDriveSite` naming them);
 //! - statuses change only when the world does, so an unchanged world writes nothing.
 //!
-//! A cycle calls [`targets`] to learn whom to observe, observes them, then calls [`plan`]
-//! until [`Plan::observe_now`] is empty (the plan may need a few more users observed before it
-//! can finish a batch or form the next one: the whole finished batch once, the next candidates).
+//! A cycle calls [`plan`], which also says whom to observe first ([`Plan::lookups`], what
+//! [`targets`] gives); when there is anyone, it observes them and plans again, until
+//! [`Plan::observe_now`] is empty (the plan may need a few more users observed before it can
+//! finish a batch or form the next one: the whole finished batch once, the next candidates).
+//! A steady cycle, with nobody to look at, plans once.
 //!
 //! Parts: `gather` (sites → users), `decide` (a user's state from an observation), `state` (the
 //! states and their messages), `batch` (the in-flight batch's gate, the next batch), `requeue`,
@@ -28,10 +30,12 @@ mod geo;
 mod limits;
 mod namespaces;
 mod observation;
+mod pass;
 mod progress;
 mod requeue;
 mod state;
 mod status;
+mod targets;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -51,9 +55,9 @@ pub use status::{tenant_not_allowed_status, tenant_not_found_status};
 use crate::api::{
     BatchStatus, KeptSite, KeptStatus, OneDriveSiteStatus, SitePhase, TenantReason, UserCounts,
 };
-use batch::{Gate, NextBatch, gate, next_batch, observed_since, straggler_due};
-use decide::decide;
-use state::UserState;
+use batch::{NextBatch, gate, next_batch, observed_since};
+use pass::{Pass, decide_all, updates};
+use targets::Targets;
 
 pub use crate::api::{SiteReason, reason};
 
@@ -232,6 +236,10 @@ pub enum BatchOutcome {
 /// The decisions of one cycle.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
+    /// Whom [`targets`] would have the cycle observe first, from this same pass: when non-empty
+    /// the cycle observes them and plans again before acting (a steady cycle, with nobody to
+    /// look at, plans once).
+    pub lookups: Vec<Lookup>,
     /// Users to observe before this plan is final; when non-empty nothing is enqueued.
     pub observe_now: Vec<Lookup>,
     pub enqueue: Option<Enqueue>,
@@ -278,81 +286,15 @@ impl<'a> Planner<'a> {
 /// batch, the next candidates for a batch whose "no site" is stale, and a bounded slice of Ready,
 /// Failed and `LookupFailing` users due for a re-check. Enqueued users without a site get their
 /// user profile read too: only the profile says whether SharePoint refused or failed them.
+/// [`plan`] gives the same list as [`Plan::lookups`], from the same pass.
 fn targets(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
     let input = &PlanInput { now: whole_second(input.now), ..*input };
     if blocked(input) {
         return Vec::new();
     }
     let users = users.marked(input.batch, false);
-    let list = users.list();
-    let (seen, states) = decide_all(list, input);
-    let mut out = Targets::default();
-    let mut batch_ending = input.batch.is_none();
-    if let Some(b) = input.batch.filter(|b| b.sent) {
-        let Gate { user, done_at, .. } = gate(b, users, &states, input);
-        if let Some(g) = user {
-            out.push_confirmed(g, true);
-        }
-        if let Some(done_at) = done_at {
-            batch_ending = true;
-            for u in &b.users {
-                if !observed_since(input, u, done_at) {
-                    out.push(u, true);
-                }
-            }
-        }
-    }
-    // (last look, user, profile wanted, absence confirmed user by user)
-    let mut rechecks: Vec<(Timestamp, &str, bool, bool)> = Vec::new();
-    for ((u, s), &obs) in list.iter().zip(&states).zip(&seen) {
-        match s.phase {
-            _ if obs.is_none() && u.prior.phase.is_none() => out.push(u.upn, false),
-            SitePhase::SpsSiteError if !u.in_batch && straggler_due(s, obs, input) => out.push(u.upn, true),
-            // A straggler timing out now: one more look first, so that a site that came since
-            // the last (backed-off) look is not reported as a timeout.
-            SitePhase::Failed
-                if s.reason == SiteReason::ProvisioningTimedOut
-                    && !u.in_batch
-                    && u.prior.phase == Some(SitePhase::SpsSiteError)
-                    && obs.is_none_or(|o| {
-                        s.enqueued_at.is_some_and(|e| o.at < after(e, input.limits.provisioning_timeout))
-                    }) =>
-            {
-                out.push_confirmed(u.upn, true)
-            }
-            SitePhase::Ready => {
-                let last = obs.map(|o| o.at).or(u.prior.provisioned_at).unwrap_or(Timestamp::MIN);
-                if recheck_due(last, input.limits.drift_check_interval, input.now) {
-                    // A Ready user missing from a listing is looked up before "the site is gone".
-                    rechecks.push((last, u.upn, false, true));
-                }
-            }
-            SitePhase::Failed | SitePhase::Pending
-                if s.refused() || s.reason == SiteReason::LookupFailing =>
-            {
-                let last = obs.map(|o| o.at).or(u.prior.failed_since).unwrap_or(Timestamp::MIN);
-                if recheck_due(last, input.limits.failed_recheck_interval, input.now) {
-                    // A profile verdict is re-read from the profile: nothing else can see it.
-                    let profile = matches!(
-                        s.reason,
-                        SiteReason::SiteCreationNotPermitted | SiteReason::ProvisioningFailed
-                    );
-                    rechecks.push((last, u.upn, profile, false));
-                }
-            }
-            _ => {}
-        }
-    }
-    rechecks.sort();
-    for (_, upn, profile, confirm) in rechecks.into_iter().take(input.limits.recheck_per_cycle) {
-        out.add(upn, profile, confirm);
-    }
-    if batch_ending {
-        for u in next_batch(list, &states, input).lookups {
-            out.push(u, false);
-        }
-    }
-    out.lookups
+    let pass = decide_all(users.list(), input);
+    targets::wanted(users, &pass.states, &pass.seen, input)
 }
 
 /// Decides one cycle. See the module documentation for the rules.
@@ -362,7 +304,8 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
     let input = &PlanInput { now: whole_second(input.now), ..*input };
     let users = users.marked(input.batch, true);
     let list = users.list();
-    let (seen, mut states) = decide_all(list, input);
+    let Pass { seen, mut states, mut unchanged } = decide_all(list, input);
+    let lookups = if blocked(input) { Vec::new() } else { targets::wanted(users, &states, &seen, input) };
     let mut observe_now = Targets::default();
     let mut batch = input.batch.cloned();
     let mut finished = None;
@@ -418,6 +361,7 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
                 let new = status::new_batch(last_batch_id, users, input.now);
                 for &i in &chosen {
                     states[i] = state::provisioning(new.id, input.now, &list[i], input);
+                    unchanged[i] = false;
                 }
                 enqueue = Some(Enqueue { batch: new.clone(), resend: false });
                 batch = Some(new);
@@ -425,7 +369,7 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
         }
     }
 
-    let (site_updates, counts, reconciling, more) = updates(list, &states, &seen, input);
+    let (site_updates, counts, reconciling, more) = updates(list, &states, &seen, &unchanged, input);
     let requeue_after = if more {
         // Statuses left for the next cycle: come back at once.
         SignedDuration::from_secs(1)
@@ -433,6 +377,7 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
         requeue::requeue(input, &seen, &states, &batch, !observe_now.lookups.is_empty())
     };
     Plan {
+        lookups,
         observe_now: observe_now.lookups,
         enqueue,
         batch,
@@ -444,78 +389,6 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
         reconciling,
         requeue_after,
     }
-}
-
-/// The statuses that change (at most `site_updates_per_cycle`, in queue order), the counts,
-/// whether any user has work ahead, and whether statuses were left for the next cycle.
-fn updates(
-    list: &[gather::User],
-    states: &[UserState],
-    seen: &[Option<&Observed>],
-    input: &PlanInput,
-) -> (Vec<SiteUpdate>, UserCounts, bool, bool) {
-    let mut more = false;
-    let now = input.now;
-    let mut site_updates = Vec::new();
-    let mut counts = UserCounts::default();
-    let mut reconciling = false;
-    for ((u, s), obs) in list.iter().zip(states).zip(seen) {
-        counts.desired += 1;
-        match s.phase {
-            SitePhase::Ready => counts.ready += 1,
-            SitePhase::Pending => counts.pending += 1,
-            SitePhase::SpsSiteError => counts.provisioning += 1,
-            SitePhase::Failed => counts.failed += 1,
-        }
-        reconciling |= s.reconciling();
-        let geo = input.geo.filter(|_| geo_known(u, *obs));
-        for site in u.sites.all() {
-            // Most sites are unchanged in most cycles: check that without building a status.
-            if site.status.as_deref().is_some_and(|st| status::already(st, site.generation, s, geo)) {
-                continue;
-            }
-            if site_updates.len() == input.limits.site_updates_per_cycle {
-                more = true;
-                continue;
-            }
-            let status = status::site_status(site, s, geo, now);
-            if !site.status.as_deref().is_some_and(|p| p.is(&status)) {
-                site_updates.push(SiteUpdate {
-                    key: site.key.to_owned_key(),
-                    user: site.user.to_string(),
-                    previous_phase: site.status.as_deref().and_then(|s| s.phase),
-                    status,
-                });
-            }
-        }
-    }
-    (site_updates, counts, reconciling, more)
-}
-
-/// Whether the user's geo rests on something seen ([`partition`]'s rules 1 to 3: their batch,
-/// their preferred location as read, or a status that named it); a user routed to the central geo
-/// only for lack of knowledge gets no `status.geo` rather than a guess.
-fn geo_known(u: &gather::User, obs: Option<&Observed>) -> bool {
-    u.in_batch
-        || obs.is_some_and(|o| o.location != DataLocation::Unread)
-        || u.sites.all().iter().any(|s| s.status.as_deref().is_some_and(|st| st.geo.is_some()))
-}
-
-/// Each user's newest observation and state. The observation is looked up once per pass and
-/// decided on at once, while its entry is still in the CPU's cache (at 100,000 users a second
-/// visit to the map was as dear as the first).
-fn decide_all<'a>(
-    list: &[gather::User<'a>],
-    input: &PlanInput<'a>,
-) -> (Vec<Option<&'a Observed>>, Vec<UserState<'a>>) {
-    let mut seen = Vec::with_capacity(list.len());
-    let mut states = Vec::with_capacity(list.len());
-    for u in list {
-        let obs = input.observed.get(u.key.as_ref());
-        seen.push(obs);
-        states.push(decide(u, obs, input));
-    }
-    (seen, states)
 }
 
 /// Re-checks fall due when a period boundary (a multiple of `every` since the Unix epoch) has
@@ -545,38 +418,6 @@ pub fn whole_second(t: Timestamp) -> Timestamp {
 
 fn blocked(input: &PlanInput) -> bool {
     input.tenant_problem.is_some() || input.throttled_until.is_some_and(|t| t > input.now)
-}
-
-/// Ordered, de-duplicated (case-insensitively) list of lookups; a user asked for twice gets
-/// their profile read, or their absence confirmed, if either asked for it.
-#[derive(Default)]
-struct Targets {
-    seen: HashMap<UserKey, usize>,
-    lookups: Vec<Lookup>,
-}
-
-impl Targets {
-    fn push(&mut self, user: &str, profile: bool) {
-        self.add(user, profile, false);
-    }
-
-    /// A user whose "no site" would end something (see [`Lookup::confirm`]).
-    fn push_confirmed(&mut self, user: &str, profile: bool) {
-        self.add(user, profile, true);
-    }
-
-    fn add(&mut self, user: &str, profile: bool, confirm: bool) {
-        match self.seen.get(&user_key(user)) {
-            Some(&i) => {
-                self.lookups[i].profile |= profile;
-                self.lookups[i].confirm |= confirm;
-            }
-            None => {
-                self.seen.insert(user_key(user), self.lookups.len());
-                self.lookups.push(Lookup { user: user.trim().to_string(), profile, confirm });
-            }
-        }
-    }
 }
 
 #[cfg(test)]

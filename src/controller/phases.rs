@@ -175,7 +175,8 @@ impl Reconciler {
         (limits, stand)
     }
 
-    /// Observe/plan rounds: look up what the plans need, plan again, a few times at most.
+    /// Plan, then observe/plan rounds: look up whom the plan names, plan again, a few times at
+    /// most. A steady cycle, with nobody to look at, plans once.
     async fn observe_and_plan(
         &self,
         planners: &mut Planners<'_>,
@@ -183,10 +184,18 @@ impl Reconciler {
         runtime: &mut Option<TenantRuntime>,
         stand: &mut Stand,
     ) -> TenantPlan {
-        let mut wanted = planners.targets(&stand.input(base, runtime), &stand.pipelines);
+        let mut plan = planners.plan(&stand.input(base, runtime), &stand.pipelines);
+        let mut wanted = match plan.lookups() {
+            first if first.is_empty() => plan.observe_now(),
+            first => first,
+        };
         let mut round = 0;
-        loop {
-            if !wanted.is_empty() && stand.problem.is_none() && stand.throttled_until.is_none() {
+        while !wanted.is_empty() && round <= MAX_ROUNDS {
+            if stand.problem.is_some() || stand.throttled_until.is_some() {
+                // Nobody can be looked at: the plan stands as made.
+                break;
+            }
+            {
                 let rt = runtime.as_mut().expect("a client exists when there is no problem");
                 match rt.client.observe_located(&wanted).await {
                     Ok(seen) => {
@@ -200,13 +209,11 @@ impl Reconciler {
                     Err(e) => stand.problem = Some(problem_of(&e)),
                 }
             }
-            let plan = planners.plan(&stand.input(base, runtime), &stand.pipelines);
+            plan = planners.plan(&stand.input(base, runtime), &stand.pipelines);
             wanted = plan.observe_now();
-            if wanted.is_empty() || round == MAX_ROUNDS {
-                return plan;
-            }
             round += 1;
         }
+        plan
     }
 
     /// Write sites: one status patch per site that changes, a few in flight at once (one at a

@@ -122,21 +122,6 @@ impl<'a> Planners<'a> {
         if pipelines.len() == 1 { Planners::One(Planner::new(sites)) } else { Planners::Many(sites) }
     }
 
-    /// Whom to observe first, over every geo.
-    pub(super) fn targets(&mut self, base: &PlanInput, pipelines: &[Pipeline]) -> Vec<Lookup> {
-        match self {
-            Planners::One(p) => p.targets(&geo_input(base, &pipelines[0], base.last_batch_id)),
-            Planners::Many(sites) => {
-                let parts = parts(sites, base, pipelines);
-                let mut out: Vec<Lookup> = Vec::new();
-                for (part, p) in parts.iter().zip(pipelines) {
-                    out.extend(Planner::new(part).targets(&geo_input(base, p, base.last_batch_id)));
-                }
-                out
-            }
-        }
-    }
-
     /// Every geo's plan, in the order of `pipelines`. Batch ids are unique tenant-wide: each geo
     /// numbers its new batch after the geos before it.
     pub(super) fn plan(&mut self, base: &PlanInput, pipelines: &[Pipeline]) -> TenantPlan {
@@ -195,6 +180,11 @@ pub(super) struct TenantPlan {
 impl TenantPlan {
     pub(super) fn observe_now(&self) -> Vec<Lookup> {
         self.geos.iter().flat_map(|p| p.observe_now.iter().cloned()).collect()
+    }
+
+    /// Whom to observe before acting on this plan, over every geo (see [`Plan::lookups`]).
+    pub(super) fn lookups(&self) -> Vec<Lookup> {
+        self.geos.iter().flat_map(|p| p.lookups.iter().cloned()).collect()
     }
 
     pub(super) fn site_updates(&self) -> impl Iterator<Item = &SiteUpdate> {

@@ -59,9 +59,12 @@ impl std::ops::DerefMut for Case<'_> {
     }
 }
 
-/// A fresh planner's plan for the case.
+/// A fresh planner's plan for the case; in every case its lookups are what [`targets`] gives (a
+/// cycle plans first and observes whom the plan names).
 fn plan(c: &Case) -> Plan {
-    Planner::new(c.sites).plan(&c.input)
+    let p = Planner::new(c.sites).plan(&c.input);
+    assert_eq!(p.lookups, targets(c), "a plan names whom targets would");
+    p
 }
 
 /// A fresh planner's lookups for the case.

@@ -1,0 +1,121 @@
+//! Whom a cycle observes before it acts: the lookups [`super::targets`] returns and every plan
+//! carries ([`super::Plan::lookups`]), worked out from the users' states of one pass.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
+use super::batch::{Gate, gate, next_batch, observed_since, straggler_due};
+use super::gather::Users;
+use super::state::UserState;
+use super::{Lookup, Observed, PlanInput, UserKey, after, recheck_due, user_key};
+use crate::api::{SitePhase, SiteReason};
+
+/// See [`super::targets`]; `states` and `seen` are each user's state and newest observation.
+pub(super) fn wanted(
+    users: &Users,
+    states: &[UserState],
+    seen: &[Option<&Observed>],
+    input: &PlanInput,
+) -> Vec<Lookup> {
+    let list = users.list();
+    let mut out = Targets::default();
+    let mut batch_ending = input.batch.is_none();
+    if let Some(b) = input.batch.filter(|b| b.sent) {
+        let Gate { user, done_at, .. } = gate(b, users, states, input);
+        if let Some(g) = user {
+            out.push_confirmed(g, true);
+        }
+        if let Some(done_at) = done_at {
+            batch_ending = true;
+            for u in &b.users {
+                if !observed_since(input, u, done_at) {
+                    out.push(u, true);
+                }
+            }
+        }
+    }
+    // (last look, user, profile wanted, absence confirmed user by user)
+    let mut rechecks: Vec<(Timestamp, &str, bool, bool)> = Vec::new();
+    for ((u, s), &obs) in list.iter().zip(states).zip(seen) {
+        match s.phase {
+            _ if obs.is_none() && u.prior.phase.is_none() => out.push(u.upn, false),
+            SitePhase::SpsSiteError if !u.in_batch && straggler_due(s, obs, input) => out.push(u.upn, true),
+            // A straggler timing out now: one more look first, so that a site that came since
+            // the last (backed-off) look is not reported as a timeout.
+            SitePhase::Failed
+                if s.reason == SiteReason::ProvisioningTimedOut
+                    && !u.in_batch
+                    && u.prior.phase == Some(SitePhase::SpsSiteError)
+                    && obs.is_none_or(|o| {
+                        s.enqueued_at.is_some_and(|e| o.at < after(e, input.limits.provisioning_timeout))
+                    }) =>
+            {
+                out.push_confirmed(u.upn, true)
+            }
+            SitePhase::Ready => {
+                let last = obs.map(|o| o.at).or(u.prior.provisioned_at).unwrap_or(Timestamp::MIN);
+                if recheck_due(last, input.limits.drift_check_interval, input.now) {
+                    // A Ready user missing from a listing is looked up before "the site is gone".
+                    rechecks.push((last, u.upn, false, true));
+                }
+            }
+            SitePhase::Failed | SitePhase::Pending
+                if s.refused() || s.reason == SiteReason::LookupFailing =>
+            {
+                let last = obs.map(|o| o.at).or(u.prior.failed_since).unwrap_or(Timestamp::MIN);
+                if recheck_due(last, input.limits.failed_recheck_interval, input.now) {
+                    // A profile verdict is re-read from the profile: nothing else can see it.
+                    let profile = matches!(
+                        s.reason,
+                        SiteReason::SiteCreationNotPermitted | SiteReason::ProvisioningFailed
+                    );
+                    rechecks.push((last, u.upn, profile, false));
+                }
+            }
+            _ => {}
+        }
+    }
+    rechecks.sort();
+    for (_, upn, profile, confirm) in rechecks.into_iter().take(input.limits.recheck_per_cycle) {
+        out.add(upn, profile, confirm);
+    }
+    if batch_ending {
+        for u in next_batch(list, states, input).lookups {
+            out.push(u, false);
+        }
+    }
+    out.lookups
+}
+
+/// Ordered, de-duplicated (case-insensitively) list of lookups; a user asked for twice gets
+/// their profile read, or their absence confirmed, if either asked for it.
+#[derive(Default)]
+pub(super) struct Targets {
+    seen: HashMap<UserKey, usize>,
+    pub(super) lookups: Vec<Lookup>,
+}
+
+impl Targets {
+    pub(super) fn push(&mut self, user: &str, profile: bool) {
+        self.add(user, profile, false);
+    }
+
+    /// A user whose "no site" would end something (see [`Lookup::confirm`]).
+    pub(super) fn push_confirmed(&mut self, user: &str, profile: bool) {
+        self.add(user, profile, true);
+    }
+
+    pub(super) fn add(&mut self, user: &str, profile: bool, confirm: bool) {
+        match self.seen.get(&user_key(user)) {
+            Some(&i) => {
+                self.lookups[i].profile |= profile;
+                self.lookups[i].confirm |= confirm;
+            }
+            None => {
+                self.seen.insert(user_key(user), self.lookups.len());
+                self.lookups.push(Lookup { user: user.trim().to_string(), profile, confirm });
+            }
+        }
+    }
+}
