@@ -85,7 +85,14 @@ async fn simulator_in(c: &Creds, users: Vec<UserSpec>, faults: FaultConfig, geos
         faults,
         ..Config::default()
     };
-    simulator::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    let sim = simulator::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    // Every run starts at 00:00:30 UTC, simulated. Re-checks fall due on period boundaries (on
+    // the hour, at midnight), so the start decides which of them a run meets: aligned, runs are
+    // comparable whenever they are made (a 7h20m rollout meets seven hourly re-checks of the
+    // refused users and no daily drift check of the Ready ones).
+    let now = sim.now().as_second();
+    sim.advance(SignedDuration::from_secs((now.div_euclid(86_400) + 1) * 86_400 + 30 - now));
+    sim
 }
 
 /// The tenant (certificate auth) and its Secret, as `onedrive-operator simulate` prints them.
