@@ -152,7 +152,7 @@ fn the_operator_converges_as_its_service_account_survives_a_kill_and_writes_real
 
     // A standby replica reports ready (a rolling update waits for that) yet never acts while the
     // leader holds the Lease.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let standby_log = server.dir().join("standby.log");
     let standby = Operator::start_as(&sa, &standby_log, "e2e-standby", &format!("127.0.0.1:{port}"));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -258,7 +258,7 @@ fn delegated_tokens_are_redeemed_once_per_lifetime_and_every_rotation_is_stored(
     ok(server.apply(&sites), "five OneDriveSites");
     let sa = server.service_account_kubeconfig(NS, "onedrive-operator");
     let log = server.dir().join("operator.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let started = Instant::now();
     let operator = Operator::start_as(&sa, &log, "e2e-delegated", &format!("127.0.0.1:{port}"));
     let metrics_url = format!("http://127.0.0.1:{port}/metrics");

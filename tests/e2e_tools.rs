@@ -81,7 +81,7 @@ fn kube_state_metrics(server: &ApiServer, port: u16) -> common::Child {
     let binary = std::env::var_os("KSM_BINARY").expect(
         "KSM_BINARY is not set: run the suite with `bash scripts/test`, or export KSM_BINARY=$(scripts/kube-state-metrics-assets)",
     );
-    let telemetry = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let telemetry = free_port();
     let config = root().join("charts/onedrive-operator/files/kube-state-metrics.yaml");
     let log = std::fs::File::create(server.dir().join("kube-state-metrics.log")).unwrap();
     let child = std::process::Command::new(binary)
@@ -168,12 +168,12 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
         ("Progressing", "waiting for onedrive-operator to write a status")
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let sa = server.service_account_kubeconfig(NS, "onedrive-operator");
     let log = server.dir().join("operator.log");
     let operator = Operator::start_as(&sa, &log, "e2e", &format!("127.0.0.1:{port}"));
     // kube-state-metrics with the chart's configuration, watching along.
-    let ksm_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ksm_port = free_port();
     let _ksm = kube_state_metrics(&server, ksm_port);
 
     // The first batch in flight: its users SPSSITEERROR, the others waiting for a slot.
@@ -348,7 +348,7 @@ fn the_readme_walk_through_runs_on_the_dev_cluster() {
         let _ = std::fs::remove_file(dir.join(linked));
         std::os::unix::fs::symlink(root().join(linked), dir.join(linked)).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_onedrive-operator"));
     let path =
         format!("{}:{}", binary.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
@@ -358,7 +358,7 @@ fn the_readme_walk_through_runs_on_the_dev_cluster() {
             .current_dir(&dir)
             .env("PATH", &path)
             .env("DEV_CLUSTER_DIR", dir.join("dev-cluster"))
-            .env("DEV_CLUSTER_PORT", (port + 10).to_string())
+            .env("DEV_CLUSTER_PORT", port.to_string())
             .env_remove("KUBECONFIG")
             .process_group(0);
         c
@@ -377,14 +377,16 @@ fn the_readme_walk_through_runs_on_the_dev_cluster() {
     // a background command it leaves running would hold a pipe open.
     let script = format!("set -euo pipefail\n{commands}");
     let (stdout_file, stderr_file) = (dir.join("stdout"), dir.join("stderr"));
-    let mut run = shell(&script)
-        .stdout(std::fs::File::create(&stdout_file).unwrap())
-        .stderr(std::fs::File::create(&stderr_file).unwrap())
-        .spawn()
-        .unwrap();
-    let pgid = run.id();
-    let status = run.wait().unwrap();
-    let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+    let mut run = Group(
+        shell(&script)
+            .stdout(std::fs::File::create(&stdout_file).unwrap())
+            .stderr(std::fs::File::create(&stderr_file).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let status = run.0.wait().unwrap();
+    // What it left running in the background (the operator) stops before its cluster does.
+    drop(run);
     let stdout = std::fs::read_to_string(&stdout_file).unwrap_or_default();
     let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
     let _ = Command::new("bash")

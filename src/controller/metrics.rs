@@ -270,10 +270,8 @@ impl Metrics {
             .is_some_and(|c| ConditionStatus::True.is(&c.status));
         self.tenant_ready.get_or_create(&Self::tenant(tenant)).set(i64::from(ready));
         for g in &status.geos {
-            let labels = GeoLabels {
-                tenant: tenant.into(),
-                geo: if g.location.is_empty() { "central".into() } else { g.location.clone() },
-            };
+            let labels =
+                GeoLabels { tenant: tenant.into(), geo: super::pipelines::geo_name(&g.location).into() };
             match g.current_batch.as_ref().filter(|b| b.sent) {
                 Some(b) => {
                     self.batch_enqueued.get_or_create(&labels).set(b.enqueued_at.0.as_second());

@@ -195,19 +195,17 @@ impl Reconciler {
                 // Nobody can be looked at: the plan stands as made.
                 break;
             }
-            {
-                let rt = runtime.as_mut().expect("a client exists when there is no problem");
-                match rt.client.observe_located(&wanted).await {
-                    Ok(seen) => {
-                        let at = (self.options.clock)();
-                        for (k, (observation, location)) in seen {
-                            let next = Observed::located(rt.memory.get(&k), at, observation, location);
-                            rt.memory.insert(k, next);
-                        }
+            let rt = runtime.as_mut().expect("a client exists when there is no problem");
+            match rt.client.observe_located(&wanted).await {
+                Ok(seen) => {
+                    let at = (self.options.clock)();
+                    for (k, (observation, location)) in seen {
+                        let next = Observed::located(rt.memory.get(&k), at, observation, location);
+                        rt.memory.insert(k, next);
                     }
-                    Err(TenantError::Throttled { until, .. }) => stand.throttled_until = Some(until),
-                    Err(e) => stand.problem = Some(problem_of(&e)),
                 }
+                Err(TenantError::Throttled { until, .. }) => stand.throttled_until = Some(until),
+                Err(e) => stand.problem = Some(problem_of(&e)),
             }
             plan = planners.plan(&stand.input(base, runtime), &stand.pipelines);
             wanted = plan.observe_now();

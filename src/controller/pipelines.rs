@@ -31,8 +31,14 @@ impl Pipeline {
     }
 
     pub(super) fn name(&self) -> &str {
-        if self.location.is_empty() { "central" } else { &self.location }
+        geo_name(&self.location)
     }
+}
+
+/// A geo's name in messages and metric labels: its location, `central` for a single-geo
+/// tenant's only geo (whose location is empty).
+pub(super) fn geo_name(location: &str) -> &str {
+    if location.is_empty() { "central" } else { location }
 }
 
 /// The pipelines of a tenant with `geos` (the central geo first), resuming what its status

@@ -79,15 +79,7 @@ pub(super) fn updates(
                 more = true;
                 continue;
             }
-            let status = status::site_status(site, s, geo, now);
-            if !site.status.as_deref().is_some_and(|p| p.is(&status)) {
-                site_updates.push(SiteUpdate {
-                    key: site.key.to_owned_key(),
-                    user: site.user.to_string(),
-                    previous_phase: site.status.as_deref().and_then(|s| s.phase),
-                    status,
-                });
-            }
+            site_updates.extend(SiteUpdate::replacing(site, status::site_status(site, s, geo, now)));
         }
     }
     (site_updates, counts, reconciling, more)

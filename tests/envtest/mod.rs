@@ -41,7 +41,8 @@ fn spawn_apiserver(dir: &Path, args: &[String]) -> Child {
         .expect("kube-apiserver starts")
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on at the moment, on loopback.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
