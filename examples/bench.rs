@@ -342,7 +342,7 @@ fn engine(n: usize) -> (Duration, f64) {
         .collect();
     // Converge them once through the planner so each carries a real Ready status.
     let sites: Vec<DesiredSite> = cache.iter().map(|s| DesiredSite::from_resource(s)).collect();
-    let observed: HashMap<plan::UserKey, Observed> = sites
+    let observed: plan::Observations = sites
         .iter()
         .map(|s| {
             let url =
@@ -375,7 +375,7 @@ fn engine(n: usize) -> (Duration, f64) {
     drop(copy);
     let cpu = cpu_time();
     // Enough passes that the 10 ms granularity of the process's CPU clock does not matter.
-    let runs = (500_000 / n).clamp(5, 50) as u32;
+    let runs = (2_000_000 / n).clamp(20, 200) as u32;
     for _ in 0..runs {
         // What the cycle does first: take the reflector's snapshot and keep this tenant's sites.
         let snapshot: Vec<Arc<KeptSite>> = cache.clone();
@@ -392,11 +392,7 @@ fn engine(n: usize) -> (Duration, f64) {
     (per_cycle, cache_mib)
 }
 
-fn steady<'a>(
-    observed: &'a HashMap<plan::UserKey, Observed>,
-    limits: &'a Limits,
-    now: Timestamp,
-) -> PlanInput<'a> {
+fn steady<'a>(observed: &'a plan::Observations, limits: &'a Limits, now: Timestamp) -> PlanInput<'a> {
     PlanInput::new("contoso", observed, limits, now)
 }
 
@@ -511,6 +507,8 @@ fn fmt(d: SignedDuration) -> String {
 
 #[tokio::main]
 async fn main() {
+    // As the operator's `main` does: the engine section measures its cycles.
+    onedrive_operator::tune_allocator();
     onedrive_operator::install_crypto_provider();
     let c = creds();
     let engine_only = std::env::args().nth(1).as_deref() == Some("engine");

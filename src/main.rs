@@ -84,6 +84,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    onedrive_operator::tune_allocator();
     let cli = Cli::parse();
     onedrive_operator::install_crypto_provider();
     let json = matches!(cli.log_format, LogFormat::Json);

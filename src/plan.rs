@@ -38,7 +38,6 @@ mod status;
 mod targets;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -47,7 +46,8 @@ pub use geo::{partition, route};
 pub use limits::{Limits, format_duration};
 pub use namespaces::{Admission, NamespacePolicy};
 pub use observation::{
-    DataLocation, Lookup, Observation, Observed, ProfileMeaning, ProfileState, UserKey, user_key,
+    DataLocation, Lookup, Observation, Observations, Observed, ProfileMeaning, ProfileState, UserHasher,
+    UserKey, user_key,
 };
 pub use progress::progress;
 pub use status::{tenant_not_allowed_status, tenant_not_found_status};
@@ -151,7 +151,7 @@ pub struct TenantProblem {
 pub struct PlanInput<'a> {
     pub tenant: &'a str,
     /// Newest observation per user key ([`user_key`]).
-    pub observed: &'a HashMap<UserKey, Observed>,
+    pub observed: &'a Observations,
     /// The tenant's `status.currentBatch`.
     pub batch: Option<&'a BatchStatus>,
     /// The tenant's `status.lastBatchId`.
@@ -174,7 +174,7 @@ impl<'a> PlanInput<'a> {
     /// duration learnt yet; callers fill in what they know (`PlanInput { batch, ..new(..) }`).
     pub fn new(
         tenant: &'a str,
-        observed: &'a HashMap<UserKey, Observed>,
+        observed: &'a Observations,
         limits: &'a Limits,
         now: Timestamp,
     ) -> PlanInput<'a> {
@@ -292,8 +292,7 @@ fn targets(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
     if blocked(input) {
         return Vec::new();
     }
-    let users = users.marked(input.batch, false);
-    let pass = decide_all(users.list(), input);
+    let pass = decide_all(users, false, input);
     targets::wanted(users, &pass.states, &pass.seen, input)
 }
 
@@ -302,9 +301,9 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
     // Kubernetes stores times to the second: plan in whole seconds so that an unchanged world
     // computes byte-identical statuses.
     let input = &PlanInput { now: whole_second(input.now), ..*input };
-    let users = users.marked(input.batch, true);
+    let Pass { seen, mut states, mut unchanged } = decide_all(users, true, input);
+    let users = &*users;
     let list = users.list();
-    let Pass { seen, mut states, mut unchanged } = decide_all(list, input);
     let lookups = if blocked(input) { Vec::new() } else { targets::wanted(users, &states, &seen, input) };
     let mut observe_now = Targets::default();
     let mut batch = input.batch.cloned();

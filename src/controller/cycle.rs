@@ -25,7 +25,7 @@ use crate::api::{
     BatchStatus, CycleResult, GeoStatus, KeptSite, OneDriveSite, OneDriveTenant, OneDriveTenantStatus,
     SitePhase, TenantReason, condition_type,
 };
-use crate::plan::{self, DesiredSite, Observed, TenantProblem};
+use crate::plan::{self, DesiredSite, TenantProblem};
 use crate::tenant::{HostOverrides, TenantClient, TenantError};
 
 /// The field manager of every write.
@@ -85,7 +85,7 @@ pub(super) struct TenantRuntime {
     pub(super) client: Arc<TenantClient>,
     /// A delegated tenant's refresh token and its write-back.
     pub(super) refresh: Option<Arc<RefreshTokenStore>>,
-    pub(super) memory: HashMap<plan::UserKey, Observed>,
+    pub(super) memory: plan::Observations,
     pub(super) last_counters: HashMap<(crate::tenant::Service, crate::tenant::http::Count), u64>,
 }
 
@@ -406,8 +406,8 @@ impl Reconciler {
 }
 
 /// Observations of a tenant without a client yet.
-pub(super) static NOTHING_OBSERVED: std::sync::LazyLock<HashMap<plan::UserKey, Observed>> =
-    std::sync::LazyLock::new(HashMap::new);
+pub(super) static NOTHING_OBSERVED: std::sync::LazyLock<plan::Observations> =
+    std::sync::LazyLock::new(plan::Observations::default);
 
 pub(super) fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
     t.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(Timestamp::MAX)

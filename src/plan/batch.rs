@@ -91,7 +91,7 @@ fn candidates(users: &[User], states: &[UserState], input: &PlanInput) -> Vec<us
 /// site may appear any moment, so it must be seen without one after the timeout was written.
 fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
     let recent = after(input.now, -input.limits.enqueue_recheck_after);
-    match (u.prior.reason, u.prior.failed_since) {
+    match (u.prior.reason(), u.prior.failed_since()) {
         (Some(SiteReason::ProvisioningTimedOut), Some(since)) => {
             recent.max(after(since, SignedDuration::from_secs(1)))
         }
@@ -104,7 +104,7 @@ fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
 fn eligible(u: &User, s: &UserState) -> bool {
     s.reason == SiteReason::Pending
         || (s.reason == SiteReason::ProvisioningTimedOut
-            && u.prior.reason == Some(SiteReason::ProvisioningTimedOut))
+            && u.prior.reason() == Some(SiteReason::ProvisioningTimedOut))
 }
 
 /// Whether `u` was looked up within the poll interval.

@@ -40,8 +40,8 @@ pub(super) fn decide<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanIn
 fn provisioning_since(u: &User, input: &PlanInput) -> Option<(Timestamp, i64)> {
     match input.batch {
         Some(b) if u.in_batch => Some((b.enqueued_at.0, b.id)),
-        _ if u.prior.phase == Some(SitePhase::SpsSiteError) => {
-            u.prior.enqueued_at.map(|t| (t, u.prior.batch.unwrap_or(0)))
+        _ if u.prior.phase() == Some(SitePhase::SpsSiteError) => {
+            u.prior.enqueued_at().map(|t| (t, u.prior.batch().unwrap_or(0)))
         }
         _ => None,
     }
@@ -51,7 +51,7 @@ fn decide_from_tenant<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanI
     let provisioning = provisioning_since(u, input);
     // A profile verdict speaks of an enqueue: one for a user this resource never sent (it was
     // re-created to try again) is stale until the user is sent again.
-    let sent = provisioning.is_some() || u.prior.enqueued_at.is_some();
+    let sent = provisioning.is_some() || u.prior.enqueued_at().is_some();
     let refusal = obs
         .filter(|o| sent || !matches!(o.observation, Observation::Profile(_)))
         .and_then(|o| Some((o.observation.refusal()?, o)));
@@ -77,7 +77,7 @@ fn decide_from_tenant<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanI
             state::lookup_failing(u, *status, code, o.at, input)
         }
         // Nothing (new) is known: keep what the status says, advanced by the clock.
-        _ => match (provisioning, u.prior.phase) {
+        _ => match (provisioning, u.prior.phase()) {
             (_, Some(_)) if settled(u) => state::prior_state(u, input),
             (Some((since, batch)), _) => still_provisioning(u, since, batch, input),
             (None, None) => state::unknown(u, obs.map(|o| o.at), input.now),
@@ -89,9 +89,9 @@ fn decide_from_tenant<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanI
 /// What a status already settled is not undone by being in a batch or by a failed lookup: a
 /// Ready site, and a verdict (the timeout excepted, which the next batch retries).
 fn settled(u: &User) -> bool {
-    match u.prior.phase {
+    match u.prior.phase() {
         Some(SitePhase::Ready) => true,
-        Some(SitePhase::Failed) => u.prior.reason != Some(SiteReason::ProvisioningTimedOut),
+        Some(SitePhase::Failed) => u.prior.reason() != Some(SiteReason::ProvisioningTimedOut),
         _ => false,
     }
 }
@@ -119,8 +119,10 @@ fn no_site<'a>(
     provisioning: Option<(Timestamp, i64)>,
     input: &PlanInput,
 ) -> UserState<'a> {
-    let profile_verdict =
-        matches!(u.prior.reason, Some(SiteReason::SiteCreationNotPermitted | SiteReason::ProvisioningFailed));
+    let profile_verdict = matches!(
+        u.prior.reason(),
+        Some(SiteReason::SiteCreationNotPermitted | SiteReason::ProvisioningFailed)
+    );
     if profile_verdict && *observation == Observation::NoSite {
         // Only the profile can undo its own verdict: a drive and directory lookup cannot see it
         // (nor a cycle whose profile reads ran out), and would otherwise flip the user Failed →
@@ -128,10 +130,11 @@ fn no_site<'a>(
         state::prior_state(u, input)
     } else if let Some((since, batch)) = provisioning {
         still_provisioning(u, since, batch, input)
-    } else if u.prior.phase == Some(SitePhase::Ready) && u.prior.provisioned_at.is_some_and(|p| p >= o.at) {
+    } else if u.prior.phase() == Some(SitePhase::Ready) && u.prior.provisioned_at().is_some_and(|p| p >= o.at)
+    {
         state::prior_state(u, input)
-    } else if u.prior.reason == Some(SiteReason::ProvisioningTimedOut) {
-        state::timed_out(u.prior.enqueued_at.unwrap_or(o.at), u.prior.batch.unwrap_or(0), u, input)
+    } else if u.prior.reason() == Some(SiteReason::ProvisioningTimedOut) {
+        state::timed_out(u.prior.enqueued_at().unwrap_or(o.at), u.prior.batch().unwrap_or(0), u, input)
     } else {
         state::pending(u, o.at)
     }

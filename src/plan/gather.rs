@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use super::{DesiredSite, UserKey, user_key};
-use crate::api::{BatchStatus, ConditionStatus, SitePhase, SiteReason};
+use super::{DesiredSite, UserHasher, UserKey, user_key};
+use crate::api::{BatchStatus, ConditionStatus, KeptStatus, SitePhase, SiteReason};
 
 /// One distinct user and the sites naming it.
 pub(super) struct User<'a> {
@@ -47,35 +47,77 @@ impl<'a> SitesOf<'a> {
     }
 }
 
-/// What the persisted statuses say about a user.
-#[derive(Default)]
+/// What the persisted statuses say about a user: a view of the most advanced status among their
+/// sites' (a user is 100 bytes rather than 220 with these fields copied out, and a pass reads
+/// each user several times).
+#[derive(Clone, Copy, Default)]
 pub(super) struct Prior<'a> {
-    pub(super) phase: Option<SitePhase>,
-    pub(super) reason: Option<SiteReason>,
-    pub(super) site_url: Option<&'a str>,
-    pub(super) enqueued_at: Option<Timestamp>,
-    pub(super) batch: Option<i64>,
-    pub(super) provisioned_at: Option<Timestamp>,
-    pub(super) failed_since: Option<Timestamp>,
-    /// The state the `Ready` condition describes (its reason and status) and since when
-    /// (`status.since`): a message keeps its date while the state holds.
-    pub(super) state: Option<(SiteReason, ConditionStatus, Timestamp)>,
+    status: Option<&'a KeptStatus>,
+    /// Whether the status carries knowledge beyond its state ([`prior_of`]).
+    known: bool,
 }
 
-/// The distinct users of a tenant's sites, oldest first, with what their statuses say. Grouping
-/// is most of a planning pass's work and depends only on the sites, so a cycle gathers once (see
-/// [`super::Planner`]).
+impl<'a> Prior<'a> {
+    fn known(&self) -> Option<&'a KeptStatus> {
+        self.status.filter(|_| self.known)
+    }
+
+    pub(super) fn phase(&self) -> Option<SitePhase> {
+        self.known()?.phase
+    }
+
+    pub(super) fn reason(&self) -> Option<SiteReason> {
+        Some(self.known()?.ready.as_ref()?.reason)
+    }
+
+    pub(super) fn site_url(&self) -> Option<&'a str> {
+        self.known()?.site_url.as_deref()
+    }
+
+    pub(super) fn enqueued_at(&self) -> Option<Timestamp> {
+        self.known()?.enqueued_at
+    }
+
+    pub(super) fn batch(&self) -> Option<i64> {
+        self.known()?.batch
+    }
+
+    pub(super) fn provisioned_at(&self) -> Option<Timestamp> {
+        self.known()?.provisioned_at
+    }
+
+    /// When the user failed: Stalled flips to True exactly then (Ready may have been False before).
+    pub(super) fn failed_since(&self) -> Option<Timestamp> {
+        let st = self.known().filter(|st| st.phase == Some(SitePhase::Failed))?;
+        st.stalled.as_ref().filter(|c| c.status == ConditionStatus::True).map(|c| c.last_transition_time)
+    }
+
+    /// The state the `Ready` condition describes (its reason and status) and since when
+    /// (`status.since`): a message keeps its date while the state holds.
+    pub(super) fn state(&self) -> Option<(SiteReason, ConditionStatus, Timestamp)> {
+        let st = self.status?;
+        st.ready.as_ref().zip(st.since).map(|(c, t)| (c.reason, c.status, t))
+    }
+}
+
+/// The distinct users of a tenant's sites, oldest first. Grouping depends only on the sites, so
+/// a cycle gathers once (see [`super::Planner`]); what the statuses say is read by each pass, user
+/// by user, while it decides them ([`User::read_statuses`]): at 100,000 users a pass of its own
+/// over every status cost as much as the deciding pass's.
 pub(super) struct Users<'a> {
     list: Vec<User<'a>>,
+    /// User key → index in `list`.
+    index: HashMap<Cow<'a, str>, usize, UserHasher>,
     /// The in-flight batch's users that are desired: user key → index in `list`.
     batch_members: HashMap<UserKey, usize>,
 }
 
 impl<'a> Users<'a> {
     pub(super) fn new(sites: &'a [DesiredSite<'a>]) -> Users<'a> {
-        // Grouped in input order (not hash order): the statuses are then read in the order
-        // they sit in memory, which matters at 100k sites.
-        let mut index: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(sites.len());
+        // Grouped in input order (not hash order): the sites are then read in the order they
+        // sit in memory, which matters at 100k sites.
+        let mut index: HashMap<Cow<'a, str>, usize, UserHasher> =
+            HashMap::with_capacity_and_hasher(sites.len(), UserHasher::default());
         let mut groups: Vec<(Cow<'a, str>, SitesOf<'a>)> = Vec::with_capacity(sites.len());
         for site in sites {
             let key = key_of(&site.user);
@@ -87,7 +129,6 @@ impl<'a> Users<'a> {
                 }
             }
         }
-        drop(index);
         for (_, sites) in &mut groups {
             if let SitesOf::Many(sites) = sites {
                 sites.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
@@ -104,46 +145,42 @@ impl<'a> Users<'a> {
         order.sort_unstable_by(|a, b| {
             (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| groups[a.2 as usize].0.cmp(&groups[b.2 as usize].0))
         });
+        let mut position = vec![0; groups.len()];
+        for (at, &(_, _, i)) in order.iter().enumerate() {
+            position[i as usize] = at;
+        }
+        index.values_mut().for_each(|i| *i = position[*i]);
         let mut groups: Vec<Option<(Cow<'a, str>, SitesOf<'a>)>> = groups.into_iter().map(Some).collect();
         let list = order
             .into_iter()
             .filter_map(|(_, _, i)| groups[i as usize].take())
-            .map(|(key, sites)| {
-                let prior = prior_of(sites.all());
-                let ready_message =
-                    sites.all().iter().find_map(|s| s.status.as_deref()?.ready.as_ref()).map(|c| &*c.message);
-                let oldest = sites.all()[0];
-                User {
-                    upn: oldest.user.trim(),
-                    in_batch: false,
-                    worded: true,
-                    key,
-                    sites,
-                    prior,
-                    ready_message,
-                }
+            .map(|(key, sites)| User {
+                upn: sites.all()[0].user.trim(),
+                in_batch: false,
+                worded: true,
+                key,
+                sites,
+                prior: Prior::default(),
+                ready_message: None,
             })
             .collect();
-        Users { list, batch_members: HashMap::new() }
+        Users { list, index, batch_members: HashMap::new() }
     }
 
-    /// The users, marked against the tenant's in-flight batch, their states worded or not.
-    pub(super) fn marked(&mut self, batch: Option<&BatchStatus>, worded: bool) -> &Self {
-        let batch: HashMap<UserKey, usize> =
-            batch.map(|b| b.users.iter().map(|u| (user_key(u), usize::MAX)).collect()).unwrap_or_default();
-        self.batch_members = batch;
-        for (i, u) in self.list.iter_mut().enumerate() {
-            u.in_batch = false;
-            u.worded = worded;
-            if !self.batch_members.is_empty()
-                && let Some(slot) = self.batch_members.get_mut(u.key.as_ref())
-            {
-                *slot = i;
-                u.in_batch = true;
+    /// Marks the users of the tenant's in-flight batch (and only them: a batch is small, the
+    /// users many), and gives the users to a pass.
+    pub(super) fn marked(&mut self, batch: Option<&BatchStatus>) -> &mut [User<'a>] {
+        for (_, i) in self.batch_members.drain() {
+            self.list[i].in_batch = false;
+        }
+        for user in batch.iter().flat_map(|b| &b.users) {
+            let key = user_key(user);
+            if let Some(&i) = self.index.get(key.as_str()) {
+                self.list[i].in_batch = true;
+                self.batch_members.insert(key, i);
             }
         }
-        self.batch_members.retain(|_, i| *i != usize::MAX);
-        self
+        &mut self.list
     }
 
     pub(super) fn list(&self) -> &[User<'a>] {
@@ -153,6 +190,16 @@ impl<'a> Users<'a> {
     /// The index of a user of the in-flight batch, if a site names them.
     pub(super) fn in_batch(&self, user: &str) -> Option<usize> {
         self.batch_members.get(&user_key(user)).copied()
+    }
+}
+
+impl<'a> User<'a> {
+    /// Reads what the user's statuses say, for a pass that `worded` its states or not.
+    pub(super) fn read_statuses(&mut self, worded: bool) {
+        self.worded = worded;
+        self.prior = prior_of(self.sites.all());
+        self.ready_message =
+            self.sites.all().iter().find_map(|s| s.status.as_deref()?.ready.as_ref()).map(|c| &*c.message);
     }
 }
 
@@ -174,36 +221,18 @@ fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
         .filter(|st| st.phase.is_some())
         .max_by_key(|st| st.phase.map(rank));
     let Some(st) = best else { return Prior::default() };
-    let ready = st.ready.as_ref();
-    let state = ready.zip(st.since).map(|(c, t)| (c.reason, c.status, t));
     // A Pending site that was never checked (or could not be, for a tenant problem) carries
-    // no knowledge: the user is observed again (its message keeps its date meanwhile).
-    if st.phase == Some(SitePhase::Pending)
-        && ready.is_some_and(|c| {
+    // no knowledge but its state: the user is observed again (its message keeps its date
+    // meanwhile).
+    let unchecked = st.phase == Some(SitePhase::Pending)
+        && st.ready.as_ref().is_some_and(|c| {
             c.status == ConditionStatus::Unknown
                 || matches!(
                     c.reason,
                     SiteReason::TenantNotReady | SiteReason::TenantNotFound | SiteReason::TenantNotAllowed
                 )
-        })
-    {
-        return Prior { state, ..Prior::default() };
-    }
-    Prior {
-        state,
-        phase: st.phase,
-        // Stalled flips to True exactly when a user fails (Ready may have been False before).
-        failed_since: (st.phase == Some(SitePhase::Failed))
-            .then_some(st.stalled.as_ref())
-            .flatten()
-            .filter(|c| c.status == ConditionStatus::True)
-            .map(|c| c.last_transition_time),
-        reason: ready.map(|c| c.reason),
-        site_url: st.site_url.as_deref(),
-        enqueued_at: st.enqueued_at,
-        batch: st.batch,
-        provisioned_at: st.provisioned_at,
-    }
+        });
+    Prior { status: Some(st), known: !unchecked }
 }
 
 /// The first 16 bytes of a key as a number that orders as the bytes do (shorter keys padded

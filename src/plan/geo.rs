@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::gather::key_of;
-use super::{DataLocation, DesiredSite, Observed, UserKey};
+use super::{DataLocation, DesiredSite, Observations, UserKey};
 use crate::api::BatchStatus;
 
 /// The geo (index into `locations`, the central geo's first) of each site's user, in the order of
@@ -21,7 +21,7 @@ use crate::api::BatchStatus;
 /// `locations` holds "" for a geo that takes no new users (one removed while its batch is in flight).
 pub fn partition(
     sites: &[DesiredSite],
-    observed: &HashMap<UserKey, Observed>,
+    observed: &Observations,
     batches: &[Option<&BatchStatus>],
     locations: &[&str],
 ) -> Vec<usize> {
@@ -71,7 +71,7 @@ mod tests {
 
     use super::*;
     use crate::api::OneDriveSiteStatus;
-    use crate::plan::{Observation, SiteKey};
+    use crate::plan::{Observation, Observed, SiteKey};
 
     const GEOS: [&str; 3] = ["NAM", "EUR", "APC"];
 
@@ -104,7 +104,7 @@ mod tests {
     fn a_user_stays_with_their_geos_batch_and_moves_once_it_ends() {
         let sites = [site("a", "A@contoso.com", None), site("b", "b@contoso.com", None)];
         // Alice was sent through EUR; her preferred location has since become APC.
-        let observed = HashMap::from([
+        let observed = Observations::from_iter([
             (UserKey::new("a@contoso.com"), located(DataLocation::Preferred("APC".into()))),
             (UserKey::new("b@contoso.com"), located(DataLocation::Unset)),
         ]);
@@ -121,11 +121,11 @@ mod tests {
             site("x", "d@contoso.com", Some("JPN")),
             site("y", "e@contoso.com", None),
         ];
-        let routes = partition(&sites, &HashMap::new(), &[None, None, None], &GEOS);
+        let routes = partition(&sites, &Observations::default(), &[None, None, None], &GEOS);
         assert_eq!(routes, vec![2, 2, 0, 0]);
         // A geo that left the tenant (its location blanked) takes nobody new.
         assert_eq!(
-            partition(&sites[..2], &HashMap::new(), &[None, None, None], &["NAM", "EUR", ""]),
+            partition(&sites[..2], &Observations::default(), &[None, None, None], &["NAM", "EUR", ""]),
             vec![0, 0]
         );
     }

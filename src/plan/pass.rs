@@ -2,7 +2,7 @@
 //! their statuses compared with the decision while still in the CPU's cache, and the statuses
 //! that change.
 
-use super::gather::User;
+use super::gather::{User, Users};
 use super::state::UserState;
 use super::{DataLocation, Observed, PlanInput, SiteUpdate, decide::decide, status};
 use crate::api::{SitePhase, UserCounts};
@@ -15,16 +15,25 @@ pub(super) struct Pass<'a> {
     pub(super) unchanged: Vec<bool>,
 }
 
-/// The pass. A user's observation is looked up, decided on and compared with their statuses at
-/// once, while it and the statuses are still in the CPU's cache (at 100,000 users a second visit
-/// to the map, or to the statuses, was as dear as the first).
-pub(super) fn decide_all<'a>(list: &[User<'a>], input: &PlanInput<'a>) -> Pass<'a> {
+/// The pass, its states `worded` or not. A user's statuses are read, their observation looked up,
+/// decided on and compared with their statuses at once, while all of it is still in the CPU's
+/// cache (at 100,000 users a second visit to the map, or to the statuses, was as dear as the
+/// first).
+pub(super) fn decide_all<'p, 'u: 'p, 'a: 'p>(
+    users: &mut Users<'u>,
+    worded: bool,
+    input: &PlanInput<'a>,
+) -> Pass<'p> {
+    let input: &PlanInput<'p> = input;
+    let list = users.marked(input.batch);
     let mut pass = Pass {
         seen: Vec::with_capacity(list.len()),
         states: Vec::with_capacity(list.len()),
         unchanged: Vec::with_capacity(list.len()),
     };
-    for u in list {
+    for u in list.iter_mut() {
+        u.read_statuses(worded);
+        let u: &User<'p> = u;
         let obs = input.observed.get(u.key.as_ref());
         let state = decide(u, obs, input);
         pass.unchanged.push(u.worded && unchanged(u, &state, obs, input));

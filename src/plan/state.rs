@@ -43,7 +43,7 @@ impl UserState<'_> {
 /// When the user entered the state (`reason`, `ready`): the status's date while that state
 /// holds, `entered` (to the second, as Kubernetes stores it) when it is new.
 pub(super) fn since(u: &User, reason: SiteReason, ready: ConditionStatus, entered: Timestamp) -> Timestamp {
-    match u.prior.state {
+    match u.prior.state() {
         Some((r, s, t)) if r == reason && s == ready => t,
         _ => whole_second(entered),
     }
@@ -79,8 +79,8 @@ pub(super) fn ready<'a>(
     seen: Timestamp,
     provisioning: Option<(Timestamp, i64)>,
 ) -> UserState<'a> {
-    let provisioned_at = match u.prior.phase {
-        Some(SitePhase::Ready) => u.prior.provisioned_at,
+    let provisioned_at = match u.prior.phase() {
+        Some(SitePhase::Ready) => u.prior.provisioned_at(),
         _ => None,
     }
     .unwrap_or(whole_second(seen));
@@ -91,8 +91,8 @@ pub(super) fn ready<'a>(
         ready: ConditionStatus::True,
         message: text(u, format_args!("the OneDrive exists at {url} (first seen {since})")),
         site_url: Some(url),
-        enqueued_at: provisioning.map(|p| p.0).or(u.prior.enqueued_at),
-        batch: provisioning.map(|p| p.1).or(u.prior.batch),
+        enqueued_at: provisioning.map(|p| p.0).or(u.prior.enqueued_at()),
+        batch: provisioning.map(|p| p.1).or(u.prior.batch()),
         provisioned_at: Some(provisioned_at),
         since,
         stalled: false,
@@ -102,12 +102,12 @@ pub(super) fn ready<'a>(
 /// No site yet: waits for a batch slot.
 pub(super) fn pending<'a>(u: &User<'a>, seen: Timestamp) -> UserState<'a> {
     let since = since(u, SiteReason::Pending, ConditionStatus::False, seen);
-    let message = if u.prior.phase == Some(SitePhase::Ready) {
+    let message = if u.prior.phase() == Some(SitePhase::Ready) {
         text(
             u,
             format_args!(
                 "the OneDrive that existed at {} was gone at {since}: {} waits for a batch slot to get a new one",
-                u.prior.site_url.unwrap_or("(unknown)"),
+                u.prior.site_url().unwrap_or("(unknown)"),
                 u.upn
             ),
         )
@@ -135,8 +135,8 @@ fn without_site<'a>(
         ready: ConditionStatus::False,
         message,
         site_url: None,
-        enqueued_at: u.prior.enqueued_at,
-        batch: u.prior.batch,
+        enqueued_at: u.prior.enqueued_at(),
+        batch: u.prior.batch(),
         provisioned_at: None,
         since,
         stalled: phase == SitePhase::Failed,
@@ -310,18 +310,23 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
         SiteReason::ProvisioningFailed,
         SiteReason::LookupFailing,
     ];
-    let reason = match u.prior.reason {
+    let reason = match u.prior.reason() {
         Some(SiteReason::ProvisioningTimedOut) => {
-            return timed_out(u.prior.enqueued_at.unwrap_or(input.now), u.prior.batch.unwrap_or(0), u, input);
+            return timed_out(
+                u.prior.enqueued_at().unwrap_or(input.now),
+                u.prior.batch().unwrap_or(0),
+                u,
+                input,
+            );
         }
         Some(r) => kept.into_iter().find(|k| *k == r).unwrap_or(SiteReason::Pending),
         None => SiteReason::Pending,
     };
-    let phase = u.prior.phase.unwrap_or(SitePhase::Pending);
+    let phase = u.prior.phase().unwrap_or(SitePhase::Pending);
     if phase == SitePhase::Ready
-        && let Some(url) = u.prior.site_url
+        && let Some(url) = u.prior.site_url()
     {
-        return ready(u, url, u.prior.provisioned_at.unwrap_or(input.now), None);
+        return ready(u, url, u.prior.provisioned_at().unwrap_or(input.now), None);
     }
     if phase == SitePhase::Pending && reason == SiteReason::Pending {
         return pending(u, input.now);
@@ -329,7 +334,7 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
     let ready_status = if phase == SitePhase::Ready { ConditionStatus::True } else { ConditionStatus::False };
     // The status's own message is kept (its reason is this one; a message written with a tenant
     // problem is replaced once the problem is gone).
-    let message = match u.ready_message.filter(|_| u.prior.reason == Some(reason)) {
+    let message = match u.ready_message.filter(|_| u.prior.reason() == Some(reason)) {
         Some(m) => Cow::Borrowed(m),
         None => Cow::Owned(format!("{}: {reason}, as observed before; checked again", u.upn)),
     };
@@ -339,8 +344,8 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
         ready: ready_status,
         message,
         site_url: None,
-        enqueued_at: u.prior.enqueued_at,
-        batch: u.prior.batch,
+        enqueued_at: u.prior.enqueued_at(),
+        batch: u.prior.batch(),
         provisioned_at: None,
         since: since(u, reason, ready_status, input.now),
         stalled: phase == SitePhase::Failed,

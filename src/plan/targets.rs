@@ -39,14 +39,14 @@ pub(super) fn wanted(
     let mut rechecks: Vec<(Timestamp, &str, bool, bool)> = Vec::new();
     for ((u, s), &obs) in list.iter().zip(states).zip(seen) {
         match s.phase {
-            _ if obs.is_none() && u.prior.phase.is_none() => out.push(u.upn, false),
+            _ if obs.is_none() && u.prior.phase().is_none() => out.push(u.upn, false),
             SitePhase::SpsSiteError if !u.in_batch && straggler_due(s, obs, input) => out.push(u.upn, true),
             // A straggler timing out now: one more look first, so that a site that came since
             // the last (backed-off) look is not reported as a timeout.
             SitePhase::Failed
                 if s.reason == SiteReason::ProvisioningTimedOut
                     && !u.in_batch
-                    && u.prior.phase == Some(SitePhase::SpsSiteError)
+                    && u.prior.phase() == Some(SitePhase::SpsSiteError)
                     && obs.is_none_or(|o| {
                         s.enqueued_at.is_some_and(|e| o.at < after(e, input.limits.provisioning_timeout))
                     }) =>
@@ -54,7 +54,7 @@ pub(super) fn wanted(
                 out.push_confirmed(u.upn, true)
             }
             SitePhase::Ready => {
-                let last = obs.map(|o| o.at).or(u.prior.provisioned_at).unwrap_or(Timestamp::MIN);
+                let last = obs.map(|o| o.at).or_else(|| u.prior.provisioned_at()).unwrap_or(Timestamp::MIN);
                 if recheck_due(last, input.limits.drift_check_interval, input.now) {
                     // A Ready user missing from a listing is looked up before "the site is gone".
                     rechecks.push((last, u.upn, false, true));
@@ -63,7 +63,7 @@ pub(super) fn wanted(
             SitePhase::Failed | SitePhase::Pending
                 if s.refused() || s.reason == SiteReason::LookupFailing =>
             {
-                let last = obs.map(|o| o.at).or(u.prior.failed_since).unwrap_or(Timestamp::MIN);
+                let last = obs.map(|o| o.at).or_else(|| u.prior.failed_since()).unwrap_or(Timestamp::MIN);
                 if recheck_due(last, input.limits.failed_recheck_interval, input.now) {
                     // A profile verdict is re-read from the profile: nothing else can see it.
                     let profile = matches!(

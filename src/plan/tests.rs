@@ -74,7 +74,7 @@ fn targets(c: &Case) -> Vec<Lookup> {
 
 fn input<'a>(
     sites: &'a [DesiredSite],
-    observed: &'a HashMap<UserKey, Observed>,
+    observed: &'a Observations,
     batch: Option<&'a BatchStatus>,
     now: i64,
     limits: &'a Limits,
@@ -83,7 +83,7 @@ fn input<'a>(
 }
 
 fn plan_input<'a>(
-    observed: &'a HashMap<UserKey, Observed>,
+    observed: &'a Observations,
     batch: Option<&'a BatchStatus>,
     now: i64,
     limits: &'a Limits,
@@ -115,14 +115,14 @@ fn users(n: usize) -> Vec<DesiredSite<'static>> {
     (0..n).map(|i| site("ns", &format!("u{i}"), &format!("u{i}@contoso.com"), i as i64)).collect()
 }
 
-fn all_no_site(sites: &[DesiredSite], at: i64) -> HashMap<UserKey, Observed> {
+fn all_no_site(sites: &[DesiredSite], at: i64) -> Observations {
     sites.iter().map(|s| (user_key(&s.user), seen(at, Observation::NoSite))).collect()
 }
 
 #[test]
 fn first_visit_writes_ready_unknown_and_observes_everyone() {
     let sites = users(3);
-    let obs = HashMap::new();
+    let obs = Observations::default();
     let limits = Limits::default();
     let i = input(&sites, &obs, None, 100, &limits);
     assert_eq!(targets(&i), vec!["u0@contoso.com", "u1@contoso.com", "u2@contoso.com"]);
@@ -305,11 +305,12 @@ fn two_resources_naming_one_user_share_one_enqueue_and_one_phase() {
         site("b", "alice-again", "alice@contoso.com", 1),
         site("a", "bob", "bob@contoso.com", 3),
     ];
-    let obs: HashMap<_, _> = [
+    let obs: Observations = [
         ("alice@contoso.com".into(), seen(10, Observation::NoSite)),
         ("bob@contoso.com".into(), seen(10, Observation::NoSite)),
     ]
-    .into();
+    .into_iter()
+    .collect();
     let limits = Limits::default();
     let p = plan(&input(&sites, &obs, None, 10, &limits));
     // alice's oldest resource is older than bob's: she goes first, with that resource's spelling.
@@ -345,7 +346,7 @@ fn an_unchanged_world_writes_nothing_and_keeps_transition_times() {
 fn last_transition_time_moves_only_when_the_status_flips() {
     let mut sites = users(1);
     let limits = Limits::default();
-    let obs = HashMap::new();
+    let obs = Observations::default();
     let p = plan(&input(&sites, &obs, None, 10, &limits));
     apply(&mut sites, &p);
     let first = ready_of(&status_of(&sites[0])).last_transition_time.clone();
@@ -414,12 +415,12 @@ fn a_batch_times_out_into_provisioning_timed_out_and_is_retried_in_a_later_batch
 fn a_ready_user_whose_site_vanished_goes_back_to_pending() {
     let mut sites = users(1);
     let limits = Limits::default();
-    let obs: HashMap<_, _> =
-        [("u0@contoso.com".into(), seen(10, Observation::HasSite { url: url("u0") }))].into();
+    let obs: Observations =
+        [("u0@contoso.com".into(), seen(10, Observation::HasSite { url: url("u0") }))].into_iter().collect();
     let p = plan(&input(&sites, &obs, None, 10, &limits));
     apply(&mut sites, &p);
     // Not due for a drift re-check yet.
-    let empty = HashMap::new();
+    let empty = Observations::default();
     assert!(targets(&input(&sites, &empty, None, 100, &limits)).is_empty());
     let day = 24 * 3600 + 10;
     let drift = targets(&input(&sites, &empty, None, day, &limits));
@@ -438,7 +439,7 @@ fn a_ready_user_whose_site_vanished_goes_back_to_pending() {
 fn statuses_beyond_a_cycles_share_are_written_by_the_next_cycles() {
     let mut sites = users(5);
     let limits = Limits { site_updates_per_cycle: 2, ..Limits::default() };
-    let obs: HashMap<_, _> = sites
+    let obs: Observations = sites
         .iter()
         .map(|s| (user_key(&s.user), seen(10, Observation::HasSite { url: url(&s.user) })))
         .collect();
@@ -465,12 +466,13 @@ fn statuses_beyond_a_cycles_share_are_written_by_the_next_cycles() {
 fn refused_users_fall_due_for_a_recheck_together() {
     let mut sites = users(3);
     let limits = Limits::default();
-    let obs: HashMap<_, _> = [
+    let obs: Observations = [
         ("u0@contoso.com".into(), seen(3_610, Observation::UserNotLicensed)),
         ("u1@contoso.com".into(), seen(5_000, Observation::SignInBlocked)),
         ("u2@contoso.com".into(), seen(7_190, Observation::UserNotFound)),
     ]
-    .into();
+    .into_iter()
+    .collect();
     let p = plan(&input(&sites, &obs, None, 7_190, &limits));
     apply(&mut sites, &p);
     assert!(targets(&input(&sites, &obs, None, 7_199, &limits)).is_empty(), "not before the hour");
@@ -519,11 +521,12 @@ fn stragglers_of_a_finished_batch_are_polled_until_ready() {
     let mut sites = users(2);
     let limits = Limits::default();
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
-    let obs: HashMap<_, _> = [
+    let obs: Observations = [
         ("u0@contoso.com".into(), seen(100, Observation::NoSite)),
         ("u1@contoso.com".into(), seen(100, Observation::HasSite { url: url("u1") })),
     ]
-    .into();
+    .into_iter()
+    .collect();
     let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
     assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
     assert!(p.enqueue.is_none(), "u0 is still provisioning, not a candidate");
@@ -539,12 +542,12 @@ fn stragglers_are_looked_at_less_often_the_longer_they_wait() {
     let mut sites = users(1);
     let limits = Limits::default();
     let b = in_flight(&["u0@contoso.com"], 1, 0);
-    let obs = HashMap::from([("u0@contoso.com".into(), seen(10, Observation::NoSite))]);
+    let obs = Observations::from_iter([("u0@contoso.com".into(), seen(10, Observation::NoSite))]);
     // Provisioning since second 0, as the batch recorded it.
     let p = plan(&input(&sites, &obs, Some(&b), 10, &limits));
     apply(&mut sites, &p);
     let due = |obs_at: i64, now: i64| {
-        let obs = HashMap::from([("u0@contoso.com".into(), seen(obs_at, Observation::NoSite))]);
+        let obs = Observations::from_iter([("u0@contoso.com".into(), seen(obs_at, Observation::NoSite))]);
         targets(&input(&sites, &obs, None, now, &limits)) == vec!["u0@contoso.com"]
     };
     // Early on, every poll interval.
@@ -556,7 +559,7 @@ fn stragglers_are_looked_at_less_often_the_longer_they_wait() {
     // Straggler polls may come from a listing; the look before a timeout is the user's own.
     let poll = targets(&input(
         &sites,
-        &HashMap::from([("u0@contoso.com".into(), seen(300, Observation::NoSite))]),
+        &Observations::from_iter([("u0@contoso.com".into(), seen(300, Observation::NoSite))]),
         None,
         360,
         &limits,
@@ -565,16 +568,19 @@ fn stragglers_are_looked_at_less_often_the_longer_they_wait() {
     // When the timeout arrives it is looked at before being reported timed out, and a site
     // found then is Ready, not a timeout.
     assert!(due(86_000, 86_400));
-    let last = HashMap::from([("u0@contoso.com".into(), seen(86_000, Observation::NoSite))]);
+    let last = Observations::from_iter([("u0@contoso.com".into(), seen(86_000, Observation::NoSite))]);
     assert_eq!(targets(&input(&sites, &last, None, 86_400, &limits)), vec![Lookup::exact("u0@contoso.com")]);
-    let found = HashMap::from([(
+    let found = Observations::from_iter([(
         "u0@contoso.com".into(),
         seen(86_400, Observation::HasSite { url: url("u0@contoso.com") }),
     )]);
     let p = plan(&input(&sites, &found, None, 86_400, &limits));
     assert_eq!(p.site_updates[0].status.phase, Some(SitePhase::Ready));
     // After a restart nothing is remembered: looked at once at once.
-    assert_eq!(targets(&input(&sites, &HashMap::new(), None, 72_001, &limits)), vec!["u0@contoso.com"]);
+    assert_eq!(
+        targets(&input(&sites, &Observations::default(), None, 72_001, &limits)),
+        vec!["u0@contoso.com"]
+    );
 }
 
 #[test]
@@ -582,7 +588,7 @@ fn a_crash_between_recording_and_writing_sites_still_reports_the_batch() {
     // The batch is in the tenant status; the sites were never written (no status at all).
     let sites = users(2);
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 50);
-    let memory = HashMap::new();
+    let memory = Observations::default();
     let limits = Limits::default();
     let i = input(&sites, &memory, Some(&b), 60, &limits);
     let p = plan(&i);
@@ -630,7 +636,7 @@ fn absurd_times_in_statuses_do_not_panic() {
         enqueued_at: Some(Time(Timestamp::MAX)),
         ..Default::default()
     }));
-    let obs = HashMap::new();
+    let obs = Observations::default();
     let limits = Limits::default();
     let i = input(&sites, &obs, None, 0, &limits);
     let _ = targets(&i);
@@ -657,7 +663,7 @@ fn a_planner_asked_again_decides_what_a_fresh_one_decides() {
 fn unchanged_messages_are_reused_and_changed_ones_rebuilt() {
     let mut sites = users(2);
     let limits = Limits::default();
-    let obs: HashMap<UserKey, Observed> = sites
+    let obs: Observations = sites
         .iter()
         .map(|s| (user_key(&s.user), seen(0, Observation::HasSite { url: url(&s.user) })))
         .collect();
@@ -685,15 +691,16 @@ fn unchanged_messages_are_reused_and_changed_ones_rebuilt() {
 #[test]
 fn a_message_is_reused_only_when_it_reads_exactly_the_same() {
     let mut sites = users(1);
-    let obs = HashMap::from([(
+    let obs = Observations::from_iter([(
         user_key(&sites[0].user),
         seen(0, Observation::HasSite { url: "https://x/a".into() }),
     )]);
     let limits = Limits::default();
     let p = plan(&input(&sites, &obs, None, 0, &limits));
     apply(&mut sites, &p);
-    let users = Users::new(&sites);
-    let u = &users.list()[0];
+    let mut users = Users::new(&sites);
+    let u = &mut users.marked(None)[0];
+    u.read_statuses(true);
     let first = t(0);
     let same = text(u, format_args!("the OneDrive exists at {} (first seen {first})", "https://x/a"));
     assert!(matches!(same, Cow::Borrowed(_)));
@@ -796,7 +803,7 @@ impl ModelTenant {
 
 struct World {
     sites: Vec<DesiredSite<'static>>,
-    memory: HashMap<UserKey, Observed>,
+    memory: Observations,
     batch: Option<BatchStatus>,
     last_batch_id: i64,
     now: Timestamp,
@@ -1023,7 +1030,7 @@ fn world(s: &Scenario) -> World {
     }
     World {
         sites,
-        memory: HashMap::new(),
+        memory: Observations::default(),
         batch: None,
         last_batch_id: 0,
         now: t(1000),
@@ -1264,15 +1271,15 @@ fn a_recorded_but_unsent_batch_never_times_out() {
 #[test]
 fn a_settled_status_is_not_undone_by_its_batch_when_nothing_new_is_known() {
     let mut sites = users(2);
-    let obs: HashMap<_, _> =
-        [("u1@contoso.com".into(), seen(10, Observation::HasSite { url: url("u1") }))].into();
+    let obs: Observations =
+        [("u1@contoso.com".into(), seen(10, Observation::HasSite { url: url("u1") }))].into_iter().collect();
     let limits = Limits::default();
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
     let p = plan(&input(&sites, &obs, Some(&b), 10, &limits));
     apply(&mut sites, &p);
     assert_eq!(status_of(&sites[1]).phase, Some(SitePhase::Ready));
     // A restart: nothing in memory, the batch still in flight.
-    let empty = HashMap::new();
+    let empty = Observations::default();
     let p = plan(&input(&sites, &empty, Some(&b), 20, &limits));
     assert!(p.site_updates.iter().all(|u| u.user != "u1@contoso.com"), "u1 stays Ready");
 }
@@ -1371,7 +1378,7 @@ fn a_batch_whose_users_were_all_refused_is_done() {
 fn profile_verdicts_count_only_for_users_this_resource_sent() {
     // Remembered from before the resource was re-created (to try again): not a verdict now.
     let sites = users(1);
-    let obs = HashMap::from([("u0@contoso.com".into(), seen(10, profile(4099)))]);
+    let obs = Observations::from_iter([("u0@contoso.com".into(), seen(10, profile(4099)))]);
     let limits = Limits::default();
     let i = input(&sites, &obs, None, 20, &limits);
     let p = plan(&i);
@@ -1384,7 +1391,7 @@ fn a_profile_verdict_is_not_undone_by_a_lookup_that_cannot_see_it() {
     let mut sites = users(1);
     let b = in_flight(&["u0@contoso.com"], 1, 100);
     let limits = Limits::default();
-    let mut obs = HashMap::from([("u0@contoso.com".into(), seen(700, profile(4099)))]);
+    let mut obs = Observations::from_iter([("u0@contoso.com".into(), seen(700, profile(4099)))]);
     let p = plan(&input(&sites, &obs, Some(&b), 700, &limits));
     apply(&mut sites, &p);
     assert_eq!(status_of(&sites[0]).phase, Some(SitePhase::Failed));
@@ -1409,19 +1416,21 @@ fn enqueued_users_without_a_site_are_looked_up_with_their_profile() {
     let mut sites = users(2);
     let limits = Limits::default();
     let b = in_flight(&["u0@contoso.com", "u1@contoso.com"], 1, 0);
-    let obs: HashMap<_, _> = [
+    let obs: Observations = [
         ("u0@contoso.com".into(), seen(50, Observation::NoSite)),
         ("u1@contoso.com".into(), seen(100, Observation::HasSite { url: url("u1") })),
     ]
-    .into();
+    .into_iter()
+    .collect();
     // The batch's gate has a site: the rest of the batch is looked at once, profiles included.
     let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
     assert_eq!(p.observe_now, vec![lookup("u0@contoso.com", true)]);
-    let obs: HashMap<_, _> = [
+    let obs: Observations = [
         ("u0@contoso.com".into(), seen(100, profile(1))),
         ("u1@contoso.com".into(), seen(100, Observation::HasSite { url: url("u1") })),
     ]
-    .into();
+    .into_iter()
+    .collect();
     let p = plan(&input(&sites, &obs, Some(&b), 100, &limits));
     assert_eq!(p.finished, Some((1, BatchOutcome::Completed)));
     apply(&mut sites, &p);
@@ -1436,7 +1445,7 @@ fn lookups_that_keep_failing_become_lookup_failing_naming_the_answer() {
     let limits = Limits::default();
     let failed = |at: i64, times: u32| {
         let o = Observation::LookupFailed { status: 500, code: "generalException".into() };
-        HashMap::from([(
+        Observations::from_iter([(
             "u0@contoso.com".into(),
             Observed { at: t(at), observation: o, times, location: Default::default() },
         )])
@@ -1463,11 +1472,11 @@ fn lookups_that_keep_failing_become_lookup_failing_naming_the_answer() {
     assert_eq!(targets(&input(&sites, &failed(71, 3), None, 3671, &limits)), vec!["u0@contoso.com"]);
     assert!(plan(&input(&sites, &failed(3670, 4), None, 3670, &limits)).site_updates.is_empty());
     assert!(
-        plan(&input(&sites, &HashMap::new(), None, 3700, &limits)).site_updates.is_empty(),
+        plan(&input(&sites, &Observations::default(), None, 3700, &limits)).site_updates.is_empty(),
         "after a restart"
     );
     // A usable answer ends it.
-    let fine = HashMap::from([("u0@contoso.com".into(), seen(3700, Observation::NoSite))]);
+    let fine = Observations::from_iter([("u0@contoso.com".into(), seen(3700, Observation::NoSite))]);
     assert_eq!(
         plan(&input(&sites, &fine, None, 3700, &limits)).enqueue.unwrap().batch.users,
         vec!["u0@contoso.com"]
@@ -1486,17 +1495,17 @@ fn a_pending_message_keeps_the_date_the_state_was_first_observed() {
     // Seen again without a site a day later, and after a restart: nothing is written.
     let untouched = |p: Plan| p.site_updates.iter().all(|u| u.user != "u1@contoso.com");
     assert!(untouched(plan(&input(&sites, &all_no_site(&sites, 80_000), Some(&b), 80_000, &limits))));
-    assert!(untouched(plan(&input(&sites, &HashMap::new(), Some(&b), 80_000, &limits))));
+    assert!(untouched(plan(&input(&sites, &Observations::default(), Some(&b), 80_000, &limits))));
 }
 
 #[test]
 fn not_checked_yet_is_said_only_before_the_first_lookup() {
     let mut sites = users(1);
     let limits = Limits::default();
-    let p = plan(&input(&sites, &HashMap::new(), None, 0, &limits));
+    let p = plan(&input(&sites, &Observations::default(), None, 0, &limits));
     apply(&mut sites, &p);
     assert!(ready_of(&status_of(&sites[0])).message.contains("has not been checked"));
-    let throttled = HashMap::from([("u0@contoso.com".into(), seen(5, Observation::Unknown))]);
+    let throttled = Observations::from_iter([("u0@contoso.com".into(), seen(5, Observation::Unknown))]);
     let p = plan(&input(&sites, &throttled, None, 5, &limits));
     let message = &ready_of(&p.site_updates[0].status).message;
     assert!(!message.contains("has not been checked") && message.contains("has not answered"), "{message}");
@@ -1609,7 +1618,7 @@ fn a_profile_verdict_in_the_batch_holds_when_its_profile_is_not_read_again() {
 fn a_users_geo_is_written_only_when_it_was_seen() {
     let sites = users(2);
     let limits = Limits::default();
-    let mut obs = HashMap::new();
+    let mut obs = Observations::default();
     obs.insert(
         UserKey::new("u0@contoso.com"),
         Observed::located(None, t(90), Observation::NoSite, DataLocation::Preferred("NAM".into())),
