@@ -172,6 +172,19 @@ impl Reconciler {
         site.tenant.as_deref().or(self.options.default_tenant.as_deref())
     }
 
+    /// The sites of the tenant `name` (those naming it, and those naming none if it is the
+    /// default tenant).
+    pub(super) async fn sites_of(&self, name: &str) -> Result<Vec<Arc<KeptSite>>, ControllerError> {
+        match &self.options.sites {
+            SiteSource::Store(store) => {
+                Ok(store.sites_of(name, self.options.default_tenant.as_deref() == Some(name)))
+            }
+            SiteSource::List => {
+                Ok(self.all_sites().await?.into_iter().filter(|s| self.tenant_of(s) == Some(name)).collect())
+            }
+        }
+    }
+
     pub(super) async fn all_sites(&self) -> Result<Vec<Arc<KeptSite>>, ControllerError> {
         match &self.options.sites {
             SiteSource::Store(store) => Ok(store.state()),

@@ -109,8 +109,7 @@ impl Reconciler {
         let Some(tenant) = tenants.get_opt(name).await.map_err(ControllerError::kube)? else {
             return Ok(None);
         };
-        let sites = self.all_sites().await?.into_iter().filter(|s| self.tenant_of(s) == Some(name)).collect();
-        Ok(Some((tenant, sites)))
+        Ok(Some((tenant, self.sites_of(name).await?)))
     }
 
     /// Prepare: limits, a tenant client and the tenant's geos, or the problem that prevents them;

@@ -6,13 +6,45 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use indexmap::IndexMap;
+
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
 use crate::api::{KeptSite, OneDriveSite};
 
-/// Sites by `namespace/name`.
-type Sites = HashMap<Box<str>, Arc<KeptSite>>;
+/// Sites by `namespace/name`, in the order they arrived: a cycle reads them in that order, which
+/// is (nearly) the order they were allocated in, rather than in hash order, which at 100,000
+/// sites made every site a cache miss (`bench engine`: 128 → 75 ms a steady cycle). A new version
+/// of a site keeps its place.
+type Sites = IndexMap<Box<str>, Arc<KeptSite>>;
+
+/// Sites grouped by `spec.tenantRef` (`None`: no tenant named), so a tenant's cycle takes its own
+/// sites without going through every other tenant's.
+#[derive(Default)]
+struct Groups(HashMap<Option<Box<str>>, Sites>);
+
+impl Groups {
+    fn insert(&mut self, site: KeptSite) {
+        let key = key_of(&site);
+        let own = self.0.get(&site.tenant).is_some_and(|g| g.contains_key(&key));
+        if !own {
+            // New, or moved to another tenant: out of its old group first.
+            self.remove(&key);
+        }
+        self.0.entry(site.tenant.clone()).or_default().insert(key, Arc::new(site));
+    }
+
+    fn remove(&mut self, key: &str) {
+        for group in self.0.values_mut() {
+            // The last site takes its place: O(1), and the order only needs to be mostly kept.
+            if group.swap_remove(key).is_some() {
+                break;
+            }
+        }
+        self.0.retain(|_, g| !g.is_empty());
+    }
+}
 
 pub struct SiteCache {
     state: RwLock<State>,
@@ -21,9 +53,9 @@ pub struct SiteCache {
 
 #[derive(Default)]
 struct State {
-    sites: Sites,
+    sites: Groups,
     /// A re-list in progress: the sites it brought so far (the old ones stay visible until it ends).
-    relisting: Option<Sites>,
+    relisting: Option<Groups>,
 }
 
 impl SiteCache {
@@ -35,10 +67,10 @@ impl SiteCache {
     pub fn apply(&self, event: &Event<OneDriveSite>) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         match event {
-            Event::Init => state.relisting = Some(Sites::new()),
+            Event::Init => state.relisting = Some(Groups::default()),
             Event::InitApply(site) => {
                 if let (Some(relisting), Some(kept)) = (state.relisting.as_mut(), KeptSite::new(site)) {
-                    relisting.insert(key_of(&kept), Arc::new(kept));
+                    relisting.insert(kept);
                 }
             }
             Event::InitDone => {
@@ -49,7 +81,7 @@ impl SiteCache {
             }
             Event::Apply(site) => {
                 if let Some(kept) = KeptSite::new(site) {
-                    state.sites.insert(key_of(&kept), Arc::new(kept));
+                    state.sites.insert(kept);
                 }
             }
             Event::Delete(site) => {
@@ -62,7 +94,16 @@ impl SiteCache {
 
     /// Every cached site (cheap: the sites are shared, not copied).
     pub fn state(&self) -> Vec<Arc<KeptSite>> {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).sites.values().cloned().collect()
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.sites.0.values().flat_map(|g| g.values().cloned()).collect()
+    }
+
+    /// The sites naming `tenant`, and those naming none when it is the default tenant.
+    pub fn sites_of(&self, tenant: &str, default: bool) -> Vec<Arc<KeptSite>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let named = state.sites.0.get(&Some(tenant.into()));
+        let unnamed = state.sites.0.get(&None).filter(|_| default);
+        named.into_iter().chain(unnamed).flat_map(|g| g.values().cloned()).collect()
     }
 
     /// Waits for the first complete listing.
@@ -86,6 +127,14 @@ mod tests {
         let mut s = OneDriveSite::new(name, OneDriveSiteSpec { user: user.into(), tenant_ref: None });
         s.metadata.namespace = Some("team-a".into());
         s
+    }
+
+    fn site_of(tenant: &str, name: &str, user: &str) -> OneDriveSite {
+        crate::testing::site("team-a", name, user, tenant)
+    }
+
+    fn names(sites: Vec<Arc<KeptSite>>) -> Vec<String> {
+        sites.iter().map(|s| s.name.to_string()).collect()
     }
 
     fn users(cache: &SiteCache) -> Vec<String> {
@@ -113,5 +162,29 @@ mod tests {
         assert_eq!(users(&cache), ["a2@contoso.com"], "the old sites stay until the re-list ends");
         cache.apply(&Event::InitDone);
         assert_eq!(users(&cache), ["c@contoso.com"]);
+    }
+
+    #[test]
+    fn a_tenant_takes_its_own_sites_in_the_order_they_came() {
+        let cache = SiteCache::new();
+        for (tenant, name) in [("contoso", "c1"), ("fabrikam", "f1"), ("contoso", "c2"), ("contoso", "c3")] {
+            cache.apply(&Event::Apply(site_of(tenant, name, &format!("{name}@contoso.com"))));
+        }
+        cache.apply(&Event::Apply(site("n1", "n1@contoso.com")));
+        assert_eq!(names(cache.sites_of("contoso", false)), ["c1", "c2", "c3"]);
+        assert_eq!(names(cache.sites_of("fabrikam", false)), ["f1"]);
+        // Sites naming no tenant belong to the default tenant.
+        assert_eq!(names(cache.sites_of("fabrikam", true)), ["f1", "n1"]);
+        assert!(cache.sites_of("northwind", false).is_empty());
+        // A new version keeps its place; a site moved to another tenant leaves its old one.
+        cache.apply(&Event::Apply(site_of("contoso", "c1", "c1-renamed@contoso.com")));
+        assert_eq!(names(cache.sites_of("contoso", false)), ["c1", "c2", "c3"]);
+        assert_eq!(&*cache.sites_of("contoso", false)[0].user, "c1-renamed@contoso.com");
+        cache.apply(&Event::Apply(site_of("fabrikam", "c2", "c2@contoso.com")));
+        assert_eq!(names(cache.sites_of("contoso", false)), ["c1", "c3"]);
+        assert_eq!(names(cache.sites_of("fabrikam", false)), ["f1", "c2"]);
+        cache.apply(&Event::Delete(site_of("fabrikam", "f1", "f1@contoso.com")));
+        assert_eq!(names(cache.sites_of("fabrikam", false)), ["c2"]);
+        assert_eq!(cache.state().len(), 4);
     }
 }

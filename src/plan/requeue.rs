@@ -1,9 +1,9 @@
 //! When to come back.
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 
 use super::state::UserState;
-use super::{Observed, PlanInput, after, recheck_at};
+use super::{PlanInput, after, recheck_at};
 use crate::api::{BatchStatus, SitePhase, SiteReason};
 
 /// The requeue interval after a plan: Microsoft's wait when throttled; most of the previous
@@ -11,7 +11,7 @@ use crate::api::{BatchStatus, SitePhase, SiteReason};
 /// flight; otherwise the next re-check, at most a resync interval away.
 pub(super) fn requeue(
     input: &PlanInput,
-    seen: &[Option<&Observed>],
+    looked: &[Option<Timestamp>],
     states: &[UserState],
     batch: &Option<BatchStatus>,
     must_observe: bool,
@@ -40,8 +40,7 @@ pub(super) fn requeue(
     }
     // Idle: wake for the next re-check, at most a resync interval away.
     let mut next = after(input.now, limits.resync_interval);
-    for (obs, s) in seen.iter().zip(states) {
-        let last = obs.map(|o| o.at);
+    for (&last, s) in looked.iter().zip(states) {
         let due = match s.phase {
             SitePhase::Ready => last.or(s.provisioned_at).map(|t| recheck_at(t, limits.drift_check_interval)),
             SitePhase::Failed => last.map(|t| recheck_at(t, limits.failed_recheck_interval)),

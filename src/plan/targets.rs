@@ -11,11 +11,13 @@ use super::state::UserState;
 use super::{Lookup, Observed, PlanInput, UserKey, after, recheck_due, user_key};
 use crate::api::{SitePhase, SiteReason};
 
-/// See [`super::targets`]; `states` and `seen` are each user's state and newest observation.
+/// See [`super::targets`]; `states`, `seen` and `looked` are each user's state, newest
+/// observation and its time.
 pub(super) fn wanted(
     users: &Users,
     states: &[UserState],
     seen: &[Option<&Observed>],
+    looked: &[Option<Timestamp>],
     input: &PlanInput,
 ) -> Vec<Lookup> {
     let list = users.list();
@@ -37,7 +39,7 @@ pub(super) fn wanted(
     }
     // (last look, user, profile wanted, absence confirmed user by user)
     let mut rechecks: Vec<(Timestamp, &str, bool, bool)> = Vec::new();
-    for ((u, s), &obs) in list.iter().zip(states).zip(seen) {
+    for (((u, s), &obs), &looked) in list.iter().zip(states).zip(seen).zip(looked) {
         match s.phase {
             _ if obs.is_none() && u.prior.phase().is_none() => out.push(u.upn, false),
             SitePhase::SpsSiteError if !u.in_batch && straggler_due(s, obs, input) => out.push(u.upn, true),
@@ -54,7 +56,7 @@ pub(super) fn wanted(
                 out.push_confirmed(u.upn, true)
             }
             SitePhase::Ready => {
-                let last = obs.map(|o| o.at).or_else(|| u.prior.provisioned_at()).unwrap_or(Timestamp::MIN);
+                let last = looked.or_else(|| u.prior.provisioned_at()).unwrap_or(Timestamp::MIN);
                 if recheck_due(last, input.limits.drift_check_interval, input.now) {
                     // A Ready user missing from a listing is looked up before "the site is gone".
                     rechecks.push((last, u.upn, false, true));
@@ -63,7 +65,7 @@ pub(super) fn wanted(
             SitePhase::Failed | SitePhase::Pending
                 if s.refused() || s.reason == SiteReason::LookupFailing =>
             {
-                let last = obs.map(|o| o.at).or_else(|| u.prior.failed_since()).unwrap_or(Timestamp::MIN);
+                let last = looked.or_else(|| u.prior.failed_since()).unwrap_or(Timestamp::MIN);
                 if recheck_due(last, input.limits.failed_recheck_interval, input.now) {
                     // A profile verdict is re-read from the profile: nothing else can see it.
                     let profile = matches!(
