@@ -29,6 +29,8 @@ use onedrive_operator::simulator::{
 };
 use onedrive_operator::tenant::{Credentials, HostOverrides, TenantClient, TenantConfig};
 use onedrive_operator::testing::site;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
 
 #[path = "../tests/common/fake_cluster.rs"]
 mod fake_cluster;
@@ -383,7 +385,8 @@ fn engine(n: usize) -> (Duration, f64) {
     // Converge them once through the planner so each carries a real Ready status.
     let snapshot = cache.state();
     let sites: Vec<DesiredSite> = snapshot.iter().map(|s| DesiredSite::from_resource(s)).collect();
-    let observed: plan::Observations = sites
+    // The observations come in the order the tenant's listing gives them: not the sites' order.
+    let mut arrived: Vec<(plan::UserKey, Observed)> = sites
         .iter()
         .map(|s| {
             let url =
@@ -391,10 +394,16 @@ fn engine(n: usize) -> (Duration, f64) {
             (plan::user_key(&s.user), Observed::new(now, Observation::HasSite { url }))
         })
         .collect();
+    arrived.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(17));
+    let mut observed: plan::Observations = arrived.into_iter().collect();
     let limits = Limits::default();
     // Every status at once (a running operator writes them over a few cycles).
     let all_at_once = Limits { site_updates_per_cycle: usize::MAX, ..Limits::default() };
-    let first = plan::Planner::new(&sites).plan(&steady(&observed, &all_at_once, now));
+    let mut planner = plan::Planner::new(&sites);
+    let first = planner.plan(&steady(&observed, &all_at_once, now));
+    // What the cycle does once the observations have come in.
+    planner.order_observations(&mut observed);
+    drop(planner);
     drop(sites);
     drop(snapshot);
     let mut statuses: HashMap<SiteKey<'static>, _> =

@@ -86,6 +86,8 @@ pub(super) struct TenantRuntime {
     /// A delegated tenant's refresh token and its write-back.
     pub(super) refresh: Option<Arc<RefreshTokenStore>>,
     pub(super) memory: plan::Observations,
+    /// How many observations `memory` held when it was last put in the planner's order.
+    pub(super) ordered: usize,
     pub(super) last_counters: HashMap<(crate::tenant::Service, crate::tenant::http::Count), u64>,
 }
 

@@ -210,6 +210,14 @@ impl Reconciler {
             wanted = plan.observe_now();
             round += 1;
         }
+        if let Some(rt) = runtime.as_mut()
+            && rt.memory.len() > rt.ordered + rt.ordered / 10
+        {
+            // Grown by a tenth since last put in order (new users are appended): in order again,
+            // for the next cycles' passes.
+            planners.order_observations(&mut rt.memory);
+            rt.ordered = rt.memory.len();
+        }
         plan
     }
 

@@ -128,6 +128,15 @@ impl<'a> Planners<'a> {
         if pipelines.len() == 1 { Planners::One(Planner::new(sites)) } else { Planners::Many(sites) }
     }
 
+    /// Puts the observations in the order the single geo's passes read them (see
+    /// [`Planner::order_observations`]); a Multi-Geo tenant's geos are gathered anew for each
+    /// plan, and keep the order the observations came in.
+    pub(super) fn order_observations(&self, observed: &mut plan::Observations) {
+        if let Planners::One(p) = self {
+            p.order_observations(observed);
+        }
+    }
+
     /// Every geo's plan, in the order of `pipelines`. Batch ids are unique tenant-wide: each geo
     /// numbers its new batch after the geos before it.
     pub(super) fn plan(&mut self, base: &PlanInput, pipelines: &[Pipeline]) -> TenantPlan {

@@ -96,6 +96,7 @@ impl Reconciler {
             client,
             refresh,
             memory,
+            ordered: 0,
             last_counters: HashMap::new(),
         });
         Ok(())

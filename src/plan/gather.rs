@@ -187,6 +187,11 @@ impl<'a> Users<'a> {
         &self.list
     }
 
+    /// Where a user (by key) stands in the queue.
+    pub(super) fn position(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
     /// The index of a user of the in-flight batch, if a site names them.
     pub(super) fn in_batch(&self, user: &str) -> Option<usize> {
         self.batch_members.get(&user_key(user)).copied()

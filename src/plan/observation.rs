@@ -248,8 +248,10 @@ impl std::fmt::Display for UserKey {
 /// name crafted for collisions cannot be prepared in advance.
 pub type UserHasher = foldhash::fast::RandomState;
 
-/// The newest observation of each user, as the controller keeps it between cycles.
-pub type Observations = std::collections::HashMap<UserKey, Observed, UserHasher>;
+/// The newest observation of each user, as the controller keeps it between cycles: in an order
+/// the controller chooses ([`super::Planner::order_observations`]: the order a pass reads them),
+/// so that a pass over 100,000 users reads them one after another rather than all over the heap.
+pub type Observations = indexmap::IndexMap<UserKey, Observed, UserHasher>;
 
 /// Users are compared case-insensitively: sign-in names are.
 pub fn user_key(user: &str) -> UserKey {

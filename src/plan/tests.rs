@@ -1634,3 +1634,20 @@ fn a_users_geo_is_written_only_when_it_was_seen() {
     i.input.geo = None;
     assert!(plan(&i).site_updates.iter().all(|u| u.status.geo.is_none()));
 }
+
+#[test]
+fn observations_are_put_in_the_order_a_pass_reads_them() {
+    // Queue order is oldest first: u2 was created first here.
+    let mut sites = users(3);
+    sites[2].created = t(-1);
+    let mut obs: Observations =
+        ["stranger@contoso.com", "U1@contoso.com", "u0@contoso.com", "u2@contoso.com"]
+            .iter()
+            .map(|u| (user_key(u), seen(10, Observation::NoSite)))
+            .collect();
+    Planner::new(&sites).order_observations(&mut obs);
+    let order: Vec<&str> = obs.keys().map(|k| k.as_str()).collect();
+    assert_eq!(order, ["u2@contoso.com", "u0@contoso.com", "u1@contoso.com", "stranger@contoso.com"]);
+    // Nothing is lost or changed, only moved.
+    assert!(obs.values().all(|o| *o == seen(10, Observation::NoSite)));
+}
