@@ -48,7 +48,7 @@ impl<'a> SitesOf<'a> {
 }
 
 /// What the persisted statuses say about a user: a view of the most advanced status among their
-/// sites' (a user is 100 bytes rather than 220 with these fields copied out, and a pass reads
+/// sites' (a user is 104 bytes rather than 224 with these fields copied out, and a pass reads
 /// each user several times).
 #[derive(Clone, Copy, Default)]
 pub(super) struct Prior<'a> {
