@@ -112,6 +112,21 @@ async fn certificate_auth_calls_graph_and_sharepoint_with_both_algorithms() {
 }
 
 #[tokio::test]
+async fn a_revoked_token_is_replaced_once_and_the_graph_request_sent_again() {
+    let sim = start(sim_config(3)).await;
+    let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
+    assert!(!c.some_users(2).await.unwrap().is_empty());
+    // An administrator revokes the app's sessions: the cached token is refused (401) and a fresh
+    // one is fetched, for the directory listing `doctor` makes as for the lookups' `$batch`.
+    sim.revoke_tokens();
+    assert!(!c.some_users(2).await.unwrap().is_empty(), "sent again with a fresh token");
+    sim.revoke_tokens();
+    let seen = c.observe(&["has@contoso.com".into()]).await.unwrap();
+    assert!(matches!(seen["has@contoso.com"], Observation::HasSite { .. }));
+    assert_eq!(sim.stats().count("entra.token"), 3, "one token, then one after each revocation");
+}
+
+#[tokio::test]
 async fn workload_identity_rereads_the_rotated_token_file() {
     let sim = start(sim_config(1)).await;
     let dir = std::env::temp_dir().join(format!("odo-wi-{}", std::process::id()));

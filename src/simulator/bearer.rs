@@ -42,6 +42,11 @@ impl Sim {
         let token = value.strip_prefix("Bearer ").ok_or(TokenError::Missing)?;
         let jws = Jws::decode(token).map_err(|_| TokenError::Invalid)?;
         jws.verify_hmac(&self.token_secret).map_err(|_| TokenError::Invalid)?;
+        if jws.claims["gen"].as_u64() != Some(self.token_generation.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            // Revoked ([`super::SimHandle::revoke_tokens`]).
+            return Err(TokenError::Invalid);
+        }
         let exp = jws.claims["exp"].as_i64().ok_or(TokenError::Invalid)?;
         if exp <= Timestamp::now().as_second() {
             return Err(TokenError::Expired);

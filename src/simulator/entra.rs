@@ -223,6 +223,7 @@ fn grant(sim: &Sim, client_id: &str, kind: &str, resource: &str, refresh: Option
         "idtyp": if delegated { "user" } else { "app" },
         "kind": kind,
         "iat": now, "nbf": now, "exp": now + lifetime,
+        "gen": sim.token_generation.load(std::sync::atomic::Ordering::SeqCst),
     });
     if delegated {
         claims["scp"] = Value::from(granted.join(" "));

@@ -157,6 +157,9 @@ pub(crate) struct Sim {
     stats: Mutex<Stats>,
     /// Issued tokens are HMAC-signed with this per-process secret.
     token_secret: [u8; 32],
+    /// Tokens carry the generation they were issued in; [`SimHandle::revoke_tokens`] moves it on
+    /// and older tokens are refused (401), as after an administrator revokes an app's sessions.
+    token_generation: std::sync::atomic::AtomicU64,
     refresh_tokens: Mutex<HashSet<String>>,
     digests: Mutex<HashSet<String>>,
     operations: Mutex<HashMap<String, Timestamp>>,
@@ -334,6 +337,12 @@ impl SimHandle {
         self.sim.tenant.lock().unwrap().set_site(upn, state)
     }
 
+    /// Test hook: every access token issued so far is refused from now on (401), as after an
+    /// administrator revokes the app's sessions; new ones are good.
+    pub fn revoke_tokens(&self) {
+        self.sim.token_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Test hook: changes how often requests are throttled from now on.
     pub fn set_fault_rate(&self, rate: f64) {
         let mut f = self.sim.faults.lock().unwrap();
@@ -396,6 +405,7 @@ pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHan
         faults: Mutex::new(faults),
         stats: Mutex::new(Stats::default()),
         token_secret,
+        token_generation: std::sync::atomic::AtomicU64::new(0),
         refresh_tokens: Mutex::new(refresh_tokens),
         digests: Mutex::new(HashSet::new()),
         operations: Mutex::new(HashMap::new()),

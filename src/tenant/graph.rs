@@ -256,10 +256,8 @@ pub(super) async fn with_token(
 
 /// The first `n` users of the directory.
 pub(super) async fn some_users(client: &TenantClient, n: usize) -> Result<Vec<String>, TenantError> {
-    let token = client.tokens.token(&client.config.graph_url).await?;
     let url = format!("{}/v1.0/users?$select=userPrincipalName&$top={n}", client.config.graph_url);
-    let response =
-        client.http.send(Service::Graph, || client.http.client().get(&url).bearer_auth(&token)).await?;
+    let response = with_token(client, |token| client.http.client().get(&url).bearer_auth(token)).await?;
     match response.status().as_u16() {
         200 => {
             let body: Value = response.json().await.map_err(|e| TenantError::Protocol(e.to_string()))?;
