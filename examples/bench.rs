@@ -93,9 +93,14 @@ async fn simulator_in(c: &Creds, users: Vec<UserSpec>, faults: FaultConfig, geos
     // the hour, at midnight), so the start decides which of them a run meets: aligned, runs are
     // comparable whenever they are made (a 7h20m rollout meets seven hourly re-checks of the
     // refused users and no daily drift check of the Ready ones).
+    to_next_midnight(&sim);
+    sim
+}
+
+/// Moves the simulated clock on to 00:00:30 UTC of the next day.
+fn to_next_midnight(sim: &SimHandle) {
     let now = sim.now().as_second();
     sim.advance(SignedDuration::from_secs((now.div_euclid(86_400) + 1) * 86_400 + 30 - now));
-    sim
 }
 
 /// The tenant (certificate auth) and its Secret, as `onedrive-operator simulate` prints them.
@@ -198,15 +203,13 @@ fn settled(report: &onedrive_operator::controller::CycleReport) -> bool {
         && report.enqueued.is_empty()
 }
 
-/// The operator: cycles on the simulated clock until every user is settled.
 /// The next daily drift check of a converged tenant: the simulated clock moved to the next
 /// midnight (when every Ready user's re-check falls due, and the refused users' hourly one), the
 /// cycles of the 50 minutes after, and what they cost the tenant: Graph units, and requests by
 /// endpoint.
 async fn drift_check(r: &Reconciler, sim: &SimHandle) -> (u64, String) {
     let before = sim.stats();
-    let now = sim.now().as_second();
-    sim.advance(SignedDuration::from_secs((now.div_euclid(86_400) + 1) * 86_400 + 30 - now));
+    to_next_midnight(sim);
     let end = sim.now() + SignedDuration::from_mins(50);
     let mut cycles = 0;
     while sim.now() < end {
@@ -225,6 +228,7 @@ async fn drift_check(r: &Reconciler, sim: &SimHandle) -> (u64, String) {
     (units, format!("{cycles} cycles, {units} Graph units, requests by endpoint: {delta:?}"))
 }
 
+/// The operator: cycles on the simulated clock until every user is settled.
 async fn ours(c: &Creds, users: Vec<UserSpec>) -> Run {
     ours_in(c, users, &[]).await
 }

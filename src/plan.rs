@@ -300,7 +300,7 @@ fn targets(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
         return Vec::new();
     }
     let pass = decide_all(users, false, input);
-    targets::wanted(users, &pass.states, &pass.seen, &pass.looked, input)
+    targets::wanted(users, &pass, input)
 }
 
 /// Decides one cycle. See the module documentation for the rules.
@@ -308,11 +308,11 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
     // Kubernetes stores times to the second: plan in whole seconds so that an unchanged world
     // computes byte-identical statuses.
     let input = &PlanInput { now: whole_second(input.now), ..*input };
-    let Pass { seen, looked, mut states, mut unchanged } = decide_all(users, true, input);
+    let pass = decide_all(users, true, input);
     let users = &*users;
     let list = users.list();
-    let lookups =
-        if blocked(input) { Vec::new() } else { targets::wanted(users, &states, &seen, &looked, input) };
+    let lookups = if blocked(input) { Vec::new() } else { targets::wanted(users, &pass, input) };
+    let Pass { seen, looked, mut states, mut unchanged } = pass;
     let mut observe_now = Targets::default();
     let mut batch = input.batch.cloned();
     let mut finished = None;

@@ -2,9 +2,9 @@
 //! its status with the conditions' types, statuses and reasons as enums. A whole `OneDriveSite`
 //! holds about twenty heap strings (metadata, three conditions of four strings each); this keeps
 //! about 0.9 KiB a site (the allocator's count in `bench engine`), and reading it touches no
-//! condition type, status or reason string. A condition of the operator's own that a kept status cannot say exactly (a reason
-//! this version does not know) marks it `foreign`, so the operator rewrites it rather than
-//! mistaking it for its own; other writers' conditions are left to them.
+//! condition type, status or reason string. A condition of the operator's own that a kept status
+//! cannot say exactly (a reason this version does not know) marks it `foreign`, so the operator
+//! rewrites it rather than mistaking it for its own; other writers' conditions are left to them.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;

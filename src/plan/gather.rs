@@ -1,5 +1,5 @@
-//! Gathering: a tenant's sites grouped per user (case-insensitively), oldest first, with what their
-//! statuses already say.
+//! Gathering: a tenant's sites grouped per user (case-insensitively), oldest first; each pass
+//! reads what their statuses say as it decides them ([`User::read_statuses`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;

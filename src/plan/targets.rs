@@ -7,19 +7,13 @@ use jiff::Timestamp;
 
 use super::batch::{Gate, gate, next_batch, observed_since, straggler_due};
 use super::gather::Users;
-use super::state::UserState;
-use super::{Lookup, Observed, PlanInput, UserKey, after, recheck_due, user_key};
+use super::pass::Pass;
+use super::{Lookup, PlanInput, UserKey, after, recheck_due, user_key};
 use crate::api::{SitePhase, SiteReason};
 
-/// See [`super::targets`]; `states`, `seen` and `looked` are each user's state, newest
-/// observation and its time.
-pub(super) fn wanted(
-    users: &Users,
-    states: &[UserState],
-    seen: &[Option<&Observed>],
-    looked: &[Option<Timestamp>],
-    input: &PlanInput,
-) -> Vec<Lookup> {
+/// See [`super::targets`]; `pass` holds each user's state, newest observation and its time.
+pub(super) fn wanted(users: &Users, pass: &Pass, input: &PlanInput) -> Vec<Lookup> {
+    let Pass { states, seen, looked, .. } = pass;
     let list = users.list();
     let mut out = Targets::default();
     let mut batch_ending = input.batch.is_none();
