@@ -21,7 +21,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::watcher::Event;
 use onedrive_operator::api::{KeptSite, OneDriveSite, OneDriveTenant};
-use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteCache, SiteSource};
+use onedrive_operator::controller::{
+    KeptGathering, Reconciler, ReconcilerOptions, SiteCache, SiteSource, TenantSites,
+};
 use onedrive_operator::plan::{self, DesiredSite, Limits, Observation, Observed, PlanInput, SiteKey};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{
@@ -365,83 +367,174 @@ async fn multi_geo(c: &Creds, n: usize) -> String {
     out
 }
 
-/// CPU time of one steady-state pass over `n` Ready sites as the cycle makes it (the tenant's
-/// sites from the site cache → the planner's view → the plan, which names nobody to look at), and
-/// the heap the cached sites take. The sites reach the cache as the watcher brings them: listed,
-/// then each again with the status the first plan wrote.
-fn engine(n: usize) -> (Duration, f64) {
-    let now = Timestamp::now();
-    let resources: Vec<OneDriveSite> = (0..n)
-        .map(|i| {
-            let mut s = site("team-a", &format!("u{i}"), &format!("user{i:06}@contoso.com"), "contoso");
-            s.metadata.generation = Some(1);
-            s.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
-            s.metadata.uid = Some(format!("{:08x}-0000-4000-8000-{i:012x}", i));
-            s
-        })
-        .collect();
-    let cache = SiteCache::new();
-    cache.apply(&Event::Init);
-    for s in &resources {
-        cache.apply(&Event::InitApply(s.clone()));
+/// A tenant of `n` Ready sites as a steady cycle finds it: the sites in the site cache (filled as
+/// the watcher fills it: listed, then each again with the status the first plan wrote), the
+/// observations of them, and the users the controller gathered last.
+struct EngineTenant {
+    cache: Arc<SiteCache>,
+    observed: plan::Observations,
+    limits: Limits,
+    now: Timestamp,
+    kept: KeptGathering,
+    /// The heap the cached sites take.
+    cache_mib: f64,
+}
+
+impl EngineTenant {
+    fn new(n: usize) -> EngineTenant {
+        let now = Timestamp::now();
+        let resources: Vec<OneDriveSite> = (0..n)
+            .map(|i| {
+                let mut s = site("team-a", &format!("u{i}"), &format!("user{i:06}@contoso.com"), "contoso");
+                s.metadata.generation = Some(1);
+                s.metadata.creation_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+                s.metadata.uid = Some(format!("{:08x}-0000-4000-8000-{i:012x}", i));
+                s
+            })
+            .collect();
+        let cache = SiteCache::new();
+        cache.apply(&Event::Init);
+        for s in &resources {
+            cache.apply(&Event::InitApply(s.clone()));
+        }
+        cache.apply(&Event::InitDone);
+        // Converge them once through the planner so each carries a real Ready status.
+        let snapshot = cache.state();
+        let sites: Vec<DesiredSite> = snapshot.iter().map(|s| DesiredSite::from_resource(s)).collect();
+        // The observations come in the order the tenant's listing gives them: not the sites' order.
+        let mut arrived: Vec<(plan::UserKey, Observed)> = sites
+            .iter()
+            .map(|s| {
+                let url = format!(
+                    "https://contoso-my.sharepoint.com/personal/{}/",
+                    s.user.replace(['@', '.'], "_")
+                );
+                (plan::user_key(&s.user), Observed::new(now, Observation::HasSite { url }))
+            })
+            .collect();
+        arrived.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(17));
+        let mut observed: plan::Observations = arrived.into_iter().collect();
+        let limits = Limits::default();
+        // Every status at once (a running operator writes them over a few cycles).
+        let all_at_once = Limits { site_updates_per_cycle: usize::MAX, ..Limits::default() };
+        let mut planner = plan::Planner::new(&sites);
+        let first = planner.plan(&steady(&observed, &all_at_once, now));
+        // What the cycle does once the observations have come in.
+        planner.order_observations(&mut observed);
+        drop(planner);
+        drop(sites);
+        drop(snapshot);
+        let mut statuses: HashMap<SiteKey<'static>, _> =
+            first.site_updates.into_iter().map(|u| (u.key, u.status)).collect();
+        // Each write comes back through the watch as a new version of the site.
+        for mut s in resources {
+            let key = SiteKey {
+                namespace: s.metadata.namespace.clone().unwrap_or_default().into(),
+                name: s.metadata.name.clone().unwrap_or_default().into(),
+            };
+            s.status = statuses.remove(&key);
+            cache.apply(&Event::Apply(s));
+        }
+        // The cache's own size: a copy of it, counted by the allocator (resident memory would also
+        // count what the setup freed).
+        let before = heap_in_use();
+        let copy: Vec<Arc<KeptSite>> = cache.state().iter().map(|c| Arc::new((**c).clone())).collect();
+        let cache_mib = (heap_in_use() - before) as f64 / (1024.0 * 1024.0);
+        drop(copy);
+        EngineTenant { cache, observed, limits, now, kept: KeptGathering::default(), cache_mib }
     }
-    cache.apply(&Event::InitDone);
-    // Converge them once through the planner so each carries a real Ready status.
-    let snapshot = cache.state();
-    let sites: Vec<DesiredSite> = snapshot.iter().map(|s| DesiredSite::from_resource(s)).collect();
-    // The observations come in the order the tenant's listing gives them: not the sites' order.
-    let mut arrived: Vec<(plan::UserKey, Observed)> = sites
-        .iter()
-        .map(|s| {
-            let url =
-                format!("https://contoso-my.sharepoint.com/personal/{}/", s.user.replace(['@', '.'], "_"));
-            (plan::user_key(&s.user), Observed::new(now, Observation::HasSite { url }))
-        })
-        .collect();
-    arrived.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(17));
-    let mut observed: plan::Observations = arrived.into_iter().collect();
-    let limits = Limits::default();
-    // Every status at once (a running operator writes them over a few cycles).
-    let all_at_once = Limits { site_updates_per_cycle: usize::MAX, ..Limits::default() };
-    let mut planner = plan::Planner::new(&sites);
-    let first = planner.plan(&steady(&observed, &all_at_once, now));
-    // What the cycle does once the observations have come in.
-    planner.order_observations(&mut observed);
-    drop(planner);
-    drop(sites);
-    drop(snapshot);
-    let mut statuses: HashMap<SiteKey<'static>, _> =
-        first.site_updates.into_iter().map(|u| (u.key, u.status)).collect();
-    // Each write comes back through the watch as a new version of the site.
-    for mut s in resources {
-        let key = SiteKey {
-            namespace: s.metadata.namespace.clone().unwrap_or_default().into(),
-            name: s.metadata.name.clone().unwrap_or_default().into(),
-        };
-        s.status = statuses.remove(&key);
-        cache.apply(&Event::Apply(s));
-    }
-    // The cache's own size: a copy of it, counted by the allocator (resident memory would also
-    // count what the setup freed).
-    let before = heap_in_use();
-    let copy: Vec<Arc<KeptSite>> = cache.state().iter().map(|c| Arc::new((**c).clone())).collect();
-    let cache_mib = (heap_in_use() - before) as f64 / (1024.0 * 1024.0);
-    drop(copy);
-    let cpu = cpu_time();
-    // Enough passes that the 10 ms granularity of the process's CPU clock does not matter.
-    let runs = (2_000_000 / n).clamp(20, 200) as u32;
-    for _ in 0..runs {
-        // What the cycle does first: take this tenant's sites from the cache.
-        let mine: Vec<Arc<KeptSite>> = cache.sites_of("contoso", false);
+
+    /// One steady cycle's CPU work: the tenant's sites from the cache → the planner's view → the
+    /// plan, which names nobody to look at first. `anew`: as the cycle after a site was added or
+    /// removed, which gathers the users again.
+    fn cycle(&mut self, anew: bool) {
+        if anew {
+            self.kept = KeptGathering::default();
+        }
+        let TenantSites { sites: mine, shape } = self.cache.tenant_sites("contoso", false);
         let sites: Vec<DesiredSite> = mine.iter().map(|s| DesiredSite::from_resource(s)).collect();
-        let i = steady(&observed, &limits, now);
-        // A steady cycle plans once: the plan names nobody to look at first.
-        let p = plan::Planner::new(&sites).plan(&i);
+        let gathering = self.kept.for_sites(Some(shape), &sites);
+        let p = plan::Planner::with(&sites, &gathering).plan(&steady(&self.observed, &self.limits, self.now));
         assert!(p.lookups.is_empty() && p.site_updates.is_empty() && p.enqueue.is_none(), "steady state");
     }
-    let per_cycle = (cpu_time() - cpu) / runs;
-    drop(cache);
-    (per_cycle, cache_mib)
+}
+
+/// What one size's cycles cost.
+struct EngineCost {
+    /// A steady cycle, run back to back with the one before (what it read is still in the CPU's
+    /// caches as far as they hold it).
+    warm: Duration,
+    /// A steady cycle after the CPU's caches were filled with other data, as between a running
+    /// operator's cycles (seconds apart, with the watch, HTTP and other tenants in between).
+    cold: Duration,
+    /// A cycle after a site was added or removed: the users are gathered anew.
+    anew: Duration,
+    cache_mib: f64,
+}
+
+/// The cost of one cycle at each size, and the heap each size's cached sites take. The sizes are
+/// measured in turns, several cycles each, so that all see the same machine: on a shared VM the
+/// speed of one build drifts by a third within minutes, which, measuring one size after the
+/// other, made their ratio a lottery.
+fn engine(sizes: &[usize]) -> Vec<EngineCost> {
+    let mut tenants: Vec<EngineTenant> = sizes.iter().map(|&n| EngineTenant::new(n)).collect();
+    let mut cpu = vec![[Duration::ZERO; 3]; sizes.len()];
+    // Twice the last-level cache of any machine this runs on, read between cold cycles.
+    let mut other = vec![1u8; 128 << 20];
+    const TURNS: u32 = 10;
+    // About 100 ms of cycles a size per turn; the first turn warms up and is not counted.
+    let runs: Vec<u32> = sizes.iter().map(|&n| (4_000_000 / n).clamp(3, 100) as u32).collect();
+    for turn in 0..=TURNS {
+        for ((t, c), &runs) in tenants.iter_mut().zip(&mut cpu).zip(&runs) {
+            for (slot, anew, cold) in [(0, false, false), (1, false, true), (2, true, false)] {
+                for _ in 0..runs {
+                    if cold {
+                        evict(&mut other);
+                    }
+                    let start = thread_cpu_time();
+                    t.cycle(anew);
+                    if turn > 0 {
+                        c[slot] += thread_cpu_time() - start;
+                    }
+                }
+            }
+        }
+    }
+    tenants
+        .iter()
+        .zip(cpu)
+        .zip(runs)
+        .map(|((t, [warm, cold, anew]), runs)| {
+            let per = |d: Duration| d / (runs * TURNS);
+            EngineCost { warm: per(warm), cold: per(cold), anew: per(anew), cache_mib: t.cache_mib }
+        })
+        .collect()
+}
+
+/// Fills the CPU's caches with other data (every cache line of `other`, written).
+fn evict(other: &mut [u8]) {
+    for line in other.chunks_mut(64) {
+        line[0] = line[0].wrapping_add(1);
+    }
+    std::hint::black_box(&other);
+}
+
+/// CPU time of this thread, to the nanosecond (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the struct it is given.
+    let ok = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+    if ok { Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32) } else { Duration::ZERO }
 }
 
 fn steady<'a>(observed: &'a plan::Observations, limits: &'a Limits, now: Timestamp) -> PlanInput<'a> {
@@ -469,16 +562,6 @@ fn heap_in_use() -> usize {
     // SAFETY: mallinfo2 takes nothing and returns a plain struct of counters.
     let info = unsafe { mallinfo2() };
     info.uordblks + info.hblkhd
-}
-
-fn cpu_time() -> Duration {
-    // utime + stime of this process, from /proc (clock ticks of 10 ms on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
 
 /// What the soak measured.
@@ -597,23 +680,32 @@ async fn main() {
         .unwrap_or(vec![1000, 10000]);
     let mut out = String::new();
     // First, on a fresh heap, so resident memory growth is the cache's own.
-    out.push_str("## Engine cost (the CPU work of one steady-state cycle: the tenant's sites from the site cache, filled as the watcher fills it → the planner's view → the plan, which names nobody to look at first; release build)\n\n| sites in cache | CPU per cycle | heap the cached sites take |\n|---|---|---|\n");
-    let mut per_size = Vec::new();
-    for n in [10_000, 100_000] {
-        let (cpu, mib) = engine(n);
-        out.push_str(&format!("| {n} | {:.1} ms | {mib:.1} MiB |\n", cpu.as_secs_f64() * 1000.0));
+    out.push_str("## Engine cost (the CPU work of one steady-state cycle: the tenant's sites from the site cache, filled as the watcher fills it → the planner's view → the plan, which names nobody to look at first; release build)\n\nA steady cycle groups the sites into users as the controller's kept gathering says (made again only when a site is added or removed or changes its user or creation time). Measured on this thread's CPU clock, the sizes in turns so both see the same machine. *Warm*: cycles back to back, so what one read is still in the CPU's caches as far as they hold it (a 10,000-site working set fits this machine's 32 MiB last-level cache, a 100,000-site one does not). *Cold*: the caches filled with other data before each cycle, as between a running operator's cycles (seconds apart, with the watch, HTTP and other tenants in between).\n\n| sites in cache | CPU per steady cycle, warm | CPU per steady cycle, cold | CPU per cycle after a site was added or removed (users gathered anew) | heap the cached sites take |\n|---|---|---|---|---|\n");
+    let engine_sizes = [10_000, 100_000];
+    let costs = engine(&engine_sizes);
+    for (n, c) in engine_sizes.iter().zip(&costs) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        out.push_str(&format!(
+            "| {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} MiB |\n",
+            ms(c.warm),
+            ms(c.cold),
+            ms(c.anew),
+            c.cache_mib
+        ));
         println!("{}", out.lines().last().unwrap());
-        per_size.push((n as f64, cpu.as_secs_f64() * 1e6, mib * 1024.0));
     }
-    let ((n1, us1, kib1), (n2, us2, kib2)) = (per_size[0], per_size[1]);
+    let growth = |d: fn(&EngineCost) -> Duration| d(&costs[1]).as_secs_f64() / d(&costs[0]).as_secs_f64();
+    let per_site = |c: &EngineCost, n: usize| c.warm.as_secs_f64() * 1e6 / n as f64;
     out.push_str(&format!(
-        "\nGrowth for 10× the sites: CPU ×{:.1} ({:.2} → {:.2} µs a site: super-linear: at 10,000 the working set stays in the CPU caches, at 100,000 each site's status and observation is a cache miss), memory ×{:.1} ({:.1} → {:.1} KiB a site).\n",
-        us2 / us1,
-        us1 / n1,
-        us2 / n2,
-        kib2 / kib1,
-        kib1 / n1,
-        kib2 / n2
+        "\nGrowth for 10× the sites: CPU ×{:.1} warm ({:.2} → {:.2} µs a site), ×{:.1} cold, ×{:.1} gathering anew; memory ×{:.1} ({:.1} → {:.1} KiB a site).\n",
+        growth(|c| c.warm),
+        per_site(&costs[0], engine_sizes[0]),
+        per_site(&costs[1], engine_sizes[1]),
+        growth(|c| c.cold),
+        growth(|c| c.anew),
+        costs[1].cache_mib / costs[0].cache_mib,
+        costs[0].cache_mib * 1024.0 / engine_sizes[0] as f64,
+        costs[1].cache_mib * 1024.0 / engine_sizes[1] as f64,
     ));
     println!("{}", out.lines().last().unwrap());
     out.push('\n');

@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::ControllerError;
 use super::cycle::Reconciler;
+use super::site_cache::Snapshot;
 use crate::api::{KeptSite, OneDriveTenant, SiteReason, condition_type, find_condition};
 use crate::plan::{self, Admission, DesiredSite, NamespacePolicy};
 
@@ -20,9 +21,11 @@ pub type NamespaceStore = Store<PartialObjectMeta<Namespace>>;
 
 /// A tenant's sites, split by its namespace policy.
 pub(super) struct Admitted {
-    pub(super) sites: Vec<Arc<KeptSite>>,
+    pub(super) sites: Snapshot,
     /// Refused sites whose status does not say so yet, with that status.
     pub(super) refused: Vec<(Arc<KeptSite>, plan::SiteUpdate)>,
+    /// Whether every site was admitted.
+    pub(super) all: bool,
 }
 
 impl Reconciler {
@@ -31,31 +34,34 @@ impl Reconciler {
     pub(super) async fn admit(
         &self,
         tenant: &OneDriveTenant,
-        sites: Vec<Arc<KeptSite>>,
+        sites: Snapshot,
     ) -> Result<Admitted, ControllerError> {
         let Ok(Some(policy)) = NamespacePolicy::from_spec(&tenant.spec) else {
-            return Ok(Admitted { sites, refused: Vec::new() });
+            return Ok(Admitted { sites, refused: Vec::new(), all: true });
         };
+        let offered = sites.len();
         let name = tenant.name_any();
         let now = (self.options.clock)();
-        let mut admitted = Admitted { sites: Vec::with_capacity(sites.len()), refused: Vec::new() };
-        for site in sites {
+        let mut admitted = Vec::with_capacity(sites.len());
+        let mut refused = Vec::new();
+        for site in sites.iter() {
             let namespace = &*site.namespace;
             // Looked up in the cache only when the policy has a selector (names need no labels).
             let cached = policy.needs_labels().then(|| self.cached_namespace(namespace)).flatten();
             match policy.admits(namespace, cached.as_ref().map(|ns| ns.labels())) {
-                Admission::Allowed => admitted.sites.push(site),
+                Admission::Allowed => admitted.push(site.clone()),
                 Admission::Unknown => {}
                 Admission::Refused => {
-                    let desired = DesiredSite::from_resource(&site);
+                    let desired = DesiredSite::from_resource(site);
                     let status = plan::tenant_not_allowed_status(&desired, &name, now);
                     if let Some(update) = plan::SiteUpdate::replacing(&desired, status) {
-                        admitted.refused.push((site.clone(), update));
+                        refused.push((site.clone(), update));
                     }
                 }
             }
         }
-        Ok(admitted)
+        let all = admitted.len() == offered;
+        Ok(Admitted { sites: admitted.into(), refused, all })
     }
 
     /// A namespace as cached (not cached yet: its sites are `Unknown` this cycle).

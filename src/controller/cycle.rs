@@ -20,7 +20,7 @@ use super::credentials::{CredentialHealth, RefreshTokenStore};
 use super::leader::Fence;
 use super::metrics::Metrics;
 use super::pipelines::Pipeline;
-use super::site_cache::SiteCache;
+use super::site_cache::{KeptGathering, Shape, SiteCache, Snapshot, TenantSites};
 use crate::api::{
     BatchStatus, CycleResult, GeoStatus, KeptSite, OneDriveSite, OneDriveTenant, OneDriveTenantStatus,
     SitePhase, TenantReason, condition_type,
@@ -86,6 +86,8 @@ pub(super) struct TenantRuntime {
     /// A delegated tenant's refresh token and its write-back.
     pub(super) refresh: Option<Arc<RefreshTokenStore>>,
     pub(super) memory: plan::Observations,
+    /// How the tenant's sites group into users, while they keep their shape.
+    pub(super) gathering: KeptGathering,
     /// How many observations `memory` held when it was last put in the planner's order.
     pub(super) ordered: usize,
     pub(super) last_counters: HashMap<(crate::tenant::Service, crate::tenant::http::Count), u64>,
@@ -175,14 +177,17 @@ impl Reconciler {
     }
 
     /// The sites of the tenant `name` (those naming it, and those naming none if it is the
-    /// default tenant).
-    pub(super) async fn sites_of(&self, name: &str) -> Result<Vec<Arc<KeptSite>>, ControllerError> {
+    /// default tenant), and their shape when the cache knows it.
+    pub(super) async fn sites_of(&self, name: &str) -> Result<(Snapshot, Option<Shape>), ControllerError> {
         match &self.options.sites {
             SiteSource::Store(store) => {
-                Ok(store.sites_of(name, self.options.default_tenant.as_deref() == Some(name)))
+                let TenantSites { sites, shape } =
+                    store.tenant_sites(name, self.options.default_tenant.as_deref() == Some(name));
+                Ok((sites, Some(shape)))
             }
             SiteSource::List => {
-                Ok(self.all_sites().await?.into_iter().filter(|s| self.tenant_of(s) == Some(name)).collect())
+                let sites = self.all_sites().await?;
+                Ok((sites.into_iter().filter(|s| self.tenant_of(s) == Some(name)).collect(), None))
             }
         }
     }

@@ -17,7 +17,7 @@ mod tenant_status;
 
 pub use admission::NamespaceStore;
 pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, ReconcilerOptions, SiteSource};
-pub use site_cache::SiteCache;
+pub use site_cache::{KeptGathering, Shape, SiteCache, Snapshot, TenantSites};
 
 use crate::api::KubernetesReason;
 

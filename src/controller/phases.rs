@@ -3,8 +3,6 @@
 //! users planned with that geo's batch) → send (at most one enqueue per geo, recorded first; see
 //! `send`) → write sites → write tenant.
 
-use std::sync::Arc;
-
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::events::EventType;
@@ -13,8 +11,9 @@ use super::ControllerError;
 use super::admission::Admitted;
 use super::cycle::{CycleReport, NOTHING_OBSERVED, Reconciler, SiteEvent, TenantRuntime, problem_of};
 use super::pipelines::{Pipeline, Planners, TenantPlan, pipelines, recorded_pipelines};
+use super::site_cache::{Shape, Snapshot};
 use super::tenant_status::{tenant_problem_reason, tenant_status};
-use crate::api::{EventReason, KeptSite, OneDriveTenant, OneDriveTenantStatus, TenantReason};
+use crate::api::{EventReason, OneDriveTenant, OneDriveTenantStatus, TenantReason};
 use crate::plan::{DesiredSite, Limits, Observed, PlanInput, SiteUpdate, TenantProblem};
 use crate::tenant::TenantError;
 use futures::{StreamExt, TryStreamExt};
@@ -69,17 +68,22 @@ impl Reconciler {
         name: &str,
         runtime: &mut Option<TenantRuntime>,
     ) -> Result<CycleReport, ControllerError> {
-        let Some((tenant, sites)) = self.gather(name).await? else {
+        let Some((tenant, (sites, shape))) = self.gather(name).await? else {
             *runtime = None;
             return Ok(CycleReport::default());
         };
-        let Admitted { sites, refused } = self.admit(&tenant, sites).await?;
+        let Admitted { sites, refused, all } = self.admit(&tenant, sites).await?;
         let desired: Vec<DesiredSite> = sites.iter().map(|s| DesiredSite::from_resource(s)).collect();
         let status = tenant.status.clone().unwrap_or_default();
         let now = (self.options.clock)();
         let (limits, mut stand) = self.prepare(&tenant, &status, runtime, now).await;
         let base = base_input(name, &status, &limits, now);
-        let mut planners = Planners::new(&desired, &stand.pipelines);
+        // One geo: its users as last gathered, while the sites keep their shape.
+        let gathering = runtime
+            .as_mut()
+            .filter(|_| stand.pipelines.len() == 1)
+            .map(|rt| rt.gathering.for_sites(shape.filter(|_| all), &desired));
+        let mut planners = Planners::new(&desired, gathering.as_deref(), &stand.pipelines);
         let plan = self.observe_and_plan(&mut planners, base, runtime, &mut stand).await;
         let mut report = CycleReport::default();
         let Some(plan) =
@@ -104,7 +108,7 @@ impl Reconciler {
     async fn gather(
         &self,
         name: &str,
-    ) -> Result<Option<(OneDriveTenant, Vec<Arc<KeptSite>>)>, ControllerError> {
+    ) -> Result<Option<(OneDriveTenant, (Snapshot, Option<Shape>))>, ControllerError> {
         let tenants: Api<OneDriveTenant> = Api::all(self.client.clone());
         let Some(tenant) = tenants.get_opt(name).await.map_err(ControllerError::kube)? else {
             return Ok(None);

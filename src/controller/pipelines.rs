@@ -5,7 +5,7 @@
 use jiff::SignedDuration;
 
 use crate::api::{BatchStatus, GeoStatus, OneDriveTenantStatus, UserCounts};
-use crate::plan::{self, DesiredSite, Lookup, Plan, PlanInput, Planner, SiteUpdate};
+use crate::plan::{self, DesiredSite, Gathering, Lookup, Plan, PlanInput, Planner, SiteUpdate};
 use crate::tenant::Geo;
 
 /// One geo's pipeline as a cycle holds it.
@@ -124,8 +124,17 @@ pub(super) enum Planners<'a> {
 }
 
 impl<'a> Planners<'a> {
-    pub(super) fn new(sites: &'a [DesiredSite<'a>], pipelines: &[Pipeline]) -> Planners<'a> {
-        if pipelines.len() == 1 { Planners::One(Planner::new(sites)) } else { Planners::Many(sites) }
+    /// `gathering`: the single geo's users (one is made if it is missing or does not fit).
+    pub(super) fn new(
+        sites: &'a [DesiredSite<'a>],
+        gathering: Option<&'a Gathering>,
+        pipelines: &[Pipeline],
+    ) -> Planners<'a> {
+        match gathering {
+            _ if pipelines.len() > 1 => Planners::Many(sites),
+            Some(g) => Planners::One(Planner::with(sites, g)),
+            None => Planners::One(Planner::new(sites)),
+        }
     }
 
     /// Puts the observations in the order the single geo's passes read them (see

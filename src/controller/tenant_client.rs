@@ -88,14 +88,16 @@ impl Reconciler {
         config.ca_bundle = self.options.ca_bundle.clone();
         config.clock = crate::tenant::ClientClock(self.options.clock.clone());
         let client = Arc::new(TenantClient::new(config, credentials)?);
-        // Observations stay valid across a credential change; the client does not.
-        let memory = runtime.take().map(|r| r.memory).unwrap_or_default();
+        // Observations (and how the sites group) stay valid across a credential change; the
+        // client does not.
+        let (memory, gathering) = runtime.take().map(|r| (r.memory, r.gathering)).unwrap_or_default();
         *runtime = Some(TenantRuntime {
             fingerprint,
             refused: None,
             client,
             refresh,
             memory,
+            gathering,
             ordered: 0,
             last_counters: HashMap::new(),
         });

@@ -3,6 +3,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::gather::{User, Users};
+use super::pass::States;
 use super::state::UserState;
 use super::{Observation, Observed, PlanInput, after, user_key};
 use crate::api::{BatchStatus, SitePhase, SiteReason};
@@ -35,16 +36,11 @@ pub(super) struct Gate<'b> {
 /// The seeds' rule waits for the batch's last user; a last user the tenant refused since (a
 /// profile 4xxx/8xxx state, sign-in blocked after the enqueue) will never have a site, so the
 /// batch is judged by the user before them instead of waiting for `provisioningTimeout`.
-pub(super) fn gate<'b>(
-    b: &'b BatchStatus,
-    users: &Users,
-    states: &[UserState],
-    input: &PlanInput,
-) -> Gate<'b> {
+pub(super) fn gate<'b>(b: &'b BatchStatus, users: &Users, states: &States, input: &PlanInput) -> Gate<'b> {
     let mut refused_at: Option<Timestamp> = None;
     for upn in b.users.iter().rev() {
         let obs = input.observed.get(&user_key(upn));
-        let state = users.in_batch(upn).map(|i| &states[i]);
+        let state = users.in_batch(upn).and_then(|i| states.get(i));
         let refused = match state {
             Some(s) => s.refused(),
             None => obs.is_some_and(|o| o.observation.refusal().is_some()),
@@ -74,15 +70,18 @@ pub(super) fn observed_since(input: &PlanInput, user: &str, since: Timestamp) ->
 
 /// Users who may join the next batch, oldest first: they exist, have no site, and are neither
 /// provisioning nor refused by the directory.
-fn candidates(users: &[User], states: &[UserState], input: &PlanInput) -> Vec<usize> {
-    (0..users.len())
-        .filter(|&i| eligible(&users[i], &states[i]))
+fn candidates(
+    users: &[User],
+    seen: &[Option<&Observed>],
+    eligible: &[usize],
+    input: &PlanInput,
+) -> Vec<usize> {
+    eligible
+        .iter()
+        .copied()
         .filter(|&i| {
             let fresh = fresh_since(&users[i], input);
-            input
-                .observed
-                .get(users[i].key.as_ref())
-                .is_some_and(|o| o.observation.is_no_site() && o.at >= fresh)
+            seen[i].is_some_and(|o| o.observation.is_no_site() && o.at >= fresh)
         })
         .collect()
 }
@@ -101,16 +100,16 @@ fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
 
 /// A timed-out user is sent again only once its `ProvisioningTimedOut` status was written, so
 /// the timeout is always visible on the resource.
-fn eligible(u: &User, s: &UserState) -> bool {
+pub(super) fn eligible(u: &User, s: &UserState) -> bool {
     s.reason == SiteReason::Pending
         || (s.reason == SiteReason::ProvisioningTimedOut
             && u.prior.reason() == Some(SiteReason::ProvisioningTimedOut))
 }
 
-/// Whether `u` was looked up within the poll interval.
-fn seen_lately(u: &User, input: &PlanInput) -> bool {
+/// Whether a user last seen as `seen` was looked up within the poll interval.
+fn seen_lately(seen: Option<&Observed>, input: &PlanInput) -> bool {
     let since = after(input.now, -input.limits.poll_interval);
-    input.observed.get(u.key.as_ref()).is_some_and(|o| o.at >= since)
+    seen.is_some_and(|o| o.at >= since)
 }
 
 /// The next batch as it would be formed now, and what must be looked up before it may be sent.
@@ -124,20 +123,33 @@ pub(super) struct NextBatch<'a> {
     pub(super) lookups: Vec<&'a str>,
 }
 
-pub(super) fn next_batch<'a>(users: &'a [User], states: &[UserState], input: &PlanInput) -> NextBatch<'a> {
-    let mut lookups = unverified_candidates(users, states, input);
-    let mut chosen = candidates(users, states, input);
+/// `seen`: each user's observation, as the pass found it; `eligible`: the users who may join a
+/// batch, in queue order.
+pub(super) fn next_batch<'a>(
+    users: &'a [User],
+    seen: &[Option<&Observed>],
+    eligible: &[usize],
+    input: &PlanInput,
+) -> NextBatch<'a> {
+    let mut lookups = unverified_candidates(users, seen, eligible, input);
+    let mut chosen = candidates(users, seen, eligible, input);
     chosen.truncate(input.limits.batch_size());
-    if let Some(&last) = chosen.last().filter(|&&i| !seen_lately(&users[i], input)) {
-        lookups.push(users[last].upn);
+    if let Some(&last) = chosen.last().filter(|&&i| !seen_lately(seen[i], input)) {
+        lookups.push(users[last].upn());
     }
     NextBatch { chosen, lookups }
 }
 
 /// The oldest `batch_size` eligible users whose "no site" is missing or stale.
-fn unverified_candidates<'a>(users: &'a [User], states: &[UserState], input: &PlanInput) -> Vec<&'a str> {
-    (0..users.len())
-        .filter(|&i| eligible(&users[i], &states[i]))
+fn unverified_candidates<'a>(
+    users: &'a [User],
+    seen: &[Option<&Observed>],
+    eligible: &[usize],
+    input: &PlanInput,
+) -> Vec<&'a str> {
+    eligible
+        .iter()
+        .copied()
         .take(input.limits.batch_size())
         .filter(|&i| {
             let fresh = fresh_since(&users[i], input);
@@ -145,7 +157,7 @@ fn unverified_candidates<'a>(users: &'a [User], states: &[UserState], input: &Pl
             // for a later batch instead of holding this one up.
             let retry_unknown = after(input.now, -input.limits.poll_interval);
             // Anything else (no answer at all, a stale verdict of a re-created resource) is asked again.
-            !input.observed.get(users[i].key.as_ref()).is_some_and(|o| {
+            !seen[i].is_some_and(|o| {
                 if o.observation.is_failed_lookup() {
                     o.at >= retry_unknown.max(fresh)
                 } else {
@@ -153,6 +165,6 @@ fn unverified_candidates<'a>(users: &'a [User], states: &[UserState], input: &Pl
                 }
             })
         })
-        .map(|i| users[i].upn)
+        .map(|i| users[i].upn())
         .collect()
 }

@@ -1,19 +1,16 @@
-//! Gathering: a tenant's sites grouped per user (case-insensitively), oldest first; each pass
-//! reads what their statuses say as it decides them ([`User::read_statuses`]).
+//! A cycle's users: a tenant's sites as a [`Gathering`] groups them, and what their statuses say,
+//! read by each pass as it decides them ([`User::read_statuses`]).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use super::{DesiredSite, UserHasher, UserKey, user_key};
+use super::gathering::{Gathering, SitesAt};
+use super::{DesiredSite, UserKey, user_key};
 use crate::api::{BatchStatus, ConditionStatus, KeptStatus, SitePhase, SiteReason};
 
 /// One distinct user and the sites naming it.
 pub(super) struct User<'a> {
-    pub(super) key: Cow<'a, str>,
-    /// The spelling of the oldest site (what is sent to SharePoint).
-    pub(super) upn: &'a str,
     pub(super) sites: SitesOf<'a>,
     pub(super) prior: Prior<'a>,
     /// Whether the tenant's `status.currentBatch` names the user.
@@ -32,13 +29,6 @@ pub(super) enum SitesOf<'a> {
 }
 
 impl<'a> SitesOf<'a> {
-    fn push(&mut self, site: &'a DesiredSite<'a>) {
-        match self {
-            SitesOf::One(first) => *self = SitesOf::Many(vec![*first, site]),
-            SitesOf::Many(all) => all.push(site),
-        }
-    }
-
     pub(super) fn all(&self) -> &[&'a DesiredSite<'a>] {
         match self {
             SitesOf::One(site) => std::slice::from_ref(site),
@@ -100,87 +90,71 @@ impl<'a> Prior<'a> {
     }
 }
 
-/// The distinct users of a tenant's sites, oldest first. Grouping depends only on the sites, so
-/// a cycle gathers once (see [`super::Planner`]); what the statuses say is read by each pass, user
-/// by user, while it decides them ([`User::read_statuses`]): at 100,000 users a pass of its own
-/// over every status cost as much as the deciding pass's.
+/// The distinct users of a tenant's sites in queue order, as a [`Gathering`] groups them (one of
+/// the controller's, kept across cycles, or made for these sites); what their statuses say is
+/// read by each pass, user by user, while it decides them ([`User::read_statuses`]): at 100,000
+/// users a pass of its own over every status cost as much as the deciding pass's.
 pub(super) struct Users<'a> {
     list: Vec<User<'a>>,
-    /// User key → index in `list`.
-    index: HashMap<Cow<'a, str>, usize, UserHasher>,
+    gathering: Gathered<'a>,
     /// The in-flight batch's users that are desired: user key → index in `list`.
     batch_members: HashMap<UserKey, usize>,
 }
 
+/// A gathering shared with the caller, or this planner's own.
+enum Gathered<'a> {
+    Shared(&'a Gathering),
+    Own(Gathering),
+}
+
+impl Gathered<'_> {
+    fn get(&self) -> &Gathering {
+        match self {
+            Gathered::Shared(g) => g,
+            Gathered::Own(g) => g,
+        }
+    }
+}
+
 impl<'a> Users<'a> {
-    pub(super) fn new(sites: &'a [DesiredSite<'a>]) -> Users<'a> {
-        // Grouped in input order (not hash order): the sites are then read in the order they
-        // sit in memory, which matters at 100k sites.
-        let mut index: HashMap<Cow<'a, str>, usize, UserHasher> =
-            HashMap::with_capacity_and_hasher(sites.len(), UserHasher::default());
-        let mut groups: Vec<(Cow<'a, str>, SitesOf<'a>)> = Vec::with_capacity(sites.len());
-        for site in sites {
-            let key = key_of(&site.user);
-            match index.get(key.as_ref()) {
-                Some(&i) => groups[i].1.push(site),
-                None => {
-                    index.insert(key.clone(), groups.len());
-                    groups.push((key, SitesOf::One(site)));
-                }
-            }
-        }
-        for (_, sites) in &mut groups {
-            if let SitesOf::Many(sites) = sites {
-                sites.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
-            }
-        }
-        // Queue order: oldest first, then by key. Sorted as small entries (the users are large,
-        // and at 100,000 moving them was most of the sort), ties broken by the key's first bytes
-        // before the whole key is read (sites applied together share their creation second).
-        let mut order: Vec<(Timestamp, u128, u32)> = groups
-            .iter()
-            .enumerate()
-            .map(|(i, (key, sites))| (sites.all()[0].created, prefix(key), i as u32))
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| groups[a.2 as usize].0.cmp(&groups[b.2 as usize].0))
-        });
-        let mut position = vec![0; groups.len()];
-        for (at, &(_, _, i)) in order.iter().enumerate() {
-            position[i as usize] = at;
-        }
-        index.values_mut().for_each(|i| *i = position[*i]);
-        let mut groups: Vec<Option<(Cow<'a, str>, SitesOf<'a>)>> = groups.into_iter().map(Some).collect();
-        let list = order
-            .into_iter()
-            .filter_map(|(_, _, i)| groups[i as usize].take())
-            .map(|(key, sites)| User {
-                upn: sites.all()[0].user.trim(),
+    /// The users of `sites`, grouped by `gathering` when it fits them, else gathered anew.
+    pub(super) fn new(sites: &'a [DesiredSite<'a>], gathering: Option<&'a Gathering>) -> Users<'a> {
+        let gathering = match gathering.filter(|g| g.fits(sites)) {
+            Some(g) => Gathered::Shared(g),
+            None => Gathered::Own(Gathering::new(sites)),
+        };
+        let list = gathering
+            .get()
+            .users()
+            .map(|at| User {
+                sites: match at {
+                    SitesAt::One(i) => SitesOf::One(&sites[*i]),
+                    SitesAt::Many(all) => SitesOf::Many(all.iter().map(|&i| &sites[i]).collect()),
+                },
                 in_batch: false,
                 worded: true,
-                key,
-                sites,
                 prior: Prior::default(),
                 ready_message: None,
             })
             .collect();
-        Users { list, index, batch_members: HashMap::new() }
+        Users { list, gathering, batch_members: HashMap::new() }
     }
 
     /// Marks the users of the tenant's in-flight batch (and only them: a batch is small, the
-    /// users many), and gives the users to a pass.
-    pub(super) fn marked(&mut self, batch: Option<&BatchStatus>) -> &mut [User<'a>] {
+    /// users many), and gives the users to a pass, with the gathering that names them.
+    pub(super) fn marked(&mut self, batch: Option<&BatchStatus>) -> (&mut [User<'a>], &Gathering) {
         for (_, i) in self.batch_members.drain() {
             self.list[i].in_batch = false;
         }
+        let g = self.gathering.get();
         for user in batch.iter().flat_map(|b| &b.users) {
             let key = user_key(user);
-            if let Some(&i) = self.index.get(key.as_str()) {
+            if let Some(i) = g.position(key.as_str()) {
                 self.list[i].in_batch = true;
                 self.batch_members.insert(key, i);
             }
         }
-        &mut self.list
+        (&mut self.list, g)
     }
 
     pub(super) fn list(&self) -> &[User<'a>] {
@@ -189,7 +163,7 @@ impl<'a> Users<'a> {
 
     /// Where a user (by key) stands in the queue.
     pub(super) fn position(&self, key: &str) -> Option<usize> {
-        self.index.get(key).copied()
+        self.gathering.get().position(key)
     }
 
     /// The index of a user of the in-flight batch, if a site names them.
@@ -199,6 +173,13 @@ impl<'a> Users<'a> {
 }
 
 impl<'a> User<'a> {
+    /// The spelling of the user's oldest site (what is sent to SharePoint): read from the site
+    /// when needed (a steady pass needs it for no Ready user).
+    pub(super) fn upn(&self) -> &'a str {
+        let oldest: &'a DesiredSite<'a> = self.sites.all()[0];
+        oldest.user.as_ref().trim()
+    }
+
     /// Reads what the user's statuses say, for a pass that `worded` its states or not.
     pub(super) fn read_statuses(&mut self, worded: bool) {
         self.worded = worded;
@@ -238,23 +219,4 @@ fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
                 )
         });
     Prior { status: Some(st), known: !unchecked }
-}
-
-/// The first 16 bytes of a key as a number that orders as the bytes do (shorter keys padded
-/// with zeros, which sort first, as a shorter prefix does).
-fn prefix(key: &str) -> u128 {
-    let mut bytes = [0u8; 16];
-    let n = key.len().min(16);
-    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
-    u128::from_be_bytes(bytes)
-}
-
-/// [`user_key`], without a copy for the usual already-lowercase address.
-pub(super) fn key_of(user: &str) -> Cow<'_, str> {
-    let trimmed = user.trim();
-    if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
-        Cow::Borrowed(trimmed)
-    } else {
-        Cow::Owned(trimmed.to_lowercase())
-    }
 }

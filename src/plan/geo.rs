@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::gather::key_of;
+use super::gathering::key_of;
 use super::{DataLocation, DesiredSite, Observations, UserKey};
 use crate::api::BatchStatus;
 

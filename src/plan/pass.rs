@@ -4,21 +4,79 @@
 
 use jiff::Timestamp;
 
+use super::batch::eligible;
 use super::gather::{User, Users};
+use super::requeue::recheck_of;
 use super::state::UserState;
-use super::{DataLocation, Observed, PlanInput, SiteUpdate, decide::decide, status};
+use super::targets::{Wish, wish};
+use super::{DataLocation, Observations, Observed, PlanInput, SiteUpdate, decide::decide, status};
 use crate::api::{SitePhase, UserCounts};
 
-/// One pass over the users: each one's newest observation, state, and whether every site of
-/// theirs already says that state (worded passes only).
+/// One pass over the users: each one's newest observation and state, and what the later steps
+/// of a cycle need of them, worked out while each user is in the CPU's cache (at 100,000 users,
+/// each pass of its own over every state was a tenth of a steady cycle).
 pub(super) struct Pass<'a> {
     pub(super) seen: Vec<Option<&'a Observed>>,
-    /// When each observation was made (`seen`'s `at`), read while the observation is in the
-    /// CPU's cache: the passes after this one read the time of every user's last look, and
-    /// each reached into the map for it (a tenth of a steady cycle at 100,000 users).
-    pub(super) looked: Vec<Option<Timestamp>>,
-    pub(super) states: Vec<UserState<'a>>,
-    pub(super) unchanged: Vec<bool>,
+    pub(super) states: States<'a>,
+    /// The users whose sites do not all say their state yet, in queue order (worded passes only).
+    pub(super) changed: Vec<usize>,
+    /// The users to look up (index, why), in queue order.
+    pub(super) wishes: Vec<(usize, Wish)>,
+    /// The users who may join a batch, in queue order ([`super::batch::eligible`]).
+    pub(super) eligible: Vec<usize>,
+    pub(super) tally: Tally,
+}
+
+/// The states the later steps of a cycle read, by user index: of the users whose statuses change,
+/// who may join a batch, or who are in the batch in flight. The others' states are counted and
+/// dropped: at 100,000 users, keeping every state was most of what a steady pass wrote.
+#[derive(Default)]
+pub(super) struct States<'a>(Vec<(usize, UserState<'a>)>);
+
+impl<'a> States<'a> {
+    pub(super) fn get(&self, i: usize) -> Option<&UserState<'a>> {
+        self.0.binary_search_by_key(&i, |(at, _)| *at).ok().map(|at| &self.0[at].1)
+    }
+
+    pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut UserState<'a>> {
+        self.0.binary_search_by_key(&i, |(at, _)| *at).ok().map(|at| &mut self.0[at].1)
+    }
+}
+
+/// What the users' states add up to: the tenant's counts, how many users are still reconciling,
+/// and the earliest re-check due.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) counts: UserCounts,
+    reconciling: i64,
+    pub(super) next_recheck: Option<Timestamp>,
+}
+
+impl Tally {
+    fn count(&mut self, s: &UserState, by: i32) {
+        let c = &mut self.counts;
+        c.desired += by;
+        *match s.phase {
+            SitePhase::Ready => &mut c.ready,
+            SitePhase::Pending => &mut c.pending,
+            SitePhase::SpsSiteError => &mut c.provisioning,
+            SitePhase::Failed => &mut c.failed,
+        } += by;
+        if s.reconciling() {
+            self.reconciling += i64::from(by);
+        }
+    }
+
+    /// A user's state replaced after the pass (enqueued): counted as the new one. Its re-check
+    /// no longer matters: a cycle that enqueues comes back at the poll interval.
+    pub(super) fn replace(&mut self, old: &UserState, new: &UserState) {
+        self.count(old, -1);
+        self.count(new, 1);
+    }
+
+    pub(super) fn reconciling(&self) -> bool {
+        self.reconciling > 0
+    }
 }
 
 /// The pass, its states `worded` or not. A user's statuses are read, their observation looked up,
@@ -31,24 +89,56 @@ pub(super) fn decide_all<'p, 'u: 'p, 'a: 'p>(
     input: &PlanInput<'a>,
 ) -> Pass<'p> {
     let input: &PlanInput<'p> = input;
-    let list = users.marked(input.batch);
+    let (list, gathering) = users.marked(input.batch);
     let mut pass = Pass {
         seen: Vec::with_capacity(list.len()),
-        looked: Vec::with_capacity(list.len()),
-        states: Vec::with_capacity(list.len()),
-        unchanged: Vec::with_capacity(list.len()),
+        states: States::default(),
+        changed: Vec::new(),
+        wishes: Vec::new(),
+        eligible: Vec::new(),
+        tally: Tally::default(),
     };
-    for u in list.iter_mut() {
+    let mut next = 0;
+    for (i, u) in list.iter_mut().enumerate() {
         u.read_statuses(worded);
         let u: &User<'p> = u;
-        let obs = input.observed.get(u.key.as_ref());
+        let obs = observation(input.observed, &mut next, gathering.key(i));
         let state = decide(u, obs, input);
-        pass.unchanged.push(u.worded && unchanged(u, &state, obs, input));
+        let looked = obs.map(|o| o.at);
+        let changed = u.worded && !unchanged(u, &state, obs, input);
+        if changed {
+            pass.changed.push(i);
+        }
+        if let Some(w) = wish(u, &state, obs, looked, input) {
+            pass.wishes.push((i, w));
+        }
+        let eligible = eligible(u, &state);
+        if eligible {
+            pass.eligible.push(i);
+        }
+        if let Some(due) = recheck_of(looked, &state, input.limits) {
+            pass.tally.next_recheck = Some(pass.tally.next_recheck.map_or(due, |t| t.min(due)));
+        }
+        pass.tally.count(&state, 1);
         pass.seen.push(obs);
-        pass.looked.push(obs.map(|o| o.at));
-        pass.states.push(state);
+        if changed || eligible || u.in_batch {
+            pass.states.0.push((i, state));
+        }
     }
     pass
+}
+
+/// The user's observation: the one after the previous user's when the observations are in
+/// queue order ([`super::Planner::order_observations`]), which is then neither hashed nor looked
+/// up in the map's table (a tenth of a steady cycle at 100,000 users); else by key.
+fn observation<'o>(observed: &'o Observations, next: &mut usize, key: &str) -> Option<&'o Observed> {
+    if let Some((_, obs)) = observed.get_index(*next).filter(|(k, _)| k.as_str() == key) {
+        *next += 1;
+        return Some(obs);
+    }
+    let (at, _, obs) = observed.get_full(key)?;
+    *next = at + 1;
+    Some(obs)
 }
 
 /// Whether every site of the user already has the status `s` calls for.
@@ -60,35 +150,23 @@ fn unchanged(u: &User, s: &UserState, obs: Option<&Observed>, input: &PlanInput)
         .all(|site| site.status.as_deref().is_some_and(|st| status::already(st, site.generation, s, geo)))
 }
 
-/// The statuses that change (at most `site_updates_per_cycle`, in queue order), the counts,
-/// whether any user has work ahead, and whether statuses were left for the next cycle.
+/// The statuses of the `changed` users (queue order) that change, at most
+/// `site_updates_per_cycle`, and whether statuses were left for the next cycle.
 pub(super) fn updates(
     list: &[User],
-    states: &[UserState],
+    states: &States,
     seen: &[Option<&Observed>],
-    unchanged: &[bool],
+    changed: &[usize],
     input: &PlanInput,
-) -> (Vec<SiteUpdate>, UserCounts, bool, bool) {
+) -> (Vec<SiteUpdate>, bool) {
     let mut more = false;
-    let now = input.now;
     let mut site_updates = Vec::new();
-    let mut counts = UserCounts::default();
-    let mut reconciling = false;
-    for (((u, s), obs), &unchanged) in list.iter().zip(states).zip(seen).zip(unchanged) {
-        counts.desired += 1;
-        match s.phase {
-            SitePhase::Ready => counts.ready += 1,
-            SitePhase::Pending => counts.pending += 1,
-            SitePhase::SpsSiteError => counts.provisioning += 1,
-            SitePhase::Failed => counts.failed += 1,
-        }
-        reconciling |= s.reconciling();
-        if unchanged {
-            continue;
-        }
-        let geo = input.geo.filter(|_| geo_known(u, *obs));
+    for &i in changed {
+        // A changed user's state is kept (see `decide_all`).
+        let (u, Some(s)) = (&list[i], states.get(i)) else { continue };
+        let geo = input.geo.filter(|_| geo_known(u, seen[i]));
         for site in u.sites.all() {
-            // Most sites are unchanged in most cycles: check that without building a status.
+            // Most sites of a changed user may be unchanged: check that without building a status.
             if site.status.as_deref().is_some_and(|st| status::already(st, site.generation, s, geo)) {
                 continue;
             }
@@ -96,10 +174,10 @@ pub(super) fn updates(
                 more = true;
                 continue;
             }
-            site_updates.extend(SiteUpdate::replacing(site, status::site_status(site, s, geo, now)));
+            site_updates.extend(SiteUpdate::replacing(site, status::site_status(site, s, geo, input.now)));
         }
     }
-    (site_updates, counts, reconciling, more)
+    (site_updates, more)
 }
 
 /// Whether the user's geo rests on something seen ([`partition`]'s rules 1 to 3: their batch,

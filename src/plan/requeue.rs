@@ -2,17 +2,18 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::pass::Tally;
 use super::state::UserState;
-use super::{PlanInput, after, recheck_at};
+use super::{Limits, PlanInput, after, recheck_at};
 use crate::api::{BatchStatus, SitePhase, SiteReason};
 
 /// The requeue interval after a plan: Microsoft's wait when throttled; most of the previous
 /// batch's duration before a new batch's first poll; the poll interval while anything is in
-/// flight; otherwise the next re-check, at most a resync interval away.
+/// flight; otherwise the next re-check (`tally`'s, worked out by the pass), at most a resync
+/// interval away.
 pub(super) fn requeue(
     input: &PlanInput,
-    looked: &[Option<Timestamp>],
-    states: &[UserState],
+    tally: &Tally,
     batch: &Option<BatchStatus>,
     must_observe: bool,
 ) -> SignedDuration {
@@ -35,23 +36,22 @@ pub(super) fn requeue(
     if must_observe {
         return limits.poll_interval.min(SignedDuration::from_secs(5));
     }
-    if states.iter().any(|s| s.phase == SitePhase::SpsSiteError) {
+    if tally.counts.provisioning > 0 {
         return limits.poll_interval;
     }
     // Idle: wake for the next re-check, at most a resync interval away.
-    let mut next = after(input.now, limits.resync_interval);
-    for (&last, s) in looked.iter().zip(states) {
-        let due = match s.phase {
-            SitePhase::Ready => last.or(s.provisioned_at).map(|t| recheck_at(t, limits.drift_check_interval)),
-            SitePhase::Failed => last.map(|t| recheck_at(t, limits.failed_recheck_interval)),
-            SitePhase::Pending if s.reason == SiteReason::LookupFailing => {
-                last.map(|t| recheck_at(t, limits.failed_recheck_interval))
-            }
-            _ => None,
-        };
-        if let Some(due) = due {
-            next = next.min(due);
-        }
-    }
+    let next = after(input.now, limits.resync_interval).min(tally.next_recheck.unwrap_or(Timestamp::MAX));
     next.duration_since(input.now).max(SignedDuration::from_secs(1))
+}
+
+/// When a user in state `s`, last looked at `last`, is due for a re-check, if ever.
+pub(super) fn recheck_of(last: Option<Timestamp>, s: &UserState, limits: &Limits) -> Option<Timestamp> {
+    match s.phase {
+        SitePhase::Ready => last.or(s.provisioned_at).map(|t| recheck_at(t, limits.drift_check_interval)),
+        SitePhase::Failed => last.map(|t| recheck_at(t, limits.failed_recheck_interval)),
+        SitePhase::Pending if s.reason == SiteReason::LookupFailing => {
+            last.map(|t| recheck_at(t, limits.failed_recheck_interval))
+        }
+        _ => None,
+    }
 }

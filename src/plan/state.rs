@@ -108,13 +108,13 @@ pub(super) fn pending<'a>(u: &User<'a>, seen: Timestamp) -> UserState<'a> {
             format_args!(
                 "the OneDrive that existed at {} was gone at {since}: {} waits for a batch slot to get a new one",
                 u.prior.site_url().unwrap_or("(unknown)"),
-                u.upn
+                u.upn()
             ),
         )
     } else {
         text(
             u,
-            format_args!("no OneDrive for {} (none seen since {since}); it waits for a batch slot", u.upn),
+            format_args!("no OneDrive for {} (none seen since {since}); it waits for a batch slot", u.upn()),
         )
     };
     without_site(u, SitePhase::Pending, SiteReason::Pending, message, since)
@@ -147,12 +147,12 @@ fn without_site<'a>(
 pub(super) fn unknown<'a>(u: &User<'a>, tried: Option<Timestamp>, now: Timestamp) -> UserState<'a> {
     let since = since(u, SiteReason::Pending, ConditionStatus::Unknown, tried.unwrap_or(now));
     let message = match tried {
-        None => text(u, format_args!("{} has not been checked against the tenant yet", u.upn)),
+        None => text(u, format_args!("{} has not been checked against the tenant yet", u.upn())),
         Some(_) => text(
             u,
             format_args!(
                 "the tenant has not answered a lookup of {} since {since} (throttled or unavailable); it is asked again",
-                u.upn
+                u.upn()
             ),
         ),
     };
@@ -173,8 +173,8 @@ pub(super) fn lookup_failing<'a>(
         format_args!(
             "the tenant answered {} lookups of {} in a row with HTTP {status} ({code}) by {since}, which says nothing about the OneDrive: {} is not sent and is checked again every {}; if it persists, check the user in the Microsoft 365 admin centre",
             input.limits.lookup_failing_after,
-            u.upn,
-            u.upn,
+            u.upn(),
+            u.upn(),
             SpecDuration(input.limits.failed_recheck_interval)
         ),
     );
@@ -256,7 +256,7 @@ pub(super) fn refused<'a>(
 ) -> UserState<'a> {
     let since = since(u, reason, ConditionStatus::False, seen);
     let recheck = SpecDuration(input.limits.failed_recheck_interval);
-    let upn = u.upn;
+    let upn = u.upn();
     let state = profile.map(|p| format!("{} ({})", p.name, p.code)).unwrap_or_default();
     let message = match reason {
         SiteReason::UserNotFound => text(
@@ -336,7 +336,7 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
     // problem is replaced once the problem is gone).
     let message = match u.ready_message.filter(|_| u.prior.reason() == Some(reason)) {
         Some(m) => Cow::Borrowed(m),
-        None => Cow::Owned(format!("{}: {reason}, as observed before; checked again", u.upn)),
+        None => Cow::Owned(format!("{}: {reason}, as observed before; checked again", u.upn())),
     };
     UserState {
         phase,

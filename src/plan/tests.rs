@@ -6,7 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
 
-use super::gather::key_of;
+use super::gathering::key_of;
 use super::state::text;
 use super::*;
 use crate::api::{OneDriveTenantSpec, condition_type, find_condition};
@@ -645,6 +645,18 @@ fn absurd_times_in_statuses_do_not_panic() {
 }
 
 #[test]
+fn a_gathering_made_for_other_sites_is_not_used() {
+    let sites = users(3);
+    let kept = Gathering::new(&sites[..2]);
+    let obs = all_no_site(&sites, 0);
+    let limits = Limits::default();
+    let i = input(&sites, &obs, None, 0, &limits);
+    let p = Planner::with(&sites, &kept).plan(&i.input);
+    assert_eq!(p, plan(&i));
+    assert_eq!(p.enqueue.map(|e| e.batch.users.len()), Some(3), "every user, not the two gathered");
+}
+
+#[test]
 fn a_planner_asked_again_decides_what_a_fresh_one_decides() {
     let sites = users(3);
     let obs = all_no_site(&sites, 0);
@@ -698,8 +710,8 @@ fn a_message_is_reused_only_when_it_reads_exactly_the_same() {
     let limits = Limits::default();
     let p = plan(&input(&sites, &obs, None, 0, &limits));
     apply(&mut sites, &p);
-    let mut users = Users::new(&sites);
-    let u = &mut users.marked(None)[0];
+    let mut users = Users::new(&sites, None);
+    let u = &mut users.marked(None).0[0];
     u.read_statuses(true);
     let first = t(0);
     let same = text(u, format_args!("the OneDrive exists at {} (first seen {first})", "https://x/a"));
@@ -803,6 +815,9 @@ impl ModelTenant {
 
 struct World {
     sites: Vec<DesiredSite<'static>>,
+    /// The sites' users as gathered at the start: the sites keep their shape (only their
+    /// statuses change), so the controller would keep this gathering for every cycle.
+    gathering: Gathering,
     memory: Observations,
     batch: Option<BatchStatus>,
     last_batch_id: i64,
@@ -847,11 +862,12 @@ impl World {
         }
     }
 
-    /// The controller gathers users once per cycle and reuses them across planning calls whose
-    /// batch and observations differ: that must decide exactly what fresh gathering decides.
+    /// The controller gathers users once and reuses them across planning calls whose batch and
+    /// observations differ, and across cycles whose statuses differ: that must decide exactly
+    /// what fresh gathering decides.
     fn check_shared_users(&self, p: &Plan) {
         let input = self.plan_input();
-        let mut shared = Planner::new(&self.sites);
+        let mut shared = Planner::with(&self.sites, &self.gathering);
         let _ = shared.targets(&PlanInput { batch: None, ..input });
         assert_eq!(shared.targets(&input), targets(&self.input()));
         assert_eq!(&shared.plan(&input), p);
@@ -1029,6 +1045,7 @@ fn world(s: &Scenario) -> World {
         sites.push(site("ns-b", &format!("dup{i}"), &user, s.users[i].0 + 1000));
     }
     World {
+        gathering: Gathering::new(&sites),
         sites,
         memory: Observations::default(),
         batch: None,
