@@ -45,6 +45,7 @@ impl SitesAt {
 }
 
 impl Gathering {
+    /// Groups `sites` (see the module documentation).
     pub fn new(sites: &[DesiredSite]) -> Gathering {
         // Grouped in input order (not hash order): the sites are then read in the order they
         // sit in memory, which matters at 100k sites. Each user: (place in the queue, sites).
@@ -88,8 +89,8 @@ impl Gathering {
         Gathering { users, gathered: sites.len() }
     }
 
-    /// Whether this gathering can stand for `sites`' (it was made from as many). The caller keeps
-    /// a gathering only while the sites keep their order, users and creation times.
+    /// Whether this gathering can stand for `sites`: it was made from as many. (The caller keeps a
+    /// gathering only while the sites keep their order, users and creation times.)
     pub fn fits(&self, sites: &[DesiredSite]) -> bool {
         self.gathered == sites.len()
     }

@@ -13,8 +13,8 @@ use super::{DataLocation, Observations, Observed, PlanInput, SiteUpdate, decide:
 use crate::api::{SitePhase, UserCounts};
 
 /// One pass over the users: each one's newest observation and state, and what the later steps
-/// of a cycle need of them, worked out while each user is in the CPU's cache (at 100,000 users,
-/// each pass of its own over every state was a tenth of a steady cycle).
+/// of a cycle need of them, worked out while each user is in the CPU's cache (at 100,000 users the
+/// four passes that did this afterwards, each over every state, were a tenth of a steady cycle).
 pub(super) struct Pass<'a> {
     pub(super) seen: Vec<Option<&'a Observed>>,
     pub(super) states: States<'a>,
