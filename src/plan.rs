@@ -293,10 +293,12 @@ impl<'a> Planner<'a> {
     /// after. A pass then reads the observations one after another (at 100,000 users, in the
     /// order they arrived, each was a cache miss).
     pub fn order_observations(&self, observed: &mut Observations) {
-        observed.sort_by_cached_key(|k, _| self.users.position(k.as_str()).unwrap_or(usize::MAX));
+        let mut entries: Vec<(&UserKey, &Observed)> = observed.iter().collect();
+        entries.sort_by_cached_key(|(k, _)| self.users.position(k.as_str()).unwrap_or(usize::MAX));
         // Copied in that order, so that the keys and URLs a pass reads lie one after another in
         // memory too (allocated as the answers came, each was a cache miss at 100,000 users).
-        *observed = observed.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let ordered: Observations = entries.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        *observed = ordered;
     }
 }
 

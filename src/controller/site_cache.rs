@@ -286,7 +286,7 @@ mod tests {
         let first = shape();
         let taken = cache.tenant_sites("contoso", false).sites;
         assert!(Arc::ptr_eq(&taken, &cache.tenant_sites("contoso", false).sites), "shared while unchanged");
-        // A new status, a new label: same shape, but the shared list is made again.
+        // A new status: same shape, but the shared list is made again.
         let mut written = site_of("contoso", "c1", "c1@contoso.com");
         written.status = Some(crate::api::OneDriveSiteStatus { batch: Some(1), ..Default::default() });
         apply(written);

@@ -1,6 +1,7 @@
 //! A cycle's users: a tenant's sites as a [`Gathering`] groups them, and what their statuses say,
 //! read by each pass as it decides them ([`User::read_statuses`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use jiff::Timestamp;
@@ -96,35 +97,20 @@ impl<'a> Prior<'a> {
 /// users a pass of its own over every status cost as much as the deciding pass's.
 pub(super) struct Users<'a> {
     list: Vec<User<'a>>,
-    gathering: Gathered<'a>,
+    /// The caller's gathering, or one made for these sites.
+    gathering: Cow<'a, Gathering>,
     /// The in-flight batch's users that are desired: user key → index in `list`.
     batch_members: HashMap<UserKey, usize>,
-}
-
-/// A gathering shared with the caller, or this planner's own.
-enum Gathered<'a> {
-    Shared(&'a Gathering),
-    Own(Gathering),
-}
-
-impl Gathered<'_> {
-    fn get(&self) -> &Gathering {
-        match self {
-            Gathered::Shared(g) => g,
-            Gathered::Own(g) => g,
-        }
-    }
 }
 
 impl<'a> Users<'a> {
     /// The users of `sites`, grouped by `gathering` when it fits them, else gathered anew.
     pub(super) fn new(sites: &'a [DesiredSite<'a>], gathering: Option<&'a Gathering>) -> Users<'a> {
         let gathering = match gathering.filter(|g| g.fits(sites)) {
-            Some(g) => Gathered::Shared(g),
-            None => Gathered::Own(Gathering::new(sites)),
+            Some(g) => Cow::Borrowed(g),
+            None => Cow::Owned(Gathering::new(sites)),
         };
         let list = gathering
-            .get()
             .users()
             .map(|at| User {
                 sites: match at {
@@ -146,7 +132,7 @@ impl<'a> Users<'a> {
         for (_, i) in self.batch_members.drain() {
             self.list[i].in_batch = false;
         }
-        let g = self.gathering.get();
+        let g = &*self.gathering;
         for user in batch.iter().flat_map(|b| &b.users) {
             let key = user_key(user);
             if let Some(i) = g.position(key.as_str()) {
@@ -163,7 +149,7 @@ impl<'a> Users<'a> {
 
     /// Where a user (by key) stands in the queue.
     pub(super) fn position(&self, key: &str) -> Option<usize> {
-        self.gathering.get().position(key)
+        self.gathering.position(key)
     }
 
     /// The index of a user of the in-flight batch, if a site names them.

@@ -14,6 +14,7 @@ use super::{DesiredSite, UserHasher};
 
 /// A tenant's users in queue order: each one's key and sites (as indexes into the sites it was
 /// gathered from).
+#[derive(Clone)]
 pub struct Gathering {
     /// The users' keys in queue order (a user's place in the queue is its index here), each with
     /// that place and its sites (oldest first).
@@ -23,6 +24,7 @@ pub struct Gathering {
 }
 
 /// The indexes of one user's sites (almost always one: no allocation for it).
+#[derive(Clone)]
 pub(super) enum SitesAt {
     One(usize),
     Many(Vec<usize>),

@@ -12,7 +12,8 @@ use super::state::UserState;
 use super::{Lookup, Observed, PlanInput, UserKey, after, recheck_due, user_key};
 use crate::api::{SitePhase, SiteReason};
 
-/// See [`super::targets`]; `pass` holds each user's state, newest observation and its time.
+/// See [`super::targets`]; `pass` holds what each user asked to be looked up ([`wish`]), the
+/// batch members' states and the batch candidates.
 pub(super) fn wanted(users: &Users, pass: &Pass, input: &PlanInput) -> Vec<Lookup> {
     let Pass { states, seen, wishes, eligible, .. } = pass;
     let list = users.list();
