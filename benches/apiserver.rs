@@ -104,7 +104,7 @@ fn main() {
 
     let before = api_requests(&server);
     let log = server.dir().join("operator.log");
-    let mut operator = support::operator(&server.admin_kubeconfig, &log);
+    let mut operator = support::operator(&server.admin_kubeconfig, &log, "127.0.0.1:0");
     let proc = Proc { pid: operator.0.id() };
     let started = Instant::now();
 

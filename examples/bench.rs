@@ -418,11 +418,14 @@ impl EngineTenant {
         let limits = Limits::default();
         // Every status at once (a running operator writes them over a few cycles).
         let all_at_once = Limits { site_updates_per_cycle: usize::MAX, ..Limits::default() };
-        let mut planner = plan::Planner::new(&sites);
+        let mut kept = KeptGathering::default();
+        let gathering = kept.for_sites(Some(cache.tenant_sites("contoso", false).shape), &sites);
+        let mut planner = plan::Planner::with(&sites, &gathering);
         let first = planner.plan(&steady(&observed, &all_at_once, now));
         // What the cycle does once the observations have come in.
         planner.order_observations(&mut observed);
         drop(planner);
+        drop(gathering);
         drop(sites);
         drop(snapshot);
         let mut statuses: HashMap<SiteKey<'static>, _> =
@@ -442,12 +445,13 @@ impl EngineTenant {
         let copy: Vec<Arc<KeptSite>> = cache.state().iter().map(|c| Arc::new((**c).clone())).collect();
         let cache_mib = (heap_in_use() - before) as f64 / (1024.0 * 1024.0);
         drop(copy);
-        EngineTenant { cache, observed, limits, now, kept: KeptGathering::default(), cache_mib }
+        EngineTenant { cache, observed, limits, now, kept, cache_mib }
     }
 
     /// One steady cycle's CPU work: the tenant's sites from the cache → the planner's view → the
     /// plan, which names nobody to look at first. `anew`: as the cycle after a site was added or
-    /// removed, which gathers the users again.
+    /// removed, which gathers the users again and then gives the observations the new
+    /// gathering's keys, as the controller does.
     fn cycle(&mut self, anew: bool) {
         if anew {
             self.kept = KeptGathering::default();
@@ -455,8 +459,12 @@ impl EngineTenant {
         let TenantSites { sites: mine, shape } = self.cache.tenant_sites("contoso", false);
         let sites: Vec<DesiredSite> = mine.iter().map(|s| DesiredSite::from_resource(s)).collect();
         let gathering = self.kept.for_sites(Some(shape), &sites);
-        let p = plan::Planner::with(&sites, &gathering).plan(&steady(&self.observed, &self.limits, self.now));
+        let mut planner = plan::Planner::with(&sites, &gathering);
+        let p = planner.plan(&steady(&self.observed, &self.limits, self.now));
         assert!(p.lookups.is_empty() && p.site_updates.is_empty() && p.enqueue.is_none(), "steady state");
+        if anew {
+            planner.share_keys(&mut self.observed);
+        }
     }
 }
 

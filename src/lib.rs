@@ -8,6 +8,7 @@ pub mod controller;
 pub mod jose;
 pub mod plan;
 pub mod simulator;
+pub mod slots;
 pub mod tenant;
 pub mod testing;
 

@@ -33,7 +33,7 @@ struct RunArgs {
     /// Tenant for OneDriveSites without spec.tenantRef.
     #[arg(long, env = "DEFAULT_TENANT")]
     default_tenant: Option<String>,
-    /// Tenants reconciled in parallel.
+    /// Tenant cycles that work at once (a cycle waiting on Microsoft's Retry-After gives its slot up).
     #[arg(long, default_value_t = 4)]
     concurrency: u16,
     /// Address of /metrics, /livez and /readyz.

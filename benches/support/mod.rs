@@ -54,11 +54,11 @@ pub fn create_sites(rt: &tokio::runtime::Runtime, api: &Api<OneDriveSite>, sites
     });
 }
 
-/// The release `onedrive-operator run` (one replica, no leader election), its log in `log`;
-/// killed when dropped.
-pub fn operator(kubeconfig: &Path, log: &Path) -> common::Child {
+/// The release `onedrive-operator run` (one replica, no leader election) serving `/metrics` at
+/// `metrics_addr`, its log in `log`; killed when dropped.
+pub fn operator(kubeconfig: &Path, log: &Path, metrics_addr: &str) -> common::Child {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
-        .args(["run", "--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
+        .args(["run", "--namespace", NS, "--metrics-addr", metrics_addr])
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
         // As the image sets it (Dockerfile).

@@ -15,7 +15,7 @@ mod vocabulary;
 pub use allowed::AllowedNamespaces;
 pub use cloud::Cloud;
 pub use conditions::{ConditionSet, condition, find_condition};
-pub use kept::{KeptCondition, KeptSite, KeptStatus};
+pub use kept::{KeptCondition, KeptSite, KeptStatus, KeptText, text_hash};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
 pub use tenant::{
     AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, GeoSpec, GeoStatus,

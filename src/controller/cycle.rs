@@ -26,6 +26,7 @@ use crate::api::{
     SitePhase, TenantReason, condition_type,
 };
 use crate::plan::{self, DesiredSite, TenantProblem};
+use crate::slots::Slots;
 use crate::tenant::{HostOverrides, TenantClient, TenantError};
 
 /// The field manager of every write.
@@ -90,6 +91,8 @@ pub(super) struct TenantRuntime {
     pub(super) gathering: KeptGathering,
     /// How many observations `memory` held when it was last put in the planner's order.
     pub(super) ordered: usize,
+    /// The gathering whose order and keys they were put in (held weakly: it may be replaced).
+    pub(super) ordered_by: std::sync::Weak<plan::Gathering>,
     pub(super) last_counters: HashMap<(crate::tenant::Service, crate::tenant::http::Count), u64>,
 }
 
@@ -127,6 +130,9 @@ pub struct ReconcilerOptions {
     pub replica: Option<String>,
     /// With leader election: checked immediately before every enqueue.
     pub fence: Option<Fence>,
+    /// The `--concurrency` work slots a cycle runs in (`run` gives them; `None`: no bound, as
+    /// for tools and tests that call cycles themselves).
+    pub slots: Option<Slots>,
 }
 
 impl ReconcilerOptions {
@@ -146,6 +152,7 @@ impl ReconcilerOptions {
             host_overrides: HostOverrides::default(),
             replica: None,
             fence: None,
+            slots: None,
         }
     }
 }
@@ -211,16 +218,17 @@ impl Reconciler {
 
     /// One cycle for the tenant `name`. One cycle per tenant runs at a time.
     pub async fn reconcile_tenant(&self, name: &str) -> Result<CycleReport, ControllerError> {
-        let slot = self.runtimes.lock().unwrap().entry(name.to_string()).or_default().clone();
-        let mut runtime = slot.lock().await;
+        let kept = self.runtimes.lock().unwrap().entry(name.to_string()).or_default().clone();
+        let mut runtime = kept.lock().await;
         let started = std::time::Instant::now();
-        let result = self.cycle(name, &mut runtime).await;
-        if result.is_err()
-            && let Some(store) = runtime.as_ref().and_then(|r| r.refresh.as_ref())
-        {
-            // A cycle that failed before its last phase still stores rotated refresh tokens.
-            self.store_rotations(name, store).await;
-        }
+        let result = match &self.options.slots {
+            Some(slots) => {
+                let (result, used) = slots.run(self.cycle_keeping_tokens(name, &mut runtime)).await;
+                self.options.metrics.slot_used(name, used);
+                result
+            }
+            None => self.cycle_keeping_tokens(name, &mut runtime).await,
+        };
         let outcome = match &result {
             Ok(r) if r.problem.is_some() => CycleResult::TenantNotReady,
             Ok(_) => CycleResult::Ok,
@@ -234,6 +242,21 @@ impl Reconciler {
                 self.options.metrics.error(name, reason.as_str())
             }
             Ok(_) => {}
+        }
+        result
+    }
+
+    /// One cycle; one that failed before its last phase still stores rotated refresh tokens.
+    async fn cycle_keeping_tokens(
+        &self,
+        name: &str,
+        runtime: &mut Option<TenantRuntime>,
+    ) -> Result<CycleReport, ControllerError> {
+        let result = self.cycle(name, runtime).await;
+        if result.is_err()
+            && let Some(store) = runtime.as_ref().and_then(|r| r.refresh.as_ref())
+        {
+            self.store_rotations(name, store).await;
         }
         result
     }

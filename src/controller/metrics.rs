@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,6 +15,7 @@ use prometheus_client::registry::Registry;
 use crate::api::{
     ConditionStatus, OneDriveTenantStatus, SitePhase, UserCounts, condition_type, find_condition,
 };
+use crate::slots::SlotUse;
 use crate::tenant::Service;
 use crate::tenant::http::Count;
 
@@ -57,6 +59,8 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     reconciles: Family<ResultLabels, Counter>,
     durations: Family<TenantLabel, Histogram>,
+    slot_held: Family<TenantLabel, Counter<f64, AtomicU64>>,
+    slot_waits: Histogram,
     errors: Family<ReasonLabels, Counter>,
     users: Family<PhaseLabels, Gauge>,
     batches: Family<TenantLabel, Counter>,
@@ -88,6 +92,8 @@ impl Metrics {
         let durations = Family::<TenantLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
+        let slot_held = Family::<TenantLabel, Counter<f64, AtomicU64>>::default();
+        let slot_waits = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let errors = Family::<ReasonLabels, Counter>::default();
         let users = Family::<PhaseLabels, Gauge>::default();
         let batches = Family::<TenantLabel, Counter>::default();
@@ -108,6 +114,16 @@ impl Metrics {
         let completion = Family::<TenantLabel, Gauge>::default();
         registry.register("reconciles", "Reconcile cycles by result", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Duration of a reconcile cycle", durations.clone());
+        registry.register(
+            "cycle_slot_seconds",
+            "Time a tenant's cycles held one of the --concurrency work slots (waits on Microsoft's Retry-After excluded)",
+            slot_held.clone(),
+        );
+        registry.register(
+            "cycle_slot_wait_seconds",
+            "Time a cycle waited for a work slot, before it began and after each wait on Microsoft (raise --concurrency when it grows)",
+            slot_waits.clone(),
+        );
         registry.register(
             "reconcile_errors",
             "Cycles that failed (Kubernetes API) or found a tenant problem, by reason",
@@ -180,6 +196,8 @@ impl Metrics {
             not_persisted,
             reconciles,
             durations,
+            slot_held,
+            slot_waits,
             errors,
             users,
             batches,
@@ -198,6 +216,12 @@ impl Metrics {
     pub fn reconciled(&self, tenant: &str, result: &str, took: Duration) {
         self.reconciles.get_or_create(&ResultLabels { tenant: tenant.into(), result: result.into() }).inc();
         self.durations.get_or_create(&Self::tenant(tenant)).observe(took.as_secs_f64());
+    }
+
+    /// How one cycle used its work slot.
+    pub fn slot_used(&self, tenant: &str, used: SlotUse) {
+        self.slot_held.get_or_create(&Self::tenant(tenant)).inc_by(used.held.as_secs_f64());
+        self.slot_waits.observe(used.waited.as_secs_f64());
     }
 
     pub fn error(&self, tenant: &str, reason: &str) {

@@ -3,6 +3,8 @@
 //! users planned with that geo's batch) → send (at most one enqueue per geo, recorded first; see
 //! `send`) → write sites → write tenant.
 
+use std::sync::{Arc, Weak};
+
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::events::EventType;
@@ -14,7 +16,7 @@ use super::pipelines::{Pipeline, Planners, TenantPlan, pipelines, recorded_pipel
 use super::site_cache::{Shape, Snapshot};
 use super::tenant_status::{tenant_problem_reason, tenant_status};
 use crate::api::{EventReason, OneDriveTenant, OneDriveTenantStatus, TenantReason};
-use crate::plan::{DesiredSite, Limits, Observed, PlanInput, SiteUpdate, TenantProblem};
+use crate::plan::{DesiredSite, Gathering, Limits, Observed, PlanInput, SiteUpdate, TenantProblem};
 use crate::tenant::TenantError;
 use futures::{StreamExt, TryStreamExt};
 
@@ -85,6 +87,9 @@ impl Reconciler {
             .map(|rt| rt.gathering.for_sites(shape.filter(|_| all), &desired));
         let mut planners = Planners::new(&desired, gathering.as_deref(), &stand.pipelines);
         let plan = self.observe_and_plan(&mut planners, base, runtime, &mut stand).await;
+        if let Some(rt) = runtime.as_mut() {
+            keep_in_order(rt, &planners, gathering.as_ref());
+        }
         let mut report = CycleReport::default();
         let Some(plan) =
             self.send(&tenant, plan, &mut planners, base, runtime, &mut stand, &mut report).await?
@@ -214,14 +219,6 @@ impl Reconciler {
             wanted = plan.observe_now();
             round += 1;
         }
-        if let Some(rt) = runtime.as_mut()
-            && rt.memory.len() > rt.ordered + rt.ordered / 10
-        {
-            // Grown by a tenth since last put in order (new users are appended): in order again,
-            // for the next cycles' passes.
-            planners.order_observations(&mut rt.memory);
-            rt.ordered = rt.memory.len();
-        }
         plan
     }
 
@@ -309,4 +306,20 @@ fn base_input<'a>(
     now: Timestamp,
 ) -> PlanInput<'a> {
     PlanInput { last_batch_id: status.last_batch_id, ..PlanInput::new(name, &NOTHING_OBSERVED, limits, now) }
+}
+
+/// Puts the tenant's observations in the order its next cycles' passes read them, keyed by the
+/// gathering's own keys ([`plan::Planner::order_observations`]), when they have grown by a tenth
+/// since (new users are appended); after the users were gathered anew (a site added or removed),
+/// gives them the new gathering's keys ([`plan::Planner::share_keys`]), or each would be read
+/// again as a string every pass.
+fn keep_in_order(rt: &mut TenantRuntime, planners: &Planners, gathering: Option<&Arc<Gathering>>) {
+    let regathered = gathering.is_some_and(|g| !std::ptr::eq(rt.ordered_by.as_ptr(), Arc::as_ptr(g)));
+    if rt.memory.len() > rt.ordered + rt.ordered / 10 {
+        planners.order_observations(&mut rt.memory);
+        rt.ordered = rt.memory.len();
+    } else if regathered {
+        planners.share_keys(&mut rt.memory);
+    }
+    rt.ordered_by = gathering.map_or_else(Weak::new, Arc::downgrade);
 }

@@ -146,6 +146,13 @@ impl<'a> Planners<'a> {
         }
     }
 
+    /// See [`Planner::share_keys`] (a Multi-Geo tenant's geos keep the keys as they came).
+    pub(super) fn share_keys(&self, observed: &mut plan::Observations) {
+        if let Planners::One(p) = self {
+            p.share_keys(observed);
+        }
+    }
+
     /// Every geo's plan, in the order of `pipelines`. Batch ids are unique tenant-wide: each geo
     /// numbers its new batch after the geos before it.
     pub(super) fn plan(&mut self, base: &PlanInput, pipelines: &[Pipeline]) -> TenantPlan {

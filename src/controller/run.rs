@@ -18,6 +18,7 @@ use super::leader::{Elector, Fence, LeaseSettings};
 use super::metrics::Metrics;
 use super::{ControllerError, Reconciler, ReconcilerOptions, SiteCache, SiteSource};
 use crate::api::{OneDriveSite, OneDriveTenant};
+use crate::slots::Slots;
 
 /// How the operator runs (flags and environment of `onedrive-operator run`).
 #[derive(Clone, Debug)]
@@ -27,7 +28,8 @@ pub struct RunOptions {
     /// Watch `OneDriveSite`s in this namespace only (all namespaces when `None`).
     pub watch_namespace: Option<String>,
     pub default_tenant: Option<String>,
-    /// Tenants reconciled in parallel (one cycle per tenant at a time).
+    /// Tenant cycles that work at once (one cycle per tenant at a time; a cycle waiting on
+    /// Microsoft's `Retry-After` gives its slot to another tenant meanwhile).
     pub concurrency: u16,
     pub metrics_addr: SocketAddr,
     pub leader_election: bool,
@@ -160,6 +162,7 @@ async fn run_controller(
             fence,
             replica: Some(options.identity.clone()),
             namespaces: namespace_store,
+            slots: Some(Slots::new(options.concurrency.into())),
             ..ReconcilerOptions::new(options.namespace.clone(), SiteSource::Store(store.clone()))
         },
     ));
@@ -177,9 +180,10 @@ async fn run_controller(
             .or_else(|| default_tenant.clone())
             .map(|name| ObjectRef::<OneDriveTenant>::new(&name))
     };
-    // Debounced: `kubectl apply` of thousands of sites becomes a handful of cycles.
-    let config =
-        controller::Config::default().debounce(Duration::from_secs(2)).concurrency(options.concurrency);
+    // Debounced: `kubectl apply` of thousands of sites becomes a handful of cycles. Every tenant's
+    // cycle may start (kube-runtime still runs one cycle per tenant at a time); the reconciler's
+    // work slots bound how many work at once, and a cycle waiting on Microsoft gives its slot up.
+    let config = controller::Config::default().debounce(Duration::from_secs(2));
     let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
     let tenant_store = controller.store();
     // A namespace changed: every tenant with a namespace policy decides again.

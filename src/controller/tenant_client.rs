@@ -99,6 +99,7 @@ impl Reconciler {
             memory,
             gathering,
             ordered: 0,
+            ordered_by: std::sync::Weak::new(),
             last_counters: HashMap::new(),
         });
         Ok(())

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::gathering::{Gathering, SitesAt};
 use super::{DesiredSite, UserKey, user_key};
-use crate::api::{BatchStatus, ConditionStatus, KeptStatus, SitePhase, SiteReason};
+use crate::api::{BatchStatus, ConditionStatus, KeptStatus, KeptText, SitePhase, SiteReason};
 
 /// One distinct user and the sites naming it.
 pub(super) struct User<'a> {
@@ -20,7 +20,7 @@ pub(super) struct User<'a> {
     /// none, and formatting them was a fifth of its cost).
     pub(super) worded: bool,
     /// The `Ready` message a status of the user carries (reused when it is still right).
-    pub(super) ready_message: Option<&'a str>,
+    pub(super) ready_message: Option<&'a KeptText>,
 }
 
 /// The sites naming one user, oldest first (almost always one: no allocation for it).
@@ -152,6 +152,11 @@ impl<'a> Users<'a> {
         self.gathering.position(key)
     }
 
+    /// The key of the user at `position` in the queue.
+    pub(super) fn key(&self, position: usize) -> Option<&UserKey> {
+        self.gathering.key(position)
+    }
+
     /// The index of a user of the in-flight batch, if a site names them.
     pub(super) fn in_batch(&self, user: &str) -> Option<usize> {
         self.batch_members.get(&user_key(user)).copied()
@@ -171,7 +176,7 @@ impl<'a> User<'a> {
         self.worded = worded;
         self.prior = prior_of(self.sites.all());
         self.ready_message =
-            self.sites.all().iter().find_map(|s| s.status.as_deref()?.ready.as_ref()).map(|c| &*c.message);
+            self.sites.all().iter().find_map(|s| s.status.as_deref()?.ready.as_ref()).map(|c| &c.message);
     }
 }
 

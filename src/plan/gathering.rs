@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use indexmap::IndexMap;
 use jiff::Timestamp;
 
-use super::{DesiredSite, UserHasher};
+use super::{DesiredSite, UserHasher, UserKey};
 
 /// A tenant's users in queue order: each one's key and sites (as indexes into the sites it was
 /// gathered from).
@@ -18,7 +18,7 @@ use super::{DesiredSite, UserHasher};
 pub struct Gathering {
     /// The users' keys in queue order (a user's place in the queue is its index here), each with
     /// that place and its sites (oldest first).
-    users: IndexMap<Box<str>, (usize, SitesAt), UserHasher>,
+    users: IndexMap<UserKey, (usize, SitesAt), UserHasher>,
     /// How many sites were gathered.
     gathered: usize,
 }
@@ -51,14 +51,14 @@ impl Gathering {
     pub fn new(sites: &[DesiredSite]) -> Gathering {
         // Grouped in input order (not hash order): the sites are then read in the order they
         // sit in memory, which matters at 100k sites. Each user: (place in the queue, sites).
-        let mut users: IndexMap<Box<str>, (usize, SitesAt), UserHasher> =
+        let mut users: IndexMap<UserKey, (usize, SitesAt), UserHasher> =
             IndexMap::with_capacity_and_hasher(sites.len(), UserHasher::default());
         for (at, site) in sites.iter().enumerate() {
             let key = key_of(&site.user);
             match users.get_mut(key.as_ref()) {
                 Some((_, mine)) => mine.push(at),
                 None => {
-                    users.insert(key.into_owned().into_boxed_str(), (0, SitesAt::One(at)));
+                    users.insert(UserKey::normalized(&key), (0, SitesAt::One(at)));
                 }
             }
         }
@@ -76,7 +76,7 @@ impl Gathering {
         let mut order: Vec<(Timestamp, u128, usize)> = users
             .iter()
             .enumerate()
-            .map(|(i, (key, (_, mine)))| (sites[mine.first()].created, prefix(key), i))
+            .map(|(i, (key, (_, mine)))| (sites[mine.first()].created, prefix(key.as_str()), i))
             .collect();
         order.sort_unstable_by(|a, b| {
             let key = |i: usize| users.get_index(i).map(|(k, _)| k);
@@ -103,8 +103,8 @@ impl Gathering {
     }
 
     /// The key of the user at `position` in the queue.
-    pub(super) fn key(&self, position: usize) -> &str {
-        self.users.get_index(position).map_or("", |(k, _)| k)
+    pub(super) fn key(&self, position: usize) -> Option<&UserKey> {
+        self.users.get_index(position).map(|(k, _)| k)
     }
 
     /// Where a user (by key) stands in the queue.

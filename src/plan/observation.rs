@@ -2,6 +2,8 @@
 //! answers into these, and `check` and the controller read the same values, so they never
 //! disagree about a user.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 
 use crate::api::SiteReason;
@@ -198,16 +200,31 @@ impl PartialEq<&str> for Lookup {
 /// A user as the operator compares users: trimmed and lowercased (sign-in names are
 /// case-insensitive), made once where a user enters the operator. The original spelling is kept
 /// apart, for what is sent to Microsoft and shown to people.
+///
+/// Shared, not copied, when cloned: the controller's observations take the very keys of the
+/// tenant's gathering ([`super::Planner::order_observations`]), so a pass matches a user's
+/// observation to the user by address instead of reading both strings (two cache misses a
+/// user at 100,000 users).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserKey(String);
+pub struct UserKey(Arc<str>);
 
 impl UserKey {
     pub fn new(user: &str) -> UserKey {
-        UserKey(user.trim().to_lowercase())
+        UserKey(user.trim().to_lowercase().into())
+    }
+
+    /// A key from a user already trimmed and lowercased.
+    pub(super) fn normalized(key: &str) -> UserKey {
+        UserKey(key.into())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `key` is this key: at once when it is this very string (shared, see above).
+    pub fn is(&self, key: &str) -> bool {
+        std::ptr::eq(self.as_str(), key) || self.as_str() == key
     }
 }
 
@@ -232,7 +249,7 @@ impl From<String> for UserKey {
 
 impl PartialEq<&str> for UserKey {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        &*self.0 == *other
     }
 }
 

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::gather::User;
 use super::limits::SpecDuration;
 use super::{PlanInput, ProfileState, whole_second};
-use crate::api::{ConditionStatus, SitePhase, SiteReason};
+use crate::api::{ConditionStatus, SitePhase, SiteReason, text_hash};
 
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct UserState<'a> {
@@ -51,25 +51,28 @@ pub(super) fn since(u: &User, reason: SiteReason, ready: ConditionStatus, entere
 
 /// `args` as text: the user's current `Ready` message when it already reads so (most cycles
 /// change nothing, and then nothing is allocated), a new string otherwise; nothing when the
-/// pass does not word its states.
+/// pass does not word its states. Whether it reads so is told by the kept message's hash, so the
+/// message itself is not read ([`crate::api::KeptText`]).
 pub(super) fn text<'a>(u: &User<'a>, args: std::fmt::Arguments) -> Cow<'a, str> {
     if !u.worded {
         return Cow::Borrowed("");
     }
-    struct Matches<'s>(&'s str);
-    impl std::fmt::Write for Matches<'_> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0 = self.0.strip_prefix(s).ok_or(std::fmt::Error)?;
-            Ok(())
-        }
+    thread_local! {
+        /// Where a message is worded before it is known to be new (reused: no allocation).
+        static WORDING: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
-    if let Some(current) = u.ready_message {
-        let mut m = Matches(current);
-        if std::fmt::write(&mut m, args).is_ok() && m.0.is_empty() {
-            return Cow::Borrowed(current);
+    WORDING.with_borrow_mut(|wording| {
+        wording.clear();
+        // Writing into a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(wording, args);
+        match u.ready_message {
+            // The length sits beside the hash (no read of the text either).
+            Some(current) if current.len() == wording.len() && current.hash() == text_hash(wording) => {
+                Cow::Borrowed(current.as_str())
+            }
+            _ => Cow::Owned(wording.clone()),
         }
-    }
-    Cow::Owned(std::fmt::format(args))
+    })
 }
 
 /// The site exists.
@@ -335,7 +338,7 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
     // The status's own message is kept (its reason is this one; a message written with a tenant
     // problem is replaced once the problem is gone).
     let message = match u.ready_message.filter(|_| u.prior.reason() == Some(reason)) {
-        Some(m) => Cow::Borrowed(m),
+        Some(m) => Cow::Borrowed(m.as_str()),
         None => Cow::Owned(format!("{}: {reason}, as observed before; checked again", u.upn())),
     };
     UserState {

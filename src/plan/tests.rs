@@ -1668,3 +1668,31 @@ fn observations_are_put_in_the_order_a_pass_reads_them() {
     // Nothing is lost or changed, only moved.
     assert!(obs.values().all(|o| *o == seen(10, Observation::NoSite)));
 }
+
+#[test]
+fn observations_keyed_by_the_gathering_decide_exactly_as_before() {
+    let sites = users(50);
+    let limits = Limits::default();
+    let gathering = Gathering::new(&sites);
+    let mut obs: Observations =
+        sites.iter().rev().map(|s| (user_key(&s.user), seen(0, Observation::NoSite))).collect();
+    // Someone no site names: kept, with its own key.
+    obs.insert(user_key("gone@contoso.com"), seen(0, Observation::NoSite));
+    let before = Planner::with(&sites, &gathering).plan(&plan_input(&obs, None, 0, &limits));
+    let planner = Planner::with(&sites, &gathering);
+    for share in [Planner::share_keys, Planner::order_observations] {
+        let mut keyed = obs.clone();
+        share(&planner, &mut keyed);
+        assert_eq!(keyed, obs, "the same observation for every user");
+        for (i, k) in (0..sites.len()).map(|i| (i, gathering.key(i).unwrap())) {
+            let (mine, _) = keyed.get_key_value(k.as_str()).unwrap();
+            assert!(
+                std::ptr::eq(mine.as_str(), k.as_str()),
+                "user {i}'s observation has the gathering's key"
+            );
+        }
+        assert!(keyed.contains_key("gone@contoso.com"));
+        let after = Planner::with(&sites, &gathering).plan(&plan_input(&keyed, None, 0, &limits));
+        assert_eq!(after, before);
+    }
+}

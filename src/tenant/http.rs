@@ -101,7 +101,8 @@ impl Http {
             if gate.duration_since(started) > self.max_wait {
                 return Err(throttled(service, gate));
             }
-            tokio::time::sleep_until(gate).await;
+            // Without the cycle's work slot: another tenant works meanwhile.
+            crate::slots::sleep_until(gate).await;
         }
         Ok(())
     }

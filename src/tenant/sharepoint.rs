@@ -203,7 +203,7 @@ pub(super) async fn enqueue_csom(
             return Ok(());
         }
         let interval = op["PollingInterval"].as_u64().unwrap_or(15_000).clamp(100, 15_000);
-        tokio::time::sleep(std::time::Duration::from_millis(interval)).await;
+        crate::slots::sleep(std::time::Duration::from_millis(interval)).await;
         let identity = op["_ObjectIdentity_"].as_str().unwrap_or_default().to_string();
         // SharePoint already accepted the request: a failing poll must not turn it into a refusal.
         let reloaded = match process_query(client, admin_url, poll_request(&identity)).await {
