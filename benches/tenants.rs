@@ -226,7 +226,7 @@ fn main() {
     // it held (its waits on Microsoft's Retry-After hold none).
     let (h, c) = (&stormy.last_use, &calm.last_use);
     println!(
-        "\nHealthy: the throttled tenant's {:.0} cycles took {:.1} s in all and held a work slot for {:.2} s of it (waits on Retry-After hold none), so it delayed no other tenant's batch by more than {:.2} s, against a poll interval of {POLL_SECS} s. The same tenant healthy, in the first run: {:.0} cycles, {:.2} s in a slot.",
+        "\nHealthy tenants' batches within the throttled run: the throttled tenant's {:.0} finished cycles took {:.1} s and held a work slot for {:.2} s of it (waits on Retry-After hold none; a cycle still running at the end is not counted), so they delayed no other tenant's batch by more than {:.2} s, against a poll interval of {POLL_SECS} s. The same tenant healthy, in the first run: {:.0} cycles, {:.2} s in a slot.",
         h.cycles, h.took, h.held, h.held, c.cycles, c.held
     );
 }
