@@ -293,15 +293,14 @@ impl<'a> Planner<'a> {
     /// after. A pass then reads the observations one after another (at 100,000 users, in the
     /// order they arrived, each was a cache miss).
     pub fn order_observations(&self, observed: &mut Observations) {
-        let mut entries: Vec<(Option<usize>, &UserKey, &Observed)> =
-            observed.iter().map(|(k, v)| (self.users.position(k.as_str()), k, v)).collect();
-        entries.sort_by_key(|(at, _, _)| at.unwrap_or(usize::MAX));
+        let mut entries: Vec<_> = observed.iter().map(|(k, v)| (self.users.find(k.as_str()), k, v)).collect();
+        entries.sort_by_key(|(found, _, _)| found.map_or(usize::MAX, |(at, _)| at));
         // Copied in that order, so that the URLs a pass reads lie one after another in memory too
         // (allocated as the answers came, each was a cache miss at 100,000 users), and keyed by
         // the gathering's own keys, which a pass then matches by address ([`UserKey::is`]).
         let ordered: Observations = entries
             .into_iter()
-            .map(|(at, k, v)| (at.and_then(|at| self.users.key(at)).unwrap_or(k).clone(), v.clone()))
+            .map(|(found, k, v)| (found.map_or(k, |(_, mine)| mine).clone(), v.clone()))
             .collect();
         *observed = ordered;
     }
@@ -312,7 +311,7 @@ impl<'a> Planner<'a> {
     pub fn share_keys(&self, observed: &mut Observations) {
         use indexmap::map::MutableKeys;
         for (key, _) in observed.iter_mut2() {
-            if let Some(mine) = self.users.position(key.as_str()).and_then(|at| self.users.key(at)) {
+            if let Some((_, mine)) = self.users.find(key.as_str()) {
                 // The same user: an equal key, so the map's hashes and order hold.
                 *key = mine.clone();
             }

@@ -80,7 +80,8 @@ impl Slots {
     }
 
     /// Slots free now.
-    pub fn free(&self) -> usize {
+    #[cfg(test)]
+    fn free(&self) -> usize {
         self.0.available_permits()
     }
 }
@@ -133,42 +134,45 @@ async fn acquire(slots: &Arc<Semaphore>) -> OwnedSemaphorePermit {
 mod tests {
     use super::*;
     use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
 
-    /// Events in the order they happened (a paused clock: every wait is exact and instant).
-    async fn recorded(log: &mpsc::UnboundedSender<&'static str>, what: &'static str) {
-        log.send(what).unwrap();
+    type Log = mpsc::UnboundedSender<&'static str>;
+
+    /// Runs `work` in a slot of `slots` on a task of its own.
+    fn spawn_run(slots: &Slots, work: impl Future<Output = ()> + Send + 'static) -> JoinHandle<SlotUse> {
+        let slots = slots.clone();
+        tokio::spawn(async move { slots.run(work).await.1 })
+    }
+
+    /// The events after `seen`, once every sender is gone, in the order they happened (a paused
+    /// clock: every wait is exact and instant).
+    async fn events(
+        mut rx: mpsc::UnboundedReceiver<&'static str>,
+        mut seen: Vec<&'static str>,
+    ) -> Vec<&'static str> {
+        while let Some(e) = rx.recv().await {
+            seen.push(e);
+        }
+        seen
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_run_waiting_on_microsoft_lets_another_run_work() {
         let slots = Slots::new(1);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let throttled = {
-            let (slots, tx) = (slots.clone(), tx.clone());
-            tokio::spawn(async move {
-                slots
-                    .run(async {
-                        recorded(&tx, "throttled starts").await;
-                        sleep(Duration::from_secs(10)).await;
-                        recorded(&tx, "throttled goes on").await;
-                    })
-                    .await
-                    .1
-            })
-        };
+        let log: Log = tx.clone();
+        let throttled = spawn_run(&slots, async move {
+            log.send("throttled starts").unwrap();
+            sleep(Duration::from_secs(10)).await;
+            log.send("throttled goes on").unwrap();
+        });
         // The throttled run has the slot and is in its wait (it sends, then waits, in one poll).
         assert_eq!(rx.recv().await, Some("throttled starts"));
-        let healthy = {
-            let (slots, tx) = (slots.clone(), tx.clone());
-            tokio::spawn(async move { slots.run(async { recorded(&tx, "healthy works").await }).await.1 })
-        };
+        let log: Log = tx;
+        let healthy = spawn_run(&slots, async move { log.send("healthy works").unwrap() });
         let healthy = healthy.await.unwrap();
         let throttled = throttled.await.unwrap();
-        drop(tx);
-        let mut order = vec!["throttled starts"];
-        while let Some(e) = rx.recv().await {
-            order.push(e);
-        }
+        let order = events(rx, vec!["throttled starts"]).await;
         assert_eq!(order, ["throttled starts", "healthy works", "throttled goes on"]);
         assert!(
             healthy.waited < Duration::from_secs(1),
@@ -182,41 +186,24 @@ mod tests {
     async fn a_run_takes_a_slot_again_in_turn_after_its_wait() {
         let slots = Slots::new(1);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let first = {
-            let (slots, tx) = (slots.clone(), tx.clone());
-            tokio::spawn(async move {
-                slots
-                    .run(async {
-                        recorded(&tx, "first waits").await;
-                        sleep(Duration::from_secs(1)).await;
-                        recorded(&tx, "first after its wait").await;
-                    })
-                    .await
-            })
-        };
+        let log: Log = tx.clone();
+        let first = spawn_run(&slots, async move {
+            log.send("first waits").unwrap();
+            sleep(Duration::from_secs(1)).await;
+            log.send("first after its wait").unwrap();
+        });
         assert_eq!(rx.recv().await, Some("first waits"));
         // A run that works (without waiting on Microsoft) for 5 s once it has the slot.
-        let busy = {
-            let (slots, tx) = (slots.clone(), tx.clone());
-            tokio::spawn(async move {
-                slots
-                    .run(async {
-                        recorded(&tx, "busy starts").await;
-                        let until = Instant::now() + Duration::from_secs(5);
-                        // Work that keeps its slot: a plain sleep, not the slot-giving one.
-                        tokio::time::sleep_until(until).await;
-                        recorded(&tx, "busy ends").await;
-                    })
-                    .await
-            })
-        };
-        let (_, first_use) = first.await.unwrap();
+        let log: Log = tx;
+        let busy = spawn_run(&slots, async move {
+            log.send("busy starts").unwrap();
+            // Work that keeps its slot: a plain sleep, not the slot-giving one.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            log.send("busy ends").unwrap();
+        });
+        let first_use = first.await.unwrap();
         busy.await.unwrap();
-        drop(tx);
-        let mut order = Vec::new();
-        while let Some(e) = rx.recv().await {
-            order.push(e);
-        }
+        let order = events(rx, Vec::new()).await;
         assert_eq!(order, ["busy starts", "busy ends", "first after its wait"], "no second slot is made up");
         assert!(first_use.waited >= Duration::from_secs(3), "it waited for the busy run: {first_use:?}");
     }

@@ -147,14 +147,9 @@ impl<'a> Users<'a> {
         &self.list
     }
 
-    /// Where a user (by key) stands in the queue.
-    pub(super) fn position(&self, key: &str) -> Option<usize> {
-        self.gathering.position(key)
-    }
-
-    /// The key of the user at `position` in the queue.
-    pub(super) fn key(&self, position: usize) -> Option<&UserKey> {
-        self.gathering.key(position)
+    /// See [`Gathering::find`].
+    pub(super) fn find(&self, key: &str) -> Option<(usize, &UserKey)> {
+        self.gathering.find(key)
     }
 
     /// The index of a user of the in-flight batch, if a site names them.

@@ -107,6 +107,11 @@ impl Gathering {
         self.users.get_index(position).map(|(k, _)| k)
     }
 
+    /// A user's place in the queue and the gathering's own key for them (one lookup).
+    pub(super) fn find(&self, key: &str) -> Option<(usize, &UserKey)> {
+        self.users.get_full(key).map(|(at, k, _)| (at, k))
+    }
+
     /// Where a user (by key) stands in the queue.
     pub(super) fn position(&self, key: &str) -> Option<usize> {
         self.users.get_index_of(key)
