@@ -29,7 +29,7 @@ use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{
     self, App, Clock, Config, FaultConfig, Population, SimHandle, UserSpec, expected_reason,
 };
-use onedrive_operator::tenant::{Credentials, HostOverrides, TenantClient, TenantConfig};
+use onedrive_operator::tenant::{Credentials, EndpointPolicy, HostOverrides, TenantClient, TenantConfig};
 use onedrive_operator::testing::site;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -146,7 +146,7 @@ fn on_sim_clock(client: &kube::Client, sim: &SimHandle) -> Reconciler {
         client.clone(),
         ReconcilerOptions {
             clock: Arc::new(clock),
-            host_overrides: HostOverrides::parse(&sim.host_overrides()).unwrap(),
+            endpoints: EndpointPolicy::Overridable(HostOverrides::parse(&sim.host_overrides()).unwrap()),
             ..ReconcilerOptions::new(NS, SiteSource::List)
         },
     )
@@ -291,7 +291,7 @@ async fn naive(c: &Creds, users: usize) -> Run {
     // The seeds look every user up: no tenant-wide listing.
     let config = TenantConfig {
         tenant_wide_listing: false,
-        ..TenantConfig::from_spec(&tenant_and_cert(c, &sim).0.spec)
+        ..TenantConfig::from_spec(&tenant_and_cert(c, &sim).0.spec).with_policy(EndpointPolicy::overridable())
     };
     let client = TenantClient::new(config, creds).unwrap();
     let all: Vec<String> = (0..users).map(|i| format!("user{i:06}@contoso.com")).collect();

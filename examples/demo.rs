@@ -69,7 +69,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kube = fake_cluster(sites, vec![tenant], vec![secret]).await?;
 
     // The real reconcile cycle, scheduled the way the controller schedules it.
-    let reconciler = Reconciler::new(kube.clone(), ReconcilerOptions::new(NAMESPACE, SiteSource::List));
+    // The simulator is on loopback, outside any Microsoft cloud: the demo opts in, as
+    // `--allow-endpoint-overrides` does for the operator.
+    let options = ReconcilerOptions {
+        endpoints: onedrive_operator::tenant::EndpointPolicy::overridable(),
+        ..ReconcilerOptions::new(NAMESPACE, SiteSource::List)
+    };
+    let reconciler = Reconciler::new(kube.clone(), options);
     let bar = ProgressBar::new(users as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} Ready  {msg}")?

@@ -31,6 +31,7 @@ VARIANTS = {
         "extraArgs": ["--organization=contoso"],
         "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
         "caBundle": {"configMap": "proxy-ca", "key": "ca.crt"},
+        "allowEndpointOverrides": True,
         "rbac": {"create": True, "secretNames": ["contoso-app-cert", "contoso-admin-token"]},
         "imagePullSecrets": [{"name": "registry-credentials"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -116,6 +117,12 @@ def main():
         fail(f"CA bundle not wired: env {env.get('CA_BUNDLE')}, volumes {pod.get('volumes')}")
     if container["volumeMounts"][0] != {"name": "ca-bundle", "mountPath": "/etc/onedrive-operator/ca", "readOnly": True}:
         fail(f"CA bundle mount: {container['volumeMounts']}")
+    # Endpoint overrides: the operator's opt-in, off unless asked for.
+    if env.get("ALLOW_ENDPOINT_OVERRIDES") != "1":
+        fail(f"allowEndpointOverrides not wired: {env.get('ALLOW_ENDPOINT_OVERRIDES')}")
+    default_container = next(d for _, d in rendered["default"] if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    if any(e["name"] == "ALLOW_ENDPOINT_OVERRIDES" for e in default_container["env"]):
+        fail("endpoint overrides allowed by default")
 
     # The alert rules render only when asked for, with every credential alert.
     if any(d["kind"] == "PrometheusRule" for _, d in rendered["default"]):

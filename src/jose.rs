@@ -146,6 +146,8 @@ impl Jws {
 pub struct Certificate {
     pub der: Vec<u8>,
     pub public_key: PublicKey,
+    /// The start of its validity (`notBefore`).
+    pub not_before: Option<jiff::Timestamp>,
     /// The end of its validity (`notAfter`).
     pub not_after: Option<jiff::Timestamp>,
 }
@@ -166,9 +168,16 @@ impl Certificate {
             .map_err(|e| JoseError::Certificate(e.to_string()))?;
         let public_key = PublicKey::try_from(spki)
             .map_err(|e| JoseError::Certificate(format!("the certificate's key is not RSA ({e})")))?;
-        let not_after = cert.tbs_certificate().validity().not_after.to_unix_duration();
-        let not_after = jiff::Timestamp::from_second(not_after.as_secs() as i64).ok();
-        Ok(Certificate { der, public_key, not_after })
+        let validity = cert.tbs_certificate().validity();
+        let at = |t: x509_cert::time::Time| {
+            jiff::Timestamp::from_second(t.to_unix_duration().as_secs() as i64).ok()
+        };
+        Ok(Certificate {
+            der,
+            public_key,
+            not_before: at(validity.not_before),
+            not_after: at(validity.not_after),
+        })
     }
 
     /// `x5t#S256`: base64url SHA-256 of the DER certificate.

@@ -22,6 +22,33 @@ enum LogFormat {
     Json,
 }
 
+/// The operator process's opt-in to endpoints outside each tenant's cloud.
+#[derive(clap::Args, Clone, Copy)]
+struct EndpointArgs {
+    /// Allow tenants' endpoints outside their Microsoft cloud: loopback http:// (the simulator),
+    /// other hosts, and the test host overrides. Tests, the simulator and demos only: never in
+    /// production, where a tenant writer could then send the tenant's credentials anywhere.
+    #[arg(
+        long = "allow-endpoint-overrides",
+        env = "ALLOW_ENDPOINT_OVERRIDES",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    allow_endpoint_overrides: bool,
+}
+
+impl EndpointArgs {
+    /// The policy these flags and the environment give, or why they give none.
+    fn policy(self) -> Result<onedrive_operator::tenant::EndpointPolicy, String> {
+        let env = |k: &str| std::env::var(k).ok();
+        onedrive_operator::tenant::EndpointPolicy::from_opt_in(self.allow_endpoint_overrides, &env)
+    }
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// The operator's namespace: where tenants' Secrets and the leader Lease live.
@@ -56,6 +83,8 @@ struct RunArgs {
     /// PEM file of extra CA certificates to trust for Microsoft 365 endpoints (TLS is always verified).
     #[arg(long, env = "CA_BUNDLE")]
     ca_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    endpoints: EndpointArgs,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +100,8 @@ enum Command {
         /// A OneDriveTenant manifest, optionally followed by the Secrets it references.
         #[arg(long)]
         tenant: PathBuf,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
     },
     /// Print what the tenant says about each user.
     Check {
@@ -80,6 +111,8 @@ enum Command {
         /// User principal names.
         #[arg(required = true)]
         users: Vec<String>,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
     },
 }
 
@@ -101,17 +134,16 @@ fn main() -> ExitCode {
                 },
                 None => None,
             };
-            let env = |k: &str| std::env::var(k).ok();
-            let host_overrides = match onedrive_operator::tenant::doctor::host_overrides(&env) {
-                Ok(o) => o,
+            let endpoints = match args.endpoints.policy() {
+                Ok(p) => p,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            if !host_overrides.is_empty() {
+            if endpoints.allows_overrides() {
                 tracing::warn!(
-                    "test host overrides are set: public hosts are pointed at a loopback simulator"
+                    "endpoint overrides are allowed: tenants may point at hosts outside their Microsoft cloud (tests and demos only)"
                 );
             }
             let identity = args.identity.clone().unwrap_or_else(|| {
@@ -131,7 +163,7 @@ fn main() -> ExitCode {
                 identity,
                 organization: args.organization,
                 ca_bundle,
-                host_overrides,
+                endpoints,
             };
             let rt = tokio::runtime::Runtime::new().expect("a Tokio runtime");
             match rt.block_on(onedrive_operator::controller::run::run(options)) {
@@ -146,11 +178,18 @@ fn main() -> ExitCode {
             print!("{}", onedrive_operator::api::crds_yaml());
             ExitCode::SUCCESS
         }
-        Command::Doctor { tenant } => {
+        Command::Doctor { tenant, endpoints } => {
             init_stderr_logs();
+            let policy = match endpoints.policy() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("onedrive-operator doctor: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             with_manifests(&tenant, |m| async move {
                 let env = |k: &str| std::env::var(k).ok();
-                let checks = onedrive_operator::tenant::doctor::doctor(&m, &env).await;
+                let checks = onedrive_operator::tenant::doctor::doctor(&m, &env, &policy).await;
                 let name = m.tenant.metadata.name.clone().unwrap_or_default();
                 if onedrive_operator::tenant::doctor::print_checks(&name, &checks) {
                     ExitCode::SUCCESS
@@ -159,11 +198,18 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Check { tenant, users } => {
+        Command::Check { tenant, users, endpoints } => {
             init_stderr_logs();
+            let policy = match endpoints.policy() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("onedrive-operator check: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             with_manifests(&tenant, |m| async move {
                 let env = |k: &str| std::env::var(k).ok();
-                match onedrive_operator::tenant::doctor::check_users(&m, &users, &env).await {
+                match onedrive_operator::tenant::doctor::check_users(&m, &users, &env, &policy).await {
                     Ok(lines) => {
                         for l in lines {
                             println!("{l}");

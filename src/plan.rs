@@ -397,8 +397,9 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
                 last_batch_id += 1;
                 let users = chosen.iter().map(|&i| list[i].upn().to_string()).collect();
                 let new = status::new_batch(last_batch_id, users, input.now);
-                for &i in &chosen {
-                    let enqueued = state::provisioning(new.id, input.now, &list[i], input);
+                for (n, &i) in chosen.iter().enumerate() {
+                    let gate = n + 1 == chosen.len();
+                    let enqueued = state::provisioning(new.id, input.now, gate, &list[i], input);
                     // A candidate's state is kept (see `pass::decide_all`).
                     if let Some(old) = states.get_mut(i) {
                         tally.replace(old, &enqueued);

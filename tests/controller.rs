@@ -22,7 +22,7 @@ const NS: &str = "onedrive-operator";
 fn reconciler_on(client: &kube::Client, sim: &SimHandle) -> Reconciler {
     Reconciler::new(
         client.clone(),
-        ReconcilerOptions { clock: Arc::new(sim.clock()), ..ReconcilerOptions::new(NS, SiteSource::List) },
+        ReconcilerOptions { clock: Arc::new(sim.clock()), ..common::options(NS, SiteSource::List) },
     )
 }
 
@@ -98,8 +98,12 @@ async fn a_thousand_sites_in_two_namespaces_converge_in_batches_of_200() {
             )
         })
         .collect();
-    let client =
-        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let client = kube(
+        sites,
+        vec![sim_tenant(&sim, "contoso", "app-cert")],
+        vec![cert_secret("app-cert", &["contoso"])],
+    )
+    .await;
     let r = reconciler(&client);
     let cycles = converge(&r, &sim, &client, 200).await;
     let sites = sites_of(&client).await;
@@ -141,8 +145,12 @@ async fn the_estimated_completion_holds_within_ten_percent() {
     let sites: Vec<OneDriveSite> = (0..1400)
         .map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso"))
         .collect();
-    let client =
-        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let client = kube(
+        sites,
+        vec![sim_tenant(&sim, "contoso", "app-cert")],
+        vec![cert_secret("app-cert", &["contoso"])],
+    )
+    .await;
     let r = reconciler_on(&client, &sim);
     let tenants = Api::<OneDriveTenant>::all(client.clone());
     let mut estimate: Option<(jiff::Timestamp, jiff::Timestamp)> = None;
@@ -187,8 +195,12 @@ async fn crash_and_resume(point: CrashPoint) {
     let sites: Vec<OneDriveSite> = (0..450)
         .map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso"))
         .collect();
-    let client =
-        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let client = kube(
+        sites,
+        vec![sim_tenant(&sim, "contoso", "app-cert")],
+        vec![cert_secret("app-cert", &["contoso"])],
+    )
+    .await;
     let first = reconciler(&client);
     first.crash_next_cycle_at(point);
     let report = first.reconcile_tenant("contoso").await.unwrap();
@@ -244,7 +256,7 @@ async fn bad_input_gets_the_documented_reasons_and_others_are_unaffected() {
         sim_tenant(&sim, "missing-secret", "not-there"),
         sim_tenant(&refusing, "refusing", "app-cert"),
     ];
-    let client = kube(sites, tenants, vec![cert_secret("app-cert")]).await;
+    let client = kube(sites, tenants, vec![cert_secret("app-cert", &["contoso", "refusing"])]).await;
     let r = reconciler(&client);
     converge(&r, &sim, &client, 50).await;
     r.reconcile_tenant("missing-secret").await.unwrap();
@@ -367,9 +379,12 @@ async fn a_realistic_population_converges_and_every_user_tells_the_truth() {
     let mut c = sim_config(0);
     c.users = users.clone();
     let sim = start(c).await;
-    let client =
-        kube(sites_for(&users), vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")])
-            .await;
+    let client = kube(
+        sites_for(&users),
+        vec![sim_tenant(&sim, "contoso", "app-cert")],
+        vec![cert_secret("app-cert", &["contoso"])],
+    )
+    .await;
     let r = reconciler_on(&client, &sim);
     // Cycle on the simulated clock; note when each profile-error user is first reported Failed.
     let mut failed_at: BTreeMap<String, jiff::Timestamp> = BTreeMap::new();
@@ -472,6 +487,7 @@ async fn every_site_reason_is_reached_over_the_simulator() {
     sites.push(site("team-a", "lost", "user1@contoso.com", "no-such-tenant"));
     sites.push(site("team-b", "nosecret", "user2@contoso.com", "missing-secret"));
     sites.push(site("team-b", "elsewhere", "user3@contoso.com", "team-a-only"));
+    sites.push(site("team-a", "guest", "alice_fabrikam.com#EXT#@contoso.com", "contoso"));
     let mut c = sim_config(0);
     c.users = users;
     let sim = start(c).await;
@@ -483,7 +499,7 @@ async fn every_site_reason_is_reached_over_the_simulator() {
         selector: None,
     });
     let tenants = vec![contoso, sim_tenant(&sim, "missing-secret", "not-there"), team_a_only];
-    let client = kube(sites, tenants, vec![cert_secret("app-cert")]).await;
+    let client = kube(sites, tenants, vec![cert_secret("app-cert", &["contoso", "team-a-only"])]).await;
     let r = reconciler_on(&client, &sim);
     let mut reached = HashSet::new();
     for _ in 0..90 {
@@ -499,4 +515,132 @@ async fn every_site_reason_is_reached_over_the_simulator() {
     let all: HashSet<String> =
         onedrive_operator::api::SiteReason::ALL.iter().map(|r| r.to_string()).collect();
     assert_eq!(reached, all, "missing: {:?}", all.difference(&reached).collect::<Vec<_>>());
+}
+
+/// User names that need escaping in every request that carries them — an apostrophe in the
+/// profile read's OData literal (the simulator refuses an unescaped one, as SharePoint does), `&`
+/// and `+` in CSOM's XML and in Graph paths — reach the verdict the profile gives; a guest account
+/// is neither looked up nor sent.
+#[tokio::test]
+async fn names_that_need_escaping_reach_their_profile_verdict_and_guests_are_never_sent() {
+    let special = |upn: &str, outcome: i64| {
+        let mut u = UserSpec::new(upn);
+        u.profile_outcome = Some(outcome);
+        u
+    };
+    let users = vec![
+        special("o'neil@contoso.com", 4099),
+        special("d'arcy+ops@contoso.com", 8195),
+        special("r&d@contoso.com", 4099),
+        UserSpec::new("plain@contoso.com"),
+    ];
+    let guest = "alice_fabrikam.com#EXT#@contoso.com";
+    let mut sites = sites_for(&users);
+    sites.push(site("team-a", "guest", guest, "contoso"));
+    let mut c = sim_config(0);
+    c.users = users;
+    c.users.push(UserSpec::new(guest));
+    c.provision_delay = SignedDuration::from_mins(5);
+    let sim = start(c).await;
+    for method in ["ProfileLoader", "ProfileLoaderCsom"] {
+        let mut tenant = sim_tenant(&sim, "contoso", "app-cert");
+        tenant.spec.enqueue_method = serde_json::from_value(serde_json::json!(method)).unwrap();
+        let client = kube(sites.clone(), vec![tenant], vec![cert_secret("app-cert", &["contoso"])]).await;
+        let r = reconciler_on(&client, &sim);
+        converge(&r, &sim, &client, 60).await;
+        let all = sites_of(&client).await;
+        let reason = |upn: &str| ready_condition(all.iter().find(|s| s.spec.user == upn).unwrap()).reason;
+        assert_eq!(reason("o'neil@contoso.com"), "SiteCreationNotPermitted", "{method}");
+        assert_eq!(reason("d'arcy+ops@contoso.com"), "ProvisioningFailed", "{method}");
+        assert_eq!(reason("r&d@contoso.com"), "SiteCreationNotPermitted", "{method}");
+        assert_eq!(reason("plain@contoso.com"), "Provisioned", "{method}");
+        assert_eq!(reason(guest), "GuestAccount", "{method}");
+    }
+    let stats = sim.stats();
+    assert!(stats.enqueues.iter().all(|e| !e.users.iter().any(|u| u.contains("#EXT#"))), "a guest was sent");
+    assert!(
+        stats.enqueues.iter().any(|e| e.users.iter().any(|u| u == "o'neil@contoso.com")),
+        "the apostrophe user was sent as written"
+    );
+    assert_eq!(stats.count("sharepoint.profile.bad-literal"), 0, "every profile read was a valid literal");
+}
+
+/// A tenant may use only the Secrets bound to it, of its auth mode's type: naming another
+/// tenant's certificate Secret, or that Secret's private key as a delegated "refresh token", is
+/// `CredentialsInvalid` naming the missing binding, and nothing at all is sent.
+#[tokio::test]
+async fn a_secret_not_bound_to_the_tenant_is_never_used() {
+    let sim = start(sim_config(3)).await;
+    let other = start(sim_config(3)).await;
+    let mut thief = sim_tenant(&other, "thief", "app-cert");
+    let mut key_as_token = sim_tenant(&other, "key-as-token", "app-cert");
+    key_as_token.spec.auth = onedrive_operator::api::TenantAuth {
+        delegated: Some(onedrive_operator::api::DelegatedAuth {
+            client_id: APP.into(),
+            refresh_token_secret_ref: onedrive_operator::api::SecretKeyRef {
+                name: "app-cert".into(),
+                key: "tls.key".into(),
+            },
+        }),
+        ..Default::default()
+    };
+    thief.spec.poll_interval = "10s".into();
+    let sites = vec![
+        site("team-a", "mine", "user0@contoso.com", "contoso"),
+        site("team-b", "theirs", "user1@contoso.com", "thief"),
+        site("team-b", "key", "user2@contoso.com", "key-as-token"),
+    ];
+    // Bound to contoso (and to key-as-token, to show the type is checked too).
+    let tenants = vec![sim_tenant(&sim, "contoso", "app-cert"), thief, key_as_token];
+    let client = kube(sites, tenants, vec![cert_secret("app-cert", &["contoso", "key-as-token"])]).await;
+    let r = reconciler_on(&client, &sim);
+    for name in ["thief", "key-as-token"] {
+        let report = r.reconcile_tenant(name).await.unwrap();
+        let problem = report.problem.unwrap_or_default();
+        assert_eq!(
+            report.problem_reason.map(|p| p.as_str()),
+            Some("CredentialsInvalid"),
+            "{name}: {problem}"
+        );
+        let expected =
+            if name == "thief" { "is not bound to tenant thief" } else { "needs a Secret of type Opaque" };
+        assert!(problem.contains(expected), "{name}: {problem}");
+        assert!(!problem.contains("PRIVATE KEY"), "{problem}");
+    }
+    assert!(other.stats().arrivals.is_empty(), "a request went out with another tenant's Secret");
+    converge(&r, &sim, &client, 30).await;
+    assert!(!sim.stats().arrivals.is_empty(), "the bound tenant works");
+}
+
+/// A tenant recorded by version 0.1 with a batch in flight and not yet sent — its users on the
+/// tenant, in `status.geos[].currentBatch` — is resent exactly as recorded after the upgrade, and
+/// the first write moves the users off the tenant into the operator's namespace.
+#[tokio::test]
+async fn a_batch_recorded_with_its_users_by_0_1_is_resent_as_recorded_and_moved_off_the_tenant() {
+    use kube::api::{Patch, PatchParams};
+    let sim = start(sim_config(10)).await;
+    let sites: Vec<OneDriveSite> =
+        (0..10).map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso")).collect();
+    let client =
+        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert", &["contoso"])]).await;
+    let recorded: Vec<String> = [7, 2, 5].iter().map(|i| format!("user{i}@contoso.com")).collect();
+    let legacy = serde_json::json!({"status": {"lastBatchId": 3, "geos": [{
+        "location": "", "central": true, "adminUrl": sim.admin_url(),
+        "currentBatch": {"id": 3, "size": 3, "users": recorded, "lastUser": recorded[2],
+                         "enqueuedAt": "2026-11-01T00:00:00Z", "sent": false},
+    }]}});
+    Api::<OneDriveTenant>::all(client.clone())
+        .patch_status("contoso", &PatchParams::default(), &Patch::Merge(&legacy))
+        .await
+        .unwrap();
+    let r = reconciler_on(&client, &sim);
+    let report = r.reconcile_tenant("contoso").await.unwrap();
+    assert_eq!(report.enqueued.len(), 1, "{report:?}");
+    let stats = sim.stats();
+    assert_eq!(stats.enqueues.len(), 1);
+    assert_eq!(stats.enqueues[0].users, recorded, "resent exactly as recorded, in its order");
+    let written = serde_json::to_string(&Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap()).unwrap();
+    assert!(!written.contains("@contoso.com"), "users left on the tenant: {written}");
+    converge(&r, &sim, &client, 60).await;
+    assert_batches_follow_the_rules(&sim, SignedDuration::from_mins(10));
 }

@@ -48,7 +48,7 @@ async fn delegated(
     let client = wrap(fake_cluster::fake_cluster(sites, vec![tenant], vec![secret]).await.unwrap());
     let r = Reconciler::new(
         client.clone(),
-        ReconcilerOptions { clock: Arc::new(sim.clock()), ..ReconcilerOptions::new(NS, SiteSource::List) },
+        ReconcilerOptions { clock: Arc::new(sim.clock()), ..common::options(NS, SiteSource::List) },
     );
     (client, r)
 }
@@ -197,7 +197,7 @@ async fn a_write_back_that_keeps_failing_is_reported_and_the_operator_goes_on() 
 }
 
 fn cert_secret(cert: &jose::Certificate, key: &rsa::PrivateKey) -> Secret {
-    tls_secret(NS, SECRET, cert, key)
+    tls_secret(NS, SECRET, &["contoso"], cert, key)
 }
 
 #[tokio::test]
@@ -236,7 +236,7 @@ async fn a_certificate_expiring_in_ten_days_warns_and_a_renewed_one_is_picked_up
         client.clone(),
         ReconcilerOptions {
             recorder: Some(EventSink::new(client.clone(), "test")),
-            ..ReconcilerOptions::new(NS, SiteSource::List)
+            ..common::options(NS, SiteSource::List)
         },
     );
     r.reconcile_tenant("contoso").await.unwrap();

@@ -227,6 +227,190 @@ fn the_operator_converges_as_its_service_account_survives_a_kill_and_writes_real
         .collect();
     assert!(managers.contains(&("onedrive-operator", "Apply")), "{managers:?}");
     assert!(managers.contains(&("platform-team", "Apply")), "{managers:?}");
+
+    // The cluster-scoped tenant and its Events name no user of any namespace: the batches' users
+    // were kept in the operator's namespace (and read back there after the kill).
+    let tenant_yaml = ok(server.kubectl(&["get", "odt", "-o", "yaml"]), "get odt -o yaml");
+    assert!(!tenant_yaml.contains("@contoso"), "a user name on the tenant:\n{tenant_yaml}");
+    let events: Value = serde_json::from_str(&ok(
+        server.kubectl(&["get", "events.events.k8s.io", "-n", "default", "-o", "json"]),
+        "tenant Events",
+    ))
+    .unwrap();
+    let notes: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["regarding"]["kind"] == "OneDriveTenant")
+        .filter_map(|e| e["note"].as_str())
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("batch") && n.contains("users sent")), "{notes:?}");
+    assert!(notes.iter().all(|n| !n.contains('@')), "a user name in a tenant Event: {notes:?}");
+    let record: Value = serde_json::from_str(&ok(
+        server.kubectl(&["get", "configmap", "contoso.onedrive-batches", "-n", NS, "-o", "json"]),
+        "the batch record",
+    ))
+    .unwrap();
+    assert_eq!(record["metadata"]["ownerReferences"][0]["kind"], "OneDriveTenant", "{record}");
+}
+
+/// A counter of the connections that reach a loopback port (nothing is answered).
+fn capture() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(connection);
+        }
+    });
+    (port, hits)
+}
+
+/// An operator started without `--allow-endpoint-overrides` refuses a tenant whose
+/// `authorityHost`, `graphUrl` or `adminUrl` leaves its cloud (InvalidSpec naming the field) and
+/// sends nothing anywhere; started with it, the simulator's tenant works. `doctor` and `check`
+/// alike.
+#[test]
+fn endpoints_outside_the_cloud_are_refused_unless_the_operator_opts_in() {
+    let server = ApiServer::start();
+    install_crds(&server);
+    ok(server.kubectl(&["create", "namespace", NS]), "namespace");
+    ok(server.apply(&chart_rbac()), "the chart's RBAC");
+    let (_sim, manifests) =
+        common::spawn_simulate(&["--generate", "3", "--namespace", NS, "--tenant-name", "sim"]);
+    ok(server.apply(&manifests), "the simulator's tenant and Secret");
+    let admin_url = manifests.lines().find_map(|l| l.trim().strip_prefix("adminUrl: ")).unwrap().to_string();
+    let base = admin_url.trim_end_matches("/sharepoint").to_string();
+    let (port, captured) = capture();
+    let elsewhere = format!("http://127.0.0.1:{port}");
+    let tenant = |name: &str, extra: &str| {
+        format!(
+            "---\napiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveTenant\nmetadata: {{name: {name}}}\nspec:\n  tenantId: contoso.onmicrosoft.com\n  pollInterval: 2s\n  auth: {{certificate: {{clientId: app, secretRef: {{name: sim-credentials}}}}}}\n{extra}"
+        )
+    };
+    let cases = [
+        (
+            "via-authority",
+            "spec.authorityHost",
+            format!("  adminUrl: https://contoso-admin.sharepoint.com\n  authorityHost: {elsewhere}/entra\n"),
+        ),
+        (
+            "via-graph",
+            "spec.graphUrl",
+            format!("  adminUrl: https://contoso-admin.sharepoint.com\n  graphUrl: {elsewhere}/graph\n"),
+        ),
+        ("via-admin", "spec.adminUrl", format!("  adminUrl: {elsewhere}/sharepoint\n")),
+    ];
+    let mut objects = String::from("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n");
+    for (name, _, extra) in &cases {
+        objects.push_str(&tenant(name, extra));
+        objects.push_str(&format!(
+            "---\napiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {{name: {name}, namespace: team-a}}\nspec: {{user: someone@contoso.com, tenantRef: {{name: {name}}}}}\n"
+        ));
+    }
+    for i in 1..=3 {
+        objects.push_str(&format!(
+            "---\napiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {{name: sim-{i}, namespace: team-a}}\nspec: {{user: user{i:04}@contoso.onmicrosoft.com, tenantRef: {{name: sim}}}}\n"
+        ));
+    }
+    ok(server.apply(&objects), "tenants pointing elsewhere, and sites");
+    let sa = server.service_account_kubeconfig(NS, "onedrive-operator");
+    let log = server.dir().join("pinned.log");
+    let pinned = Operator::start_pinned(&sa, &log, "e2e-pinned");
+    let reason_of = |name: &str| -> (String, String) {
+        let t: Value =
+            serde_json::from_str(&ok(server.kubectl(&["get", "odt", name, "-o", "json"]), "get odt"))
+                .unwrap();
+        let ready = t["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
+        ready.map_or((String::new(), String::new()), |c| {
+            (c["reason"].as_str().unwrap_or("").into(), c["message"].as_str().unwrap_or("").into())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (name, field) in cases.iter().map(|(n, f, _)| (*n, *f)).chain([("sim", "spec.authorityHost")]) {
+        loop {
+            let (reason, message) = reason_of(name);
+            if reason == "InvalidSpec" {
+                assert!(message.starts_with(field), "{name}: {message}");
+                assert!(message.contains("--allow-endpoint-overrides"), "{name}: {message}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {reason} {message}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(pinned);
+    assert_eq!(captured.load(std::sync::atomic::Ordering::SeqCst), 0, "a request reached the capture server");
+    assert_eq!(
+        sim_stats(&base)["arrivals"].as_array().map_or(0, Vec::len),
+        0,
+        "a request reached the simulator"
+    );
+
+    // doctor and check, without the opt-in: refused before anything is sent.
+    let file = server.dir().join("via-graph.yaml");
+    let secret = manifests.split("\n---\n").find(|d| d.contains("kind: Secret")).unwrap();
+    std::fs::write(&file, format!("{}\n---\n{secret}", tenant("via-graph", &cases[1].2))).unwrap();
+    let tool = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator")).args(args).output().unwrap()
+    };
+    let doctor = tool(&["doctor", "--tenant", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success() && said.contains("[FAIL] tenant spec: spec.graphUrl"), "{said}");
+    let check = tool(&["check", "--tenant", file.to_str().unwrap(), "someone@contoso.com"]);
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        !check.status.success() && said.contains("spec.graphUrl") && said.contains("InvalidSpec"),
+        "{said}"
+    );
+    assert_eq!(
+        captured.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "doctor or check reached the capture server"
+    );
+    let sim_file = server.dir().join("sim.yaml");
+    std::fs::write(&sim_file, &manifests).unwrap();
+    let check = tool(&[
+        "check",
+        "--allow-endpoint-overrides",
+        "--tenant",
+        sim_file.to_str().unwrap(),
+        "user0001@contoso.onmicrosoft.com",
+    ]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    // Started with the opt-in, the simulator's tenant works.
+    ok(
+        server.kubectl(&["delete", "odt", "via-authority", "via-graph", "via-admin"]),
+        "delete the tenants pointing elsewhere",
+    );
+    let log = server.dir().join("opted-in.log");
+    let _operator = Operator::start_as(&sa, &log, "e2e-opted-in", "127.0.0.1:0");
+    let wait = server.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "ods",
+        "sim-1",
+        "sim-2",
+        "sim-3",
+        "-n",
+        "team-a",
+        "--timeout=120s",
+    ]);
+    assert!(
+        wait.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&wait.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(captured.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 /// Delegated auth on a real API server, a batch in flight for 30+ cycles, access tokens living

@@ -40,7 +40,7 @@ async fn two_reconcilers_racing_on_one_tenant_record_and_send_one_batch() {
         let client = kube(
             sites("contoso", 300),
             vec![sim_tenant(&sim, "contoso", "app-cert")],
-            vec![cert_secret("app-cert")],
+            vec![cert_secret("app-cert", &["contoso"])],
         )
         .await;
         let (a, b) = (reconciler(&client), reconciler(&client));
@@ -55,7 +55,8 @@ async fn two_reconcilers_racing_on_one_tenant_record_and_send_one_batch() {
         }
         let status = Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap().status.unwrap();
         assert_eq!(status.batches().len(), 1);
-        assert_eq!(status.batches()[0].users, stats.enqueues[0].users);
+        assert!(status.batches()[0].users.is_empty(), "no user name on the cluster-scoped tenant");
+        assert_eq!(recorded_users(&client, status.batches()[0]).await, stats.enqueues[0].users);
         assert_eq!(status.last_batch_id, 1);
     }
 }
@@ -73,7 +74,7 @@ async fn a_blocked_app_is_reported_blocked_and_left_alone_while_other_tenants_go
     let client = kube(
         all,
         vec![sim_tenant(&blocked, "blocked", "app-cert"), sim_tenant(&healthy, "contoso", "app-cert")],
-        vec![cert_secret("app-cert")],
+        vec![cert_secret("app-cert", &["contoso", "blocked"])],
     )
     .await;
     let r = reconciler(&client);
@@ -134,7 +135,7 @@ async fn sites_from_a_namespace_the_tenant_does_not_allow_are_refused_until_it_i
     all.extend((5..10).map(|i| site("other", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso")));
     // The same user as an allowed site: refused here, sent once for the allowed one.
     all.push(site("other", "shared", "USER0@contoso.com", "contoso"));
-    let client = kube(all, vec![tenant], vec![cert_secret("app-cert")]).await;
+    let client = kube(all, vec![tenant], vec![cert_secret("app-cert", &["contoso"])]).await;
     // The namespace cache, fed as the controller's watch would feed it.
     let (namespaces, mut cache) = reflector::store();
     for ns in [namespace("allowed", &[("onedrive", "allowed")]), namespace("other", &[])] {
@@ -142,7 +143,7 @@ async fn sites_from_a_namespace_the_tenant_does_not_allow_are_refused_until_it_i
     }
     let r = Reconciler::new(
         client.clone(),
-        ReconcilerOptions { namespaces, ..ReconcilerOptions::new(OPERATOR_NS, SiteSource::List) },
+        ReconcilerOptions { namespaces, ..common::options(OPERATOR_NS, SiteSource::List) },
     );
     let in_ns = |ns: &'static str| {
         let client = client.clone();
@@ -245,15 +246,12 @@ async fn a_lapsed_fence_stops_the_send_and_the_leader_sends_the_recorded_batch()
     let client = kube(
         sites("contoso", 5),
         vec![sim_tenant(&sim, "contoso", "app-cert")],
-        vec![cert_secret("app-cert")],
+        vec![cert_secret("app-cert", &["contoso"])],
     )
     .await;
     let fenced = Reconciler::new(
         client.clone(),
-        ReconcilerOptions {
-            fence: Some(Fence::default()),
-            ..ReconcilerOptions::new(OPERATOR_NS, SiteSource::List)
-        },
+        ReconcilerOptions { fence: Some(Fence::default()), ..common::options(OPERATOR_NS, SiteSource::List) },
     );
     let e = fenced.reconcile_tenant("contoso").await.unwrap_err();
     assert_eq!(e.reason().as_str(), "LeaseLost", "{e}");
@@ -264,7 +262,15 @@ async fn a_lapsed_fence_stops_the_send_and_the_leader_sends_the_recorded_batch()
     let report = reconciler(&client).reconcile_tenant("contoso").await.unwrap();
     assert_eq!(report.enqueued.len(), 1);
     assert_eq!(sim.stats().enqueues.len(), 1);
-    assert_eq!(sim.stats().enqueues[0].users, status.batches()[0].users);
+    assert_eq!(sim.stats().enqueues[0].users, recorded_users(&client, status.batches()[0]).await);
+}
+
+/// The users a batch recorded on the tenant was recorded with, in the operator's namespace.
+async fn recorded_users(client: &kube::Client, batch: &onedrive_operator::api::BatchStatus) -> Vec<String> {
+    let records: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let record = records.get("contoso.onedrive-batches").await.unwrap();
+    let key = batch.users_record.as_deref().expect("the batch names its record");
+    record.data.unwrap()[key].lines().map(str::to_string).collect()
 }
 
 /// Microsoft asks a tenant to wait longer than a cycle may: the cycle gives up at once, records
@@ -277,7 +283,7 @@ async fn a_tenant_throttled_for_longer_than_a_cycle_may_wait_yields_and_is_reque
     let client = kube(
         sites("slow", 5),
         vec![sim_tenant(&throttled, "slow", "app-cert")],
-        vec![cert_secret("app-cert")],
+        vec![cert_secret("app-cert", &["slow"])],
     )
     .await;
     let r = reconciler(&client);

@@ -16,7 +16,7 @@ use onedrive_operator::api::{
 use onedrive_operator::controller::CrashPoint;
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::simulator::{self, Config, SimHandle, UserSpec};
-use onedrive_operator::tenant::HostOverrides;
+use onedrive_operator::tenant::{EndpointPolicy, HostOverrides};
 use onedrive_operator::testing::site;
 
 const NS: &str = "onedrive-operator";
@@ -59,7 +59,7 @@ async fn cluster(spec: OneDriveTenantSpec, users: usize) -> kube::Client {
     fake_cluster::fake_cluster(
         sites,
         vec![OneDriveTenant::new("contoso", spec)],
-        vec![tls_secret(NS, "app-cert", &CERT, &KEY)],
+        vec![tls_secret(NS, "app-cert", &["contoso"], &CERT, &KEY)],
     )
     .await
     .unwrap()
@@ -70,7 +70,7 @@ fn reconciler(client: &kube::Client, sim: &SimHandle, overrides: &[String]) -> R
     Reconciler::new(
         client.clone(),
         ReconcilerOptions {
-            host_overrides: HostOverrides::parse(overrides).unwrap(),
+            endpoints: EndpointPolicy::Overridable(HostOverrides::parse(overrides).unwrap()),
             clock: std::sync::Arc::new(sim.clock()),
             ..ReconcilerOptions::new(NS, SiteSource::List)
         },
@@ -214,19 +214,21 @@ async fn a_batch_recorded_before_the_upgrade_is_resumed_as_the_central_geos() {
     // The previous version sent users 0..200 (all central: no preferred location) and recorded it.
     let users: Vec<String> = (0..200).map(|i| format!("user{i}@contoso.com")).collect();
     let old = onedrive_operator::tenant::TenantClient::new(
-        onedrive_operator::tenant::TenantConfig::from_spec(&tenant_spec(&sim)),
+        onedrive_operator::tenant::TenantConfig::from_spec(&tenant_spec(&sim))
+            .with_policy(EndpointPolicy::overridable()),
         cert_credentials(&sim),
     )
     .unwrap();
     old.enqueue(&users).await.unwrap();
-    let legacy = BatchStatus {
-        id: 4,
-        size: 200,
-        last_user: users[199].clone(),
-        users: users.clone(),
-        enqueued_at: Time(sim.now()),
-        sent: true,
-    };
+    // As that version wrote it: the users on the tenant (this version never writes them there).
+    let legacy = serde_json::json!({
+        "id": 4,
+        "size": 200,
+        "lastUser": users[199],
+        "users": users,
+        "enqueuedAt": Time(sim.now()),
+        "sent": true,
+    });
     Api::<OneDriveTenant>::all(client.clone())
         .patch_status(
             "contoso",
@@ -241,6 +243,10 @@ async fn a_batch_recorded_before_the_upgrade_is_resumed_as_the_central_geos() {
     assert!(status.current_batch.is_none(), "the old field is carried over and removed");
     assert_eq!(status.geos[0].current_batch.as_ref().map(|b| b.id), Some(4));
     assert!(status.geos[0].central);
+    let written =
+        serde_json::to_string(&Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap())
+            .unwrap();
+    assert!(!written.contains("@contoso.com"), "the upgrade moved the users off the tenant: {written}");
     converge(&r, &sim, &client, 100).await;
     let stats = sim.stats();
     let mut seen = HashSet::new();
@@ -259,13 +265,18 @@ async fn a_batch_recorded_before_the_upgrade_is_resumed_as_the_central_geos() {
 fn cert_credentials(sim: &SimHandle) -> onedrive_operator::tenant::Credentials {
     let secrets = onedrive_operator::tenant::SecretStore::from([(
         "app-cert".to_string(),
-        BTreeMap::from([
-            ("tls.crt".to_string(), CERT.to_pem().into_bytes()),
-            ("tls.key".to_string(), onedrive_operator::jose::private_key_to_pem(&KEY).into_bytes()),
-        ]),
+        onedrive_operator::tenant::StoredSecret::new(
+            onedrive_operator::tenant::TLS_TYPE,
+            &["contoso"],
+            BTreeMap::from([
+                ("tls.crt".to_string(), CERT.to_pem().into_bytes()),
+                ("tls.key".to_string(), onedrive_operator::jose::private_key_to_pem(&KEY).into_bytes()),
+            ]),
+        ),
     )]);
-    onedrive_operator::tenant::credentials_for(&tenant_spec(sim), &secrets, NS, &|_: &str| None, None)
-        .unwrap()
+    let scope =
+        onedrive_operator::tenant::SecretScope { secrets: &secrets, namespace: NS, tenant: "contoso" };
+    onedrive_operator::tenant::credentials_for(&tenant_spec(sim), &scope, &|_: &str| None, None).unwrap()
 }
 
 /// A GCC High tenant names no host but its cloud: sign-in and Graph go to the cloud's preset
@@ -298,7 +309,7 @@ async fn a_gcc_high_tenant_reaches_its_clouds_preset_hosts() {
         authority_host: None,
         ..tenant_spec(&sim)
     })
-    .with_host_overrides(HostOverrides::parse(&global).unwrap());
+    .with_policy(EndpointPolicy::Overridable(HostOverrides::parse(&global).unwrap()));
     assert_eq!(config.graph_url, "https://graph.microsoft.us");
     assert_eq!(config.authority_host, "https://login.microsoftonline.us");
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use common::*;
@@ -50,19 +50,10 @@ fn client_tuned(
 ) -> TenantClient {
     let spec = OneDriveTenantSpec { auth, tenant_wide_listing: listing, ..sim_tenant_spec(sim, "app-cert") };
     let mut secrets = SecretStore::new();
-    secrets.insert(
-        "app-cert".into(),
-        BTreeMap::from([
-            ("tls.crt".into(), CERT.to_pem().into_bytes()),
-            ("tls.key".into(), onedrive_operator::jose::private_key_to_pem(&KEY).into_bytes()),
-        ]),
-    );
-    secrets.insert(
-        "delegated".into(),
-        BTreeMap::from([("refresh_token".into(), REFRESH_TOKEN.as_bytes().to_vec())]),
-    );
-    let creds = credentials_for(&spec, &secrets, OPERATOR_NS, &|_| None, None).unwrap();
-    let mut config = TenantConfig::from_spec(&spec);
+    secrets.insert("app-cert".into(), stored_cert());
+    secrets.insert("delegated".into(), stored_token(REFRESH_TOKEN));
+    let creds = credentials_for(&spec, &scope(&secrets, OPERATOR_NS), &|_| None, None).unwrap();
+    let mut config = sim_client_config(&spec);
     tune(&mut config);
     TenantClient::new(config, creds).unwrap()
 }
@@ -215,14 +206,15 @@ async fn the_controller_converges_through_a_lagging_listing_with_every_outcome_r
         .enumerate()
         .map(|(i, u)| onedrive_operator::testing::site("team-a", &format!("u{i}"), &u.upn, "contoso"))
         .collect();
-    let client =
-        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let client = kube(
+        sites,
+        vec![sim_tenant(&sim, "contoso", "app-cert")],
+        vec![cert_secret("app-cert", &["contoso"])],
+    )
+    .await;
     let r = Reconciler::new(
         client.clone(),
-        ReconcilerOptions {
-            clock: Arc::new(sim.clock()),
-            ..ReconcilerOptions::new(OPERATOR_NS, SiteSource::List)
-        },
+        ReconcilerOptions { clock: Arc::new(sim.clock()), ..common::options(OPERATOR_NS, SiteSource::List) },
     );
     let mut settled = false;
     for _ in 0..2000 {

@@ -43,8 +43,12 @@ async fn kept_users_follow_sites_added_deleted_and_renamed_between_cycles() {
     let sim: SimHandle = simulator::start(sim_config(400), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let first: Vec<OneDriveSite> =
         (0..250).map(|i| site("team-a", &format!("s{i}"), &user_of(i), "contoso")).collect();
-    let client =
-        kube(first, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert")]).await;
+    let client = kube(
+        first,
+        vec![sim_tenant(&sim, "contoso", "app-cert")],
+        vec![cert_secret("app-cert", &["contoso"])],
+    )
+    .await;
     let cache = SiteCache::new();
     cache.apply(&Event::Init);
     cache.apply(&Event::InitDone);
@@ -52,7 +56,7 @@ async fn kept_users_follow_sites_added_deleted_and_renamed_between_cycles() {
         client.clone(),
         ReconcilerOptions {
             clock: Arc::new(sim.clock()),
-            ..ReconcilerOptions::new(OPERATOR_NS, SiteSource::Store(cache.clone()))
+            ..common::options(OPERATOR_NS, SiteSource::Store(cache.clone()))
         },
     );
     let api: Api<OneDriveSite> = Api::namespaced(client.clone(), "team-a");

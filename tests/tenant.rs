@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -56,17 +55,8 @@ fn cert_auth(algorithm: AssertionAlgorithm) -> TenantAuth {
 
 fn secrets() -> SecretStore {
     let mut s = SecretStore::new();
-    s.insert(
-        "app-cert".into(),
-        BTreeMap::from([
-            ("tls.crt".into(), CERT.to_pem().into_bytes()),
-            ("tls.key".into(), jose::private_key_to_pem(&KEY).into_bytes()),
-        ]),
-    );
-    s.insert(
-        "admin-token".into(),
-        BTreeMap::from([("refresh_token".into(), REFRESH_TOKEN.as_bytes().to_vec())]),
-    );
+    s.insert("app-cert".into(), stored_cert());
+    s.insert("admin-token".into(), stored_token(REFRESH_TOKEN));
     s
 }
 
@@ -79,8 +69,8 @@ fn client_with(
     env: &dyn Fn(&str) -> Option<String>,
     tune: impl FnOnce(&mut TenantConfig),
 ) -> TenantClient {
-    let creds = credentials_for(spec, &secrets(), "onedrive-operator", env, None).unwrap();
-    let mut config = TenantConfig::from_spec(spec);
+    let creds = credentials_for(spec, &scope(&secrets(), "onedrive-operator"), env, None).unwrap();
+    let mut config = sim_client_config(spec);
     tune(&mut config);
     TenantClient::new(config, creds).unwrap()
 }
@@ -179,10 +169,14 @@ async fn delegated_auth_hands_rotated_refresh_tokens_to_the_callback() {
     let s = spec(&sim, auth, EnqueueMethod::ProfileLoaderCsom);
     let rotated = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = rotated.clone();
-    let creds =
-        credentials_for(&s, &secrets(), "ns", &no_env, Some(Arc::new(move |t| sink.lock().unwrap().push(t))))
-            .unwrap();
-    let client = TenantClient::new(TenantConfig::from_spec(&s), creds).unwrap();
+    let creds = credentials_for(
+        &s,
+        &scope(&secrets(), "ns"),
+        &no_env,
+        Some(Arc::new(move |t| sink.lock().unwrap().push(t))),
+    )
+    .unwrap();
+    let client = TenantClient::new(sim_client_config(&s), creds).unwrap();
     client.observe(&["user0@contoso.com".into()]).await.unwrap();
     client.enqueue(&["user0@contoso.com".into()]).await.unwrap();
     let got = rotated.lock().unwrap().clone();
@@ -351,14 +345,15 @@ async fn a_blocked_app_and_throttling_beyond_the_budget_are_reported_not_slept_t
 async fn credential_problems_name_the_secret_and_the_fix() {
     let sim = start(sim_config(1)).await;
     let s = spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader);
-    let err = credentials_for(&s, &SecretStore::new(), "ops", &no_env, None).unwrap_err();
+    let err = credentials_for(&s, &scope(&SecretStore::new(), "ops"), &no_env, None).unwrap_err();
     assert!(err.to_string().contains("Secret ops/app-cert does not exist"), "{err}");
     let mut broken = secrets();
     broken
         .get_mut("app-cert")
         .unwrap()
+        .data
         .insert("tls.key".into(), jose::private_key_to_pem(&ISSUER_KEY).into_bytes());
-    let err = credentials_for(&s, &broken, "ops", &no_env, None).unwrap_err();
+    let err = credentials_for(&s, &scope(&broken, "ops"), &no_env, None).unwrap_err();
     assert!(err.to_string().contains("not the private key of tls.crt"), "{err}");
     // A certificate Entra does not know.
     let other_key = jose::generate_key();
@@ -369,7 +364,7 @@ async fn credential_problems_name_the_secret_and_the_fix() {
         key: Box::new(other_key),
         algorithm: AssertionAlgorithm::PS256,
     };
-    let c = TenantClient::new(TenantConfig::from_spec(&s), creds).unwrap();
+    let c = TenantClient::new(sim_client_config(&s), creds).unwrap();
     let err = c.observe(&["user0@contoso.com".into()]).await.unwrap_err();
     assert_eq!(err.reason().as_str(), "CredentialsInvalid");
     assert!(
@@ -423,14 +418,11 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
     let delegated = client(&spec(&sim, auth.clone(), EnqueueMethod::ProfileLoader), &no_env);
     delegated.enqueue(&users(0..5)).await.unwrap();
     let mut bad = secrets();
-    bad.insert(
-        "admin-token".into(),
-        BTreeMap::from([("refresh_token".into(), b"rt-revoked-never-logged".to_vec())]),
-    );
+    bad.insert("admin-token".into(), stored_token("rt-revoked-never-logged"));
     let s = spec(&sim, auth, EnqueueMethod::ProfileLoader);
     let revoked = TenantClient::new(
-        TenantConfig::from_spec(&s),
-        credentials_for(&s, &bad, "ns", &no_env, None).unwrap(),
+        sim_client_config(&s),
+        credentials_for(&s, &scope(&bad, "ns"), &no_env, None).unwrap(),
     )
     .unwrap();
     messages.push(revoked.enqueue(&users(0..1)).await.unwrap_err().to_string());
@@ -458,8 +450,10 @@ fn doctor(manifests: &str, name: &str) -> (bool, String) {
         .lines()
         .find_map(|l| l.trim_start_matches(['#', ' ']).strip_prefix("ONEDRIVE_OPERATOR_TEST_HOST_OVERRIDES="))
         .unwrap_or_default();
+    // The simulator is on loopback: the opt-in it prints is needed.
+    assert!(manifests.contains("--allow-endpoint-overrides"), "simulate says how to reach it");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
-        .args(["doctor", "--tenant"])
+        .args(["doctor", "--allow-endpoint-overrides", "--tenant"])
         .arg(&path)
         .env("ONEDRIVE_OPERATOR_TEST_HOST_OVERRIDES", overrides)
         .output()
@@ -594,4 +588,45 @@ async fn check_names_each_user_with_the_reason_the_controller_writes() {
     }
     // Profiles of the five users without a site the directory allows one; none of the others.
     assert_eq!(sim.stats().count("sharepoint.profile"), 5);
+}
+
+/// doctor fails a certificate outside its validity with its dates, before anything is sent.
+#[tokio::test]
+async fn doctor_fails_an_expired_certificate_naming_its_not_after() {
+    let sim = start(sim_config(1)).await;
+    let expired =
+        jose::self_signed_certificate_until(&KEY, "expired", Some("2020-06-01T00:00:00Z".parse().unwrap()))
+            .unwrap();
+    let data = std::collections::BTreeMap::from([
+        ("tls.crt".to_string(), expired.to_pem()),
+        ("tls.key".to_string(), jose::private_key_to_pem(&KEY)),
+    ]);
+    let (tenant, secret) = onedrive_operator::simulator::manifests::tenant_and_secret(
+        "expired",
+        "onedrive-operator",
+        &sim.endpoints(),
+        onedrive_operator::simulator::manifests::PrintedAuth::Certificate,
+        APP,
+        data,
+    );
+    let path = std::env::temp_dir().join(format!("odo-doctor-{}-expired.yaml", std::process::id()));
+    std::fs::write(&path, onedrive_operator::simulator::manifests::to_yaml(&tenant, &secret)).unwrap();
+    let file = path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
+            .args(["doctor", "--allow-endpoint-overrides", "--tenant"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("[FAIL] credentials: the certificate expired: notAfter 2020-06-01T00:00:00Z"),
+        "{said}"
+    );
+    assert_eq!(sim.stats().arrivals.len(), 0, "nothing was sent with an expired certificate");
 }

@@ -58,7 +58,7 @@ pub fn create_sites(rt: &tokio::runtime::Runtime, api: &Api<OneDriveSite>, sites
 /// `metrics_addr`, its log in `log`; killed when dropped.
 pub fn operator(kubeconfig: &Path, log: &Path, metrics_addr: &str) -> common::Child {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
-        .args(["run", "--namespace", NS, "--metrics-addr", metrics_addr])
+        .args(["run", "--allow-endpoint-overrides", "--namespace", NS, "--metrics-addr", metrics_addr])
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
         // As the image sets it (Dockerfile).

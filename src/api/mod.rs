@@ -10,6 +10,7 @@ mod kept;
 pub(crate) mod rules;
 mod site;
 mod tenant;
+pub mod validate;
 mod vocabulary;
 
 pub use allowed::AllowedNamespaces;

@@ -4,8 +4,23 @@
 //! same in Rust, in CEL string literals and in the generated YAML. Every string a rule runs a
 //! regex over has a `maxLength`, which keeps the API server's CEL cost estimate within budget.
 
-/// A user principal name or sign-in address: `local@domain.tld`, no whitespace.
-pub const UPN: &str = "self.matches('^[^@[:space:]]+@([^@[:space:].]+[.])+[^@[:space:].]+$')";
+/// A regular expression the CRD checks with CEL (`NAME`) and `doctor`/`check` check in Rust
+/// (`NAME_PATTERN`): one text, read the same by both (POSIX classes, no backslashes).
+macro_rules! pattern {
+    ($(#[$doc:meta])* $pattern:ident, $cel:ident, $re:literal) => {
+        $(#[$doc])*
+        pub const $pattern: &str = $re;
+        $(#[$doc])*
+        pub const $cel: &str = concat!("self.matches('", $re, "')");
+    };
+}
+
+pattern!(
+    /// A user principal name or sign-in address: `local@domain.tld`, no whitespace.
+    UPN_PATTERN,
+    UPN,
+    "^[^@[:space:]]+@([^@[:space:].]+[.])+[^@[:space:].]+$"
+);
 pub const UPN_MESSAGE: &str = "spec.user must be a user principal name or sign-in email such as alice@contoso.com: one '@', a domain with a dot, no spaces, at most 113 characters";
 
 pub const IMMUTABLE: &str = "self == oldSelf";
@@ -16,8 +31,12 @@ pub const USER_IMMUTABLE_MESSAGE: &str = "spec.user is immutable: create a new O
 pub const SERVICE_URL: &str = r"self.matches('^https://[^/?#[:space:]]+(/[^[:space:]]*)?$') || self.matches('^http://(localhost|127[.][0-9]+[.][0-9]+[.][0-9]+|\\[::1\\])(:[0-9]+)?(/[^[:space:]]*)?$')";
 pub const SERVICE_URL_MESSAGE: &str = "must be an https:// URL (plain http:// is allowed only for localhost, 127.x.x.x or [::1], e.g. the simulator)";
 
-/// Go-style durations as Kubernetes uses them: `90s`, `15m`, `24h`, `1h30m`.
-pub const DURATION: &str = "self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$')";
+pattern!(
+    /// Go-style durations as Kubernetes uses them: `90s`, `15m`, `24h`, `1h30m`.
+    DURATION_PATTERN,
+    DURATION,
+    "^([0-9]+([.][0-9]+)?(ms|s|m|h))+$"
+);
 pub const DURATION_MESSAGE: &str = "must be a duration such as 60s, 15m, 24h or 1h30m";
 
 pub const BATCH_SIZE: &str = "self >= 1 && self <= 200";
@@ -28,8 +47,12 @@ pub const ONE_AUTH: &str = "(has(self.certificate) ? 1 : 0) + (has(self.workload
 pub const ONE_AUTH_MESSAGE: &str =
     "spec.auth must set exactly one of certificate, workloadIdentity or delegated";
 
-/// A tenant id is a GUID or a verified domain (`contoso.onmicrosoft.com`).
-pub const TENANT_ID: &str = "self.matches('^[A-Za-z0-9][A-Za-z0-9.-]*$')";
+pattern!(
+    /// A tenant id is a GUID or a verified domain (`contoso.onmicrosoft.com`).
+    TENANT_ID_PATTERN,
+    TENANT_ID,
+    "^[A-Za-z0-9][A-Za-z0-9.-]*$"
+);
 pub const TENANT_ID_MESSAGE: &str = "spec.tenantId must be the directory (tenant) id GUID or a verified domain such as contoso.onmicrosoft.com";
 
 /// `allowedNamespaces` says something: leaving it out is how every namespace is allowed.
@@ -40,8 +63,12 @@ pub const ALLOWED_NAMESPACES_MESSAGE: &str = "spec.allowedNamespaces must set na
 pub const SELECTOR_OPERATORS: &str = "!has(self.selector) || !has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, (e.operator in ['In', 'NotIn'] && has(e.values) && size(e.values) > 0) || (e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0)))";
 pub const SELECTOR_OPERATORS_MESSAGE: &str = "spec.allowedNamespaces.selector.matchExpressions: operator must be In or NotIn (with values) or Exists or DoesNotExist (without values)";
 
-/// Kubernetes object names (DNS-1123 subdomain) for Secret references.
-pub const OBJECT_NAME: &str = "self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')";
+pattern!(
+    /// Kubernetes object names (DNS-1123 subdomain) for Secret references.
+    OBJECT_NAME_PATTERN,
+    OBJECT_NAME,
+    "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+);
 pub const OBJECT_NAME_MESSAGE: &str =
     "must be a Kubernetes object name: lower-case letters, digits, '-' and '.'";
 
@@ -91,8 +118,12 @@ pub fn not_global_preset_message(field: &str) -> String {
     )
 }
 
-/// A Multi-Geo location code such as NAM, EUR or APC.
-pub const GEO_LOCATION: &str = "self.matches('^[A-Z]{3}$')";
+pattern!(
+    /// A Multi-Geo location code such as NAM, EUR or APC.
+    GEO_LOCATION_PATTERN,
+    GEO_LOCATION,
+    "^[A-Z]{3}$"
+);
 pub const GEO_LOCATION_MESSAGE: &str =
     "spec.geos[].location must be a Multi-Geo location code of three capital letters, e.g. NAM, EUR or APC";
 

@@ -390,14 +390,21 @@ pub struct UserCounts {
     pub failed: i32,
 }
 
+/// A batch in flight. The tenant is cluster-scoped and its readers need not see any namespace's
+/// users: the users themselves are recorded in the operator's namespace (`usersRecord`), the
+/// tenant only says how many there are.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchStatus {
     pub id: i64,
-    /// Every user in the request, in the order sent.
+    /// Every user in the request, in the order sent (held in memory; never written here).
+    /// Versions before 0.2 wrote it: read once, then moved to the operator's namespace.
+    #[serde(default, skip_serializing)]
     pub users: Vec<String>,
     pub size: i32,
-    /// The user whose site marks the batch as done (the seeds' rule).
+    /// The user whose site marks the batch as done (the seeds' rule): the last of `users`.
+    /// Written by versions before 0.2 only.
+    #[serde(default, skip_serializing)]
     pub last_user: String,
     /// When the batch was recorded (just before the request was sent).
     pub enqueued_at: Time,
@@ -405,6 +412,10 @@ pub struct BatchStatus {
     /// after a restart: enqueueing is idempotent on the service.
     #[serde(default)]
     pub sent: bool,
+    /// Where the users are recorded: the key of this batch's entry in the ConfigMap
+    /// `<tenant>.onedrive-batches` of the operator's namespace (`batch-<id>-<digest>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_record: Option<String>,
 }
 
 /// Parses a Kubernetes/Go duration (`60s`, `1h30m`), rejecting negative and zero values.

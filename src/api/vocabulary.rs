@@ -89,6 +89,8 @@ reasons! {
         TenantNotFound = "TenantNotFound",
         /// The tenant's `spec.allowedNamespaces` leaves out the site's namespace.
         TenantNotAllowed = "TenantNotAllowed",
+        /// A guest account (`#EXT#`): it cannot hold a OneDrive in this tenant, and is never sent.
+        GuestAccount = "GuestAccount",
     }
 }
 
@@ -131,6 +133,8 @@ reasons! {
         BatchEnqueued = "BatchEnqueued",
         /// An in-flight batch ended (completed or timed out).
         BatchFinished = "BatchFinished",
+        /// A batch in flight whose users could not be read back from the operator's namespace.
+        BatchRecordLost = "BatchRecordLost",
     }
 }
 
@@ -170,6 +174,7 @@ pub mod reason {
     pub const PROVISIONING_TIMED_OUT: &str = SiteReason::ProvisioningTimedOut.as_str();
     pub const TENANT_NOT_READY: &str = SiteReason::TenantNotReady.as_str();
     pub const TENANT_NOT_FOUND: &str = SiteReason::TenantNotFound.as_str();
+    pub const GUEST_ACCOUNT: &str = SiteReason::GuestAccount.as_str();
 }
 
 #[cfg(test)]

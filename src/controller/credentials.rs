@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
 use sha2::{Digest, Sha256};
 
@@ -32,12 +33,16 @@ enum Written {
     Yes,
     /// The Secret holds a token this process never held (a person's): it wins.
     Superseded(String),
+    /// The Secret no longer names the tenant (or is no longer a refresh token's type).
+    Unbound,
 }
 
 /// A delegated tenant's refresh token: where it is stored, and what this process did with it.
 pub struct RefreshTokenStore {
     api: Api<Secret>,
     namespace: String,
+    /// The tenant whose token this is: the Secret must still be bound to it to be written.
+    tenant: String,
     secret: String,
     key: String,
     state: Mutex<StoreState>,
@@ -73,6 +78,7 @@ impl RefreshTokenStore {
     pub fn new(
         api: Api<Secret>,
         namespace: &str,
+        tenant: &str,
         secret: &str,
         key: &str,
         token: &str,
@@ -81,6 +87,7 @@ impl RefreshTokenStore {
         let store = RefreshTokenStore {
             api,
             namespace: namespace.into(),
+            tenant: tenant.into(),
             secret: secret.into(),
             key: key.into(),
             state: Mutex::new(StoreState { last_rotation: issued, ..StoreState::default() }),
@@ -159,6 +166,13 @@ impl RefreshTokenStore {
                     self.adopt(&theirs);
                     return Ok(false);
                 }
+                Ok(Written::Unbound) => {
+                    return Err(format!(
+                        "the Secret is no longer bound to tenant {} ({}): nothing is written to it",
+                        self.tenant,
+                        crate::tenant::TENANTS_ANNOTATION
+                    ));
+                }
                 Err(kube::Error::Api(e)) if e.code == 409 => last = "another writer kept changing it".into(),
                 Err(e) => return Err(describe(&e)),
             }
@@ -170,6 +184,13 @@ impl RefreshTokenStore {
         // get + replace: the chart grants `get` and `update` on Secrets, nothing more; the read's
         // resourceVersion makes the replace fail with 409 if anyone wrote in between.
         let mut current = self.api.get(&self.secret).await?;
+        let bound = crate::tenant::bound_tenants(
+            current.annotations().get(crate::tenant::TENANTS_ANNOTATION).map(String::as_str),
+        );
+        let opaque = current.type_.as_deref().is_none_or(|t| t == crate::tenant::OPAQUE_TYPE);
+        if !bound.contains(&self.tenant) || !opaque {
+            return Ok(Written::Unbound);
+        }
         let theirs = current
             .data
             .as_ref()

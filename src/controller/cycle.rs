@@ -27,7 +27,7 @@ use crate::api::{
 };
 use crate::plan::{self, DesiredSite, TenantProblem};
 use crate::slots::Slots;
-use crate::tenant::{HostOverrides, TenantClient, TenantError};
+use crate::tenant::{EndpointPolicy, TenantClient, TenantError};
 
 /// The field manager of every write.
 pub const MANAGER: &str = "onedrive-operator";
@@ -124,8 +124,9 @@ pub struct ReconcilerOptions {
     pub ca_bundle: Option<Vec<u8>>,
     /// The operator's clock (the wall clock; benchmarks share the simulator's).
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
-    /// Tests and the demo only: public hosts (cloud presets, discovered geos) pointed at the simulator.
-    pub host_overrides: HostOverrides,
+    /// Where tenants' requests may go: their cloud's hosts, unless the operator process was
+    /// started with `--allow-endpoint-overrides` (the simulator, tests, demos).
+    pub endpoints: EndpointPolicy,
     /// This replica's name, told to Microsoft in the User-Agent (which replica sent what).
     pub replica: Option<String>,
     /// With leader election: checked immediately before every enqueue.
@@ -137,7 +138,7 @@ pub struct ReconcilerOptions {
 
 impl ReconcilerOptions {
     /// Defaults: no default tenant, organization `onedrive-operator`, fresh metrics, no Events,
-    /// the system's CAs only, the wall clock.
+    /// the system's CAs only, the wall clock, endpoints pinned to each tenant's cloud.
     pub fn new(namespace: impl Into<String>, sites: SiteSource) -> ReconcilerOptions {
         ReconcilerOptions {
             namespace: namespace.into(),
@@ -149,7 +150,7 @@ impl ReconcilerOptions {
             recorder: None,
             ca_bundle: None,
             clock: Arc::new(Timestamp::now),
-            host_overrides: HostOverrides::default(),
+            endpoints: EndpointPolicy::Pinned,
             replica: None,
             fence: None,
             slots: None,
@@ -297,7 +298,7 @@ impl Reconciler {
 
     /// The central geo's admin host as requests reach it.
     pub(super) fn central_admin_url(&self, tenant: &OneDriveTenant) -> String {
-        self.options.host_overrides.apply(&tenant.spec.admin_url)
+        self.options.endpoints.apply(&tenant.spec.admin_url)
     }
 
     /// Records every geo's in-flight batch (and the geos' other fields as they stand). A JSON
@@ -456,6 +457,40 @@ pub(super) fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
     t.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(Timestamp::MAX)
 }
 
+/// The tenant's problem for `e`. Its message goes on the cluster-scoped tenant (and its Events),
+/// so a user name Microsoft's answer may echo (`…@contoso.com`) is replaced by `{user}`.
 pub(super) fn problem_of(e: &TenantError) -> TenantProblem {
-    TenantProblem { reason: e.reason(), message: e.to_string(), stalled: e.needs_person() }
+    TenantProblem { reason: e.reason(), message: without_users(&e.to_string()), stalled: e.needs_person() }
+}
+
+/// `text` with every word that reads like an address (`local@domain.tld`) replaced by `{user}`.
+pub(super) fn without_users(text: &str) -> String {
+    let is_user = |w: &str| {
+        let w = w.trim_matches(|c: char| !c.is_alphanumeric());
+        w.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+    };
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(if is_user(word) { "{user}" } else { word });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tenant_messages_name_no_user() {
+        assert_eq!(
+            super::without_users("SharePoint refused the enqueue: 'o'neil@contoso.com' is not valid"),
+            "SharePoint refused the enqueue: {user} is not valid"
+        );
+        assert_eq!(super::without_users("(ceo@contoso.com)."), "{user}");
+        assert_eq!(
+            super::without_users("GetPropertiesFor(accountName=@v) failed"),
+            "GetPropertiesFor(accountName=@v) failed"
+        );
+    }
 }

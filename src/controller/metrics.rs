@@ -390,6 +390,7 @@ mod tests {
             last_user: "a@contoso.com".into(),
             enqueued_at: Time(at),
             sent: true,
+            users_record: None,
         };
         OneDriveTenantStatus {
             geos: vec![GeoStatus {

@@ -2,6 +2,7 @@
 //! leader election.
 
 mod admission;
+mod batch_record;
 pub mod credentials;
 mod cycle;
 pub mod events;

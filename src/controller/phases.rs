@@ -11,6 +11,7 @@ use kube::runtime::events::EventType;
 
 use super::ControllerError;
 use super::admission::Admitted;
+use super::batch_record::{Recall, lost_note};
 use super::cycle::{CycleReport, NOTHING_OBSERVED, Reconciler, SiteEvent, TenantRuntime, problem_of};
 use super::pipelines::{Pipeline, Planners, TenantPlan, pipelines, recorded_pipelines};
 use super::site_cache::{Shape, Snapshot};
@@ -79,6 +80,7 @@ impl Reconciler {
         let status = tenant.status.clone().unwrap_or_default();
         let now = (self.options.clock)();
         let (limits, mut stand) = self.prepare(&tenant, &status, runtime, now).await;
+        self.resume_batches(&tenant, &status, &mut stand).await?;
         let base = base_input(name, &status, &limits, now);
         // One geo: its users as last gathered, while the sites keep their shape.
         let gathering = runtime
@@ -145,7 +147,12 @@ impl Reconciler {
                 return (Limits::default(), stand);
             }
         };
-        if let Err(e) = self.ensure_client(tenant, runtime).await {
+        // Where requests may go is decided before any Secret is read or request is sent.
+        let ready = match self.options.endpoints.check_spec(&tenant.spec) {
+            Ok(()) => self.ensure_client(tenant, runtime).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
             stand.problem = Some(problem_of(&e));
             return (limits, stand);
         }
@@ -181,6 +188,24 @@ impl Reconciler {
             }
         }
         (limits, stand)
+    }
+
+    /// The users of each batch in flight, read back from the operator's namespace; a batch
+    /// recorded with its users on the tenant (by a version before 0.2) is recorded there now, so
+    /// the tenant's next write drops them.
+    async fn resume_batches(
+        &self,
+        tenant: &OneDriveTenant,
+        status: &OneDriveTenantStatus,
+        stand: &mut Stand,
+    ) -> Result<(), ControllerError> {
+        let name = tenant.metadata.name.as_deref().unwrap_or_default();
+        if let Recall::Lost(ids) = self.recall_batches(name, &mut stand.pipelines).await? {
+            let note = lost_note(tenant, &self.options.namespace, &ids);
+            tracing::warn!(tenant = name, batches = ?ids, "batch records lost");
+            self.event(tenant, EventType::Warning, EventReason::BatchRecordLost.as_str(), note).await;
+        }
+        self.record_batches(tenant, &mut stand.pipelines, status.last_batch_id).await
     }
 
     /// Plan, then observe/plan rounds: look up whom the plan names, plan again, a few times at

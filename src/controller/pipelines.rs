@@ -281,6 +281,7 @@ mod tests {
             last_user: users.last().unwrap().to_string(),
             enqueued_at: Time(jiff::Timestamp::UNIX_EPOCH),
             sent: true,
+            users_record: None,
         }
     }
 

@@ -38,9 +38,9 @@ pub struct RunOptions {
     pub identity: String,
     pub organization: String,
     pub ca_bundle: Option<Vec<u8>>,
-    /// Tests and demos only (`ONEDRIVE_OPERATOR_TEST_HOST_OVERRIDES`): public hosts pointed at a
-    /// simulator on loopback.
-    pub host_overrides: crate::tenant::HostOverrides,
+    /// Where tenants' requests may go (`--allow-endpoint-overrides` opens it, for the simulator,
+    /// tests and demos).
+    pub endpoints: crate::tenant::EndpointPolicy,
 }
 
 /// Health as the probes report it.
@@ -158,7 +158,7 @@ async fn run_controller(
             metrics,
             recorder: Some(EventSink::new(client.clone(), options.identity.clone())),
             ca_bundle: options.ca_bundle.clone(),
-            host_overrides: options.host_overrides.clone(),
+            endpoints: options.endpoints.clone(),
             fence,
             replica: Some(options.identity.clone()),
             namespaces: namespace_store,

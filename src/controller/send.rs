@@ -72,6 +72,8 @@ impl Reconciler {
         }
         let last_batch_id = plan.last_batch_id().max(base.last_batch_id);
         let previous = tenant.status.as_ref().map_or(&[][..], |s| s.geos.as_slice());
+        // The users go to the operator's namespace first: the tenant records only their number.
+        self.record_batches(tenant, &mut stand.pipelines, base.last_batch_id).await?;
         // Recorded only if nobody wrote the tenant since this cycle read it (a Conflict ends the
         // cycle before anything is sent).
         let read_as = tenant.metadata.resource_version.as_deref();
@@ -176,12 +178,13 @@ impl Reconciler {
         } else {
             format!(" in geo {} ({})", pipeline.location, pipeline.admin_url)
         };
+        // Counts only: tenant Events are readable beyond the users' namespaces. The last user's
+        // own site says that the next batch waits for it.
         let note = format!(
-            "batch {} of {} users sent to SharePoint{geo} ({:?}); last user {}",
+            "batch {} of {} users sent to SharePoint{geo} ({:?})",
             batch.id,
             batch.users.len(),
             tenant.spec.enqueue_method,
-            batch.last_user
         );
         self.event(tenant, EventType::Normal, EventReason::BatchEnqueued.as_str(), note).await;
     }

@@ -15,7 +15,8 @@ use super::credentials::{self, CredentialHealth, RefreshTokenStore};
 use super::cycle::{Reconciler, TenantRuntime};
 use crate::api::{ConditionStatus, OneDriveTenant, OneDriveTenantStatus, TenantAuthKind};
 use crate::tenant::{
-    RotationCallback, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for,
+    RotationCallback, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TenantClient, TenantConfig,
+    TenantError, credentials_for,
 };
 
 /// The longest one call of a cycle waits on Microsoft's `Retry-After` before the cycle gives up,
@@ -63,6 +64,7 @@ impl Reconciler {
             (Some((name, key)), Some(token), None) => Some(RefreshTokenStore::new(
                 Api::namespaced(self.client.clone(), &self.options.namespace),
                 &self.options.namespace,
+                tenant.metadata.name.as_deref().unwrap_or_default(),
                 name,
                 key,
                 token,
@@ -75,13 +77,16 @@ impl Reconciler {
             Arc::new(move |token: String| store.rotated(token, clock())) as RotationCallback
         });
         let env = |k: &str| std::env::var(k).ok();
-        let credentials =
-            credentials_for(&tenant.spec, &found.store, &self.options.namespace, &env, on_rotate)?;
+        let scope = SecretScope {
+            secrets: &found.store,
+            namespace: &self.options.namespace,
+            tenant: tenant.metadata.name.as_deref().unwrap_or_default(),
+        };
+        let credentials = credentials_for(&tenant.spec, &scope, &env, on_rotate)?;
         if let Some((_, newest)) = carried {
             credentials.adopt_refresh_token(newest);
         }
-        let mut config =
-            TenantConfig::from_spec(&tenant.spec).with_host_overrides(self.options.host_overrides.clone());
+        let mut config = TenantConfig::from_spec(&tenant.spec).with_policy(self.options.endpoints.clone());
         config.organization = self.options.organization.clone();
         config.replica = self.options.replica.clone();
         config.max_throttle_wait = CYCLE_THROTTLE_WAIT;
@@ -123,9 +128,12 @@ impl Reconciler {
                 let annotated =
                     secret.annotations().get(credentials::ROTATED_AT).and_then(|t| t.parse().ok());
                 found.issued = annotated.or(secret.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                let bound = secret.annotations().get(TENANTS_ANNOTATION).cloned();
                 let data: BTreeMap<String, Vec<u8>> =
                     secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                found.store.insert(name, data);
+                found
+                    .store
+                    .insert(name, StoredSecret::from_parts(secret.type_.as_deref(), bound.as_deref(), data));
                 Ok(found)
             }
             Ok(None) => Ok(found),
@@ -192,7 +200,7 @@ fn refresh_token_ref(tenant: &OneDriveTenant) -> Option<(String, String)> {
 }
 
 fn secret_text(store: &SecretStore, name: &str, key: &str) -> Option<String> {
-    let value = String::from_utf8_lossy(store.get(name)?.get(key)?).trim().to_string();
+    let value = String::from_utf8_lossy(store.get(name)?.data.get(key)?).trim().to_string();
     (!value.is_empty()).then_some(value)
 }
 
@@ -203,8 +211,14 @@ fn fingerprint(generation: i64, store: &SecretStore, refresh: Option<&(String, S
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(generation.to_le_bytes());
-    for (name, data) in store {
-        for (key, value) in data {
+    for (name, secret) in store {
+        // A binding or type change is a change: the Secret may no longer be usable.
+        let head = format!("{}|{}", secret.type_.as_deref().unwrap_or_default(), secret.tenants.join(","));
+        for part in [name.as_bytes(), head.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        for (key, value) in &secret.data {
             if refresh.is_some_and(|(n, k)| n == name && k == key) {
                 continue;
             }

@@ -9,6 +9,10 @@ use crate::api::{ConditionStatus, SitePhase, SiteReason};
 
 /// `obs`: the user's newest observation (`input.observed`, looked up once per pass).
 pub(super) fn decide<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanInput<'a>) -> UserState<'a> {
+    if is_guest(u.upn()) {
+        // Nothing the tenant says changes this: a guest is neither looked up nor sent.
+        return state::guest(u, input.now);
+    }
     let state = decide_from_tenant(u, obs, input);
     match input.tenant_problem {
         // Users waiting for a batch say why they cannot progress. What is already known stays:
@@ -33,6 +37,12 @@ pub(super) fn decide<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanIn
         }
         _ => state,
     }
+}
+
+/// A B2B guest's account in this tenant (`alice_fabrikam.com#EXT#@contoso.onmicrosoft.com`): a
+/// guest's OneDrive, if any, is in their home tenant.
+pub(super) fn is_guest(upn: &str) -> bool {
+    upn.to_ascii_uppercase().contains("#EXT#")
 }
 
 /// Provisioning since when, and in which batch: the in-flight batch (which survives a crash
@@ -107,7 +117,13 @@ fn still_provisioning<'a>(u: &User<'a>, since: Timestamp, batch: i64, input: &Pl
     if !unsent && after(since, input.limits.provisioning_timeout) <= input.now {
         state::timed_out(since, batch, u, input)
     } else {
-        state::provisioning(batch, since, u, input)
+        // The batch's last user is the one the next batch waits for: their own site says so
+        // (the tenant, readable cluster-wide, names no user).
+        let gate = u.in_batch
+            && input
+                .batch
+                .is_some_and(|b| super::user_key(&b.last_user).as_str() == super::user_key(u.upn()).as_str());
+        state::provisioning(batch, since, gate, u, input)
     }
 }
 

@@ -97,6 +97,7 @@ mod tests {
             last_user: users.last().unwrap().to_string(),
             enqueued_at: Time(Timestamp::UNIX_EPOCH),
             sent: true,
+            users_record: None,
         }
     }
 

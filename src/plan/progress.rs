@@ -60,6 +60,7 @@ mod tests {
                 last_user: "a@contoso.com".into(),
                 enqueued_at: Time(t(s)),
                 sent: true,
+                users_record: None,
             }),
             last_batch_seconds: last,
             ..GeoStatus::default()

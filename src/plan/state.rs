@@ -199,9 +199,11 @@ pub(super) fn queued<'a>(batch: i64, recorded: Timestamp, u: &User<'a>) -> UserS
 pub(super) fn provisioning<'a>(
     batch: i64,
     since: Timestamp,
+    gate: bool,
     u: &User<'a>,
     input: &PlanInput,
 ) -> UserState<'a> {
+    let last = if gate { " as its last user: the next batch waits for this site" } else { "" };
     UserState {
         phase: SitePhase::SpsSiteError,
         reason: SiteReason::SpsSiteError,
@@ -209,7 +211,7 @@ pub(super) fn provisioning<'a>(
         message: text(
             u,
             format_args!(
-                "enqueued in batch {batch} at {since}; SharePoint shows SPSSITEERROR while its timer job creates the site (timeout {})",
+                "enqueued in batch {batch} at {since}{last}; SharePoint shows SPSSITEERROR while its timer job creates the site (timeout {})",
                 SpecDuration(input.limits.provisioning_timeout)
             ),
         ),
@@ -302,6 +304,20 @@ pub(super) fn refused<'a>(
     without_site(u, SitePhase::Failed, reason, message, since)
 }
 
+/// A guest account: never looked up nor sent.
+pub(super) fn guest<'a>(u: &User<'a>, now: Timestamp) -> UserState<'a> {
+    let reason = SiteReason::GuestAccount;
+    let since = since(u, reason, ConditionStatus::False, now);
+    let upn = u.upn();
+    let message = text(
+        u,
+        format_args!(
+            "{upn} is a guest account (#EXT#, seen {since}): a guest cannot hold a OneDrive in this tenant, so it is never sent; name the person's own account of this tenant, or create the site in their home tenant"
+        ),
+    );
+    without_site(u, SitePhase::Failed, reason, message, since)
+}
+
 /// Rebuilds the state a status describes (nothing new was observed).
 pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> {
     let kept = [
@@ -312,6 +328,7 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
         SiteReason::SiteCreationNotPermitted,
         SiteReason::ProvisioningFailed,
         SiteReason::LookupFailing,
+        SiteReason::GuestAccount,
     ];
     let reason = match u.prior.reason() {
         Some(SiteReason::ProvisioningTimedOut) => {

@@ -76,6 +76,7 @@ pub(super) fn new_batch(id: i64, users: Vec<String>, now: Timestamp) -> BatchSta
         users,
         enqueued_at: Time(now),
         sent: false,
+        users_record: None,
     }
 }
 

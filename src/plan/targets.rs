@@ -75,6 +75,8 @@ pub(super) fn wish(
 ) -> Option<Wish> {
     let now = |profile, confirm| Some(Wish { recheck: None, profile, confirm });
     match s.phase {
+        // A guest's verdict is the name's own: nothing to ask the tenant.
+        _ if s.reason == SiteReason::GuestAccount => None,
         _ if obs.is_none() && u.prior.phase().is_none() => now(false, false),
         SitePhase::SpsSiteError if !u.in_batch && straggler_due(s, obs, input) => now(true, false),
         // A straggler timing out now: one more look first, so that a site that came since

@@ -235,6 +235,7 @@ fn in_flight(users: &[&str], id: i64, at: i64) -> BatchStatus {
         last_user: users.last().unwrap().to_string(),
         enqueued_at: Time(t(at)),
         sent: true,
+        users_record: None,
     }
 }
 

@@ -52,6 +52,23 @@ pub struct Request {
 }
 
 impl Request {
+    /// Its method calls, with the id and target type of each: void methods on ProfileLoader
+    /// (actions) and object-returning ones on Tenant (paths).
+    pub fn calls(&self) -> Vec<(String, &'static str, Call)> {
+        let mut calls = Vec::new();
+        for a in &self.actions {
+            if let Action::Method { id, path, call } = a {
+                calls.push((id.clone(), self.type_of(path), call.clone()));
+            }
+        }
+        for (id, p) in &self.paths {
+            if let ObjectPath::Method { parent, call } = p {
+                calls.push((id.clone(), self.type_of(parent), call.clone()));
+            }
+        }
+        calls
+    }
+
     /// The type a path ultimately refers to: `ProfileLoader`, `Tenant`, or `?`.
     pub fn type_of(&self, path: &str) -> &'static str {
         match self.paths.get(path) {

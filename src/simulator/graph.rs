@@ -250,11 +250,29 @@ fn general_exception(sim: &Sim) -> Answer {
     error(sim, 500, "generalException", "An unexpected error occurred.")
 }
 
-/// `/users/{upn}` or `/users/{upn}/drive`, as written in a `$batch` item.
+/// A `$batch` item's path as segments, `users('{upn}')` read as `users`, `{upn}`.
+pub(crate) fn item_segments(url: &str) -> Result<Vec<String>, String> {
+    let path = url.split('?').next().unwrap_or_default().trim_start_matches('/');
+    let mut segments: Vec<String> = path.split('/').map(percent_decode).collect();
+    if let Some(key) =
+        segments[0].strip_prefix("users(").and_then(|k| k.strip_suffix(')')).map(str::to_string)
+    {
+        let upn =
+            super::profiles::string_literal(&key).map_err(|why| format!("Invalid key '{key}': {why}."))?;
+        segments.splice(0..1, ["users".to_string(), upn]);
+    }
+    Ok(segments)
+}
+
+/// `/users/{upn}` or `/users/{upn}/drive` (or the key form `/users('{upn}')…`), as written in a
+/// `$batch` item: the path split into segments first, each then percent-decoded, as Graph does.
 fn route_item(sim: &Sim, token: &super::TokenInfo, url: &str) -> Answer {
     let path = url.split('?').next().unwrap_or_default().trim_start_matches('/');
-    let path = percent_decode(path);
-    let parts: Vec<&str> = path.split('/').collect();
+    let segments = match item_segments(url) {
+        Ok(s) => s,
+        Err(why) => return error(sim, 400, "BadRequest", &why),
+    };
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     match parts.as_slice() {
         ["users", _] if !token.grants(READ_USERS) => denied(sim),
         ["users", _, "drive"] if !token.grants(READ_SITES) => denied(sim),

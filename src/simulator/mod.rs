@@ -16,7 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 mod bearer;
-mod csom;
+pub(crate) mod csom;
 mod entra;
 pub mod faults;
 mod geos;
@@ -45,9 +45,14 @@ use rsa::PublicKey;
 
 use crate::jose::Certificate;
 pub(crate) use bearer::{TokenError, TokenInfo};
+// How the simulator reads what the client writes (the client's round-trip tests).
 pub use faults::{Fault, FaultConfig, Service};
+#[cfg(test)]
+pub(crate) use graph::item_segments;
 pub use model::{LookupQuirk, SiteState, UserSpec};
 pub use population::{Population, expected_reason, generate_users, realistic_user, spread_over_geos};
+#[cfg(test)]
+pub(crate) use profiles::{CLAIMS_PREFIX, account_of, string_literal};
 pub use stats::{ArrivalRecord, EnqueueRecord, RequestRecord, Stats};
 
 /// Who may enqueue personal sites with an app-only token.

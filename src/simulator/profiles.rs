@@ -12,6 +12,40 @@ use serde_json::{Value, json};
 use super::sharepoint::{admit, finish, odata_error, verbose};
 use super::{Sim, SiteState, percent_decode};
 
+/// How a user's account name is claims-encoded.
+pub(crate) const CLAIMS_PREFIX: &str = "i:0#.f|membership|";
+
+/// The account a profile read's query names: its `@v` alias, percent-decoded, parsed as SharePoint
+/// parses it (an OData string literal, quotes inside doubled). The error gives the alias and why.
+pub(crate) fn account_of(query: &str) -> Result<String, (String, &'static str)> {
+    let alias = query
+        .split('&')
+        .find_map(|kv| {
+            kv.split_once('=').filter(|(k, _)| percent_decode(k) == "@v").map(|(_, v)| percent_decode(v))
+        })
+        .unwrap_or_default();
+    string_literal(&alias).map_err(|why| (alias, why))
+}
+
+/// The text of an OData string literal (`'o''neil'` → `o'neil`): quoted, and a quote inside is
+/// doubled; anything else (an unescaped quote) is refused.
+pub(crate) fn string_literal(s: &str) -> Result<String, &'static str> {
+    let inner = s
+        .strip_prefix('\'')
+        .and_then(|r| r.strip_suffix('\''))
+        .filter(|_| s.len() >= 2)
+        .ok_or("a string literal is quoted with '")?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\'' && chars.next() != Some('\'') {
+            return Err("a quote inside a string literal must be doubled");
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
 pub(super) async fn profile(
     State(sim): State<Arc<Sim>>,
     uri: Uri,
@@ -33,15 +67,21 @@ pub(super) async fn profile(
             "The simulator answers GetPropertiesFor(accountName=@v) only.",
         ));
     }
-    let account = query
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|kv| {
-            kv.split_once('=').filter(|(k, _)| percent_decode(k) == "@v").map(|(_, v)| v.to_string())
-        })
-        .map(|v| percent_decode(&v).trim_matches('\'').to_string())
-        .unwrap_or_default();
-    let upn = account.rsplit('|').next().unwrap_or_default().to_string();
+    let account = match account_of(&query.unwrap_or_default()) {
+        Ok(a) => a,
+        Err((alias, why)) => {
+            // Counted on its own too: tests assert the client never sends one.
+            sim.record("sharepoint.profile.bad-literal", 400, None, None);
+            return done(odata_error(
+                &headers,
+                StatusCode::BAD_REQUEST,
+                "-1, Microsoft.SharePoint.Client.InvalidClientQueryException",
+                &format!("The expression \"{alias}\" is not valid: {why}."),
+            ));
+        }
+    };
+    let upn = account.strip_prefix(CLAIMS_PREFIX).unwrap_or_default().to_string();
+    // (The claims prefix is what the client puts before the name.)
     let now = sim.now();
     let mut tenant = sim.tenant.lock().unwrap();
     let my_base = tenant.my_base().to_string();

@@ -159,11 +159,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     println!(
         "# A simulated Microsoft 365 tenant with {users} users. Test credentials: valid for this simulator only."
     );
+    use crate::tenant::policy::{ALLOW_ENV, ALLOW_FLAG, HOST_OVERRIDES_ENV};
+    println!(
+        "# Its endpoints are on loopback, outside any Microsoft cloud: run the operator (and doctor,\n# check) with {ALLOW_FLAG} (or {ALLOW_ENV}=1). Tests and demos only."
+    );
     let overrides = sim.host_overrides();
     if !overrides.is_empty() {
         println!(
-            "# Multi-Geo: discovery finds each geo's public admin host; run the operator with\n#   {}={}\n# to point them at this simulator (tests and demos only).",
-            crate::tenant::doctor::HOST_OVERRIDES_ENV,
+            "# Multi-Geo: discovery finds each geo's public admin host; also set\n#   {HOST_OVERRIDES_ENV}={}\n# to point them at this simulator.",
             overrides.join(",")
         );
     }

@@ -373,20 +373,9 @@ async fn process_query(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap
         }
     };
     let mut results = Vec::new();
-    // Enqueue calls: void methods on ProfileLoader (actions) or object-returning ones on Tenant (paths).
-    let mut calls: Vec<(String, String, csom::Call)> = Vec::new();
-    for a in &request.actions {
-        if let Action::Method { id, path, call } = a {
-            calls.push((id.clone(), request.type_of(path).to_string(), call.clone()));
-        }
-    }
-    for (id, p) in &request.paths {
-        if let ObjectPath::Method { parent, call } = p {
-            calls.push((id.clone(), request.type_of(parent).to_string(), call.clone()));
-        }
-    }
+    let calls = request.calls();
     for (id, target, call) in &calls {
-        let method = match (target.as_str(), call.name.as_str()) {
+        let method = match (*target, call.name.as_str()) {
             ("ProfileLoader", "CreatePersonalSiteEnqueueBulk") => "ProfileLoaderCsom",
             ("Tenant", "RequestPersonalSites") => "RequestPersonalSites",
             _ => {

@@ -11,6 +11,7 @@ use rsa::PrivateKey;
 use serde_json::{Value, json};
 
 use super::TenantError;
+use super::http::{Http, Service};
 use crate::api::AssertionAlgorithm;
 use crate::jose::{self, Alg, Certificate};
 
@@ -107,7 +108,7 @@ struct Cached {
 pub struct TokenCache {
     credentials: Credentials,
     token_endpoint: String,
-    http: reqwest::Client,
+    http: Arc<Http>,
     entries: Mutex<HashMap<String, Cached>>,
     /// One refresh in flight per resource.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -128,19 +129,15 @@ impl TokenCache {
         credentials: Credentials,
         authority_host: &str,
         tenant_id: &str,
-        http: reqwest::Client,
-    ) -> TokenCache {
-        TokenCache {
+        http: Arc<Http>,
+    ) -> Result<TokenCache, TenantError> {
+        Ok(TokenCache {
             credentials,
-            token_endpoint: format!(
-                "{}/{}/oauth2/v2.0/token",
-                authority_host.trim_end_matches('/'),
-                tenant_id
-            ),
+            token_endpoint: token_endpoint(authority_host, tenant_id)?,
             http,
             entries: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -211,28 +208,16 @@ impl TokenCache {
                 form.push(("refresh_token", current));
             }
         }
-        let response = self.http.post(&self.token_endpoint).form(&form).send().await.map_err(|e| {
-            TenantError::Unreachable(format!(
-                "token endpoint {}: {}",
-                self.token_endpoint,
-                super::http::describe(&e)
-            ))
-        })?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(token_error(status.as_u16(), &body, &self.credentials));
+        let answer = self
+            .http
+            .send(Service::Entra, || self.http.client().post(&self.token_endpoint).form(&form))
+            .await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(token_error(answer.status, &answer.json_or_null(), &self.credentials));
         }
-        let token = body["access_token"]
-            .as_str()
-            .ok_or_else(|| {
-                TenantError::Protocol("the token endpoint answered without an access_token".into())
-            })?
-            .to_string();
-        let lifetime =
-            body["expires_in"].as_i64().or_else(|| body["expires_in"].as_str()?.parse().ok()).unwrap_or(3599);
+        let (token, lifetime, rotated) = token_answer(&answer.json()?)?;
         if let (Credentials::Delegated { refresh_token, on_rotate, .. }, Some(new)) =
-            (&self.credentials, body["refresh_token"].as_str())
+            (&self.credentials, rotated.as_deref())
         {
             let changed = {
                 let mut rt = refresh_token.lock().unwrap();
@@ -273,15 +258,61 @@ impl TokenCache {
     }
 }
 
+/// A token endpoint's success: the access token, its lifetime in seconds and a new refresh token
+/// if one came. Tokens are opaque, but must be what a header and a Secret can carry: visible
+/// ASCII, at most 32 KiB (Entra ID's are a few KiB).
+pub(super) fn token_answer(body: &Value) -> Result<(String, i64, Option<String>), TenantError> {
+    let is_token = |t: &&str| !t.is_empty() && t.len() <= 32 << 10 && t.bytes().all(|b| b.is_ascii_graphic());
+    let token = body["access_token"].as_str().filter(is_token).ok_or_else(|| {
+        TenantError::Protocol("the token endpoint answered without a usable access_token".into())
+    })?;
+    let lifetime = body["expires_in"]
+        .as_i64()
+        .or_else(|| body["expires_in"].as_str()?.trim().parse().ok())
+        .unwrap_or(3599);
+    let refresh = match body.get("refresh_token") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_str().filter(is_token).map(str::to_string).ok_or_else(|| {
+            TenantError::Protocol("the token endpoint answered a refresh_token that is no token".into())
+        })?),
+    };
+    Ok((token.to_string(), lifetime, refresh))
+}
+
+/// `{authority}/{tenant}/oauth2/v2.0/token`, the tenant id a single path segment whatever it holds.
+pub fn token_endpoint(authority_host: &str, tenant_id: &str) -> Result<String, TenantError> {
+    let mut url = reqwest::Url::parse(authority_host.trim_end_matches('/'))
+        .map_err(|e| TenantError::InvalidSpec(format!("spec.authorityHost is not a URL ({e})")))?;
+    url.path_segments_mut()
+        .map_err(|()| TenantError::InvalidSpec("spec.authorityHost cannot take a path".into()))?
+        .pop_if_empty()
+        .extend([tenant_id, "oauth2", "v2.0", "token"]);
+    Ok(url.to_string())
+}
+
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Entra's error body, turned into a message that names the fix. Only `error`, the AADSTS code
 /// and its description are used: none of them carries a credential.
-fn token_error(status: u16, body: &Value, credentials: &Credentials) -> TenantError {
-    let error = body["error"].as_str().unwrap_or("unknown_error");
+pub(super) fn token_error(status: u16, body: &Value, credentials: &Credentials) -> TenantError {
+    // Bounded: the text comes from the network and lands in a status message.
+    let error: String = body["error"]
+        .as_str()
+        .unwrap_or("unknown_error")
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(60)
+        .collect();
     let code = body["error_codes"][0].as_i64().unwrap_or(0);
-    let description =
-        body["error_description"].as_str().unwrap_or("").lines().next().unwrap_or("").to_string();
+    let description: String = body["error_description"]
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect();
     let fix = match (code, credentials) {
         (700027, _) => {
             "upload this certificate to the app registration (Certificates & secrets) or put the registered one in the Secret"

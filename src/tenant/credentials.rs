@@ -1,16 +1,73 @@
 //! Turning a tenant's `spec.auth` and the Secrets it references into [`Credentials`], with
 //! errors that name the Secret, the key and the fix.
+//!
+//! A Secret is used by a tenant only if the Secret says so (the [`TENANTS_ANNOTATION`] names the
+//! tenants allowed to use it) and only if it is of the type the tenant's auth mode uses: a tenant
+//! writer cannot have the operator send another tenant's key, or a certificate's private key as a
+//! "refresh token". RBAC cannot select Secrets by label or annotation: this check is the operator's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::{Credentials, RotationCallback, TenantError};
-use crate::api::OneDriveTenantSpec;
+use crate::api::{OneDriveTenantSpec, TenantAuthKind};
 use crate::jose::{Certificate, private_key_from_pem};
 
-/// Secrets by name, each a map of key → bytes (as in `Secret.data`).
-pub type SecretStore = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+/// Annotation on a credentials Secret: the `OneDriveTenant`s allowed to use it, comma-separated.
+pub const TENANTS_ANNOTATION: &str = "onedrive-operator.dev/tenants";
+/// The Secret type of a certificate (`tls.crt`, `tls.key`).
+pub const TLS_TYPE: &str = "kubernetes.io/tls";
+/// The Secret type of a refresh token.
+pub const OPAQUE_TYPE: &str = "Opaque";
+
+/// One Secret as the operator reads it: its type, the tenants it is bound to, its data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredSecret {
+    /// `type` (absent reads as `Opaque`, as the API server defaults it).
+    pub type_: Option<String>,
+    /// The tenants [`TENANTS_ANNOTATION`] names.
+    pub tenants: Vec<String>,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl StoredSecret {
+    /// A Secret of `type_` bound to `tenants`.
+    pub fn new(type_: &str, tenants: &[&str], data: BTreeMap<String, Vec<u8>>) -> StoredSecret {
+        StoredSecret {
+            type_: Some(type_.into()),
+            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            data,
+        }
+    }
+
+    /// From a Secret's type, annotations and data.
+    pub fn from_parts(
+        type_: Option<&str>,
+        annotation: Option<&str>,
+        data: BTreeMap<String, Vec<u8>>,
+    ) -> StoredSecret {
+        StoredSecret { type_: type_.map(str::to_string), tenants: bound_tenants(annotation), data }
+    }
+
+    fn type_name(&self) -> &str {
+        self.type_.as_deref().unwrap_or(OPAQUE_TYPE)
+    }
+}
+
+/// The tenant names a [`TENANTS_ANNOTATION`] value lists.
+pub fn bound_tenants(annotation: Option<&str>) -> Vec<String> {
+    annotation
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Secrets by name.
+pub type SecretStore = BTreeMap<String, StoredSecret>;
 
 /// Where Azure Workload Identity mounts the projected token by default.
 pub const DEFAULT_FEDERATED_TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
@@ -22,39 +79,69 @@ pub fn federated_token_file(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_FEDERATED_TOKEN_FILE))
 }
 
-fn secret_value<'a>(
-    secrets: &'a SecretStore,
-    namespace: &str,
-    name: &str,
-    key: &str,
-) -> Result<&'a [u8], TenantError> {
-    let secret = secrets.get(name).ok_or_else(|| {
-        TenantError::CredentialsInvalid(format!(
-            "Secret {namespace}/{name} does not exist: create it in the operator's namespace (Secrets of a cluster-scoped tenant live there)"
-        ))
-    })?;
-    secret.get(key).map(Vec::as_slice).ok_or_else(|| {
-        TenantError::CredentialsInvalid(format!("Secret {namespace}/{name} has no key {key:?}: add it"))
-    })
+/// Where a tenant's credentials are looked for: the Secrets of `namespace` (the operator's),
+/// used only by the tenant named `tenant`.
+pub struct SecretScope<'a> {
+    pub secrets: &'a SecretStore,
+    pub namespace: &'a str,
+    pub tenant: &'a str,
 }
 
-/// Credentials for `spec` from `secrets` (all in `namespace`, the operator's) and the environment.
+impl SecretScope<'_> {
+    /// The Secret `name`, if it exists, is bound to this tenant and is of the type `kind` uses.
+    pub fn usable(&self, name: &str, kind: TenantAuthKind) -> Result<&StoredSecret, TenantError> {
+        let (namespace, tenant) = (self.namespace, self.tenant);
+        let secret = self.secrets.get(name).ok_or_else(|| {
+            TenantError::CredentialsInvalid(format!(
+                "Secret {namespace}/{name} does not exist: create it in the operator's namespace (Secrets of a cluster-scoped tenant live there)"
+            ))
+        })?;
+        if !secret.tenants.iter().any(|t| t == tenant) {
+            return Err(TenantError::CredentialsInvalid(format!(
+                "Secret {namespace}/{name} is not bound to tenant {tenant}, so nothing was sent with it: a Secret is used only by the tenants its annotation {TENANTS_ANNOTATION} names. If this Secret is meant for {tenant}: kubectl annotate secret -n {namespace} {name} {TENANTS_ANNOTATION}={tenant}"
+            )));
+        }
+        let wanted = match kind {
+            TenantAuthKind::Certificate => TLS_TYPE,
+            _ => OPAQUE_TYPE,
+        };
+        if secret.type_name() != wanted {
+            return Err(TenantError::CredentialsInvalid(format!(
+                "Secret {namespace}/{name} is of type {}, but spec.auth.{} needs a Secret of type {wanted}: nothing was sent with it",
+                secret.type_name(),
+                kind.as_str()
+            )));
+        }
+        Ok(secret)
+    }
+
+    fn value(&self, name: &str, kind: TenantAuthKind, key: &str) -> Result<&[u8], TenantError> {
+        let secret = self.usable(name, kind)?;
+        secret.data.get(key).map(Vec::as_slice).ok_or_else(|| {
+            TenantError::CredentialsInvalid(format!(
+                "Secret {}/{name} has no key {key:?}: add it",
+                self.namespace
+            ))
+        })
+    }
+}
+
+/// Credentials for `spec` from the Secrets `scope` allows and the environment.
 pub fn credentials_for(
     spec: &OneDriveTenantSpec,
-    secrets: &SecretStore,
-    namespace: &str,
+    scope: &SecretScope,
     env: &dyn Fn(&str) -> Option<String>,
     on_rotate: Option<RotationCallback>,
 ) -> Result<Credentials, TenantError> {
     let auth = &spec.auth;
+    let namespace = scope.namespace;
     match auth.kind().map_err(TenantError::CredentialsInvalid)? {
-        crate::api::TenantAuthKind::Certificate => {
+        TenantAuthKind::Certificate => {
             let c = auth.certificate.as_ref().expect("kind says certificate");
             let name = &c.secret_ref.name;
-            let crt =
-                String::from_utf8_lossy(secret_value(secrets, namespace, name, "tls.crt")?).into_owned();
-            let key =
-                String::from_utf8_lossy(secret_value(secrets, namespace, name, "tls.key")?).into_owned();
+            let kind = TenantAuthKind::Certificate;
+            let crt = String::from_utf8_lossy(scope.value(name, kind, "tls.crt")?).into_owned();
+            let key = String::from_utf8_lossy(scope.value(name, kind, "tls.key")?).into_owned();
             let certificate = Certificate::from_pem(&crt).map_err(|e| {
                 TenantError::CredentialsInvalid(format!("Secret {namespace}/{name} key tls.crt: {e}"))
             })?;
@@ -73,7 +160,7 @@ pub fn credentials_for(
                 algorithm: c.algorithm,
             })
         }
-        crate::api::TenantAuthKind::WorkloadIdentity => {
+        TenantAuthKind::WorkloadIdentity => {
             let w = auth.workload_identity.as_ref().expect("kind says workloadIdentity");
             let client_id = w.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")).ok_or_else(|| {
                 TenantError::CredentialsInvalid(
@@ -82,10 +169,10 @@ pub fn credentials_for(
             })?;
             Ok(Credentials::WorkloadIdentity { client_id, token_file: federated_token_file(env) })
         }
-        crate::api::TenantAuthKind::Delegated => {
+        TenantAuthKind::Delegated => {
             let d = auth.delegated.as_ref().expect("kind says delegated");
             let r = &d.refresh_token_secret_ref;
-            let token = String::from_utf8_lossy(secret_value(secrets, namespace, &r.name, &r.key)?)
+            let token = String::from_utf8_lossy(scope.value(&r.name, TenantAuthKind::Delegated, &r.key)?)
                 .trim()
                 .to_string();
             if token.is_empty() {

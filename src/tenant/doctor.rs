@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::Value;
 
+use super::credentials::{SecretScope, StoredSecret, TENANTS_ANNOTATION};
 use super::permissions::{self, Audience};
-use super::{SecretStore, TenantClient, TenantConfig, TenantError, credentials_for};
+use super::{EndpointPolicy, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for};
 use crate::api::OneDriveTenant;
 use crate::plan::{Limits, Lookup, Observation, ProfileMeaning, reason, user_key};
 
@@ -43,6 +44,7 @@ pub fn parse_manifests(text: &str) -> Result<Manifests, String> {
                 let name =
                     value["metadata"]["name"].as_str().ok_or("a Secret without metadata.name")?.to_string();
                 namespace = namespace.or(value["metadata"]["namespace"].as_str().map(str::to_string));
+                let bound = value["metadata"]["annotations"][TENANTS_ANNOTATION].as_str();
                 let mut data = BTreeMap::new();
                 for (k, v) in value["data"].as_object().into_iter().flatten() {
                     let bytes = base64::engine::general_purpose::STANDARD
@@ -53,7 +55,7 @@ pub fn parse_manifests(text: &str) -> Result<Manifests, String> {
                 for (k, v) in value["stringData"].as_object().into_iter().flatten() {
                     data.insert(k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec());
                 }
-                secrets.insert(name, data);
+                secrets.insert(name, StoredSecret::from_parts(value["type"].as_str(), bound, data));
             }
             _ => {}
         }
@@ -70,39 +72,46 @@ pub struct Check {
 
 pub enum Outcome {
     Passed(String),
+    /// Passed, but something needs attention soon (not a failure).
+    Warned(String),
     /// Could not be checked (not a failure).
     Skipped(String),
     Failed(String),
 }
 
-/// Tests and the demo point public hosts at the simulator with this variable: `FROM=TO` pairs,
-/// comma-separated, loopback targets only.
-pub const HOST_OVERRIDES_ENV: &str = "ONEDRIVE_OPERATOR_TEST_HOST_OVERRIDES";
-
-/// The test-only host overrides `env` holds (none when unset).
-pub fn host_overrides(env: &dyn Fn(&str) -> Option<String>) -> Result<super::HostOverrides, TenantError> {
-    let pairs: Vec<String> = env(HOST_OVERRIDES_ENV)
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect();
-    super::HostOverrides::parse(&pairs)
-        .map_err(|e| TenantError::InvalidRequest(format!("{HOST_OVERRIDES_ENV}: {e}")))
-}
-
-fn client_for(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Result<TenantClient, TenantError> {
-    let credentials = credentials_for(&m.tenant.spec, &m.secrets, &m.namespace, env, None)?;
-    let config = TenantConfig::from_spec(&m.tenant.spec).with_host_overrides(host_overrides(env)?);
+fn client_for(
+    m: &Manifests,
+    env: &dyn Fn(&str) -> Option<String>,
+    policy: &EndpointPolicy,
+) -> Result<TenantClient, TenantError> {
+    let tenant = m.tenant.metadata.name.as_deref().unwrap_or_default();
+    let scope = SecretScope { secrets: &m.secrets, namespace: &m.namespace, tenant };
+    let credentials = credentials_for(&m.tenant.spec, &scope, env, None)?;
+    let config = TenantConfig::from_spec(&m.tenant.spec).with_policy(policy.clone());
     TenantClient::new(config, credentials)
 }
 
+/// The manifest as the API server and the operator would take it: every shape rule of the CRD,
+/// then the endpoint policy. Nothing is sent for a manifest that fails.
+pub fn check_manifest(m: &Manifests, policy: &EndpointPolicy) -> Result<(), TenantError> {
+    crate::api::validate::tenant(&m.tenant)
+        .map_err(|problems| TenantError::InvalidSpec(problems.join("; ")))?;
+    policy.check_spec(&m.tenant.spec)
+}
+
 /// Runs every check in order; later checks are skipped once one they depend on failed.
-pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
+pub async fn doctor(
+    m: &Manifests,
+    env: &dyn Fn(&str) -> Option<String>,
+    policy: &EndpointPolicy,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut push = |name: &str, outcome: Outcome| checks.push(Check { name: name.into(), outcome });
-    match Limits::from_spec(&m.tenant.spec).and_then(|l| m.tenant.spec.auth.kind().map(|k| (l, k))) {
+    let spec = check_manifest(m, policy)
+        .map_err(|e| e.to_string())
+        .and_then(|()| Limits::from_spec(&m.tenant.spec))
+        .and_then(|l| m.tenant.spec.auth.kind().map(|k| (l, k)));
+    match spec {
         Ok((l, k)) => push(
             "tenant spec",
             Outcome::Passed(format!(
@@ -117,16 +126,22 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
             return checks;
         }
     }
-    let client = match client_for(m, env) {
+    let client = match client_for(m, env, policy) {
         Ok(c) => {
-            push(
-                "credentials",
+            let outcome = credential_dates(
                 Outcome::Passed(format!(
                     "{} credentials for client {}",
                     c.credentials().kind(),
                     c.credentials().client_id()
                 )),
+                c.credentials(),
+                jiff::Timestamp::now(),
             );
+            let usable = !matches!(outcome, Outcome::Failed(_));
+            push("credentials", outcome);
+            if !usable {
+                return checks;
+            }
             let cfg = c.config();
             push(
                 "cloud and hosts",
@@ -232,6 +247,30 @@ pub async fn doctor(m: &Manifests, env: &dyn Fn(&str) -> Option<String>) -> Vec<
     checks
 }
 
+/// A certificate outside its validity fails with its dates; one expiring within 30 days warns.
+fn credential_dates(passed: Outcome, credentials: &super::Credentials, now: jiff::Timestamp) -> Outcome {
+    let super::Credentials::Certificate { certificate, .. } = credentials else { return passed };
+    let Outcome::Passed(detail) = passed else { return passed };
+    let dates = |t: Option<jiff::Timestamp>| t.map_or("unknown".to_string(), |t| t.to_string());
+    let (from, until) = (dates(certificate.not_before), dates(certificate.not_after));
+    if certificate.not_before.is_some_and(|t| now < t) {
+        return Outcome::Failed(format!(
+            "the certificate is not valid yet: notBefore {from} (notAfter {until}); Entra ID refuses assertions signed with it until then"
+        ));
+    }
+    match certificate.not_after {
+        Some(t) if t <= now => Outcome::Failed(format!(
+            "the certificate expired: notAfter {until} (notBefore {from}); upload a renewed certificate to the app registration and store it in the Secret"
+        )),
+        Some(t) if t.duration_since(now) <= jiff::SignedDuration::from_hours(24 * 30) => {
+            Outcome::Warned(format!(
+                "{detail}; the certificate expires soon: notAfter {until}, renew it and upload it to the app registration"
+            ))
+        }
+        _ => Outcome::Passed(format!("{detail}; certificate valid until {until}")),
+    }
+}
+
 fn describe_geos(geos: &[super::Geo]) -> String {
     if geos.len() == 1 && geos[0].location.is_empty() {
         return format!("single-geo tenant; admin host {}", geos[0].admin_url);
@@ -302,6 +341,7 @@ pub fn print_checks(tenant: &str, checks: &[Check]) -> bool {
     for c in checks {
         match &c.outcome {
             Outcome::Passed(d) => println!("  [ok]   {}: {d}", c.name),
+            Outcome::Warned(d) => println!("  [warn] {}: {d}", c.name),
             Outcome::Skipped(d) => println!("  [skip] {}: {d}", c.name),
             Outcome::Failed(d) => {
                 ok = false;
@@ -326,8 +366,13 @@ pub async fn check_users(
     m: &Manifests,
     users: &[String],
     env: &dyn Fn(&str) -> Option<String>,
+    policy: &EndpointPolicy,
 ) -> Result<Vec<String>, TenantError> {
-    let client = client_for(m, env)?;
+    check_manifest(m, policy)?;
+    for u in users {
+        crate::api::validate::user(u).map_err(TenantError::InvalidRequest)?;
+    }
+    let client = client_for(m, env, policy)?;
     // Profiles are read at each user's geo's admin host: learn the geos first.
     if let Err(e) = client.geos().await {
         tracing::warn!(error = %e, "the tenant's geos are unknown; profiles are read at the central admin host");
@@ -372,5 +417,40 @@ pub fn describe(o: Option<&Observation>) -> String {
             reason::LOOKUP_FAILING
         ),
         _ => "unknown: the lookup got no answer (throttled or unavailable)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate_until(until: jiff::Timestamp) -> super::super::Credentials {
+        let key = crate::jose::generate_key();
+        let certificate = crate::jose::self_signed_certificate_until(&key, "t", Some(until)).unwrap();
+        super::super::Credentials::Certificate {
+            client_id: "app".into(),
+            certificate,
+            key: Box::new(key),
+            algorithm: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_judged_by_its_dates() {
+        let now: jiff::Timestamp = "2026-12-05T00:00:00Z".parse().unwrap();
+        let passed = || Outcome::Passed("ok".into());
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        match credential_dates(passed(), &certificate_until(at("2020-06-01T00:00:00Z")), now) {
+            Outcome::Failed(m) => assert!(m.contains("expired: notAfter 2020-06-01T00:00:00Z"), "{m}"),
+            _ => panic!("an expired certificate passed"),
+        }
+        match credential_dates(passed(), &certificate_until(at("2026-12-20T00:00:00Z")), now) {
+            Outcome::Warned(m) => assert!(m.contains("notAfter 2026-12-20"), "{m}"),
+            _ => panic!("a certificate expiring in 15 days did not warn"),
+        }
+        assert!(matches!(
+            credential_dates(passed(), &certificate_until(at("2028-01-01T00:00:00Z")), now),
+            Outcome::Passed(_)
+        ));
     }
 }

@@ -28,9 +28,13 @@ pub enum TenantError {
     /// Refused on the client before anything was sent (more than 200 users, an empty email).
     #[error("{0}")]
     InvalidRequest(String),
-    /// An answer the client does not understand.
+    /// An answer the client does not understand (or refuses to read: too large, a redirect).
     #[error("{0}")]
     Protocol(String),
+    /// The tenant's spec asks for something the operator will not do (an endpoint outside the
+    /// tenant's cloud, a malformed field): nothing was sent.
+    #[error("{0}")]
+    InvalidSpec(String),
 }
 
 impl TenantError {
@@ -45,6 +49,7 @@ impl TenantError {
             TenantError::Unreachable(_) => TenantReason::Unreachable,
             TenantError::InvalidRequest(_) => TenantReason::InvalidRequest,
             TenantError::Protocol(_) => TenantReason::ProtocolError,
+            TenantError::InvalidSpec(_) => TenantReason::InvalidSpec,
         }
     }
 
@@ -56,6 +61,7 @@ impl TenantError {
                 | TenantError::TokenKindRefused(_)
                 | TenantError::PermissionMissing(_)
                 | TenantError::Blocked(_)
+                | TenantError::InvalidSpec(_)
         )
     }
 }

@@ -6,11 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use super::http::Service;
-use super::{TenantClient, TenantError};
-use crate::api::GeoSpec;
+use super::paging::{PageError, each_page};
+use super::{EndpointPolicy, TenantClient, TenantError};
+use crate::api::{Cloud, GeoSpec};
 
 /// How long a discovery stands before it is made again (geos are added rarely, by Microsoft).
 const REDISCOVER_AFTER: Duration = Duration::from_secs(3600);
@@ -109,12 +107,14 @@ pub fn admin_url_of(root_web_url: &str) -> Option<String> {
 
 /// The tenant's geos: the central one (`spec.adminUrl`) first, then the satellites by location.
 /// A discovered geo whose admin host is `spec.adminUrl` names the central geo; a declared geo
-/// wins over a discovered one of the same location.
+/// wins over a discovered one of the same location. A discovered admin host outside the
+/// tenant's cloud is left out (Graph's answer does not choose where requests go).
 pub fn resolve(
     central_admin_url: &str,
     declared: &[GeoSpec],
     discovered: &[RootSite],
-    overrides: &HostOverrides,
+    cloud: Cloud,
+    policy: &EndpointPolicy,
 ) -> Vec<Geo> {
     let central_url = central_admin_url.trim_end_matches('/').to_string();
     let mut central = Geo { location: String::new(), admin_url: central_url.clone(), central: true };
@@ -129,12 +129,18 @@ pub fn resolve(
         }
     };
     for site in discovered.iter().filter(|s| !s.location.is_empty()) {
-        if let Some(admin) = admin_url_of(&site.web_url) {
-            place(&site.location, overrides.apply(&admin), &mut central);
+        match admin_url_of(&site.web_url) {
+            Some(admin) if policy.admits_admin_host(cloud, &admin) => {
+                place(&site.location, policy.apply(&admin), &mut central)
+            }
+            _ => tracing::warn!(
+                location = %site.location,
+                "a discovered geo's root site is not on the tenant's cloud: the geo is left out"
+            ),
         }
     }
     for g in declared {
-        place(&g.location, overrides.apply(&g.admin_url), &mut central);
+        place(&g.location, policy.apply(&g.admin_url), &mut central);
     }
     // A location both central and satellite (declared so) belongs to the central geo.
     let central_location = central.location.clone();
@@ -145,52 +151,39 @@ pub fn resolve(
     out
 }
 
+/// Pages of root sites read at most: one root site per geo, a handful of geos.
+const MAX_ROOT_SITE_PAGES: u64 = 20;
+
 /// Graph: every geo's root site (`siteCollection.dataLocationCode`, empty in a single-geo tenant).
 pub(super) async fn root_sites(client: &TenantClient) -> Result<Vec<RootSite>, TenantError> {
-    let graph = &client.config.graph_url;
-    let mut url = Some(format!(
-        "{graph}/v1.0/sites?$filter=siteCollection/root%20ne%20null&$select=webUrl,siteCollection"
-    ));
+    let url = format!(
+        "{}/v1.0/sites?$filter=siteCollection/root%20ne%20null&$select=webUrl,siteCollection",
+        client.config.graph_url
+    );
     let mut out = Vec::new();
-    while let Some(next) = url.take() {
-        let token = client.tokens.token(graph).await?;
-        let response =
-            client.http.send(Service::Graph, || client.http.client().get(&next).bearer_auth(&token)).await?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        // A root-site list that cannot be read whole is not a list of geos: routing on part of it
-        // would send a satellite's users to the central geo.
-        let body: Value = match (status, serde_json::from_str(&text)) {
-            (_, Ok(v)) => v,
-            (200, Err(e)) => {
-                return Err(TenantError::Protocol(format!(
-                    "Graph GET /sites (the geos' root sites) answered an unreadable list: {e}"
-                )));
-            }
-            (_, Err(_)) => Value::Null,
-        };
-        match status {
-            200 => {}
-            401 | 403 => {
-                return Err(TenantError::PermissionMissing(format!(
-                    "Microsoft Graph refused to list the geos' root sites (GET /sites, {status}): grant the app Sites.Read.All with admin consent"
-                )));
-            }
-            s => {
-                return Err(TenantError::Unreachable(format!(
-                    "Graph GET /sites (the geos' root sites) answered {s} {}",
-                    body["error"]["code"].as_str().unwrap_or("")
-                )));
-            }
+    let read = each_page(client, url, MAX_ROOT_SITE_PAGES, 1, |site| {
+        let Some(web_url) = site["webUrl"].as_str() else { return };
+        let location = site["siteCollection"]["dataLocationCode"].as_str().unwrap_or("").to_string();
+        out.push(RootSite { location, web_url: web_url.to_string() });
+    })
+    .await;
+    // A root-site list that cannot be read whole is not a list of geos: routing on part of it
+    // would send a satellite's users to the central geo.
+    match read {
+        Ok(_) => Ok(out),
+        Err(PageError::Tenant(e)) => Err(e),
+        Err(PageError::Status { status: status @ (401 | 403), .. }) => {
+            Err(TenantError::PermissionMissing(format!(
+                "Microsoft Graph refused to list the geos' root sites (GET /sites, {status}): grant the app Sites.Read.All with admin consent"
+            )))
         }
-        for site in body["value"].as_array().into_iter().flatten() {
-            let Some(web_url) = site["webUrl"].as_str() else { continue };
-            let location = site["siteCollection"]["dataLocationCode"].as_str().unwrap_or("").to_string();
-            out.push(RootSite { location, web_url: web_url.to_string() });
+        Err(PageError::Status { status, code }) => Err(TenantError::Unreachable(format!(
+            "Graph GET /sites (the geos' root sites) answered {status} {code}"
+        ))),
+        Err(PageError::Broken(why)) => {
+            Err(TenantError::Protocol(format!("Graph GET /sites (the geos' root sites): {why}")))
         }
-        url = body["@odata.nextLink"].as_str().map(str::to_string);
     }
-    Ok(out)
 }
 
 /// What the client knows of the tenant's geos, and since when.
@@ -212,8 +205,8 @@ impl TenantClient {
         }
         match root_sites(self).await {
             Ok(found) => {
-                let geos =
-                    resolve(&self.config.admin_url, &self.config.geos, &found, &self.config.host_overrides);
+                let c = &self.config;
+                let geos = resolve(&c.admin_url, &c.geos, &found, c.cloud, &c.policy);
                 self.geos.lock().unwrap().geos = Some((Instant::now(), geos.clone()));
                 Ok(geos)
             }
@@ -233,7 +226,10 @@ impl TenantClient {
     pub fn known_geos(&self) -> Vec<Geo> {
         match &self.geos.lock().unwrap().geos {
             Some((_, geos)) => geos.clone(),
-            None => resolve(&self.config.admin_url, &self.config.geos, &[], &self.config.host_overrides),
+            None => {
+                let c = &self.config;
+                resolve(&c.admin_url, &c.geos, &[], c.cloud, &c.policy)
+            }
         }
     }
 }
@@ -268,8 +264,13 @@ mod tests {
         ];
         let declared =
             [GeoSpec { location: "EUR".into(), admin_url: "https://eur-admin.sharepoint.com".into() }];
-        let geos =
-            resolve("https://contoso-admin.sharepoint.com/", &declared, &found, &HostOverrides::default());
+        let geos = resolve(
+            "https://contoso-admin.sharepoint.com/",
+            &declared,
+            &found,
+            Cloud::Global,
+            &EndpointPolicy::Pinned,
+        );
         let view: Vec<(&str, &str, bool)> =
             geos.iter().map(|g| (g.location.as_str(), g.admin_url.as_str(), g.central)).collect();
         assert_eq!(
@@ -283,12 +284,31 @@ mod tests {
     }
 
     #[test]
+    fn a_discovered_host_outside_the_cloud_is_left_out() {
+        let found = [
+            root("NAM", "https://contoso.sharepoint.com"),
+            root("EUR", "https://contosoeur.evil.example"),
+            root("APC", "http://127.0.0.1:9"),
+        ];
+        let geos = resolve(
+            "https://contoso-admin.sharepoint.com",
+            &[],
+            &found,
+            Cloud::Global,
+            &EndpointPolicy::Pinned,
+        );
+        assert_eq!(geos.len(), 1, "{geos:?}");
+        assert_eq!(geos[0].location, "NAM");
+    }
+
+    #[test]
     fn a_single_geo_tenant_is_its_central_geo_alone() {
         let geos = resolve(
             "https://contoso-admin.sharepoint.com",
             &[],
             &[root("", "https://contoso.sharepoint.com")],
-            &HostOverrides::default(),
+            Cloud::Global,
+            &EndpointPolicy::Pinned,
         );
         assert_eq!(
             geos,

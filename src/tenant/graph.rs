@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::http::Service;
+use super::http::{Answer, MAX_BODY, Service};
 use super::{GRAPH_BATCH_LIMIT, TenantClient, TenantError};
 use crate::plan::{DataLocation, Observation, UserKey, user_key};
 
@@ -87,7 +87,7 @@ pub(super) async fn drives(
     client: &TenantClient,
     chunk: Vec<String>,
 ) -> Result<(Seen, Vec<String>), TenantError> {
-    let answers = run_batch(client, &chunk, |u| format!("/users/{}/drive", encode(u))).await?;
+    let answers = run_batch(client, &chunk, |u| format!("{}/drive", user_path(u))).await?;
     let mut out = HashMap::new();
     let mut ask = Vec::new();
     for user in chunk {
@@ -108,7 +108,7 @@ pub(super) async fn directory(
     chunk: Vec<String>,
 ) -> Result<HashMap<UserKey, (Observation, DataLocation)>, TenantError> {
     let answers = run_batch(client, &chunk, |u| {
-        format!("/users/{}?$select=id,accountEnabled,assignedPlans,preferredDataLocation", encode(u))
+        format!("{}?$select=id,accountEnabled,assignedPlans,preferredDataLocation", user_path(u))
     })
     .await?;
     chunk.iter().map(|user| Ok((user_key(user), user_entry(answers.get(user))?))).collect()
@@ -145,9 +145,21 @@ fn graph_permission_missing() -> TenantError {
     )
 }
 
-/// Percent-encodes a UPN for a Graph path segment.
-fn encode(user: &str) -> String {
-    user.bytes()
+/// `/users/{upn}`, the UPN percent-encoded for a path segment (`#EXT#` → `%23EXT%23`, `'` →
+/// `%27`, non-ASCII as UTF-8). A UPN starting with `$` would read as a system segment: Graph's
+/// documented form for it is the key literal, `/users('$…')`.
+pub(crate) fn user_path(upn: &str) -> String {
+    if upn.starts_with('$') {
+        format!("/users({})", encode(&super::escape::odata_literal(upn)))
+    } else {
+        format!("/users/{}", encode(upn))
+    }
+}
+
+/// Percent-encodes a path segment (letters, digits, `@ . _ - +` stay).
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'@' | b'.' | b'_' | b'-' | b'+' => {
                 (b as char).to_string()
@@ -215,13 +227,20 @@ async fn run_batch(
 
 async fn send_batch(client: &TenantClient, body: &Value) -> Result<Value, TenantError> {
     let url = format!("{}/v1.0/$batch", client.config.graph_url);
-    let response =
-        with_token(client, |token| client.http.client().post(&url).bearer_auth(token).json(body)).await?;
-    match response.status().as_u16() {
-        200 => response
-            .json()
-            .await
-            .map_err(|e| TenantError::Protocol(format!("Graph $batch answer is not JSON: {e}"))),
+    let answer =
+        with_token(client, MAX_BODY, |token| client.http.client().post(&url).bearer_auth(token).json(body))
+            .await?;
+    match answer.status {
+        200 => {
+            let body = answer.json()?;
+            if !body["responses"].is_array() {
+                return Err(TenantError::Protocol(format!(
+                    "{} answered 200 without a responses array",
+                    answer.endpoint
+                )));
+            }
+            Ok(body)
+        }
         401 => Err(TenantError::CredentialsInvalid(
             "Microsoft Graph refused the token (401): check the app registration and its consent".into(),
         )),
@@ -229,25 +248,38 @@ async fn send_batch(client: &TenantClient, body: &Value) -> Result<Value, Tenant
         status => {
             // Only the status and error code: bodies carry dates and request ids, which would
             // change every status message on every cycle.
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let code = body["error"]["code"].as_str().unwrap_or("no error code");
+            let code = error_code(&answer.json_or_null());
             Err(TenantError::Unreachable(format!("Microsoft Graph $batch answered {status} ({code})")))
         }
     }
 }
 
-/// Sends the Graph request `build` makes with a token; a 401 is sent again once with a fresh
-/// token (a cached token may have been revoked). The answer is the caller's to read.
+/// An answer's Graph error code, short and printable (it goes into status messages).
+fn error_code(body: &Value) -> String {
+    let code: String = body["error"]["code"]
+        .as_str()
+        .unwrap_or("no error code")
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(60)
+        .collect();
+    if code.is_empty() { "no error code".into() } else { code }
+}
+
+/// Sends the Graph request `build` makes with a token, reading at most `cap` bytes; a 401 is sent
+/// again once with a fresh token (a cached token may have been revoked). The answer is the
+/// caller's to read.
 pub(super) async fn with_token(
     client: &TenantClient,
+    cap: usize,
     build: impl Fn(&str) -> reqwest::RequestBuilder,
-) -> Result<reqwest::Response, TenantError> {
+) -> Result<Answer, TenantError> {
     let mut attempt = 0;
     loop {
         let token = client.tokens.token(&client.config.graph_url).await?;
-        let response = client.http.send(Service::Graph, || build(&token)).await?;
-        if response.status().as_u16() != 401 || attempt == 1 {
-            return Ok(response);
+        let answer = client.http.send_capped(Service::Graph, cap, || build(&token)).await?;
+        if answer.status != 401 || attempt == 1 {
+            return Ok(answer);
         }
         client.tokens.invalidate(&client.config.graph_url);
         attempt += 1;
@@ -257,10 +289,11 @@ pub(super) async fn with_token(
 /// The first `n` users of the directory.
 pub(super) async fn some_users(client: &TenantClient, n: usize) -> Result<Vec<String>, TenantError> {
     let url = format!("{}/v1.0/users?$select=userPrincipalName&$top={n}", client.config.graph_url);
-    let response = with_token(client, |token| client.http.client().get(&url).bearer_auth(token)).await?;
-    match response.status().as_u16() {
+    let answer =
+        with_token(client, MAX_BODY, |token| client.http.client().get(&url).bearer_auth(token)).await?;
+    match answer.status {
         200 => {
-            let body: Value = response.json().await.map_err(|e| TenantError::Protocol(e.to_string()))?;
+            let body = answer.json()?;
             Ok(body["value"]
                 .as_array()
                 .into_iter()
@@ -269,7 +302,10 @@ pub(super) async fn some_users(client: &TenantClient, n: usize) -> Result<Vec<St
                 .collect())
         }
         401 | 403 => Err(graph_permission_missing()),
-        s => Err(TenantError::Unreachable(format!("Graph /users answered {s}"))),
+        s => Err(TenantError::Unreachable(format!(
+            "Graph /users answered {s} ({})",
+            error_code(&answer.json_or_null())
+        ))),
     }
 }
 
@@ -283,7 +319,9 @@ mod tests {
             site_url("https://contoso-my.sharepoint.com/personal/alice_contoso_com/Documents"),
             "https://contoso-my.sharepoint.com/personal/alice_contoso_com/"
         );
-        assert_eq!(encode("o'neil+x@contoso.com"), "o%27neil+x@contoso.com");
-        assert_eq!(encode("a#b?c/d@x.y"), "a%23b%3Fc%2Fd@x.y");
+        assert_eq!(user_path("o'neil+x@contoso.com"), "/users/o%27neil+x@contoso.com");
+        assert_eq!(user_path("a#b?c/d@x.y"), "/users/a%23b%3Fc%2Fd@x.y");
+        assert_eq!(user_path("$adele@x.y"), "/users(%27%24adele@x.y%27)");
+        assert_eq!(user_path("é@x.y"), "/users/%C3%A9@x.y");
     }
 }

@@ -1,47 +1,55 @@
-//! Sending requests the way Microsoft asks: honour `Retry-After` and `RateLimit-Reset` (the
-//! larger), back off exponentially with jitter when neither is given, never send to a service
-//! before the time it asked for, and give up with `Throttled{until}` beyond a waiting budget so
-//! the controller requeues instead of sleeping. Persistent 503s mean the app is blocked.
+//! Sending requests the way Microsoft asks, and reading its answers as hostile input.
+//!
+//! Throttling: honour `Retry-After` and `RateLimit-Reset` (the larger), back off exponentially
+//! with jitter when neither is given, never send to a service before the time it asked for, and
+//! give up with `Throttled{until}` beyond a waiting budget so the controller requeues instead of
+//! sleeping. Persistent 503s mean the app is blocked.
+//!
+//! Hostile answers: every request passes the endpoint policy before it leaves; no redirect is
+//! followed (a 3xx is an error naming where it pointed); every body is read whole under a size
+//! cap; one deadline covers a call's network attempts and its body (the waits Microsoft asked
+//! for are not counted: they have the throttling budget and give up the work slot).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::TenantError;
-
-/// Which Microsoft service a request goes to (each has its own throttling gate).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Service {
-    Entra,
-    Graph,
-    SharePoint,
-}
-
-impl Service {
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Entra => "Entra ID",
-            Service::Graph => "Microsoft Graph",
-            Service::SharePoint => "SharePoint",
-        }
-    }
-}
+use super::policy::EndpointPolicy;
+pub use super::policy::Service;
+use crate::api::Cloud;
 
 /// Consecutive 503 answers after which SharePoint is considered to have blocked the app.
 const BLOCKED_AFTER: u32 = 6;
+/// Connection failures retried within a call's deadline.
 const MAX_NETWORK_RETRIES: u32 = 3;
+/// The most of an answer read: far more than any answer the operator asks for.
+pub const MAX_BODY: usize = 4 << 20;
+/// A listing page (999 users with their licence plans) may be larger.
+pub const MAX_PAGE_BODY: usize = 16 << 20;
+
+/// How the client reaches one tenant: where it may go, how long a call may take.
+pub struct Reach {
+    pub cloud: Cloud,
+    pub policy: EndpointPolicy,
+    /// One call's deadline: its network attempts and its whole answer.
+    pub deadline: Duration,
+    /// Longest a single call waits on throttling before returning `Throttled`.
+    pub max_wait: Duration,
+}
 
 pub struct Http {
     client: reqwest::Client,
+    reach: Reach,
     /// No request to a service before this instant.
     gates: Mutex<HashMap<Service, Instant>>,
     unavailable_in_a_row: Mutex<HashMap<Service, u32>>,
-    /// Longest a single call waits on throttling before returning `Throttled`.
-    max_wait: Duration,
     /// Counts of requests and throttles, for metrics.
     pub counters: Mutex<HashMap<(Service, Count), u64>>,
 }
@@ -56,13 +64,67 @@ pub enum Count {
     Units,
 }
 
+/// A whole answer: its status, headers and body (read under a cap).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    /// Where it came from, without user names (see [`endpoint`]).
+    pub endpoint: String,
+}
+
+impl Answer {
+    /// The body as JSON, or a `Protocol` error naming the endpoint.
+    pub fn json(&self) -> Result<Value, TenantError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            TenantError::Protocol(format!(
+                "{} answered {} with a body that is not JSON ({e}){}",
+                self.endpoint,
+                self.status,
+                html_hint(&self.body)
+            ))
+        })
+    }
+
+    /// The body as JSON, `Null` when it is not (error bodies are read for their codes only).
+    pub fn json_or_null(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn html_hint(body: &[u8]) -> &'static str {
+    let start = String::from_utf8_lossy(&body[..body.len().min(64)]).trim_start().to_ascii_lowercase();
+    if start.starts_with("<!doctype html") || start.starts_with("<html") {
+        ": an HTML page, e.g. a proxy's or a sign-in page"
+    } else {
+        ""
+    }
+}
+
+/// The reqwest client every Microsoft call uses: no redirects, TLS always verified.
+pub fn client_builder(user_agent: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+}
+
 impl Http {
-    pub fn new(client: reqwest::Client, max_wait: Duration) -> Http {
+    pub fn new(client: reqwest::Client, reach: Reach) -> Http {
         Http {
             client,
+            reach,
             gates: Mutex::new(HashMap::new()),
             unavailable_in_a_row: Mutex::new(HashMap::new()),
-            max_wait,
             counters: Mutex::new(HashMap::new()),
         }
     }
@@ -98,7 +160,7 @@ impl Http {
         if let Some(gate) = gate
             && gate > Instant::now()
         {
-            if gate.duration_since(started) > self.max_wait {
+            if gate.duration_since(started) > self.reach.max_wait {
                 return Err(throttled(service, gate));
             }
             // Without the cycle's work slot: another tenant works meanwhile.
@@ -107,34 +169,85 @@ impl Http {
         Ok(())
     }
 
-    /// Sends the request `build` makes (called again for each retry).
+    /// Sends the request `build` makes (called again for each retry) and reads its answer whole,
+    /// at most [`MAX_BODY`] bytes.
     pub async fn send(
         &self,
         service: Service,
         build: impl Fn() -> RequestBuilder,
-    ) -> Result<Response, TenantError> {
+    ) -> Result<Answer, TenantError> {
+        self.send_capped(service, MAX_BODY, build).await
+    }
+
+    /// [`Http::send`] with an answer of at most `cap` bytes.
+    pub async fn send_capped(
+        &self,
+        service: Service,
+        cap: usize,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Answer, TenantError> {
         let started = Instant::now();
+        let mut left = self.reach.deadline;
         let mut attempt: u32 = 0;
         let mut network_failures = 0;
         loop {
             self.wait_for_gate(service, started).await?;
+            let request = build().build().map_err(|e| {
+                TenantError::InvalidRequest(format!(
+                    "{}: cannot build a request ({})",
+                    service.name(),
+                    describe(&e)
+                ))
+            })?;
+            self.reach.policy.admits(self.reach.cloud, service, request.url())?;
+            let label = endpoint(request.url());
             self.count(service, Count::Requests);
-            let response = match build().send().await {
-                Ok(r) => r,
-                Err(e) if network_failures < MAX_NETWORK_RETRIES && (e.is_connect() || e.is_timeout()) => {
+            let began = Instant::now();
+            let response = match tokio::time::timeout(left, self.client.execute(request)).await {
+                Err(_) => return Err(timed_out(service, &label, self.reach.deadline)),
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) if network_failures < MAX_NETWORK_RETRIES && e.is_connect() => {
                     network_failures += 1;
-                    self.defer(service, backoff(network_failures));
+                    left = left.saturating_sub(began.elapsed());
+                    let pause = backoff(network_failures).min(left);
+                    tokio::time::sleep(pause).await;
+                    left = left.saturating_sub(pause);
+                    if left.is_zero() {
+                        return Err(timed_out(service, &label, self.reach.deadline));
+                    }
                     continue;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     return Err(TenantError::Unreachable(format!("{}: {}", service.name(), describe(&e))));
                 }
             };
             let status = response.status();
+            if status.is_redirection() {
+                return Err(redirected(service, &label, &response));
+            }
             if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
                 self.unavailable_in_a_row.lock().unwrap().insert(service, 0);
-                return Ok(response);
+                let headers = response.headers().clone();
+                let remaining = left.saturating_sub(began.elapsed());
+                let body = match tokio::time::timeout(remaining, read_capped(response, cap)).await {
+                    Err(_) => return Err(timed_out(service, &label, self.reach.deadline)),
+                    Ok(Err(Unread::TooLarge)) => {
+                        return Err(TenantError::Protocol(format!(
+                            "{label} answered more than {} MiB: refused unread (the answers the operator asks for are far smaller)",
+                            cap >> 20
+                        )));
+                    }
+                    Ok(Err(Unread::Cut(e))) => {
+                        return Err(TenantError::Unreachable(format!(
+                            "{label}: the answer was cut off before its end ({})",
+                            describe(&e)
+                        )));
+                    }
+                    Ok(Ok(body)) => body,
+                };
+                return Ok(Answer { status: status.as_u16(), headers, body, endpoint: label });
             }
+            left = left.saturating_sub(began.elapsed());
             self.count(service, Count::Throttled);
             attempt += 1;
             if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -150,11 +263,71 @@ impl Http {
             let wait = retry_delay(response.headers()).unwrap_or_else(|| backoff(attempt));
             self.defer(service, wait);
             let gate = Instant::now() + wait;
-            if gate.duration_since(started) > self.max_wait {
+            if gate.duration_since(started) > self.reach.max_wait {
                 return Err(throttled(service, gate));
             }
         }
     }
+}
+
+enum Unread {
+    TooLarge,
+    Cut(reqwest::Error),
+}
+
+/// Reads a body chunk by chunk, refusing it as soon as it passes `cap`.
+async fn read_capped(mut response: Response, cap: usize) -> Result<Vec<u8>, Unread> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(Unread::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Unread::Cut)? {
+        if body.len() + chunk.len() > cap {
+            return Err(Unread::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn timed_out(service: Service, label: &str, deadline: Duration) -> TenantError {
+    TenantError::Unreachable(format!(
+        "{}: timed out: {label} gave no complete answer within {}s (network retries included)",
+        service.name(),
+        deadline.as_secs_f64()
+    ))
+}
+
+fn redirected(service: Service, label: &str, response: &Response) -> TenantError {
+    let to = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| response.url().join(l).ok())
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "nowhere readable".into());
+    TenantError::Protocol(format!(
+        "{label} answered {} redirecting to {to}: {} requests follow no redirect (nothing was sent there)",
+        response.status().as_u16(),
+        service.name()
+    ))
+}
+
+/// `host/path` of a request, for messages: no query, and a path segment that looks like a user
+/// (`…@domain.tld`) reads `{user}` (messages may land on the cluster-scoped tenant).
+pub fn endpoint(url: &reqwest::Url) -> String {
+    let path: Vec<&str> = url
+        .path()
+        .split('/')
+        .map(|segment| {
+            let decoded = segment.replace("%40", "@");
+            match decoded.split_once('@') {
+                Some((local, domain)) if !local.is_empty() && domain.contains('.') => "{user}",
+                _ => segment,
+            }
+        })
+        .collect();
+    format!("{}{}", url.host_str().unwrap_or_default(), path.join("/"))
 }
 
 fn throttled(service: Service, gate: Instant) -> TenantError {
@@ -191,13 +364,13 @@ pub fn describe(e: &reqwest::Error) -> String {
         "timed out"
     } else if e.is_connect() {
         "cannot connect"
-    } else if e.is_decode() {
+    } else if e.is_decode() || e.is_body() {
         "unreadable response"
     } else {
         "request failed"
     };
     match e.url() {
-        Some(u) => format!("{what} ({}://{}{})", u.scheme(), u.host_str().unwrap_or(""), u.path()),
+        Some(u) => format!("{what} ({}://{})", u.scheme(), endpoint(u)),
         None => what.to_string(),
     }
 }
@@ -223,5 +396,20 @@ mod tests {
         assert!(backoff(1) <= Duration::from_secs_f64(0.75));
         assert!(backoff(4) >= Duration::from_secs(2));
         assert!(backoff(40) <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn endpoints_in_messages_name_no_user() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert_eq!(
+            endpoint(&u("https://graph.microsoft.com/v1.0/users/o%27neil@contoso.com/drive?$select=id")),
+            "graph.microsoft.com/v1.0/users/{user}/drive"
+        );
+        assert_eq!(
+            endpoint(&u(
+                "https://c-admin.sharepoint.com/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)?@v='a@b.c'"
+            )),
+            "c-admin.sharepoint.com/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)"
+        );
     }
 }

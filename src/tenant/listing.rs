@@ -10,9 +10,8 @@
 use std::collections::{HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
-use serde_json::Value;
 
-use super::http::Service;
+use super::paging::{PageError, each_page};
 use super::{TenantClient, TenantError};
 use crate::plan::{DataLocation, SiteReason, UserKey, user_key};
 
@@ -201,7 +200,7 @@ pub(super) async fn sites(client: &TenantClient, users: &[String]) -> Result<Opt
         "{}/v1.0/sites/getAllSites?$filter=isPersonalSite%20eq%20true&$select=id,webUrl&$top={PAGE}",
         client.config.graph_url
     );
-    let pages = pages(client, url, SITE_PAGE_UNITS, |site| {
+    let pages = each_page(client, url, MAX_PAGES, SITE_PAGE_UNITS, |site| {
         let Some(web_url) = site["webUrl"].as_str() else { return };
         if let Some(name) = name_in_url(web_url).filter(|n| wanted.contains(n)) {
             index.urls.insert(name, format!("{}/", web_url.trim_end_matches('/')));
@@ -233,7 +232,7 @@ pub(super) async fn directory(
         "{}/v1.0/users?$select=id,userPrincipalName,accountEnabled,assignedPlans,preferredDataLocation&$top={PAGE}",
         client.config.graph_url
     );
-    let pages = pages(client, url, USER_PAGE_UNITS, |mut user| {
+    let pages = each_page(client, url, MAX_PAGES, USER_PAGE_UNITS, |mut user| {
         let Some(upn) = user["userPrincipalName"].as_str() else { return };
         names.entry(user_name_hash(upn)).and_modify(|shared| *shared = true).or_insert(false);
         let key = user_key(upn);
@@ -260,13 +259,14 @@ pub(super) async fn directory(
 /// listings off for a while; anything else broken falls back to lookups this time.
 fn listed(
     client: &TenantClient,
-    result: Result<u64, ListingError>,
+    result: Result<u64, PageError>,
     what: &str,
 ) -> Result<Option<u64>, TenantError> {
     match result {
         Ok(n) => Ok(Some(n)),
-        Err(ListingError::Tenant(e @ TenantError::Throttled { .. })) => Err(e),
-        Err(ListingError::Refused(status)) => {
+        Err(PageError::Tenant(e @ TenantError::Throttled { .. })) => Err(e),
+        // 400/403/404: the listing (or its filter) is not available to this app.
+        Err(PageError::Status { status: status @ (400 | 401 | 403 | 404), .. }) => {
             client
                 .listings
                 .lock()
@@ -278,57 +278,6 @@ fn listed(
             tracing::info!(listing = what, error = %e, "listing broke off: users are looked up one by one this time");
             Ok(None)
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ListingError {
-    #[error(transparent)]
-    Tenant(TenantError),
-    /// 400/403/404: the listing (or its filter) is not available to this app.
-    #[error("refused with HTTP {0}")]
-    Refused(u16),
-    #[error("{0}")]
-    Broken(String),
-}
-
-/// Reads every page from `url` on, calling `each` for every item; returns the pages read.
-async fn pages(
-    client: &TenantClient,
-    mut url: String,
-    page_units: u64,
-    mut each: impl FnMut(Value),
-) -> Result<u64, ListingError> {
-    let mut read = 0;
-    loop {
-        if read == MAX_PAGES {
-            return Err(ListingError::Broken(format!("more than {MAX_PAGES} pages")));
-        }
-        let mut body = page(client, &url).await?;
-        read += 1;
-        client.http.count_units(Service::Graph, page_units);
-        for item in body["value"].as_array_mut().map(std::mem::take).into_iter().flatten() {
-            each(item);
-        }
-        match body["@odata.nextLink"].as_str() {
-            // The token goes to Graph only, wherever a link points.
-            Some(next) if next.starts_with(&format!("{}/", client.config.graph_url)) => {
-                url = next.to_string()
-            }
-            Some(_) => return Err(ListingError::Broken("a nextLink outside Microsoft Graph".into())),
-            None => return Ok(read),
-        }
-    }
-}
-
-async fn page(client: &TenantClient, url: &str) -> Result<Value, ListingError> {
-    let response = super::graph::with_token(client, |token| client.http.client().get(url).bearer_auth(token))
-        .await
-        .map_err(ListingError::Tenant)?;
-    match response.status().as_u16() {
-        200 => response.json().await.map_err(|e| ListingError::Broken(format!("a page is not JSON: {e}"))),
-        s @ (400 | 401 | 403 | 404) => Err(ListingError::Refused(s)),
-        s => Err(ListingError::Broken(format!("HTTP {s}"))),
     }
 }
 

@@ -8,12 +8,17 @@ mod auth;
 mod credentials;
 pub mod doctor;
 mod error;
+pub(crate) mod escape;
 mod geo;
 mod graph;
+#[cfg(test)]
+mod hostile;
 pub mod http;
 mod listing;
 mod observe;
+mod paging;
 pub mod permissions;
+pub mod policy;
 mod profile;
 mod sharepoint;
 
@@ -21,11 +26,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub use auth::{Credentials, RotationCallback, TokenCache};
-pub use credentials::{SecretStore, credentials_for, federated_token_file};
+pub use credentials::{
+    OPAQUE_TYPE, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TLS_TYPE, bound_tenants,
+    credentials_for, federated_token_file,
+};
 pub use error::TenantError;
 pub use geo::{Geo, HostOverrides, RootSite, admin_url_of, resolve as resolve_geos};
 pub use http::Service;
 pub use observe::MAX_PROFILE_READS;
+pub use policy::EndpointPolicy;
 pub use profile::{ProfileRead, profile_state};
 
 use crate::api::{Cloud, EnqueueMethod, GeoSpec, OneDriveTenantSpec};
@@ -47,14 +56,17 @@ pub struct TenantConfig {
     pub authority_host: String,
     /// Declared Multi-Geo geos (discovered ones are merged in by [`TenantClient::geos`]).
     pub geos: Vec<GeoSpec>,
-    /// Tests and the demo only: public hosts pointed at the simulator.
-    pub host_overrides: HostOverrides,
+    /// Where requests may go: the cloud's hosts, or (the operator's opt-in) anywhere, with
+    /// public hosts pointed at a simulator.
+    pub policy: EndpointPolicy,
     pub enqueue_method: EnqueueMethod,
     /// Goes into `User-Agent: NONISV|<organization>|onedrive-operator/<version>`.
     pub organization: String,
     /// This replica's name, appended to the User-Agent as `(replica <name>)`.
     pub replica: Option<String>,
-    pub request_timeout: Duration,
+    /// One call's deadline, its network retries and its whole answer included (Microsoft's
+    /// `Retry-After` waits are not: see `max_throttle_wait`).
+    pub call_deadline: Duration,
     /// Longest one call waits on throttling before returning `Throttled`.
     pub max_throttle_wait: Duration,
     /// Extra PEM CA certificates to trust (a corporate proxy). Verification is never disabled.
@@ -92,11 +104,11 @@ impl TenantConfig {
             graph_url: spec.graph_url().trim_end_matches('/').to_string(),
             authority_host: spec.authority_host().trim_end_matches('/').to_string(),
             geos: spec.geos.clone(),
-            host_overrides: HostOverrides::default(),
+            policy: EndpointPolicy::Pinned,
             enqueue_method: spec.enqueue_method,
             organization: "onedrive-operator".into(),
             replica: None,
-            request_timeout: Duration::from_secs(30),
+            call_deadline: Duration::from_secs(60),
             max_throttle_wait: Duration::from_secs(120),
             ca_bundle: None,
             graph_concurrency: 4,
@@ -105,12 +117,12 @@ impl TenantConfig {
         }
     }
 
-    /// This configuration with `overrides` applied to its hosts (tests and the demo only).
-    pub fn with_host_overrides(mut self, overrides: HostOverrides) -> TenantConfig {
-        self.admin_url = overrides.apply(&self.admin_url);
-        self.graph_url = overrides.apply(&self.graph_url);
-        self.authority_host = overrides.apply(&self.authority_host);
-        self.host_overrides = overrides;
+    /// This configuration under `policy` (its test host overrides applied to the hosts).
+    pub fn with_policy(mut self, policy: EndpointPolicy) -> TenantConfig {
+        self.admin_url = policy.apply(&self.admin_url);
+        self.graph_url = policy.apply(&self.graph_url);
+        self.authority_host = policy.apply(&self.authority_host);
+        self.policy = policy;
         self
     }
 
@@ -132,7 +144,7 @@ impl TenantConfig {
 pub struct TenantClient {
     config: TenantConfig,
     tokens: TokenCache,
-    http: http::Http,
+    http: std::sync::Arc<http::Http>,
     geos: std::sync::Mutex<geo::Known>,
     listings: std::sync::Mutex<listing::Listings>,
 }
@@ -140,10 +152,7 @@ pub struct TenantClient {
 impl TenantClient {
     pub fn new(config: TenantConfig, credentials: Credentials) -> Result<TenantClient, TenantError> {
         crate::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent())
-            .timeout(config.request_timeout)
-            .connect_timeout(Duration::from_secs(10));
+        let mut builder = http::client_builder(&config.user_agent());
         if let Some(pem) = &config.ca_bundle {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| TenantError::CredentialsInvalid(format!("the CA bundle is not PEM: {e}")))?;
@@ -154,8 +163,14 @@ impl TenantClient {
         let client = builder
             .build()
             .map_err(|e| TenantError::Unreachable(format!("cannot build the HTTP client: {e}")))?;
-        let tokens = TokenCache::new(credentials, &config.authority_host, &config.tenant_id, client.clone());
-        let http = http::Http::new(client, config.max_throttle_wait);
+        let reach = http::Reach {
+            cloud: config.cloud,
+            policy: config.policy.clone(),
+            deadline: config.call_deadline,
+            max_wait: config.max_throttle_wait,
+        };
+        let http = std::sync::Arc::new(http::Http::new(client, reach));
+        let tokens = TokenCache::new(credentials, &config.authority_host, &config.tenant_id, http.clone())?;
         Ok(TenantClient { config, tokens, http, geos: Default::default(), listings: Default::default() })
     }
 

@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use super::http::Service;
+use super::escape;
+use super::http::{Answer, Service};
 use super::profile::ProfileRead;
 use super::{TenantClient, TenantError};
 
@@ -12,11 +13,11 @@ const TENANT_TYPE: &str = "{268004ae-ef6b-4e9b-8425-127220d84719}";
 const OPERATION_POLLS: usize = 5;
 
 /// The fix for a refused enqueue, depending on the token kind that was refused.
-fn refused(client: &TenantClient, detail: &str) -> TenantError {
-    if client.credentials().app_only() {
+fn refused(credentials: &super::Credentials, detail: &str) -> TenantError {
+    if credentials.app_only() {
         TenantError::TokenKindRefused(format!(
             "SharePoint refused to enqueue with an app-only ({}) token: {detail}. Fix: grant the app SharePoint Sites.FullControl.All and User.ReadWrite.All (application) with admin consent; if the tenant still refuses app-only enqueue, switch spec.auth to delegated with a SharePoint administrator's refresh token",
-            client.credentials().kind()
+            credentials.kind()
         ))
     } else {
         TenantError::PermissionMissing(format!(
@@ -25,11 +26,12 @@ fn refused(client: &TenantClient, detail: &str) -> TenantError {
     }
 }
 
-fn odata_message(body: &Value) -> String {
+pub(super) fn odata_message(body: &Value) -> String {
     let e = if body["error"].is_object() { &body["error"] } else { &body["odata.error"] };
     let message = e["message"]["value"].as_str().or(e["message"].as_str()).unwrap_or("");
     let code = e["code"].as_str().unwrap_or("");
-    format!("{code} {message}").trim().to_string()
+    // Bounded: the text comes from the network and lands in a status message.
+    format!("{code} {message}").trim().chars().take(300).collect()
 }
 
 /// Sends an authenticated SharePoint request, renewing a refused token once.
@@ -38,19 +40,14 @@ async fn send(
     client: &TenantClient,
     resource: &str,
     build: impl Fn(&str) -> reqwest::RequestBuilder,
-) -> Result<reqwest::Response, TenantError> {
+) -> Result<Answer, TenantError> {
     for attempt in 0..2 {
         let token = client.tokens.token(resource).await?;
         let response = client.http.send(Service::SharePoint, || build(&token)).await?;
-        if response.status() == 401 {
-            let diagnostics = response
-                .headers()
-                .get("x-ms-diagnostics")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let body = response.text().await.unwrap_or_default();
-            if body.contains("Unsupported app only token") {
+        if response.status == 401 {
+            let diagnostics: String =
+                response.header("x-ms-diagnostics").unwrap_or("").chars().take(200).collect();
+            if response.text().contains("Unsupported app only token") {
                 return Err(TenantError::TokenKindRefused(
                     "SharePoint refuses app-only tokens obtained with a client secret. Fix: authenticate the app with a certificate (spec.auth.certificate) or use workload identity".into(),
                 ));
@@ -88,19 +85,18 @@ pub(super) async fn enqueue_rest(
             .json(&body)
     })
     .await?;
-    let status = response.status().as_u16();
+    let status = response.status;
     if (200..300).contains(&status) {
         return Ok(()); // the body shape is undocumented: nothing is read from it
     }
-    let davext = response.headers().get("x-msdavext_error").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    let message = odata_message(&body);
+    let davext = response.header("x-msdavext_error").map(str::to_string);
+    let message = odata_message(&response.json_or_null());
     if status == 403 || davext.is_some() || message.contains("UnauthorizedAccessException") {
         let detail = match davext {
             Some(d) => format!("403 X-MSDAVEXT_Error {}", d.split(';').next().unwrap_or("")),
             None => format!("{status} {message}"),
         };
-        return Err(refused(client, &detail));
+        return Err(refused(client.credentials(), &detail));
     }
     if status == 400 {
         return Err(TenantError::InvalidRequest(format!("SharePoint refused the enqueue: {message}")));
@@ -108,11 +104,9 @@ pub(super) async fn enqueue_rest(
     Err(TenantError::Unreachable(format!("SharePoint enqueue answered {status}: {message}")))
 }
 
-fn csom_request(users: &[String], tenant_method: bool) -> String {
-    let objects: String = users
-        .iter()
-        .map(|u| format!("<Object Type=\"String\">{}</Object>", quick_xml::escape::escape(u.as_str())))
-        .collect();
+pub(crate) fn csom_request(users: &[String], tenant_method: bool) -> String {
+    let objects: String =
+        users.iter().map(|u| format!("<Object Type=\"String\">{}</Object>", escape::xml(u))).collect();
     let params = format!("<Parameters><Parameter Type=\"Array\">{objects}</Parameter></Parameters>");
     let head = format!(
         "<Request xmlns=\"http://schemas.microsoft.com/sharepoint/clientquery/2009\" SchemaVersion=\"15.0.0.0\" LibraryVersion=\"16.0.0.0\" ApplicationName=\"onedrive-operator/{}\">",
@@ -132,7 +126,7 @@ fn csom_request(users: &[String], tenant_method: bool) -> String {
 fn poll_request(identity: &str) -> String {
     format!(
         "<Request xmlns=\"http://schemas.microsoft.com/sharepoint/clientquery/2009\" SchemaVersion=\"15.0.0.0\" LibraryVersion=\"16.0.0.0\" ApplicationName=\"onedrive-operator\"><Actions><Query Id=\"2\" ObjectPathId=\"1\"><Query SelectAllProperties=\"false\"><Properties><Property Name=\"IsComplete\" ScalarProperty=\"true\" /><Property Name=\"PollingInterval\" ScalarProperty=\"true\" /></Properties></Query></Query></Actions><ObjectPaths><Identity Id=\"1\" Name=\"{}\" /></ObjectPaths></Request>",
-        quick_xml::escape::escape(identity)
+        escape::xml(identity)
     )
 }
 
@@ -153,8 +147,16 @@ async fn process_query(
             .body(xml.clone())
     })
     .await?;
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    csom_result(response.status, &response.json_or_null(), client.credentials())
+}
+
+/// What a ProcessQuery answer says: its result array, or the error its `ErrorInfo` names
+/// (whatever the HTTP status: CSOM answers 200 to a refusal).
+pub(super) fn csom_result(
+    status: u16,
+    body: &Value,
+    credentials: &super::Credentials,
+) -> Result<Vec<Value>, TenantError> {
     let Some(items) = body.as_array().filter(|a| !a.is_empty()) else {
         return Err(TenantError::Unreachable(format!(
             "CSOM ProcessQuery answered {status} without a result array"
@@ -165,11 +167,11 @@ async fn process_query(
         let kind = info["ErrorTypeName"].as_str().unwrap_or("");
         let message = info["ErrorMessage"].as_str().unwrap_or("");
         let code = info["ErrorCode"].as_i64().unwrap_or(0);
-        let detail = format!("{kind} ({code}): {message}");
+        let detail: String = format!("{kind} ({code}): {message}").chars().take(300).collect();
         return Err(
             if kind.contains("UnauthorizedAccess") || code == -2147024891 || message.contains("Access denied")
             {
-                refused(client, &detail)
+                refused(credentials, &detail)
             } else if kind.contains("Argument") {
                 TenantError::InvalidRequest(format!("SharePoint refused the enqueue: {detail}"))
             } else {
@@ -232,7 +234,7 @@ pub(super) async fn contextinfo(client: &TenantClient, admin_url: &str) -> Resul
             .header("accept", "application/json;odata=nometadata")
     })
     .await?;
-    match response.status().as_u16() {
+    match response.status {
         200 => Ok(()),
         403 => Err(TenantError::PermissionMissing(
             "SharePoint refused POST /_api/contextinfo (403): the app or user has no access to the admin site".into(),
@@ -241,7 +243,6 @@ pub(super) async fn contextinfo(client: &TenantClient, admin_url: &str) -> Resul
     }
 }
 
-/// The user's profile (`None`: SharePoint has no profile for the account).
 /// The user's profile at `admin_url`, their geo's admin host (each geo has its own profiles).
 pub(super) async fn profile(
     client: &TenantClient,
@@ -249,7 +250,7 @@ pub(super) async fn profile(
     user: &str,
 ) -> Result<Option<ProfileRead>, TenantError> {
     let url = format!("{admin_url}/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)");
-    let account = format!("'i:0#.f|membership|{}'", user.trim());
+    let account = profile_account(user);
     let response = send(client, admin_url, |token| {
         client
             .http
@@ -260,12 +261,16 @@ pub(super) async fn profile(
             .header("accept", "application/json;odata=nometadata")
     })
     .await?;
-    let status = response.status().as_u16();
+    let status = response.status;
     if status != 200 {
         return Err(TenantError::Unreachable(format!("SharePoint profile read answered {status}")));
     }
-    let body: Value = response.json().await.map_err(|e| TenantError::Protocol(e.to_string()))?;
-    Ok(ProfileRead::from_body(&body))
+    Ok(ProfileRead::from_body(&response.json()?))
+}
+
+/// The `@v` alias of a profile read: the claims-encoded account name as an OData literal.
+pub(crate) fn profile_account(user: &str) -> String {
+    escape::odata_literal(&format!("i:0#.f|membership|{}", user.trim()))
 }
 
 #[cfg(test)]

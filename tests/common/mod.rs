@@ -57,10 +57,12 @@ pub fn sim_config(users: usize) -> Config {
     }
 }
 
-/// A `kubernetes.io/tls` Secret `namespace/name` holding `certificate` and `key`.
+/// A `kubernetes.io/tls` Secret `namespace/name` holding `certificate` and `key`, bound to the
+/// tenants `tenants` (the operator uses it for those only).
 pub fn tls_secret(
     namespace: &str,
     name: &str,
+    tenants: &[&str],
     certificate: &Certificate,
     key: &PrivateKey,
 ) -> k8s_openapi::api::core::v1::Secret {
@@ -69,6 +71,9 @@ pub fn tls_secret(
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
+            annotations: Some(
+                [(onedrive_operator::tenant::TENANTS_ANNOTATION.to_string(), tenants.join(","))].into(),
+            ),
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".into()),
@@ -169,9 +174,10 @@ pub fn sim_tenant(sim: &SimHandle, name: &str, secret: &str) -> OneDriveTenant {
     OneDriveTenant::new(name, sim_tenant_spec(sim, secret))
 }
 
-/// The test certificate as the `kubernetes.io/tls` Secret `name` in the operator's namespace.
-pub fn cert_secret(name: &str) -> Secret {
-    tls_secret(OPERATOR_NS, name, &CERT, &KEY)
+/// The test certificate as the `kubernetes.io/tls` Secret `name` in the operator's namespace,
+/// bound to `tenants`.
+pub fn cert_secret(name: &str, tenants: &[&str]) -> Secret {
+    tls_secret(OPERATOR_NS, name, tenants, &CERT, &KEY)
 }
 
 /// An in-memory cluster holding these objects.
@@ -183,7 +189,56 @@ pub async fn kube(
     fake_cluster::fake_cluster(sites, tenants, secrets).await.unwrap()
 }
 
-/// A reconciler that lists sites each cycle (the in-memory API has no watch), on the wall clock.
+/// A reconciler that lists sites each cycle (the in-memory API has no watch), on the wall clock,
+/// allowed to reach the simulator on loopback (`--allow-endpoint-overrides`).
 pub fn reconciler(client: &kube::Client) -> Reconciler {
-    Reconciler::new(client.clone(), ReconcilerOptions::new(OPERATOR_NS, SiteSource::List))
+    Reconciler::new(client.clone(), options(OPERATOR_NS, SiteSource::List))
+}
+
+/// The options of a reconciler on the simulator: defaults, with endpoint overrides allowed (the
+/// simulator is on loopback, outside any Microsoft cloud).
+pub fn options(namespace: &str, sites: SiteSource) -> ReconcilerOptions {
+    ReconcilerOptions {
+        endpoints: onedrive_operator::tenant::EndpointPolicy::overridable(),
+        ..ReconcilerOptions::new(namespace, sites)
+    }
+}
+
+/// The client configuration of a tenant on the simulator (on loopback: endpoint overrides allowed,
+/// as `--allow-endpoint-overrides` allows them).
+pub fn sim_client_config(spec: &OneDriveTenantSpec) -> onedrive_operator::tenant::TenantConfig {
+    onedrive_operator::tenant::TenantConfig::from_spec(spec)
+        .with_policy(onedrive_operator::tenant::EndpointPolicy::overridable())
+}
+
+/// The tenant the test Secrets below are bound to.
+pub const TEST_TENANT: &str = "contoso";
+
+/// The test certificate as a stored `kubernetes.io/tls` Secret bound to [`TEST_TENANT`].
+pub fn stored_cert() -> onedrive_operator::tenant::StoredSecret {
+    onedrive_operator::tenant::StoredSecret::new(
+        onedrive_operator::tenant::TLS_TYPE,
+        &[TEST_TENANT],
+        std::collections::BTreeMap::from([
+            ("tls.crt".into(), CERT.to_pem().into_bytes()),
+            ("tls.key".into(), jose::private_key_to_pem(&KEY).into_bytes()),
+        ]),
+    )
+}
+
+/// A stored refresh-token Secret (`refresh_token`) bound to [`TEST_TENANT`].
+pub fn stored_token(token: &str) -> onedrive_operator::tenant::StoredSecret {
+    onedrive_operator::tenant::StoredSecret::new(
+        onedrive_operator::tenant::OPAQUE_TYPE,
+        &[TEST_TENANT],
+        std::collections::BTreeMap::from([("refresh_token".into(), token.as_bytes().to_vec())]),
+    )
+}
+
+/// The Secrets of `namespace`, as [`TEST_TENANT`] reads them.
+pub fn scope<'a>(
+    secrets: &'a onedrive_operator::tenant::SecretStore,
+    namespace: &'a str,
+) -> onedrive_operator::tenant::SecretScope<'a> {
+    onedrive_operator::tenant::SecretScope { secrets, namespace, tenant: TEST_TENANT }
 }

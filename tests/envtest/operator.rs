@@ -66,10 +66,22 @@ impl Operator {
         Operator::start_as(kubeconfig, log, "e2e", "127.0.0.1:0")
     }
 
+    /// An operator allowed to reach the simulator (`--allow-endpoint-overrides`: it is on
+    /// loopback, outside any Microsoft cloud).
     pub fn start_as(kubeconfig: &Path, log: &Path, identity: &str, metrics_addr: &str) -> Operator {
+        Operator::spawn(kubeconfig, log, identity, metrics_addr, true)
+    }
+
+    /// An operator as production runs it: every tenant endpoint pinned to its cloud.
+    pub fn start_pinned(kubeconfig: &Path, log: &Path, identity: &str) -> Operator {
+        Operator::spawn(kubeconfig, log, identity, "127.0.0.1:0", false)
+    }
+
+    fn spawn(kubeconfig: &Path, log: &Path, identity: &str, metrics_addr: &str, allow: bool) -> Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
+            .arg("run")
+            .arg(format!("--allow-endpoint-overrides={allow}"))
             .args([
-                "run",
                 "--namespace",
                 NS,
                 "--metrics-addr",
