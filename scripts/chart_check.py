@@ -32,7 +32,11 @@ VARIANTS = {
         "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
         "caBundle": {"configMap": "proxy-ca", "key": "ca.crt"},
         "allowEndpointOverrides": True,
-        "rbac": {"create": True, "secretNames": ["contoso-app-cert", "contoso-admin-token"]},
+        "rbac": {
+            "create": True,
+            "secretNames": ["contoso-app-cert", "contoso-admin-token"],
+            "tenantAdmins": [{"kind": "Group", "name": "m365-platform", "apiGroup": "rbac.authorization.k8s.io"}],
+        },
         "imagePullSecrets": [{"name": "registry-credentials"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists"}],
@@ -99,10 +103,31 @@ def main():
         return [r for _, d in rendered[name] if d["kind"] in ("Role", "ClusterRole") for r in d["rules"] if "secrets" in r["resources"]]
     if any(d["kind"] == "ClusterRole" and any("secrets" in r["resources"] for r in d["rules"]) for _, d in rendered["everything"]):
         fail("a ClusterRole grants Secrets: the operator reads Secrets in its own namespace only")
-    if [r.get("resourceNames") for r in secret_rules("everything")] != [["contoso-app-cert", "contoso-admin-token"]]:
+    def operator_secret_rules(name):
+        return [r for _, d in rendered[name] if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-tenant-admin") for r in d["rules"] if "secrets" in r["resources"]]
+    if [r.get("resourceNames") for r in operator_secret_rules("everything")] != [["contoso-app-cert", "contoso-admin-token"]]:
         fail(f"rbac.secretNames not applied: {secret_rules('everything')}")
-    if [r.get("resourceNames") for r in secret_rules("default")] != [None]:
+    if [r.get("resourceNames") for r in operator_secret_rules("default")] != [None]:
         fail(f"default Secret rule: {secret_rules('default')}")
+    # People's roles: site writers through aggregation (edit/admin write sites, view reads them),
+    # never tenants; tenant administrators apart, never aggregated.
+    roles = {d["metadata"]["name"]: d for _, d in rendered["default"] if d["kind"] == "ClusterRole"}
+    editor, viewer, admin = (roles.get(f"onedrive-operator-{n}") for n in ("site-editor", "site-viewer", "tenant-admin"))
+    if not editor or not viewer or not admin:
+        fail(f"people's ClusterRoles missing: {sorted(roles)}")
+    labels = lambda d: {k for k, v in d["metadata"]["labels"].items() if k.startswith("rbac.authorization.k8s.io/aggregate-to-") and v == "true"}
+    if labels(editor) != {"rbac.authorization.k8s.io/aggregate-to-edit", "rbac.authorization.k8s.io/aggregate-to-admin"}:
+        fail(f"site-editor aggregation labels: {labels(editor)}")
+    if labels(viewer) != {"rbac.authorization.k8s.io/aggregate-to-view"} or labels(admin):
+        fail(f"site-viewer / tenant-admin aggregation labels: {labels(viewer)} / {labels(admin)}")
+    for d in (editor, viewer):
+        if any(r != ["onedrivesites"] for r in (rule["resources"] for rule in d["rules"])):
+            fail(f"{d['metadata']['name']} reaches beyond onedrivesites: {d['rules']}")
+    if not any("create" in r["verbs"] for r in editor["rules"]) or any(v not in ("get", "list", "watch") for r in viewer["rules"] for v in r["verbs"]):
+        fail(f"site-editor / site-viewer verbs: {editor['rules']} / {viewer['rules']}")
+    bound = [d for _, d in rendered["everything"] if d["kind"] in ("ClusterRoleBinding", "RoleBinding") and d["metadata"]["name"].endswith("-tenant-admin")]
+    if len(bound) != 2 or any(b["subjects"][0]["name"] != "m365-platform" for b in bound):
+        fail(f"rbac.tenantAdmins not bound: {bound}")
     # Two pods must never act at once: without leader election an upgrade replaces the pod.
     for name, expected in (("default", "Recreate"), ("everything", "RollingUpdate")):
         deployment = next(d for _, d in rendered[name] if d["kind"] == "Deployment")

@@ -4,6 +4,7 @@
 //! write status (kube). [`plan`] holds the rules and knows neither Kubernetes nor Microsoft.
 
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod jose;
 pub mod plan;

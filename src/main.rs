@@ -87,6 +87,40 @@ struct RunArgs {
     endpoints: EndpointArgs,
 }
 
+#[derive(clap::Args)]
+struct LoginArgs {
+    /// The OneDriveTenant (in the cluster of the kubeconfig) whose refresh token to store.
+    #[arg(long, conflicts_with = "tenant_file", required_unless_present = "tenant_file")]
+    tenant: Option<String>,
+    /// The OneDriveTenant from a manifest file instead of the cluster.
+    #[arg(long)]
+    tenant_file: Option<PathBuf>,
+    /// The operator's namespace, where the tenant's Secret lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "onedrive-operator")]
+    namespace: String,
+    /// Sign in on another device (RFC 8628): for hosts without a browser.
+    #[arg(long)]
+    device_code: bool,
+    /// Print the sign-in URL only; do not try to open a browser.
+    #[arg(long)]
+    no_browser: bool,
+    /// The loopback port of the sign-in's redirect (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// How long to wait for the sign-in.
+    #[arg(long, default_value = "300s")]
+    timeout: String,
+    /// Print the Secret as a manifest (for SOPS or sealed-secrets) instead of writing it; the
+    /// only way the token is ever printed.
+    #[arg(short = 'o', long = "output", value_parser = ["yaml"])]
+    output: Option<String>,
+    /// Replace a refresh token the operator rotated after this sign-in began.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    endpoints: EndpointArgs,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator (in cluster, or with a kubeconfig).
@@ -103,6 +137,8 @@ enum Command {
         #[command(flatten)]
         endpoints: EndpointArgs,
     },
+    /// Sign a SharePoint administrator in and store the refresh token for a delegated tenant.
+    Login(LoginArgs),
     /// Print what the tenant says about each user.
     Check {
         /// A OneDriveTenant manifest, optionally followed by the Secrets it references.
@@ -189,9 +225,9 @@ fn main() -> ExitCode {
             };
             with_manifests(&tenant, |m| async move {
                 let env = |k: &str| std::env::var(k).ok();
-                let checks = onedrive_operator::tenant::doctor::doctor(&m, &env, &policy).await;
+                let checks = onedrive_operator::cli::doctor::doctor(&m, &env, &policy).await;
                 let name = m.tenant.metadata.name.clone().unwrap_or_default();
-                if onedrive_operator::tenant::doctor::print_checks(&name, &checks) {
+                if onedrive_operator::cli::doctor::print_checks(&name, &checks) {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
@@ -209,7 +245,7 @@ fn main() -> ExitCode {
             };
             with_manifests(&tenant, |m| async move {
                 let env = |k: &str| std::env::var(k).ok();
-                match onedrive_operator::tenant::doctor::check_users(&m, &users, &env, &policy).await {
+                match onedrive_operator::cli::check::check_users(&m, &users, &env, &policy).await {
                     Ok(lines) => {
                         for l in lines {
                             println!("{l}");
@@ -222,6 +258,17 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Login(args) => {
+            init_stderr_logs();
+            let rt = tokio::runtime::Runtime::new().expect("a Tokio runtime");
+            match rt.block_on(login(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err((code, e)) => {
+                    eprintln!("onedrive-operator login: {e}");
+                    ExitCode::from(code)
+                }
+            }
         }
         Command::Simulate(args) => {
             init_stderr_logs();
@@ -240,7 +287,7 @@ fn main() -> ExitCode {
 /// Reads a tenant manifest file and runs `f` on it in a Tokio runtime.
 fn with_manifests<F, Fut>(path: &std::path::Path, f: F) -> ExitCode
 where
-    F: FnOnce(onedrive_operator::tenant::doctor::Manifests) -> Fut,
+    F: FnOnce(onedrive_operator::cli::manifests::Manifests) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
     let text = match std::fs::read_to_string(path) {
@@ -250,7 +297,7 @@ where
             return ExitCode::from(2);
         }
     };
-    let manifests = match onedrive_operator::tenant::doctor::parse_manifests(&text) {
+    let manifests = match onedrive_operator::cli::manifests::parse_manifests(&text) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
@@ -269,4 +316,82 @@ fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// `login`: sign in, check, then store (or print) the Secret. Errors carry the exit code.
+async fn login(args: LoginArgs) -> Result<(), (u8, String)> {
+    use onedrive_operator::cli::login::{self, Login};
+    use onedrive_operator::tenant::signin::Flow;
+    let usage = |e: String| (2u8, e);
+    let policy = args.endpoints.policy().map_err(usage)?;
+    let timeout =
+        onedrive_operator::api::parse_duration("--timeout", &args.timeout).map_err(usage)?.unsigned_abs();
+    let tenant = match (&args.tenant_file, &args.tenant) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+            login::tenant_from_file(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?
+        }
+        (None, Some(name)) => {
+            let client = kube_client().await.map_err(usage)?;
+            kube::Api::<onedrive_operator::api::OneDriveTenant>::all(client)
+                .get(name)
+                .await
+                .map_err(|e| usage(format!("cannot read OneDriveTenant {name} from the cluster: {e}")))?
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let request = Login {
+        tenant,
+        namespace: args.namespace.clone(),
+        flow: if args.device_code { Flow::DeviceCode } else { Flow::Browser },
+        no_browser: args.no_browser,
+        port: args.port,
+        timeout,
+        policy,
+    };
+    let say = |line: &str| eprintln!("{line}");
+    let signed = login::sign_in(&request, &say).await.map_err(|e| (1, e.to_string()))?;
+    for note in &signed.notes {
+        eprintln!("{note}");
+    }
+    if args.output.is_some() {
+        let secret = login::secret_manifest(
+            &request.tenant,
+            &request.namespace,
+            &signed.refresh_token,
+            jiff::Timestamp::now(),
+        )
+        .map_err(|e| (1, e.to_string()))?;
+        print!("{}", login::secret_yaml(&secret));
+        eprintln!(
+            "Printed the Secret manifest on stdout (it holds the refresh token: encrypt it before committing it)."
+        );
+        return Ok(());
+    }
+    let client = kube_client().await.map_err(usage)?;
+    let warnings = login::store(client, &request.tenant, &request.namespace, &signed, args.force)
+        .await
+        .map_err(|e| (1, e.to_string()))?;
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    let r =
+        &request.tenant.spec.auth.delegated.as_ref().expect("sign_in checked it").refresh_token_secret_ref;
+    println!(
+        "Stored the refresh token of {} in Secret {}/{} (key {}) for OneDriveTenant {}: the operator uses it from its next cycle.",
+        signed.user,
+        request.namespace,
+        r.name,
+        r.key,
+        kube::ResourceExt::name_any(&request.tenant)
+    );
+    Ok(())
+}
+
+async fn kube_client() -> Result<kube::Client, String> {
+    onedrive_operator::install_crypto_provider();
+    kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the Kubernetes API (KUBECONFIG): {e}"))
 }

@@ -619,10 +619,15 @@ async fn a_secret_not_bound_to_the_tenant_is_never_used() {
 async fn a_batch_recorded_with_its_users_by_0_1_is_resent_as_recorded_and_moved_off_the_tenant() {
     use kube::api::{Patch, PatchParams};
     let sim = start(sim_config(10)).await;
-    let sites: Vec<OneDriveSite> =
-        (0..10).map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso")).collect();
-    let client =
-        kube(sites, vec![sim_tenant(&sim, "contoso", "app-cert")], vec![cert_secret("app-cert", &["contoso"])]).await;
+    let sites: Vec<OneDriveSite> = (0..10)
+        .map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso"))
+        .collect();
+    let client = kube(
+        sites,
+        vec![sim_tenant(&sim, "contoso", "app-cert")],
+        vec![cert_secret("app-cert", &["contoso"])],
+    )
+    .await;
     let recorded: Vec<String> = [7, 2, 5].iter().map(|i| format!("user{i}@contoso.com")).collect();
     let legacy = serde_json::json!({"status": {"lastBatchId": 3, "geos": [{
         "location": "", "central": true, "adminUrl": sim.admin_url(),
@@ -639,7 +644,9 @@ async fn a_batch_recorded_with_its_users_by_0_1_is_resent_as_recorded_and_moved_
     let stats = sim.stats();
     assert_eq!(stats.enqueues.len(), 1);
     assert_eq!(stats.enqueues[0].users, recorded, "resent exactly as recorded, in its order");
-    let written = serde_json::to_string(&Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap()).unwrap();
+    let written =
+        serde_json::to_string(&Api::<OneDriveTenant>::all(client.clone()).get("contoso").await.unwrap())
+            .unwrap();
     assert!(!written.contains("@contoso.com"), "users left on the tenant: {written}");
     converge(&r, &sim, &client, 60).await;
     assert_batches_follow_the_rules(&sim, SignedDuration::from_mins(10));

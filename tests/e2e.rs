@@ -507,3 +507,234 @@ fn delegated_tokens_are_redeemed_once_per_lifetime_and_every_rotation_is_stored(
     assert!(secret["metadata"]["annotations"]["onedrive-operator.dev/refresh-token-rotated-at"].is_string());
     println!("{elapsed:.0} s, {redemptions:?} redemptions, {rotations} rotations and Secret writes");
 }
+
+/// The chart's roles for people, on a real API server with impersonation: a site writer bound to
+/// the site-editing ClusterRole in `team-a` (what aggregation gives the built-in `edit` role; the
+/// e2e runs no kube-controller-manager to aggregate) applies OneDriveSites there and nowhere
+/// else, and reaches neither tenants nor the operator's Secrets; a tenant administrator does.
+#[test]
+fn site_writers_and_tenant_administrators_get_what_the_chart_grants_them() {
+    let server = ApiServer::start();
+    install_crds(&server);
+    ok(server.kubectl(&["create", "namespace", NS]), "namespace");
+    ok(server.apply(&chart_rbac()), "the chart's RBAC");
+    for ns in ["team-a", "team-b"] {
+        ok(server.kubectl(&["create", "namespace", ns]), ns);
+    }
+    ok(
+        server.kubectl(&[
+            "create",
+            "rolebinding",
+            "alice-sites",
+            "-n",
+            "team-a",
+            "--clusterrole=onedrive-operator-site-editor",
+            "--user=alice",
+        ]),
+        "bind alice in team-a",
+    );
+    ok(
+        server.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "bob-tenants",
+            "--clusterrole=onedrive-operator-tenant-admin",
+            "--user=bob",
+        ]),
+        "bind bob",
+    );
+    ok(
+        server.kubectl(&[
+            "create",
+            "rolebinding",
+            "bob-secrets",
+            "-n",
+            NS,
+            "--role=onedrive-operator-tenant-admin",
+            "--user=bob",
+        ]),
+        "bind bob's Secrets",
+    );
+    let site = |ns: &str| {
+        format!(
+            "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {{name: alice, namespace: {ns}}}\nspec: {{user: alice@contoso.com, tenantRef: {{name: contoso}}}}\n"
+        )
+    };
+    let apply_as = |user: &str, yaml: &str| {
+        let path = server.dir().join(format!("{user}-{}.yaml", yaml.len()));
+        std::fs::write(&path, yaml).unwrap();
+        server.kubectl(&["apply", "--as", user, "-f", path.to_str().unwrap()])
+    };
+    let can = |user: &str, args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", user];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&server.kubectl(&all).stdout).trim().to_string()
+    };
+    assert!(apply_as("alice", &site("team-a")).status.success(), "alice applies a site in team-a");
+    let refused = apply_as("alice", &site("team-b"));
+    assert!(!refused.status.success(), "alice applied a site in team-b");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("forbidden"));
+    assert_eq!(can("alice", &["delete", "onedrivesites", "-n", "team-a"]), "yes");
+    assert_eq!(can("alice", &["get", "onedrivetenants"]), "no");
+    assert_eq!(can("alice", &["create", "onedrivetenants"]), "no");
+    assert_eq!(can("alice", &["get", "secrets", "-n", NS]), "no");
+    assert_eq!(can("bob", &["create", "onedrivetenants"]), "yes");
+    assert_eq!(can("bob", &["update", "secrets", "-n", NS]), "yes");
+    assert_eq!(can("bob", &["get", "secrets", "-n", "team-a"]), "no");
+    assert_eq!(can("bob", &["create", "onedrivesites", "-n", "team-a"]), "no");
+}
+
+/// `onedrive-operator login` as a tenant administrator (the chart's role), the simulator's hook
+/// approving as a SharePoint administrator and this test acting as the browser: the Secret is
+/// written and bound, the operator (delegated) brings the sites to Ready, and the Secret ends
+/// with the simulator's newest refresh token. No token appears in any output.
+#[test]
+fn login_writes_the_secret_and_the_delegated_operator_converges() {
+    use sha2::Digest;
+    onedrive_operator::install_crypto_provider();
+    let server = ApiServer::start();
+    install_crds(&server);
+    ok(server.kubectl(&["create", "namespace", NS]), "namespace");
+    ok(server.apply(&chart_rbac()), "the chart's RBAC");
+    ok(server.kubectl(&["create", "serviceaccount", "platform", "-n", NS]), "the platform team's account");
+    let subject = format!("--serviceaccount={NS}:platform");
+    ok(
+        server.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "platform",
+            "--clusterrole=onedrive-operator-tenant-admin",
+            &subject,
+        ]),
+        "bind",
+    );
+    ok(
+        server.kubectl(&[
+            "create",
+            "rolebinding",
+            "platform",
+            "-n",
+            NS,
+            "--role=onedrive-operator-tenant-admin",
+            &subject,
+        ]),
+        "bind",
+    );
+    let (_sim, manifests) = common::spawn_simulate(&[
+        "--generate",
+        "5",
+        "--auth",
+        "delegated",
+        "--provision-delay",
+        "600s",
+        "--time-scale",
+        "600",
+        "--namespace",
+        NS,
+        "--tenant-name",
+        "contoso",
+    ]);
+    // The tenant only: its Secret is what login writes.
+    let tenant = manifests
+        .split("\n---\n")
+        .find(|d| d.contains("kind: OneDriveTenant"))
+        .unwrap()
+        .replace("pollInterval: 10s", "pollInterval: 2s");
+    ok(server.apply(&tenant), "the tenant");
+    let admin_url = manifests.lines().find_map(|l| l.trim().strip_prefix("adminUrl: ")).unwrap().to_string();
+    let base = admin_url.trim_end_matches("/sharepoint").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let hook = reqwest::Client::new()
+            .post(format!("{base}/_sim/sign-in"))
+            .json(&serde_json::json!({"user": "admin@contoso.onmicrosoft.com"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(hook.status().is_success());
+    });
+    let platform = server.service_account_kubeconfig(NS, "platform");
+    let mut login = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
+        .args([
+            "login",
+            "--tenant",
+            "contoso",
+            "--namespace",
+            NS,
+            "--no-browser",
+            "--allow-endpoint-overrides",
+        ])
+        .env("KUBECONFIG", &platform)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut stderr = std::io::BufReader::new(login.stderr.take().unwrap());
+    let mut said = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "login ended before printing a URL: {said}");
+        said.push_str(&line);
+        if let Some(url) = line.trim().strip_prefix("http") {
+            break format!("http{url}");
+        }
+    };
+    // The browser: the simulator approves and redirects to login's loopback listener.
+    rt.block_on(async { reqwest::get(&url).await.unwrap().text().await.unwrap() });
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    said.push_str(&rest);
+    let out = login.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "login failed:\n{said}\n{stdout}");
+    assert!(
+        stdout.contains("Stored the refresh token of admin@contoso.onmicrosoft.com in Secret"),
+        "{stdout}"
+    );
+    assert!(said.contains("(SharePoint Administrator)"), "{said}");
+    for text in [&said, &stdout] {
+        assert!(!text.contains("rt-") && !text.contains("eyJ"), "a token in the output:\n{text}");
+    }
+    let secret: Value = serde_json::from_str(&ok(
+        server.kubectl(&["get", "secret", "contoso-credentials", "-n", NS, "-o", "json"]),
+        "the Secret",
+    ))
+    .unwrap();
+    assert_eq!(secret["metadata"]["annotations"]["onedrive-operator.dev/tenants"], "contoso");
+
+    let mut sites = String::from("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n");
+    for i in 1..=5 {
+        sites.push_str(&format!(
+            "---\napiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {{name: u{i}, namespace: team-a}}\nspec: {{user: user{i:04}@contoso.onmicrosoft.com, tenantRef: {{name: contoso}}}}\n"
+        ));
+    }
+    ok(server.apply(&sites), "five sites");
+    let sa = server.service_account_kubeconfig(NS, "onedrive-operator");
+    let log = server.dir().join("operator.log");
+    let operator = Operator::start_as(&sa, &log, "e2e-login", "127.0.0.1:0");
+    let wait =
+        server.kubectl(&["wait", "--for=condition=Ready", "ods", "--all", "-n", "team-a", "--timeout=120s"]);
+    assert!(
+        wait.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&wait.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    drop(operator);
+    let secret: Value = serde_json::from_str(&ok(
+        server.kubectl(&["get", "secret", "contoso-credentials", "-n", NS, "-o", "json"]),
+        "the Secret",
+    ))
+    .unwrap();
+    use base64::Engine;
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["refresh_token"].as_str().unwrap())
+        .unwrap();
+    let stored = onedrive_operator::jose::b64url(&sha2::Sha256::digest(&stored));
+    assert_eq!(
+        Some(stored.as_str()),
+        sim_stats(&base)["newest_refresh_token_sha256"].as_str(),
+        "the Secret holds the newest token"
+    );
+}

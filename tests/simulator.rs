@@ -204,6 +204,16 @@ async fn refresh_tokens_rotate_and_bad_ones_are_invalid_grant() {
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_grant");
     assert_eq!(body["error_codes"][0], 700082);
+    // Scopes of two resources in one request are refused, as Entra ID refuses them (AADSTS70011).
+    let both = format!("{}/.default {}/.default offline_access", sim.admin_url(), sim.graph_url());
+    let (status, body) = token_request(
+        &sim,
+        &[("grant_type", "refresh_token"), ("client_id", APP), ("scope", &both), ("refresh_token", &rotated)],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_scope");
+    assert_eq!(body["error_codes"][0], 70011);
 }
 
 #[tokio::test]

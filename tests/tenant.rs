@@ -541,8 +541,8 @@ fn doctor_names_a_missing_permission_and_the_step_that_needs_it() {
 /// without a site whose directory entry allows one.
 #[tokio::test]
 async fn check_names_each_user_with_the_reason_the_controller_writes() {
+    use onedrive_operator::cli::check::describe;
     use onedrive_operator::plan::Lookup;
-    use onedrive_operator::tenant::doctor::describe;
     let mut c = sim_config(2);
     let user = |name: &str, f: &dyn Fn(&mut UserSpec)| {
         let mut u = UserSpec::new(format!("{name}@contoso.com"));

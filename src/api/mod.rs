@@ -4,6 +4,7 @@
 //! so `kubectl apply` refuses bad manifests before the operator ever sees them.
 
 mod allowed;
+pub mod annotations;
 mod cloud;
 mod conditions;
 mod kept;

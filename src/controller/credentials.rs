@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::api::{ConditionSet, ConditionStatus, TenantReason};
 
 /// Annotation on the refresh-token Secret: when the token in it was issued (RFC 3339).
-pub const ROTATED_AT: &str = "onedrive-operator.dev/refresh-token-rotated-at";
+pub const ROTATED_AT: &str = crate::api::annotations::REFRESH_TOKEN_ROTATED_AT;
 /// Condition type on the tenant: a credential expires soon (abnormal-true, like `Stalled`).
 pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
 /// Condition type on the tenant: a rotated refresh token could not be stored in its Secret.

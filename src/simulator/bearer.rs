@@ -14,6 +14,8 @@ pub(crate) struct TokenInfo {
     pub kind: String,
     /// What the token grants: `roles` (app-only) or `scp` (delegated).
     pub permissions: Vec<String>,
+    /// A delegated token of a SharePoint or Global Administrator (`wids`).
+    pub admin: bool,
 }
 
 impl TokenInfo {
@@ -60,6 +62,9 @@ impl Sim {
             client_id: jws.claims["appid"].as_str().unwrap_or_default().to_string(),
             kind: jws.claims["kind"].as_str().unwrap_or_default().to_string(),
             permissions: roles.chain(scopes).map(str::to_string).collect(),
+            admin: jws.claims["wids"].as_array().into_iter().flatten().any(|w| {
+                w == super::signin::SHAREPOINT_ADMINISTRATOR || w == super::signin::GLOBAL_ADMINISTRATOR
+            }),
         })
     }
 }

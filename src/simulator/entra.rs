@@ -19,14 +19,49 @@ use super::verify::{Assertion, thumbprint_sha256};
 use crate::jose::Certificate;
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
-    Router::new().route("/entra/{tenant}/oauth2/v2.0/token", post(token))
+    Router::new().route("/entra/{tenant}/oauth2/v2.0/token", post(token)).merge(super::signin::routes())
+}
+
+impl Sim {
+    /// The scopes of one request name one resource (`offline_access`, `openid`, `profile` and
+    /// `email` aside): Entra refuses two (AADSTS70011).
+    pub(crate) fn one_resource(&self, scope: &str) -> Result<(), String> {
+        let mut resources: Vec<&str> = scope
+            .split_whitespace()
+            .filter(|s| !matches!(*s, "offline_access" | "openid" | "profile" | "email"))
+            .map(|s| s.rsplit_once('/').map_or(s, |(r, _)| r))
+            .collect();
+        resources.sort_unstable();
+        resources.dedup();
+        match resources.len() {
+            1 => Ok(()),
+            0 => Err(format!(
+                "AADSTS70011: The provided value for the input parameter 'scope' is not valid. The scope '{scope}' names no resource."
+            )),
+            _ => Err(format!(
+                "AADSTS70011: The provided value for the input parameter 'scope' is not valid. The scope '{scope}' asks for more than one resource ({})",
+                resources.join(", ")
+            )),
+        }
+    }
+
+    /// A new refresh token of `user`, counted as the newest rotation.
+    pub(crate) fn new_refresh_token(&self, user: &str) -> String {
+        let token = format!("rt-{}", crate::jose::guid());
+        self.refresh_tokens.lock().unwrap().insert(token.clone(), user.to_string());
+        let mut stats = self.stats.lock().unwrap();
+        stats.rotations += 1;
+        stats.newest_refresh_token_sha256 =
+            Some(crate::jose::b64url(&sha2::Sha256::digest(token.as_bytes())));
+        token
+    }
 }
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The audience Azure Workload Identity projects service-account tokens for.
 pub const FEDERATION_AUDIENCE: &str = "api://AzureADTokenExchange";
 
-fn error(sim: &Sim, status: StatusCode, error: &str, code: u32, description: &str) -> Response {
+pub(super) fn error(sim: &Sim, status: StatusCode, error: &str, code: u32, description: &str) -> Response {
     let correlation = sim.correlation();
     let body = json!({
         "error": error,
@@ -80,7 +115,7 @@ fn issue(sim: &Sim, tenant: &str, form: &HashMap<String, String>) -> Response {
                     );
                 }
                 match verify_assertion(sim, client_id, get("client_assertion")) {
-                    Ok(kind) => grant(sim, client_id, kind, &resource, None),
+                    Ok(kind) => grant(sim, client_id, kind, &resource, None, None),
                     Err(r) => r,
                 }
             } else if !get("client_secret").is_empty() {
@@ -88,7 +123,7 @@ fn issue(sim: &Sim, tenant: &str, form: &HashMap<String, String>) -> Response {
                     matches!(a, App::Secret { client_id: c, secret } if c == client_id && secret == get("client_secret"))
                 });
                 if ok {
-                    grant(sim, client_id, "app-secret", &resource, None)
+                    grant(sim, client_id, "app-secret", &resource, None, None)
                 } else {
                     error(
                         sim,
@@ -128,8 +163,8 @@ fn issue(sim: &Sim, tenant: &str, form: &HashMap<String, String>) -> Response {
                 );
             }
             let presented = get("refresh_token");
-            let mut tokens = sim.refresh_tokens.lock().unwrap();
-            if !tokens.contains(presented) {
+            let tokens = sim.refresh_tokens.lock().unwrap();
+            let Some(user) = tokens.get(presented).cloned() else {
                 return error(
                     sim,
                     StatusCode::BAD_REQUEST,
@@ -137,20 +172,32 @@ fn issue(sim: &Sim, tenant: &str, form: &HashMap<String, String>) -> Response {
                     700082,
                     "The refresh token has expired due to inactivity.",
                 );
-            }
+            };
             // Entra rotates refresh tokens on use. Choice: like the real service, the old one
             // stays valid too, so an operator that stops before saving the new one is not locked out.
-            let rotated = format!("rt-{}", crate::jose::guid());
-            tokens.insert(rotated.clone());
             drop(tokens);
-            {
-                let mut stats = sim.stats.lock().unwrap();
-                *stats.refresh_redemptions.entry(resource.clone()).or_default() += 1;
-                stats.rotations += 1;
-                stats.newest_refresh_token_sha256 =
-                    Some(crate::jose::b64url(&sha2::Sha256::digest(rotated.as_bytes())));
-            }
-            grant(sim, client_id, "delegated", &resource, Some(rotated))
+            *sim.stats.lock().unwrap().refresh_redemptions.entry(resource.clone()).or_default() += 1;
+            let rotated = sim.new_refresh_token(&user);
+            grant(sim, client_id, "delegated", &resource, Some(rotated), sim.account(&user))
+        }
+        grant_type @ ("authorization_code" | "urn:ietf:params:oauth:grant-type:device_code") => {
+            let redeemed = if grant_type == "authorization_code" {
+                sim.redeem_code(form)
+            } else {
+                sim.redeem_device(form)
+            };
+            let (user, scope) = match redeemed {
+                Ok(r) => r,
+                Err(response) => return response,
+            };
+            let resource = match resource_of(sim, &scope) {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            // A refresh token only with offline_access, as Entra gives it.
+            let refresh =
+                scope.split_whitespace().any(|s| s == "offline_access").then(|| sim.new_refresh_token(&user));
+            grant(sim, client_id, "delegated", &resource, refresh, sim.account(&user))
         }
         "" => error(
             sim,
@@ -169,8 +216,12 @@ fn issue(sim: &Sim, tenant: &str, form: &HashMap<String, String>) -> Response {
     }
 }
 
-/// `https://graph.microsoft.com/.default` → the resource, which must be one the tenant has.
+/// `https://graph.microsoft.com/.default` → the resource, which must be one the tenant has; the
+/// scopes of one request name one resource (AADSTS70011 otherwise).
 fn resource_of(sim: &Sim, scope: &str) -> Result<String, Response> {
+    if let Err(description) = sim.one_resource(scope) {
+        return Err(error(sim, StatusCode::BAD_REQUEST, "invalid_scope", 70011, &description));
+    }
     let resource = scope.split_whitespace().find_map(|s| s.strip_suffix("/.default")).unwrap_or_default();
     // Every geo's admin host is a resource of its own (tokens are per host).
     if resource == sim.graph_resource() || sim.sharepoint_resources().iter().any(|r| r == resource) {
@@ -210,7 +261,14 @@ fn permissions(sim: &Sim, resource: &str, delegated: bool) -> Vec<&'static str> 
     all.iter().copied().filter(|p| !sim.config.withheld_permissions.iter().any(|w| w == p)).collect()
 }
 
-fn grant(sim: &Sim, client_id: &str, kind: &str, resource: &str, refresh: Option<String>) -> Response {
+fn grant(
+    sim: &Sim,
+    client_id: &str,
+    kind: &str,
+    resource: &str,
+    refresh: Option<String>,
+    account: Option<&super::signin::Account>,
+) -> Response {
     let now = Timestamp::now().as_second();
     let lifetime = sim.config.token_lifetime.as_secs();
     let delegated = kind == "delegated";
@@ -227,6 +285,15 @@ fn grant(sim: &Sim, client_id: &str, kind: &str, resource: &str, refresh: Option
     });
     if delegated {
         claims["scp"] = Value::from(granted.join(" "));
+        if let Some(a) = account {
+            claims["upn"] = Value::from(a.upn.clone());
+            // Choice: Entra puts `wids` in a token only as the resource configures it; the
+            // simulator always does, with the default user role every member holds (as Graph's
+            // tokens show it) and the account's roles.
+            let mut wids = vec![super::signin::DEFAULT_USER_ROLE.to_string()];
+            wids.extend(a.roles.iter().cloned());
+            claims["wids"] = Value::from(wids);
+        }
     } else {
         claims["roles"] = Value::from(granted);
     }

@@ -27,6 +27,7 @@ mod population;
 mod profiles;
 pub mod serve;
 mod sharepoint;
+pub mod signin;
 pub mod stats;
 pub mod verify;
 
@@ -127,6 +128,12 @@ pub struct Config {
     /// The host name its URLs use instead of the address it listens on (e.g. `localhost`, for a
     /// client that must resolve a name); the port stays the listener's.
     pub host_name: Option<String>,
+    /// Who can sign in (delegated): by default `admin@<domain>`, a SharePoint Administrator, and
+    /// `helpdesk@<domain>`, who holds no role. The delegated refresh tokens of `apps` are the
+    /// first account's.
+    pub accounts: Vec<signin::Account>,
+    pub device_code_lifetime: std::time::Duration,
+    pub device_code_interval: std::time::Duration,
 }
 
 impl Default for Config {
@@ -146,6 +153,12 @@ impl Default for Config {
             geos: Vec::new(),
             listing_lag: SignedDuration::ZERO,
             host_name: None,
+            accounts: vec![
+                signin::Account::sharepoint_admin("admin@contoso.onmicrosoft.com"),
+                signin::Account::without_role("helpdesk@contoso.onmicrosoft.com"),
+            ],
+            device_code_lifetime: signin::DEVICE_CODE_LIFETIME,
+            device_code_interval: signin::DEVICE_CODE_INTERVAL,
         }
     }
 }
@@ -165,7 +178,9 @@ pub(crate) struct Sim {
     /// Tokens carry the generation they were issued in; [`SimHandle::revoke_tokens`] moves it on
     /// and older tokens are refused (401), as after an administrator revokes an app's sessions.
     token_generation: std::sync::atomic::AtomicU64,
-    refresh_tokens: Mutex<HashSet<String>>,
+    /// Refresh tokens issued, and whose each is.
+    refresh_tokens: Mutex<HashMap<String, String>>,
+    sign_ins: Mutex<signin::SignIns>,
     digests: Mutex<HashSet<String>>,
     operations: Mutex<HashMap<String, Timestamp>>,
     /// Per (client, service): no request should arrive before this.
@@ -306,6 +321,23 @@ impl SimHandle {
         }
     }
 
+    /// Test hook: the authorization endpoint signs the next sign-ins in as `user` (`None`:
+    /// declines them), as a person at the browser would.
+    pub fn approve_sign_ins(&self, user: Option<&str>) {
+        self.sim.sign_ins.lock().unwrap().set_approver(user.map(str::to_string));
+    }
+
+    /// The accounts that can sign in (delegated).
+    pub fn accounts(&self) -> &[signin::Account] {
+        &self.sim.config.accounts
+    }
+
+    /// Test hook: what the person at the verification page of `user_code` does, one step a poll
+    /// (the last stands); `false` when no device code has this user code.
+    pub fn script_device(&self, user_code: &str, steps: Vec<signin::DeviceStep>) -> bool {
+        self.sim.script_device(user_code, steps)
+    }
+
     /// The token endpoint, which is also the `aud` a client assertion must carry.
     pub fn token_endpoint(&self) -> String {
         format!("{}/entra/{}/oauth2/v2.0/token", self.sim.base, self.sim.config.tenant_id)
@@ -390,6 +422,7 @@ pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHan
     let faults = faults::Faults::new(config.faults.clone());
     let tenant =
         model::Tenant::new(config.users.clone(), format!("{base}/my"), config.provision_delay, config.jitter);
+    let first = config.accounts.first().map(|a| a.upn.clone()).unwrap_or_default();
     let refresh_tokens = config
         .apps
         .iter()
@@ -398,6 +431,7 @@ pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHan
             _ => None,
         })
         .flatten()
+        .map(|t| (t, first.clone()))
         .collect();
     let mut token_secret = [0u8; 32];
     crate::jose::getrandom_fill(&mut token_secret);
@@ -412,6 +446,7 @@ pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHan
         token_secret,
         token_generation: std::sync::atomic::AtomicU64::new(0),
         refresh_tokens: Mutex::new(refresh_tokens),
+        sign_ins: Mutex::new(signin::SignIns::default()),
         digests: Mutex::new(HashSet::new()),
         operations: Mutex::new(HashMap::new()),
         not_before: Mutex::new(HashMap::new()),

@@ -163,6 +163,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     println!(
         "# Its endpoints are on loopback, outside any Microsoft cloud: run the operator (and doctor,\n# check) with {ALLOW_FLAG} (or {ALLOW_ENV}=1). Tests and demos only."
     );
+    let accounts: Vec<String> = sim
+        .accounts()
+        .iter()
+        .map(|a| {
+            format!("{} ({})", a.upn, if a.is_admin() { "SharePoint Administrator" } else { "no admin role" })
+        })
+        .collect();
+    println!(
+        "# Delegated sign-ins (onedrive-operator login): {}; the simulator approves as one after\n#   curl -X POST {}/_sim/sign-in -H 'content-type: application/json' -d '{{\"user\": \"<account>\"}}'",
+        accounts.join(", "),
+        sim.base_url()
+    );
     let overrides = sim.host_overrides();
     if !overrides.is_empty() {
         println!(

@@ -207,6 +207,10 @@ fn enqueue_refusal(sim: &Sim, token: &TokenInfo, emails: &[String]) -> Option<(&
     if token.app_only() && sim.config.app_only_enqueue == AppOnlyEnqueue::Refuse {
         return Some(("System.UnauthorizedAccessException", ACCESS_DENIED.into()));
     }
+    // Only a SharePoint (or Global) Administrator may ask for other people's sites.
+    if !token.app_only() && !token.admin {
+        return Some(("System.UnauthorizedAccessException", ACCESS_DENIED.into()));
+    }
     if emails.is_empty() {
         return Some(("System.ArgumentException", "UserEmails must contain at least one value.".into()));
     }

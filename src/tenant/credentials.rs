@@ -15,7 +15,7 @@ use crate::api::{OneDriveTenantSpec, TenantAuthKind};
 use crate::jose::{Certificate, private_key_from_pem};
 
 /// Annotation on a credentials Secret: the `OneDriveTenant`s allowed to use it, comma-separated.
-pub const TENANTS_ANNOTATION: &str = "onedrive-operator.dev/tenants";
+pub const TENANTS_ANNOTATION: &str = crate::api::annotations::SECRET_TENANTS;
 /// The Secret type of a certificate (`tls.crt`, `tls.key`).
 pub const TLS_TYPE: &str = "kubernetes.io/tls";
 /// The Secret type of a refresh token.

@@ -133,6 +133,11 @@ impl Http {
         &self.client
     }
 
+    /// Whether the endpoint policy lets a request to `url` go to `service`.
+    pub fn reach_admits(&self, service: Service, url: &reqwest::Url) -> Result<(), TenantError> {
+        self.reach.policy.admits(self.reach.cloud, service, url)
+    }
+
     fn count(&self, service: Service, what: Count) {
         self.add(service, what, 1);
     }

@@ -6,7 +6,6 @@
 
 mod auth;
 mod credentials;
-pub mod doctor;
 mod error;
 pub(crate) mod escape;
 mod geo;
@@ -21,6 +20,7 @@ pub mod permissions;
 pub mod policy;
 mod profile;
 mod sharepoint;
+pub mod signin;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -23,8 +23,44 @@ const SHAREPOINT_APP: [Need; 2] = [
     Need { step: "enqueue personal sites and read user profiles", any_of: &["Sites.FullControl.All"] },
     Need { step: "enqueue personal sites (user profiles are written)", any_of: &["User.ReadWrite.All"] },
 ];
-const SHAREPOINT_DELEGATED: [Need; 1] =
-    [Need { step: "enqueue personal sites and read user profiles", any_of: &["AllSites.FullControl"] }];
+const SHAREPOINT_DELEGATED: [Need; 2] = [
+    Need { step: "enqueue personal sites and read user profiles", any_of: &["AllSites.FullControl"] },
+    Need { step: "enqueue personal sites (user profiles are written)", any_of: &["User.ReadWrite.All"] },
+];
+
+/// Directory role template ids that may ask SharePoint for other people's sites.
+const SHAREPOINT_ADMINISTRATOR: &str = "f28a1f50-f6e7-4571-818b-6a12f2af6b6c";
+const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
+
+/// Who signed in, as a delegated token's `wids` claim says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// SharePoint Administrator or Global Administrator (the role's name).
+    Admin(&'static str),
+    /// The token lists the user's roles, and neither is among them.
+    NotAdmin,
+    /// The token lists no roles: Entra ID puts `wids` in a token only as the resource is
+    /// configured to, so its absence says nothing.
+    Unknown,
+}
+
+/// The signed-in user's admin role, from a delegated token's claims.
+pub fn role(claims: &Value) -> Role {
+    let Some(wids) = claims["wids"].as_array() else { return Role::Unknown };
+    let holds = |id: &str| wids.iter().any(|w| w.as_str().is_some_and(|w| w.eq_ignore_ascii_case(id)));
+    if holds(SHAREPOINT_ADMINISTRATOR) {
+        Role::Admin("SharePoint Administrator")
+    } else if holds(GLOBAL_ADMINISTRATOR) {
+        Role::Admin("Global Administrator")
+    } else {
+        Role::NotAdmin
+    }
+}
+
+/// The user a delegated token is for (`upn`, else `preferred_username`), for messages.
+pub fn signed_in_user(claims: &Value) -> &str {
+    claims["upn"].as_str().or(claims["preferred_username"].as_str()).unwrap_or("the signed-in user")
+}
 
 /// Which service a token is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +121,12 @@ pub fn check(
         (Audience::SharePoint, true) => &SHAREPOINT_DELEGATED,
     };
     let kind = if delegated { "delegated" } else { "application" };
+    if delegated && audience == Audience::SharePoint && role(claims) == Role::NotAdmin {
+        problems.push(format!(
+            "{} is neither a SharePoint Administrator nor a Global Administrator, and SharePoint enqueues only an administrator's requests: sign in again as one (onedrive-operator login)",
+            signed_in_user(claims)
+        ));
+    }
     for need in needs {
         if !need.any_of.iter().any(|p| permissions.iter().any(|g| g == p)) {
             problems.push(format!(
@@ -131,7 +173,24 @@ mod tests {
         let elsewhere = json!({"aud": "https://other", "tid": "00000000-0000-0000-0000-000000000000", "roles": ["User.Read.All", "Sites.Read.All"]});
         let problems = check(&elsewhere, Audience::Graph, graph, TENANT).unwrap_err();
         assert!(problems[0].contains("audience") && problems[1].contains("issued by tenant"), "{problems:?}");
-        let admin = json!({"aud": sp, "tid": TENANT, "idtyp": "user", "scp": "AllSites.FullControl"});
+        let admin = json!({"aud": sp, "tid": TENANT, "idtyp": "user", "scp": "AllSites.FullControl User.ReadWrite.All"});
         assert!(check(&admin, Audience::SharePoint, sp, TENANT).is_ok());
+        let helpdesk = json!({"aud": sp, "tid": TENANT, "idtyp": "user", "upn": "helpdesk@contoso.com", "wids": ["b79fbf4d-3ef9-4689-8143-76b194e85509"], "scp": "AllSites.FullControl User.ReadWrite.All"});
+        let problems = check(&helpdesk, Audience::SharePoint, sp, TENANT).unwrap_err();
+        assert!(
+            problems[0].starts_with("helpdesk@contoso.com is neither a SharePoint Administrator"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_admin_role_is_read_from_wids_and_its_absence_is_unknown() {
+        assert_eq!(
+            role(&json!({"wids": [SHAREPOINT_ADMINISTRATOR]})),
+            Role::Admin("SharePoint Administrator")
+        );
+        assert_eq!(role(&json!({"wids": ["x", GLOBAL_ADMINISTRATOR]})), Role::Admin("Global Administrator"));
+        assert_eq!(role(&json!({"wids": ["x"]})), Role::NotAdmin);
+        assert_eq!(role(&json!({"scp": "AllSites.FullControl"})), Role::Unknown);
     }
 }

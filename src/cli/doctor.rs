@@ -1,68 +1,10 @@
-//! `onedrive-operator doctor` and `check`: the tenant client's checks without Kubernetes.
-//! Input is a `OneDriveTenant` manifest, optionally followed by the Secrets it references,
-//! exactly as `onedrive-operator simulate` prints them.
+//! `onedrive-operator doctor`: a tenant's credentials, permissions, hosts and whether its enqueue
+//! call accepts this token kind, as a checklist that names each fix.
 
-use std::collections::BTreeMap;
-
-use base64::Engine;
-use serde_json::Value;
-
-use super::credentials::{SecretScope, StoredSecret, TENANTS_ANNOTATION};
-use super::permissions::{self, Audience};
-use super::{EndpointPolicy, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for};
-use crate::api::OneDriveTenant;
-use crate::plan::{Limits, Lookup, Observation, ProfileMeaning, reason, user_key};
-
-/// A tenant manifest and the Secrets that came with it.
-pub struct Manifests {
-    pub tenant: OneDriveTenant,
-    pub secrets: SecretStore,
-    pub namespace: String,
-}
-
-/// Parses a multi-document YAML file: one `OneDriveTenant`, any number of `Secret`s.
-pub fn parse_manifests(text: &str) -> Result<Manifests, String> {
-    let mut tenant = None;
-    let mut secrets = SecretStore::new();
-    let mut namespace = None;
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value: Value = match serde::Deserialize::deserialize(doc) {
-            Ok(v) => v,
-            Err(e) => return Err(format!("document {}: {e}", i + 1)),
-        };
-        match value["kind"].as_str() {
-            Some("OneDriveTenant") => {
-                if tenant.is_some() {
-                    return Err("more than one OneDriveTenant: give one tenant per file".into());
-                }
-                tenant = Some(
-                    serde_json::from_value::<OneDriveTenant>(value.clone())
-                        .map_err(|e| format!("document {}: not a valid OneDriveTenant: {e}", i + 1))?,
-                );
-            }
-            Some("Secret") => {
-                let name =
-                    value["metadata"]["name"].as_str().ok_or("a Secret without metadata.name")?.to_string();
-                namespace = namespace.or(value["metadata"]["namespace"].as_str().map(str::to_string));
-                let bound = value["metadata"]["annotations"][TENANTS_ANNOTATION].as_str();
-                let mut data = BTreeMap::new();
-                for (k, v) in value["data"].as_object().into_iter().flatten() {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(v.as_str().unwrap_or_default().trim())
-                        .map_err(|e| format!("Secret {name} data.{k} is not base64: {e}"))?;
-                    data.insert(k.clone(), bytes);
-                }
-                for (k, v) in value["stringData"].as_object().into_iter().flatten() {
-                    data.insert(k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec());
-                }
-                secrets.insert(name, StoredSecret::from_parts(value["type"].as_str(), bound, data));
-            }
-            _ => {}
-        }
-    }
-    let tenant = tenant.ok_or("no OneDriveTenant in the file")?;
-    Ok(Manifests { tenant, secrets, namespace: namespace.unwrap_or_else(|| "onedrive-operator".into()) })
-}
+use crate::cli::manifests::{Manifests, check_manifest, client_for};
+use crate::plan::{Limits, Observation, user_key};
+use crate::tenant::permissions::{self, Audience};
+use crate::tenant::{Credentials, EndpointPolicy, Geo, TenantClient};
 
 /// One line of the checklist.
 pub struct Check {
@@ -77,26 +19,6 @@ pub enum Outcome {
     /// Could not be checked (not a failure).
     Skipped(String),
     Failed(String),
-}
-
-fn client_for(
-    m: &Manifests,
-    env: &dyn Fn(&str) -> Option<String>,
-    policy: &EndpointPolicy,
-) -> Result<TenantClient, TenantError> {
-    let tenant = m.tenant.metadata.name.as_deref().unwrap_or_default();
-    let scope = SecretScope { secrets: &m.secrets, namespace: &m.namespace, tenant };
-    let credentials = credentials_for(&m.tenant.spec, &scope, env, None)?;
-    let config = TenantConfig::from_spec(&m.tenant.spec).with_policy(policy.clone());
-    TenantClient::new(config, credentials)
-}
-
-/// The manifest as the API server and the operator would take it: every shape rule of the CRD,
-/// then the endpoint policy. Nothing is sent for a manifest that fails.
-pub fn check_manifest(m: &Manifests, policy: &EndpointPolicy) -> Result<(), TenantError> {
-    crate::api::validate::tenant(&m.tenant)
-        .map_err(|problems| TenantError::InvalidSpec(problems.join("; ")))?;
-    policy.check_spec(&m.tenant.spec)
 }
 
 /// Runs every check in order; later checks are skipped once one they depend on failed.
@@ -248,8 +170,8 @@ pub async fn doctor(
 }
 
 /// A certificate outside its validity fails with its dates; one expiring within 30 days warns.
-fn credential_dates(passed: Outcome, credentials: &super::Credentials, now: jiff::Timestamp) -> Outcome {
-    let super::Credentials::Certificate { certificate, .. } = credentials else { return passed };
+fn credential_dates(passed: Outcome, credentials: &Credentials, now: jiff::Timestamp) -> Outcome {
+    let Credentials::Certificate { certificate, .. } = credentials else { return passed };
     let Outcome::Passed(detail) = passed else { return passed };
     let dates = |t: Option<jiff::Timestamp>| t.map_or("unknown".to_string(), |t| t.to_string());
     let (from, until) = (dates(certificate.not_before), dates(certificate.not_after));
@@ -271,7 +193,7 @@ fn credential_dates(passed: Outcome, credentials: &super::Credentials, now: jiff
     }
 }
 
-fn describe_geos(geos: &[super::Geo]) -> String {
+fn describe_geos(geos: &[Geo]) -> String {
     if geos.len() == 1 && geos[0].location.is_empty() {
         return format!("single-geo tenant; admin host {}", geos[0].admin_url);
     }
@@ -288,7 +210,7 @@ fn describe_geos(geos: &[super::Geo]) -> String {
 /// One geo's admin host: a token for it, what the token grants, and `contextinfo` accepting it.
 async fn check_admin_host(
     client: &TenantClient,
-    geo: &super::Geo,
+    geo: &Geo,
     tenant_id: &str,
     push: &mut impl FnMut(&str, Outcome),
 ) -> bool {
@@ -360,74 +282,14 @@ pub fn print_checks(tenant: &str, checks: &[Check]) -> bool {
     ok
 }
 
-/// `check`: each user's observed state, one line per user, named with the reason the
-/// controller would write (both read the same observation: one classification).
-pub async fn check_users(
-    m: &Manifests,
-    users: &[String],
-    env: &dyn Fn(&str) -> Option<String>,
-    policy: &EndpointPolicy,
-) -> Result<Vec<String>, TenantError> {
-    check_manifest(m, policy)?;
-    for u in users {
-        crate::api::validate::user(u).map_err(TenantError::InvalidRequest)?;
-    }
-    let client = client_for(m, env, policy)?;
-    // Profiles are read at each user's geo's admin host: learn the geos first.
-    if let Err(e) = client.geos().await {
-        tracing::warn!(error = %e, "the tenant's geos are unknown; profiles are read at the central admin host");
-    }
-    let lookups: Vec<Lookup> = users.iter().map(|u| Lookup::exact(u)).collect();
-    let seen = client.observe_lookups(&lookups).await?;
-    Ok(users.iter().map(|u| format!("{u}: {}", describe(seen.get(&user_key(u))))).collect())
-}
-
-/// One observation in words, led by the reason a `OneDriveSite` would show.
-pub fn describe(o: Option<&Observation>) -> String {
-    let Some(o) = o else { return "unknown: not looked up".into() };
-    if let Some(reason) = o.refusal() {
-        let detail = match o {
-            Observation::Profile(p) => format!("the user profile shows {} ({})", p.name, p.code),
-            Observation::UserNotFound => "no such user in the directory".into(),
-            Observation::UserNotLicensed => "no enabled SharePoint plan in the directory".into(),
-            _ => {
-                "the account may not sign in (accountEnabled is false), so SharePoint never creates its site"
-                    .into()
-            }
-        };
-        return format!("{reason}: {detail}");
-    }
-    match o {
-        Observation::HasSite { url } => format!("{}: has a OneDrive at {url}", reason::PROVISIONED),
-        Observation::NoSite => format!(
-            "{}: no OneDrive yet; licensed and allowed to sign in, so it can be enqueued",
-            reason::PENDING
-        ),
-        Observation::Profile(p) if p.meaning == ProfileMeaning::Working => format!(
-            "{}: no OneDrive yet; the user profile shows {} ({}): SharePoint is creating it",
-            reason::SPSSITEERROR,
-            p.name,
-            p.code
-        ),
-        Observation::Profile(p) => {
-            format!("{}: no OneDrive; the user profile shows {} ({})", reason::PENDING, p.name, p.code)
-        }
-        Observation::LookupFailed { status, code } => format!(
-            "unknown: the tenant answered HTTP {status} ({code}), which says nothing about the OneDrive ({} when it repeats)",
-            reason::LOOKUP_FAILING
-        ),
-        _ => "unknown: the lookup got no answer (throttled or unavailable)".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn certificate_until(until: jiff::Timestamp) -> super::super::Credentials {
+    fn certificate_until(until: jiff::Timestamp) -> Credentials {
         let key = crate::jose::generate_key();
         let certificate = crate::jose::self_signed_certificate_until(&key, "t", Some(until)).unwrap();
-        super::super::Credentials::Certificate {
+        Credentials::Certificate {
             client_id: "app".into(),
             certificate,
             key: Box::new(key),
