@@ -185,8 +185,8 @@ pub(crate) struct Sim {
     operations: Mutex<HashMap<String, Timestamp>>,
     /// Per (client, service): no request should arrive before this.
     not_before: Mutex<HashMap<(String, &'static str), Instant>>,
-    /// SharePoint requests in the current minute window.
-    window: Mutex<(Instant, u32)>,
+    /// SharePoint requests in the current (simulated) minute, and when it began.
+    window: Mutex<(Timestamp, u32)>,
     in_flight: AtomicUsize,
 }
 
@@ -256,14 +256,17 @@ impl Sim {
     }
 
     /// SharePoint's quota: `RateLimit-*` headers from 80% of the per-minute budget, 429 beyond.
+    /// The minute is the tenant's (simulated) minute: on a manual clock, a run's throttling
+    /// depends on what it sends, never on how fast the machine runs it.
     pub(crate) fn sharepoint_budget(&self) -> (Vec<(&'static str, String)>, Option<Fault>) {
         let quota = self.faults.lock().unwrap().config().sharepoint_quota_per_minute.max(1);
+        let now = self.now();
         let mut w = self.window.lock().unwrap();
-        if w.0.elapsed() >= Duration::from_secs(60) {
-            *w = (Instant::now(), 0);
+        if now.duration_since(w.0) >= SignedDuration::from_secs(60) {
+            *w = (now, 0);
         }
         w.1 += 1;
-        let reset = 60u64.saturating_sub(w.0.elapsed().as_secs()).max(1);
+        let reset = (60 - now.duration_since(w.0).as_secs()).max(1) as u64;
         if w.1 * 10 < quota * 8 {
             return (Vec::new(), None);
         }
@@ -450,7 +453,7 @@ pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHan
         digests: Mutex::new(HashSet::new()),
         operations: Mutex::new(HashMap::new()),
         not_before: Mutex::new(HashMap::new()),
-        window: Mutex::new((Instant::now(), 0)),
+        window: Mutex::new((started_at, 0)),
         in_flight: AtomicUsize::new(0),
         config,
     });
