@@ -300,15 +300,16 @@ fn every_example_parses_into_the_types_and_passes_the_rules() {
     assert!(seen.0 >= 3 && seen.1 >= 3, "examples hold {} sites and {} tenants", seen.0, seen.1);
 }
 
-/// The README's table of `OneDriveSite` reasons lists exactly the reasons the vocabulary defines,
-/// in its order (a new reason must be documented with its fix).
+/// The reference's table of `OneDriveSite` reasons lists exactly the reasons the vocabulary
+/// defines, in its order (a new reason must be documented with its fix).
 #[test]
-fn the_readme_documents_exactly_the_site_reasons() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let table = readme
+fn the_reference_documents_exactly_the_site_reasons() {
+    let reference =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md")).unwrap();
+    let table = reference
         .split("On `OneDriveSite` (the `Ready` condition's reason")
         .nth(1)
-        .expect("the README has the OneDriveSite reasons table");
+        .expect("docs/reference.md has the OneDriveSite reasons table");
     let documented: Vec<&str> = table
         .lines()
         .skip_while(|l| !l.starts_with('|'))

@@ -315,7 +315,7 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
 
 /// The README's "Try it without Microsoft 365" block, split into its two terminals.
 fn walk_through() -> (String, String) {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/walkthrough.md")).unwrap();
     let section = readme.split("## Try it without Microsoft 365").nth(1).expect("the section");
     let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("its sh block");
     let (first, second) = block.split_once("# Terminal 2").expect("two terminals");
