@@ -29,7 +29,7 @@ use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{
     self, App, Clock, Config, FaultConfig, Population, SimHandle, UserSpec, expected_reason,
 };
-use onedrive_operator::tenant::{Credentials, EndpointPolicy, HostOverrides, TenantClient, TenantConfig};
+use onedrive_operator::m365::{Credentials, EndpointPolicy, HostOverrides, TenantClient, TenantConfig};
 use onedrive_operator::testing::site;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;

@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The simulator is on loopback, outside any Microsoft cloud: the demo opts in, as
     // `--allow-endpoint-overrides` does for the operator.
     let options = ReconcilerOptions {
-        endpoints: onedrive_operator::tenant::EndpointPolicy::overridable(),
+        endpoints: onedrive_operator::m365::EndpointPolicy::overridable(),
         ..ReconcilerOptions::new(NAMESPACE, SiteSource::List)
     };
     let reconciler = Reconciler::new(kube.clone(), options);

@@ -10,7 +10,7 @@ pub mod jose;
 pub mod plan;
 pub mod simulator;
 pub mod slots;
-pub mod tenant;
+pub mod m365;
 pub mod testing;
 
 /// Selects rustls' `ring` crypto provider for the process (kube and reqwest share it). Call

@@ -43,9 +43,9 @@ struct EndpointArgs {
 
 impl EndpointArgs {
     /// The policy these flags and the environment give, or why they give none.
-    fn policy(self) -> Result<onedrive_operator::tenant::EndpointPolicy, String> {
+    fn policy(self) -> Result<onedrive_operator::m365::EndpointPolicy, String> {
         let env = |k: &str| std::env::var(k).ok();
-        onedrive_operator::tenant::EndpointPolicy::from_opt_in(self.allow_endpoint_overrides, &env)
+        onedrive_operator::m365::EndpointPolicy::from_opt_in(self.allow_endpoint_overrides, &env)
     }
 }
 
@@ -321,7 +321,7 @@ fn init_logs(json: bool) {
 /// `login`: sign in, check, then store (or print) the Secret. Errors carry the exit code.
 async fn login(args: LoginArgs) -> Result<(), (u8, String)> {
     use onedrive_operator::cli::login::{self, Login};
-    use onedrive_operator::tenant::signin::Flow;
+    use onedrive_operator::m365::signin::Flow;
     let usage = |e: String| (2u8, e);
     let policy = args.endpoints.policy().map_err(usage)?;
     let timeout =

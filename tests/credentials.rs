@@ -15,7 +15,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::client::Body;
 use onedrive_operator::api::{OneDriveTenant, condition_type, find_condition};
-use onedrive_operator::controller::credentials::{CREDENTIALS_EXPIRING, CREDENTIALS_NOT_PERSISTED};
+use onedrive_operator::controller::refresh_token::{CREDENTIALS_EXPIRING, CREDENTIALS_NOT_PERSISTED};
 use onedrive_operator::controller::events::EventSink;
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::jose;

@@ -16,7 +16,7 @@ use onedrive_operator::api::{
 use onedrive_operator::controller::CrashPoint;
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::simulator::{self, Config, SimHandle, UserSpec};
-use onedrive_operator::tenant::{EndpointPolicy, HostOverrides};
+use onedrive_operator::m365::{EndpointPolicy, HostOverrides};
 use onedrive_operator::testing::site;
 
 const NS: &str = "onedrive-operator";
@@ -213,8 +213,8 @@ async fn a_batch_recorded_before_the_upgrade_is_resumed_as_the_central_geos() {
     let overrides = sim.host_overrides();
     // The previous version sent users 0..200 (all central: no preferred location) and recorded it.
     let users: Vec<String> = (0..200).map(|i| format!("user{i}@contoso.com")).collect();
-    let old = onedrive_operator::tenant::TenantClient::new(
-        onedrive_operator::tenant::TenantConfig::from_spec(&tenant_spec(&sim))
+    let old = onedrive_operator::m365::TenantClient::new(
+        onedrive_operator::m365::TenantConfig::from_spec(&tenant_spec(&sim))
             .with_policy(EndpointPolicy::overridable()),
         cert_credentials(&sim),
     )
@@ -262,11 +262,11 @@ async fn a_batch_recorded_before_the_upgrade_is_resumed_as_the_central_geos() {
     assert_eq!(tenant_of(&client).await.status.unwrap().last_batch_id, 5);
 }
 
-fn cert_credentials(sim: &SimHandle) -> onedrive_operator::tenant::Credentials {
-    let secrets = onedrive_operator::tenant::SecretStore::from([(
+fn cert_credentials(sim: &SimHandle) -> onedrive_operator::m365::Credentials {
+    let secrets = onedrive_operator::m365::SecretStore::from([(
         "app-cert".to_string(),
-        onedrive_operator::tenant::StoredSecret::new(
-            onedrive_operator::tenant::TLS_TYPE,
+        onedrive_operator::m365::StoredSecret::new(
+            onedrive_operator::m365::TLS_TYPE,
             &["contoso"],
             BTreeMap::from([
                 ("tls.crt".to_string(), CERT.to_pem().into_bytes()),
@@ -275,8 +275,8 @@ fn cert_credentials(sim: &SimHandle) -> onedrive_operator::tenant::Credentials {
         ),
     )]);
     let scope =
-        onedrive_operator::tenant::SecretScope { secrets: &secrets, namespace: NS, tenant: "contoso" };
-    onedrive_operator::tenant::credentials_for(&tenant_spec(sim), &scope, &|_: &str| None, None).unwrap()
+        onedrive_operator::m365::SecretScope { secrets: &secrets, namespace: NS, tenant: "contoso" };
+    onedrive_operator::m365::credentials_for(&tenant_spec(sim), &scope, &|_: &str| None, None).unwrap()
 }
 
 /// A GCC High tenant names no host but its cloud: sign-in and Graph go to the cloud's preset
@@ -303,7 +303,7 @@ async fn a_gcc_high_tenant_reaches_its_clouds_preset_hosts() {
         format!("{}={}", Cloud::Global.authority_host(), sim.authority_host()),
         format!("{}={}", Cloud::Global.graph_url(), sim.graph_url()),
     ];
-    let config = onedrive_operator::tenant::TenantConfig::from_spec(&OneDriveTenantSpec {
+    let config = onedrive_operator::m365::TenantConfig::from_spec(&OneDriveTenantSpec {
         cloud: Cloud::USGovGCCHigh,
         graph_url: None,
         authority_host: None,

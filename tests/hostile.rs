@@ -21,7 +21,7 @@ use common::*;
 use onedrive_operator::api::{
     CertificateAuth, EnqueueMethod, OneDriveTenantSpec, SecretRef, TenantAuth, TenantWideListing,
 };
-use onedrive_operator::tenant::{Credentials, TenantClient, TenantError};
+use onedrive_operator::m365::{Credentials, TenantClient, TenantError};
 
 /// How the hostile server answers an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]

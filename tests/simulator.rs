@@ -911,9 +911,9 @@ async fn enqueues_are_attributed_to_replicas_and_flagged_when_sent_in_flight() {
     let send = |replica: &'static str, user: &'static str| {
         let (url, sp) = (sim.admin_url(), sp.clone());
         async move {
-            let agent = onedrive_operator::tenant::TenantConfig {
+            let agent = onedrive_operator::m365::TenantConfig {
                 replica: Some(replica.into()),
-                ..onedrive_operator::tenant::TenantConfig::from_spec(&Default::default())
+                ..onedrive_operator::m365::TenantConfig::from_spec(&Default::default())
             }
             .user_agent();
             http()

@@ -15,7 +15,7 @@ use onedrive_operator::plan::{Observation, user_key};
 use onedrive_operator::simulator::{
     self, AppOnlyEnqueue, Config, FaultConfig, LookupQuirk, SimHandle, SiteState, UserSpec,
 };
-use onedrive_operator::tenant::{
+use onedrive_operator::m365::{
     Credentials, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for,
 };
 

@@ -3,7 +3,7 @@
 
 use crate::cli::manifests::{Manifests, check_manifest, client_for};
 use crate::plan::{Lookup, Observation, ProfileMeaning, reason, user_key};
-use crate::tenant::{EndpointPolicy, TenantError};
+use crate::m365::{EndpointPolicy, TenantError};
 
 /// `check`: each user's observed state, one line per user, named with the reason the
 /// controller would write (both read the same observation: one classification).

@@ -3,8 +3,8 @@
 
 use crate::cli::manifests::{Manifests, check_manifest, client_for};
 use crate::plan::{Limits, Observation, user_key};
-use crate::tenant::permissions::{self, Audience};
-use crate::tenant::{Credentials, EndpointPolicy, Geo, TenantClient};
+use crate::m365::permissions::{self, Audience};
+use crate::m365::{Credentials, EndpointPolicy, Geo, TenantClient};
 
 /// One line of the checklist.
 pub struct Check {

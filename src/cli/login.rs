@@ -19,9 +19,9 @@ use serde_json::Value;
 use crate::api::annotations::REFRESH_TOKEN_ROTATED_AT as ROTATED_AT;
 use crate::api::{DelegatedAuth, OneDriveTenant};
 use crate::cli::manifests::{Manifests, check_manifest};
-use crate::tenant::permissions::{self, Role as AdminRole};
-use crate::tenant::signin::{DeviceAuthorization, Flow, Pkce, Poll, SignIn, Tokens, sign_in_scope};
-use crate::tenant::{
+use crate::m365::permissions::{self, Role as AdminRole};
+use crate::m365::signin::{DeviceAuthorization, Flow, Pkce, Poll, SignIn, Tokens, sign_in_scope};
+use crate::m365::{
     EndpointPolicy, OPAQUE_TYPE, TENANTS_ANNOTATION, TenantConfig, TenantError, bound_tenants,
 };
 
@@ -209,7 +209,7 @@ async fn browser(
             .unwrap_or(0);
         let body =
             serde_json::json!({"error": error, "error_description": description, "error_codes": [code]});
-        return Err(crate::tenant::signin::refusal(400, &body, Flow::Browser).into());
+        return Err(crate::m365::signin::refusal(400, &body, Flow::Browser).into());
     }
     let code = param("code").ok_or_else(|| LoginError::Usage("the redirect carried no code".into()))?;
     Ok(client.redeem_code(&code, &redirect, scope, &pkce).await?)

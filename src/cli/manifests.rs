@@ -8,7 +8,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::api::OneDriveTenant;
-use crate::tenant::{
+use crate::m365::{
     EndpointPolicy, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TenantClient, TenantConfig,
     TenantError, credentials_for,
 };

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::ControllerError;
 use super::admission::NamespaceStore;
-use super::credentials::{CredentialHealth, RefreshTokenStore};
+use super::refresh_token::{CredentialHealth, RefreshTokenStore};
 use super::leader::Fence;
 use super::metrics::Metrics;
 use super::pipelines::Pipeline;
@@ -27,7 +27,7 @@ use crate::api::{
 };
 use crate::plan::{self, DesiredSite, TenantProblem};
 use crate::slots::Slots;
-use crate::tenant::{EndpointPolicy, TenantClient, TenantError};
+use crate::m365::{EndpointPolicy, TenantClient, TenantError};
 
 /// The field manager of every write.
 pub const MANAGER: &str = "onedrive-operator";
@@ -93,7 +93,7 @@ pub(super) struct TenantRuntime {
     pub(super) ordered: usize,
     /// The gathering whose order and keys they were put in (held weakly: it may be replaced).
     pub(super) ordered_by: std::sync::Weak<plan::Gathering>,
-    pub(super) last_counters: HashMap<(crate::tenant::Service, crate::tenant::http::Count), u64>,
+    pub(super) last_counters: HashMap<(crate::m365::Service, crate::m365::http::Count), u64>,
 }
 
 /// Everything a cycle needs; one per operator process. Built from [`ReconcilerOptions`].

@@ -16,8 +16,8 @@ use crate::api::{
     ConditionStatus, OneDriveTenantStatus, SitePhase, UserCounts, condition_type, find_condition,
 };
 use crate::slots::SlotUse;
-use crate::tenant::Service;
-use crate::tenant::http::Count;
+use crate::m365::Service;
+use crate::m365::http::Count;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabel {
@@ -274,7 +274,7 @@ impl Metrics {
     }
 
     /// The credential gauges (set only for the credentials the tenant has).
-    pub fn credentials(&self, tenant: &str, health: &super::credentials::CredentialHealth) {
+    pub fn credentials(&self, tenant: &str, health: &super::refresh_token::CredentialHealth) {
         if let Some(at) = health.expires_at {
             self.credential_expiry.get_or_create(&Self::tenant(tenant)).set(at.as_second());
         }
@@ -367,7 +367,7 @@ mod tests {
         let now = jiff::Timestamp::now();
         m.credentials(
             "t",
-            &super::super::credentials::CredentialHealth {
+            &super::super::refresh_token::CredentialHealth {
                 expires_at: Some(now),
                 last_rotation: Some(now),
                 not_persisted: None,

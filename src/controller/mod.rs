@@ -3,7 +3,7 @@
 
 mod admission;
 mod batch_record;
-pub mod credentials;
+pub mod refresh_token;
 mod cycle;
 pub mod events;
 pub mod leader;

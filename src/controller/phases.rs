@@ -18,7 +18,7 @@ use super::site_cache::{Shape, Snapshot};
 use super::tenant_status::{tenant_problem_reason, tenant_status};
 use crate::api::{EventReason, OneDriveTenant, OneDriveTenantStatus, TenantReason};
 use crate::plan::{DesiredSite, Gathering, Limits, Observed, PlanInput, SiteUpdate, TenantProblem};
-use crate::tenant::TenantError;
+use crate::m365::TenantError;
 use futures::{StreamExt, TryStreamExt};
 
 /// Plan rounds per cycle (observe what the plan asks for, plan again).

@@ -6,7 +6,7 @@ use jiff::SignedDuration;
 
 use crate::api::{BatchStatus, GeoStatus, OneDriveTenantStatus, UserCounts};
 use crate::plan::{self, DesiredSite, Gathering, Lookup, Plan, PlanInput, Planner, SiteUpdate};
-use crate::tenant::Geo;
+use crate::m365::Geo;
 
 /// One geo's pipeline as a cycle holds it.
 #[derive(Clone, Debug, PartialEq)]

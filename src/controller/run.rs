@@ -40,7 +40,7 @@ pub struct RunOptions {
     pub ca_bundle: Option<Vec<u8>>,
     /// Where tenants' requests may go (`--allow-endpoint-overrides` opens it, for the simulator,
     /// tests and demos).
-    pub endpoints: crate::tenant::EndpointPolicy,
+    pub endpoints: crate::m365::EndpointPolicy,
 }
 
 /// Health as the probes report it.

@@ -13,7 +13,7 @@ use super::phases::Stand;
 use super::pipelines::{Pipeline, Planners, TenantPlan};
 use crate::api::{BatchStatus, EventReason, OneDriveTenant};
 use crate::plan::{self, PlanInput};
-use crate::tenant::TenantError;
+use crate::m365::TenantError;
 
 /// The failure the cycle reports: one that concerns every geo (throttling, a refusal) over an
 /// unreachable host.

@@ -11,10 +11,10 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
-use super::credentials::{self, CredentialHealth, RefreshTokenStore};
+use super::refresh_token::{self, CredentialHealth, RefreshTokenStore};
 use super::cycle::{Reconciler, TenantRuntime};
 use crate::api::{ConditionStatus, OneDriveTenant, OneDriveTenantStatus, TenantAuthKind};
-use crate::tenant::{
+use crate::m365::{
     RotationCallback, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TenantClient, TenantConfig,
     TenantError, credentials_for,
 };
@@ -91,7 +91,7 @@ impl Reconciler {
         config.replica = self.options.replica.clone();
         config.max_throttle_wait = CYCLE_THROTTLE_WAIT;
         config.ca_bundle = self.options.ca_bundle.clone();
-        config.clock = crate::tenant::ClientClock(self.options.clock.clone());
+        config.clock = crate::m365::ClientClock(self.options.clock.clone());
         let client = Arc::new(TenantClient::new(config, credentials)?);
         // Observations (and how the sites group) stay valid across a credential change; the
         // client does not.
@@ -126,7 +126,7 @@ impl Reconciler {
         match api.get_opt(&name).await {
             Ok(Some(secret)) => {
                 let annotated =
-                    secret.annotations().get(credentials::ROTATED_AT).and_then(|t| t.parse().ok());
+                    secret.annotations().get(refresh_token::ROTATED_AT).and_then(|t| t.parse().ok());
                 found.issued = annotated.or(secret.metadata.creation_timestamp.as_ref().map(|t| t.0));
                 let bound = secret.annotations().get(TENANTS_ANNOTATION).cloned();
                 let data: BTreeMap<String, Vec<u8>> =
@@ -182,7 +182,7 @@ impl Reconciler {
         before: &OneDriveTenantStatus,
         after: &OneDriveTenantStatus,
     ) {
-        for type_ in [credentials::CREDENTIALS_EXPIRING, credentials::CREDENTIALS_NOT_PERSISTED] {
+        for type_ in [refresh_token::CREDENTIALS_EXPIRING, refresh_token::CREDENTIALS_NOT_PERSISTED] {
             let old = crate::api::find_condition(&before.conditions, type_);
             let Some(new) = crate::api::find_condition(&after.conditions, type_) else { continue };
             let changed = old.is_none_or(|o| o.status != new.status || o.reason != new.reason);

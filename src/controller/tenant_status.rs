@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::credentials::{self, CredentialHealth};
+use super::refresh_token::{self, CredentialHealth};
 use super::phases::{Discovery, Stand};
 use super::pipelines::{Pipeline, TenantPlan};
 use crate::api::{
@@ -79,7 +79,7 @@ pub(super) fn tenant_status(
     let geos = plan.geo_statuses(&stand.pipelines);
     OneDriveTenantStatus {
         observed_generation: g,
-        conditions: credentials::conditions(conditions, health, now).build(),
+        conditions: refresh_token::conditions(conditions, health, now).build(),
         users: u.clone(),
         progress: plan::progress(&geos, tenant.spec.batch_size, now),
         geos,

@@ -9,7 +9,7 @@ use super::gather::{User, Users};
 use super::requeue::recheck_of;
 use super::state::UserState;
 use super::targets::{Wish, wish};
-use super::{DataLocation, Observations, Observed, PlanInput, SiteUpdate, UserKey, decide::decide, status};
+use super::{DataLocation, Observations, Observed, PlanInput, SiteUpdate, UserKey, decide::decide, site_status as status};
 use crate::api::{SitePhase, UserCounts};
 
 /// One pass over the users: each one's newest observation and state, and what the later steps

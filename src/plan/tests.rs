@@ -10,7 +10,7 @@ use super::gathering::key_of;
 use super::state::text;
 use super::*;
 use crate::api::{OneDriveTenantSpec, condition_type, find_condition};
-use crate::tenant::profile_state;
+use crate::m365::profile_state;
 
 /// A user's key as text (the model and the assertions compare text).
 fn key(user: &str) -> String {

@@ -63,7 +63,7 @@ impl Sim {
             kind: jws.claims["kind"].as_str().unwrap_or_default().to_string(),
             permissions: roles.chain(scopes).map(str::to_string).collect(),
             admin: jws.claims["wids"].as_array().into_iter().flatten().any(|w| {
-                w == super::signin::SHAREPOINT_ADMINISTRATOR || w == super::signin::GLOBAL_ADMINISTRATOR
+                w == super::authorize::SHAREPOINT_ADMINISTRATOR || w == super::authorize::GLOBAL_ADMINISTRATOR
             }),
         })
     }

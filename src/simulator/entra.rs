@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::aadsts::error;
 use super::{App, Sim};
 use sha2::Digest;
 
@@ -19,7 +20,7 @@ use super::verify::{Assertion, thumbprint_sha256};
 use crate::jose::Certificate;
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
-    Router::new().route("/entra/{tenant}/oauth2/v2.0/token", post(token)).merge(super::signin::routes())
+    Router::new().route("/entra/{tenant}/oauth2/v2.0/token", post(token))
 }
 
 impl Sim {
@@ -61,19 +62,6 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 /// The audience Azure Workload Identity projects service-account tokens for.
 pub const FEDERATION_AUDIENCE: &str = "api://AzureADTokenExchange";
 
-pub(super) fn error(sim: &Sim, status: StatusCode, error: &str, code: u32, description: &str) -> Response {
-    let correlation = sim.correlation();
-    let body = json!({
-        "error": error,
-        "error_description": format!("AADSTS{code}: {description} Trace ID: {correlation} Correlation ID: {correlation} Timestamp: {}", Timestamp::now()),
-        "error_codes": [code],
-        "timestamp": Timestamp::now().to_string(),
-        "trace_id": correlation,
-        "correlation_id": correlation,
-        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
-    });
-    (status, Json(body)).into_response()
-}
 
 async fn token(
     State(sim): State<Arc<Sim>>,
@@ -267,7 +255,7 @@ fn grant(
     kind: &str,
     resource: &str,
     refresh: Option<String>,
-    account: Option<&super::signin::Account>,
+    account: Option<&super::authorize::Account>,
 ) -> Response {
     let now = Timestamp::now().as_second();
     let lifetime = sim.config.token_lifetime.as_secs();
@@ -290,7 +278,7 @@ fn grant(
             // Choice: Entra puts `wids` in a token only as the resource configures it; the
             // simulator always does, with the default user role every member holds (as Graph's
             // tokens show it) and the account's roles.
-            let mut wids = vec![super::signin::DEFAULT_USER_ROLE.to_string()];
+            let mut wids = vec![super::authorize::DEFAULT_USER_ROLE.to_string()];
             wids.extend(a.roles.iter().cloned());
             claims["wids"] = Value::from(wids);
         }

@@ -83,7 +83,7 @@ impl SimHandle {
             .iter()
             .enumerate()
             .filter_map(|(i, (geo, web_url))| {
-                let admin = crate::tenant::admin_url_of(web_url)?;
+                let admin = crate::m365::admin_url_of(web_url)?;
                 let here = self.sim.sharepoint_resource_at((i > 0).then_some(geo.as_str()));
                 Some(format!("{admin}={here}"))
             })

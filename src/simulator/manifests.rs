@@ -45,7 +45,7 @@ pub fn tenant_and_secret(
                 }),
                 ..Default::default()
             },
-            crate::tenant::TLS_TYPE,
+            crate::m365::TLS_TYPE,
         ),
         PrintedAuth::Delegated => (
             TenantAuth {
@@ -58,7 +58,7 @@ pub fn tenant_and_secret(
                 }),
                 ..Default::default()
             },
-            crate::tenant::OPAQUE_TYPE,
+            crate::m365::OPAQUE_TYPE,
         ),
     };
     let tenant = OneDriveTenant::new(
@@ -85,7 +85,7 @@ pub fn tenant_and_secret(
             name: Some(secret_name),
             namespace: Some(namespace.into()),
             // Bound to the printed tenant: the operator uses a Secret only for the tenants it names.
-            annotations: Some([(crate::tenant::TENANTS_ANNOTATION.to_string(), name.to_string())].into()),
+            annotations: Some([(crate::m365::TENANTS_ANNOTATION.to_string(), name.to_string())].into()),
             ..Default::default()
         },
         type_: Some(type_.into()),

@@ -15,6 +15,7 @@
 // Handlers return finished HTTP responses as their `Err`: they are built once per request.
 #![allow(clippy::result_large_err)]
 
+mod aadsts;
 mod bearer;
 pub(crate) mod csom;
 mod entra;
@@ -27,7 +28,7 @@ mod population;
 mod profiles;
 pub mod serve;
 mod sharepoint;
-pub mod signin;
+pub mod authorize;
 pub mod stats;
 pub mod verify;
 
@@ -131,7 +132,7 @@ pub struct Config {
     /// Who can sign in (delegated): by default `admin@<domain>`, a SharePoint Administrator, and
     /// `helpdesk@<domain>`, who holds no role. The delegated refresh tokens of `apps` are the
     /// first account's.
-    pub accounts: Vec<signin::Account>,
+    pub accounts: Vec<authorize::Account>,
     pub device_code_lifetime: std::time::Duration,
     pub device_code_interval: std::time::Duration,
 }
@@ -154,11 +155,11 @@ impl Default for Config {
             listing_lag: SignedDuration::ZERO,
             host_name: None,
             accounts: vec![
-                signin::Account::sharepoint_admin("admin@contoso.onmicrosoft.com"),
-                signin::Account::without_role("helpdesk@contoso.onmicrosoft.com"),
+                authorize::Account::sharepoint_admin("admin@contoso.onmicrosoft.com"),
+                authorize::Account::without_role("helpdesk@contoso.onmicrosoft.com"),
             ],
-            device_code_lifetime: signin::DEVICE_CODE_LIFETIME,
-            device_code_interval: signin::DEVICE_CODE_INTERVAL,
+            device_code_lifetime: authorize::DEVICE_CODE_LIFETIME,
+            device_code_interval: authorize::DEVICE_CODE_INTERVAL,
         }
     }
 }
@@ -180,7 +181,7 @@ pub(crate) struct Sim {
     token_generation: std::sync::atomic::AtomicU64,
     /// Refresh tokens issued, and whose each is.
     refresh_tokens: Mutex<HashMap<String, String>>,
-    sign_ins: Mutex<signin::SignIns>,
+    sign_ins: Mutex<authorize::SignIns>,
     digests: Mutex<HashSet<String>>,
     operations: Mutex<HashMap<String, Timestamp>>,
     /// Per (client, service): no request should arrive before this.
@@ -331,13 +332,13 @@ impl SimHandle {
     }
 
     /// The accounts that can sign in (delegated).
-    pub fn accounts(&self) -> &[signin::Account] {
+    pub fn accounts(&self) -> &[authorize::Account] {
         &self.sim.config.accounts
     }
 
     /// Test hook: what the person at the verification page of `user_code` does, one step a poll
     /// (the last stands); `false` when no device code has this user code.
-    pub fn script_device(&self, user_code: &str, steps: Vec<signin::DeviceStep>) -> bool {
+    pub fn script_device(&self, user_code: &str, steps: Vec<authorize::DeviceStep>) -> bool {
         self.sim.script_device(user_code, steps)
     }
 
@@ -449,7 +450,7 @@ pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHan
         token_secret,
         token_generation: std::sync::atomic::AtomicU64::new(0),
         refresh_tokens: Mutex::new(refresh_tokens),
-        sign_ins: Mutex::new(signin::SignIns::default()),
+        sign_ins: Mutex::new(authorize::SignIns::default()),
         digests: Mutex::new(HashSet::new()),
         operations: Mutex::new(HashMap::new()),
         not_before: Mutex::new(HashMap::new()),
@@ -472,6 +473,8 @@ pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHan
 fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .merge(entra::routes())
+        .merge(authorize::routes())
+        .merge(profiles::routes())
         .merge(graph::routes())
         .merge(sharepoint::routes())
         .route("/_sim/stats", axum::routing::get(stats_json))

@@ -12,6 +12,18 @@ use serde_json::{Value, json};
 use super::sharepoint::{admit, finish, odata_error, verbose};
 use super::{Sim, SiteState, percent_decode};
 
+/// Every admin host's `PeopleManager`: the central geo's and each satellite's.
+pub(super) fn routes() -> axum::Router<Arc<Sim>> {
+    let mut router = axum::Router::new();
+    for host in ["/sharepoint", "/geos/{geo}/sharepoint"] {
+        router = router.route(
+            &format!("{host}/_api/SP.UserProfiles.PeopleManager/{{*call}}"),
+            axum::routing::get(profile),
+        );
+    }
+    router
+}
+
 /// How a user's account name is claims-encoded.
 pub(crate) const CLAIMS_PREFIX: &str = "i:0#.f|membership|";
 
@@ -46,7 +58,7 @@ pub(crate) fn string_literal(s: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
-pub(super) async fn profile(
+async fn profile(
     State(sim): State<Arc<Sim>>,
     uri: Uri,
     headers: HeaderMap,

@@ -159,7 +159,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     println!(
         "# A simulated Microsoft 365 tenant with {users} users. Test credentials: valid for this simulator only."
     );
-    use crate::tenant::policy::{ALLOW_ENV, ALLOW_FLAG, HOST_OVERRIDES_ENV};
+    use crate::m365::policy::{ALLOW_ENV, ALLOW_FLAG, HOST_OVERRIDES_ENV};
     println!(
         "# Its endpoints are on loopback, outside any Microsoft cloud: run the operator (and doctor,\n# check) with {ALLOW_FLAG} (or {ALLOW_ENV}=1). Tests and demos only."
     );

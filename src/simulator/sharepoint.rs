@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -24,10 +24,6 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
                     "{host}/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk"
                 ),
                 post(rest_enqueue),
-            )
-            .route(
-                &format!("{host}/_api/SP.UserProfiles.PeopleManager/{{*call}}"),
-                get(super::profiles::profile),
             )
             .route(&format!("{host}/_vti_bin/client.svc/ProcessQuery"), post(process_query));
     }

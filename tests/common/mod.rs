@@ -72,7 +72,7 @@ pub fn tls_secret(
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             annotations: Some(
-                [(onedrive_operator::tenant::TENANTS_ANNOTATION.to_string(), tenants.join(","))].into(),
+                [(onedrive_operator::m365::TENANTS_ANNOTATION.to_string(), tenants.join(","))].into(),
             ),
             ..Default::default()
         },
@@ -199,25 +199,25 @@ pub fn reconciler(client: &kube::Client) -> Reconciler {
 /// simulator is on loopback, outside any Microsoft cloud).
 pub fn options(namespace: &str, sites: SiteSource) -> ReconcilerOptions {
     ReconcilerOptions {
-        endpoints: onedrive_operator::tenant::EndpointPolicy::overridable(),
+        endpoints: onedrive_operator::m365::EndpointPolicy::overridable(),
         ..ReconcilerOptions::new(namespace, sites)
     }
 }
 
 /// The client configuration of a tenant on the simulator (on loopback: endpoint overrides allowed,
 /// as `--allow-endpoint-overrides` allows them).
-pub fn sim_client_config(spec: &OneDriveTenantSpec) -> onedrive_operator::tenant::TenantConfig {
-    onedrive_operator::tenant::TenantConfig::from_spec(spec)
-        .with_policy(onedrive_operator::tenant::EndpointPolicy::overridable())
+pub fn sim_client_config(spec: &OneDriveTenantSpec) -> onedrive_operator::m365::TenantConfig {
+    onedrive_operator::m365::TenantConfig::from_spec(spec)
+        .with_policy(onedrive_operator::m365::EndpointPolicy::overridable())
 }
 
 /// The tenant the test Secrets below are bound to.
 pub const TEST_TENANT: &str = "contoso";
 
 /// The test certificate as a stored `kubernetes.io/tls` Secret bound to [`TEST_TENANT`].
-pub fn stored_cert() -> onedrive_operator::tenant::StoredSecret {
-    onedrive_operator::tenant::StoredSecret::new(
-        onedrive_operator::tenant::TLS_TYPE,
+pub fn stored_cert() -> onedrive_operator::m365::StoredSecret {
+    onedrive_operator::m365::StoredSecret::new(
+        onedrive_operator::m365::TLS_TYPE,
         &[TEST_TENANT],
         std::collections::BTreeMap::from([
             ("tls.crt".into(), CERT.to_pem().into_bytes()),
@@ -227,9 +227,9 @@ pub fn stored_cert() -> onedrive_operator::tenant::StoredSecret {
 }
 
 /// A stored refresh-token Secret (`refresh_token`) bound to [`TEST_TENANT`].
-pub fn stored_token(token: &str) -> onedrive_operator::tenant::StoredSecret {
-    onedrive_operator::tenant::StoredSecret::new(
-        onedrive_operator::tenant::OPAQUE_TYPE,
+pub fn stored_token(token: &str) -> onedrive_operator::m365::StoredSecret {
+    onedrive_operator::m365::StoredSecret::new(
+        onedrive_operator::m365::OPAQUE_TYPE,
         &[TEST_TENANT],
         std::collections::BTreeMap::from([("refresh_token".into(), token.as_bytes().to_vec())]),
     )
@@ -237,8 +237,8 @@ pub fn stored_token(token: &str) -> onedrive_operator::tenant::StoredSecret {
 
 /// The Secrets of `namespace`, as [`TEST_TENANT`] reads them.
 pub fn scope<'a>(
-    secrets: &'a onedrive_operator::tenant::SecretStore,
+    secrets: &'a onedrive_operator::m365::SecretStore,
     namespace: &'a str,
-) -> onedrive_operator::tenant::SecretScope<'a> {
-    onedrive_operator::tenant::SecretScope { secrets, namespace, tenant: TEST_TENANT }
+) -> onedrive_operator::m365::SecretScope<'a> {
+    onedrive_operator::m365::SecretScope { secrets, namespace, tenant: TEST_TENANT }
 }

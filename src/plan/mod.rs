@@ -27,7 +27,7 @@ mod batch;
 mod decide;
 mod gather;
 mod gathering;
-mod geo;
+mod routing;
 mod limits;
 mod namespaces;
 mod observation;
@@ -35,7 +35,7 @@ mod pass;
 mod progress;
 mod requeue;
 mod state;
-mod status;
+mod site_status;
 mod targets;
 
 use std::borrow::Cow;
@@ -44,7 +44,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use gather::Users;
 pub use gathering::Gathering;
-pub use geo::{partition, route};
+pub use routing::{partition, route};
 pub use limits::{Limits, format_duration};
 pub use namespaces::{Admission, NamespacePolicy};
 pub use observation::{
@@ -52,7 +52,7 @@ pub use observation::{
     UserKey, user_key,
 };
 pub use progress::progress;
-pub use status::{tenant_not_allowed_status, tenant_not_found_status};
+pub use site_status::{tenant_not_allowed_status, tenant_not_found_status};
 
 use crate::api::{
     BatchStatus, KeptSite, KeptStatus, OneDriveSiteStatus, SitePhase, TenantReason, UserCounts,
@@ -396,7 +396,7 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
             } else if observe_now.lookups.is_empty() && !chosen.is_empty() {
                 last_batch_id += 1;
                 let users = chosen.iter().map(|&i| list[i].upn().to_string()).collect();
-                let new = status::new_batch(last_batch_id, users, input.now);
+                let new = site_status::new_batch(last_batch_id, users, input.now);
                 for (n, &i) in chosen.iter().enumerate() {
                     let gate = n + 1 == chosen.len();
                     let enqueued = state::provisioning(new.id, input.now, gate, &list[i], input);

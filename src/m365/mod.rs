@@ -14,7 +14,7 @@ mod graph;
 mod hostile;
 pub mod http;
 mod listing;
-mod observe;
+mod lookups;
 mod paging;
 pub mod permissions;
 pub mod policy;
@@ -33,7 +33,7 @@ pub use credentials::{
 pub use error::TenantError;
 pub use geo::{Geo, HostOverrides, RootSite, admin_url_of, resolve as resolve_geos};
 pub use http::Service;
-pub use observe::MAX_PROFILE_READS;
+pub use lookups::MAX_PROFILE_READS;
 pub use policy::EndpointPolicy;
 pub use profile::{ProfileRead, profile_state};
 
@@ -229,7 +229,7 @@ impl TenantClient {
         &self,
         lookups: &[Lookup],
     ) -> Result<HashMap<UserKey, Observation>, TenantError> {
-        Ok(observe::observe(self, lookups).await?.into_iter().map(|(k, (o, _))| (k, o)).collect())
+        Ok(lookups::observe(self, lookups).await?.into_iter().map(|(k, (o, _))| (k, o)).collect())
     }
 
     /// [`TenantClient::observe_lookups`] with each user's preferred data location, where the
@@ -238,7 +238,7 @@ impl TenantClient {
         &self,
         lookups: &[Lookup],
     ) -> Result<HashMap<UserKey, (Observation, DataLocation)>, TenantError> {
-        observe::observe(self, lookups).await
+        lookups::observe(self, lookups).await
     }
 
     /// Asks the central geo's SharePoint to create personal sites (see [`TenantClient::enqueue_at`]).

@@ -170,7 +170,7 @@ impl RefreshTokenStore {
                     return Err(format!(
                         "the Secret is no longer bound to tenant {} ({}): nothing is written to it",
                         self.tenant,
-                        crate::tenant::TENANTS_ANNOTATION
+                        crate::m365::TENANTS_ANNOTATION
                     ));
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => last = "another writer kept changing it".into(),
@@ -184,10 +184,10 @@ impl RefreshTokenStore {
         // get + replace: the chart grants `get` and `update` on Secrets, nothing more; the read's
         // resourceVersion makes the replace fail with 409 if anyone wrote in between.
         let mut current = self.api.get(&self.secret).await?;
-        let bound = crate::tenant::bound_tenants(
-            current.annotations().get(crate::tenant::TENANTS_ANNOTATION).map(String::as_str),
+        let bound = crate::m365::bound_tenants(
+            current.annotations().get(crate::m365::TENANTS_ANNOTATION).map(String::as_str),
         );
-        let opaque = current.type_.as_deref().is_none_or(|t| t == crate::tenant::OPAQUE_TYPE);
+        let opaque = current.type_.as_deref().is_none_or(|t| t == crate::m365::OPAQUE_TYPE);
         if !bound.contains(&self.tenant) || !opaque {
             return Ok(Written::Unbound);
         }

@@ -236,7 +236,7 @@ async fn devicecode(
     sim.record("entra.devicecode", 200, None, Some(&client_id));
     let scope = form.get("scope").cloned().unwrap_or_default();
     if !sim.tenant_is(&tenant) {
-        return super::entra::error(
+        return super::aadsts::error(
             &sim,
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -245,7 +245,7 @@ async fn devicecode(
         );
     }
     if !sim.is_public_client(&client_id) {
-        return super::entra::error(
+        return super::aadsts::error(
             &sim,
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
@@ -254,7 +254,7 @@ async fn devicecode(
         );
     }
     if let Err(description) = sim.one_resource(&scope) {
-        return super::entra::error(&sim, StatusCode::BAD_REQUEST, "invalid_scope", 70011, &description);
+        return super::aadsts::error(&sim, StatusCode::BAD_REQUEST, "invalid_scope", 70011, &description);
     }
     let device_code = format!("dc-{}", crate::jose::guid());
     let user_code: String = crate::jose::guid().replace('-', "")[..9].to_ascii_uppercase();
@@ -353,7 +353,7 @@ impl Sim {
         let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
         let issued = self.sign_ins.lock().unwrap().codes.remove(get("code"));
         let grant_error = |code: u32, text: &str| {
-            Err(super::entra::error(self, StatusCode::BAD_REQUEST, "invalid_grant", code, text))
+            Err(super::aadsts::error(self, StatusCode::BAD_REQUEST, "invalid_grant", code, text))
         };
         let Some(c) = issued else {
             return grant_error(
@@ -383,7 +383,7 @@ impl Sim {
         let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
         let mut sign_ins = self.sign_ins.lock().unwrap();
         let answer = |error: &str, code: u32, text: &str| {
-            Err(super::entra::error(self, StatusCode::BAD_REQUEST, error, code, text))
+            Err(super::aadsts::error(self, StatusCode::BAD_REQUEST, error, code, text))
         };
         let Some(d) = sign_ins.devices.get_mut(get("device_code")) else {
             return answer("invalid_grant", 70000, "The provided value for the 'device_code' is not valid.");
