@@ -21,15 +21,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::watcher::Event;
 use onedrive_operator::api::{KeptSite, OneDriveSite, OneDriveTenant};
-use onedrive_operator::controller::{
-    KeptGathering, Reconciler, ReconcilerOptions, SiteCache, SiteSource, TenantSites,
-};
+use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteCache, SiteSource};
+use onedrive_operator::m365::{Credentials, EndpointPolicy, HostOverrides, TenantClient, TenantConfig};
 use onedrive_operator::plan::{self, DesiredSite, Limits, Observation, Observed, PlanInput, SiteKey};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
 use onedrive_operator::simulator::{
     self, App, Clock, Config, FaultConfig, Population, SimHandle, UserSpec, expected_reason,
 };
-use onedrive_operator::m365::{Credentials, EndpointPolicy, HostOverrides, TenantClient, TenantConfig};
 use onedrive_operator::testing::site;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -375,7 +373,6 @@ struct EngineTenant {
     observed: plan::Observations,
     limits: Limits,
     now: Timestamp,
-    kept: KeptGathering,
     /// The heap the cached sites take.
     cache_mib: f64,
 }
@@ -414,18 +411,11 @@ impl EngineTenant {
             })
             .collect();
         arrived.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(17));
-        let mut observed: plan::Observations = arrived.into_iter().collect();
+        let observed: plan::Observations = arrived.into_iter().collect();
         let limits = Limits::default();
         // Every status at once (a running operator writes them over a few cycles).
         let all_at_once = Limits { site_updates_per_cycle: usize::MAX, ..Limits::default() };
-        let mut kept = KeptGathering::default();
-        let gathering = kept.for_sites(Some(cache.tenant_sites("contoso", false).shape), &sites);
-        let mut planner = plan::Planner::with(&sites, &gathering);
-        let first = planner.plan(&steady(&observed, &all_at_once, now));
-        // What the cycle does once the observations have come in.
-        planner.order_observations(&mut observed);
-        drop(planner);
-        drop(gathering);
+        let first = plan::Planner::new(&sites).plan(&steady(&observed, &all_at_once, now));
         drop(sites);
         drop(snapshot);
         let mut statuses: HashMap<SiteKey<'static>, _> =
@@ -445,26 +435,17 @@ impl EngineTenant {
         let copy: Vec<Arc<KeptSite>> = cache.state().iter().map(|c| Arc::new((**c).clone())).collect();
         let cache_mib = (heap_in_use() - before) as f64 / (1024.0 * 1024.0);
         drop(copy);
-        EngineTenant { cache, observed, limits, now, kept, cache_mib }
+        EngineTenant { cache, observed, limits, now, cache_mib }
     }
 
-    /// One steady cycle's CPU work: the tenant's sites from the cache → the planner's view → the
-    /// plan, which names nobody to look at first. `anew`: as the cycle after a site was added or
-    /// removed, which gathers the users again and then gives the observations the new
-    /// gathering's keys, as the controller does.
-    fn cycle(&mut self, anew: bool) {
-        if anew {
-            self.kept = KeptGathering::default();
-        }
-        let TenantSites { sites: mine, shape } = self.cache.tenant_sites("contoso", false);
+    /// One steady cycle's CPU work: the tenant's sites from the cache → the planner's view (the
+    /// sites gathered into users) → the plan, which names nobody to look at first.
+    fn cycle(&mut self) {
+        let mine = self.cache.tenant_sites("contoso", false);
         let sites: Vec<DesiredSite> = mine.iter().map(|s| DesiredSite::from_resource(s)).collect();
-        let gathering = self.kept.for_sites(Some(shape), &sites);
-        let mut planner = plan::Planner::with(&sites, &gathering);
-        let p = planner.plan(&steady(&self.observed, &self.limits, self.now));
-        assert!(p.lookups.is_empty() && p.site_updates.is_empty() && p.enqueue.is_none(), "steady state");
-        if anew {
-            planner.share_keys(&mut self.observed);
-        }
+        let p = plan::Planner::new(&sites).plan(&steady(&self.observed, &self.limits, self.now));
+        let nothing = p.gates.is_empty() && p.lookups.is_empty();
+        assert!(nothing && p.site_updates.is_empty() && p.enqueue.is_none(), "steady state");
     }
 }
 
@@ -476,8 +457,6 @@ struct EngineCost {
     /// A steady cycle after the CPU's caches were filled with other data, as between a running
     /// operator's cycles (seconds apart, with the watch, HTTP and other tenants in between).
     cold: Duration,
-    /// A cycle after a site was added or removed: the users are gathered anew.
-    anew: Duration,
     cache_mib: f64,
 }
 
@@ -487,7 +466,7 @@ struct EngineCost {
 /// other, made their ratio a lottery.
 fn engine(sizes: &[usize]) -> Vec<EngineCost> {
     let mut tenants: Vec<EngineTenant> = sizes.iter().map(|&n| EngineTenant::new(n)).collect();
-    let mut cpu = vec![[Duration::ZERO; 3]; sizes.len()];
+    let mut cpu = vec![[Duration::ZERO; 2]; sizes.len()];
     // Twice the last-level cache of any machine this runs on, read between cold cycles.
     let mut other = vec![1u8; 128 << 20];
     const TURNS: u32 = 10;
@@ -495,13 +474,13 @@ fn engine(sizes: &[usize]) -> Vec<EngineCost> {
     let runs: Vec<u32> = sizes.iter().map(|&n| (4_000_000 / n).clamp(3, 100) as u32).collect();
     for turn in 0..=TURNS {
         for ((t, c), &runs) in tenants.iter_mut().zip(&mut cpu).zip(&runs) {
-            for (slot, anew, cold) in [(0, false, false), (1, false, true), (2, true, false)] {
+            for (slot, cold) in [(0, false), (1, true)] {
                 for _ in 0..runs {
                     if cold {
                         evict(&mut other);
                     }
                     let start = thread_cpu_time();
-                    t.cycle(anew);
+                    t.cycle();
                     if turn > 0 {
                         c[slot] += thread_cpu_time() - start;
                     }
@@ -513,9 +492,9 @@ fn engine(sizes: &[usize]) -> Vec<EngineCost> {
         .iter()
         .zip(cpu)
         .zip(runs)
-        .map(|((t, [warm, cold, anew]), runs)| {
+        .map(|((t, [warm, cold]), runs)| {
             let per = |d: Duration| d / (runs * TURNS);
-            EngineCost { warm: per(warm), cold: per(cold), anew: per(anew), cache_mib: t.cache_mib }
+            EngineCost { warm: per(warm), cold: per(cold), cache_mib: t.cache_mib }
         })
         .collect()
 }
@@ -688,16 +667,15 @@ async fn main() {
         .unwrap_or(vec![1000, 10000]);
     let mut out = String::new();
     // First, on a fresh heap, so resident memory growth is the cache's own.
-    out.push_str("## Engine cost (the CPU work of one steady-state cycle: the tenant's sites from the site cache, filled as the watcher fills it → the planner's view → the plan, which names nobody to look at first; release build)\n\nA steady cycle groups the sites into users as the controller's kept gathering says (made again only when a site is added or removed or changes its user or creation time). Measured on this thread's CPU clock, the sizes in turns so both see the same machine. *Warm*: cycles back to back, so what one read is still in the CPU's caches as far as they hold it (a 10,000-site working set fits this machine's 32 MiB last-level cache, a 100,000-site one does not). *Cold*: the caches filled with other data before each cycle, as between a running operator's cycles (seconds apart, with the watch, HTTP and other tenants in between).\n\n| sites in cache | CPU per steady cycle, warm | CPU per steady cycle, cold | CPU per cycle after a site was added or removed (users gathered anew) | heap the cached sites take |\n|---|---|---|---|---|\n");
+    out.push_str("## Engine cost (the CPU work of one steady-state cycle: the tenant's sites from the site cache, filled as the watcher fills it → the planner's view → the plan, which names nobody to look at first; release build)\n\nA cycle gathers the tenant's sites into users every time. Measured on this thread's CPU clock, the sizes in turns so both see the same machine. *Warm*: cycles back to back, so what one read is still in the CPU's caches as far as they hold it (a 10,000-site working set fits this machine's 32 MiB last-level cache, a 100,000-site one does not). *Cold*: the caches filled with other data before each cycle, as between a running operator's cycles (seconds apart, with the watch, HTTP and other tenants in between).\n\n| sites in cache | CPU per steady cycle, warm | CPU per steady cycle, cold | heap the cached sites take |\n|---|---|---|---|\n");
     let engine_sizes = [10_000, 100_000];
     let costs = engine(&engine_sizes);
     for (n, c) in engine_sizes.iter().zip(&costs) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         out.push_str(&format!(
-            "| {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} MiB |\n",
+            "| {n} | {:.1} ms | {:.1} ms | {:.1} MiB |\n",
             ms(c.warm),
             ms(c.cold),
-            ms(c.anew),
             c.cache_mib
         ));
         println!("{}", out.lines().last().unwrap());
@@ -705,12 +683,11 @@ async fn main() {
     let growth = |d: fn(&EngineCost) -> Duration| d(&costs[1]).as_secs_f64() / d(&costs[0]).as_secs_f64();
     let per_site = |c: &EngineCost, n: usize| c.warm.as_secs_f64() * 1e6 / n as f64;
     out.push_str(&format!(
-        "\nGrowth for 10× the sites: CPU ×{:.1} warm ({:.2} → {:.2} µs a site), ×{:.1} cold, ×{:.1} gathering anew; memory ×{:.1} ({:.1} → {:.1} KiB a site).\n",
+        "\nGrowth for 10× the sites: CPU ×{:.1} warm ({:.2} → {:.2} µs a site), ×{:.1} cold; memory ×{:.1} ({:.1} → {:.1} KiB a site).\n",
         growth(|c| c.warm),
         per_site(&costs[0], engine_sizes[0]),
         per_site(&costs[1], engine_sizes[1]),
         growth(|c| c.cold),
-        growth(|c| c.anew),
         costs[1].cache_mib / costs[0].cache_mib,
         costs[0].cache_mib * 1024.0 / engine_sizes[0] as f64,
         costs[1].cache_mib * 1024.0 / engine_sizes[1] as f64,

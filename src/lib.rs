@@ -7,10 +7,10 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod jose;
+pub mod m365;
 pub mod plan;
 pub mod simulator;
 pub mod slots;
-pub mod m365;
 pub mod testing;
 
 /// Selects rustls' `ring` crypto provider for the process (kube and reqwest share it). Call

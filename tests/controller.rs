@@ -132,16 +132,21 @@ async fn a_thousand_sites_in_two_namespaces_converge_in_batches_of_200() {
 }
 
 /// The tenant's estimated completion, once two batches have completed, is within 10% of the time
-/// the rollout actually took from then on (1,400 users: 7 batches of 200, a site 10 min ± 20%
+/// the rollout actually took from then on (1,400 users: 7 batches of 200, a site 10 min ± 4%
 /// after its enqueue; the operator polls every 60 s).
+///
+/// The estimate extrapolates the last batch, so it is as good as the next batches are like it.
+/// The jitter is held to ±4% here so the check is about the formula and the 60 s polling, not the
+/// draws: with ±20% per user (the field-like setting) one batch's last user alone can be a fifth
+/// off, and the estimate with it — a test at ±20% passes or fails with the seed.
 #[tokio::test]
 async fn the_estimated_completion_holds_within_ten_percent() {
-    // Each site takes 10 min ± 20% (the simulator's jitter), as the field's do. SharePoint's
+    // Each site takes 10 min ± 4% (the simulator's jitter). SharePoint's
     // per-minute quota counts real minutes, and this test runs hours of simulated time in
     // seconds: without raising it, the stragglers' profile reads would hit it and the operator
     // would wait out Retry-After in real time while the simulated clock ran on.
     let faults = simulator::FaultConfig { sharepoint_quota_per_minute: 1_000_000, ..Default::default() };
-    let sim = start(Config { jitter: 0.2, faults, ..sim_config(1400) }).await;
+    let sim = start(Config { jitter: 0.04, faults, ..sim_config(1400) }).await;
     let sites: Vec<OneDriveSite> = (0..1400)
         .map(|i| site("team-a", &format!("u{i}"), &format!("user{i}@contoso.com"), "contoso"))
         .collect();

@@ -3,7 +3,7 @@
 //! ends in an error; batches of two): Argo CD's health check (the chart's Lua, run on Lua 5.1 as
 //! Argo CD runs it) on the objects as the run leaves them, kube-state-metrics with the chart's
 //! custom-resource-state configuration, the Events the run records, and the operator's probes
-//! and metrics. And the README's "Try it" walk-through, on `scripts/dev-cluster`.
+//! and metrics. And the walk-through (docs/walkthrough.md), on `scripts/dev-cluster`.
 
 mod common;
 mod envtest;
@@ -313,7 +313,7 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
     );
 }
 
-/// The README's "Try it without Microsoft 365" block, split into its two terminals.
+/// docs/walkthrough.md's block, split into its two terminals.
 fn walk_through() -> (String, String) {
     let readme = std::fs::read_to_string(root().join("docs/walkthrough.md")).unwrap();
     let section = readme.split("## Try it without Microsoft 365").nth(1).expect("the section");

@@ -15,8 +15,8 @@ use onedrive_operator::api::{
 #[cfg(feature = "test-hooks")]
 use onedrive_operator::controller::CrashPoint;
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
-use onedrive_operator::simulator::{self, Config, SimHandle, UserSpec};
 use onedrive_operator::m365::{EndpointPolicy, HostOverrides};
+use onedrive_operator::simulator::{self, Config, SimHandle, UserSpec};
 use onedrive_operator::testing::site;
 
 const NS: &str = "onedrive-operator";
@@ -274,8 +274,7 @@ fn cert_credentials(sim: &SimHandle) -> onedrive_operator::m365::Credentials {
             ]),
         ),
     )]);
-    let scope =
-        onedrive_operator::m365::SecretScope { secrets: &secrets, namespace: NS, tenant: "contoso" };
+    let scope = onedrive_operator::m365::SecretScope { secrets: &secrets, namespace: NS, tenant: "contoso" };
     onedrive_operator::m365::credentials_for(&tenant_spec(sim), &scope, &|_: &str| None, None).unwrap()
 }
 

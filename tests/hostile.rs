@@ -21,7 +21,7 @@ use common::*;
 use onedrive_operator::api::{
     CertificateAuth, EnqueueMethod, OneDriveTenantSpec, SecretRef, TenantAuth, TenantWideListing,
 };
-use onedrive_operator::m365::{Credentials, TenantClient, TenantError};
+use onedrive_operator::m365::{Credentials, M365Error, TenantClient};
 
 /// How the hostile server answers an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -242,8 +242,8 @@ fn tenant_client_at(authority: &str, services: &str, method: EnqueueMethod) -> T
 
 /// `call`'s error, and how long it took.
 async fn failing<T: std::fmt::Debug>(
-    call: impl std::future::Future<Output = Result<T, TenantError>>,
-) -> (TenantError, Duration) {
+    call: impl std::future::Future<Output = Result<T, M365Error>>,
+) -> (M365Error, Duration) {
     let started = Instant::now();
     let e = call.await.expect_err("a hostile answer is an error");
     (e, started.elapsed())

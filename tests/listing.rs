@@ -15,11 +15,11 @@ use onedrive_operator::api::{
     TenantWideListing,
 };
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
+use onedrive_operator::m365::{ClientClock, SecretStore, TenantClient, TenantConfig, credentials_for};
 use onedrive_operator::plan::{Lookup, Observation, user_key};
 use onedrive_operator::simulator::{
     self, Clock, Config, Population, SimHandle, UserSpec, expected_reason, generate_users,
 };
-use onedrive_operator::m365::{ClientClock, SecretStore, TenantClient, TenantConfig, credentials_for};
 
 const DOMAIN: &str = "contoso.com";
 

@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use onedrive_operator::api::{DelegatedAuth, OneDriveTenant, SecretKeyRef, TenantAuth};
 use onedrive_operator::cli::login::{self, Login, LoginError, SignedIn};
-use onedrive_operator::simulator::authorize::DeviceStep;
-use onedrive_operator::simulator::{self, SimHandle};
 use onedrive_operator::m365::EndpointPolicy;
 use onedrive_operator::m365::signin::Flow;
+use onedrive_operator::simulator::authorize::DeviceStep;
+use onedrive_operator::simulator::{self, SimHandle};
 use sha2::Digest;
 
 const ADMIN: &str = "admin@contoso.onmicrosoft.com";

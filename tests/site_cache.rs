@@ -1,7 +1,6 @@
 //! The controller fed by its site cache, as `run` feeds it (the in-memory API has no watch: the
 //! test brings each change into the cache itself), while sites are added, deleted and given other
-//! users between cycles: the users a cycle gathered are kept while the sites keep their shape,
-//! and gathered anew when it changes.
+//! users between cycles.
 
 mod common;
 
@@ -26,7 +25,7 @@ async fn sites_of(client: &kube::Client) -> Vec<OneDriveSite> {
 async fn sync(cache: &SiteCache, client: &kube::Client) {
     let now = sites_of(client).await;
     let names: HashSet<String> = now.iter().filter_map(|s| s.metadata.name.clone()).collect();
-    for gone in cache.sites_of("contoso", false).iter().filter(|s| !names.contains(&*s.name)) {
+    for gone in cache.tenant_sites("contoso", false).iter().filter(|s| !names.contains(&*s.name)) {
         cache.apply(&Event::Delete(site(&gone.namespace, &gone.name, &gone.user, "contoso")));
     }
     for s in now {
@@ -39,7 +38,7 @@ fn user_of(i: usize) -> String {
 }
 
 #[tokio::test]
-async fn kept_users_follow_sites_added_deleted_and_renamed_between_cycles() {
+async fn the_cycle_follows_sites_added_deleted_and_renamed_between_cycles() {
     let sim: SimHandle = simulator::start(sim_config(400), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let first: Vec<OneDriveSite> =
         (0..250).map(|i| site("team-a", &format!("s{i}"), &user_of(i), "contoso")).collect();

@@ -11,12 +11,12 @@ use onedrive_operator::api::{
     SecretRef, TenantAuth, TenantWideListing, WorkloadIdentityAuth,
 };
 use onedrive_operator::jose;
+use onedrive_operator::m365::{
+    Credentials, M365Error, SecretStore, TenantClient, TenantConfig, credentials_for,
+};
 use onedrive_operator::plan::{Observation, user_key};
 use onedrive_operator::simulator::{
     self, AppOnlyEnqueue, Config, FaultConfig, LookupQuirk, SimHandle, SiteState, UserSpec,
-};
-use onedrive_operator::m365::{
-    Credentials, SecretStore, TenantClient, TenantConfig, TenantError, credentials_for,
 };
 
 async fn start(c: Config) -> SimHandle {
@@ -331,14 +331,14 @@ async fn a_blocked_app_and_throttling_beyond_the_budget_are_reported_not_slept_t
     let c = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
     let err = c.enqueue(&["user0@contoso.com".into()]).await.unwrap_err();
     // The simulator's blocked mode answers 503 with Retry-After 120 s: beyond the budget.
-    assert!(matches!(err, TenantError::Throttled { .. } | TenantError::Blocked(_)), "{err:?}");
+    assert!(matches!(err, M365Error::Throttled { .. } | M365Error::Blocked(_)), "{err:?}");
     let mut c2 = sim_config(1);
     c2.faults = FaultConfig { rate: 1.0, max_retry_after: 1.0, ..FaultConfig::default() };
     let sim2 = start(c2).await;
     let s = spec(&sim2, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader);
     let c = client_with(&s, &no_env, |cfg| cfg.max_throttle_wait = std::time::Duration::from_secs(2));
     let err = c.enqueue(&["user0@contoso.com".into()]).await.unwrap_err();
-    assert!(matches!(err, TenantError::Throttled { .. } | TenantError::Blocked(_)), "{err:?}");
+    assert!(matches!(err, M365Error::Throttled { .. } | M365Error::Blocked(_)), "{err:?}");
 }
 
 #[tokio::test]

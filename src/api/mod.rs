@@ -17,7 +17,7 @@ mod vocabulary;
 pub use allowed::AllowedNamespaces;
 pub use cloud::Cloud;
 pub use conditions::{ConditionSet, condition, find_condition};
-pub use kept::{KeptCondition, KeptSite, KeptStatus, KeptText, text_hash};
+pub use kept::{KeptCondition, KeptSite, KeptStatus};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
 pub use tenant::{
     AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, GeoSpec, GeoStatus,

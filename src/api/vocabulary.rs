@@ -46,7 +46,7 @@ macro_rules! reasons {
         }
 
         impl $name {
-            /// Every reason, in the order the README documents them.
+            /// Every reason, in the order docs/reference.md documents them.
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
 
             pub const fn as_str(self) -> &'static str {
@@ -70,7 +70,7 @@ macro_rules! reasons {
 }
 
 reasons! {
-    /// The reason of a `OneDriveSite`'s conditions (README: "Condition reasons").
+    /// The reason of a `OneDriveSite`'s conditions (docs/reference.md: "Condition reasons").
     SiteReason {
         /// No site yet (or not checked yet); waiting for a batch slot.
         Pending = "Pending",

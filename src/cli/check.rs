@@ -2,8 +2,8 @@
 //! with the reason the controller would write (both read the same observation).
 
 use crate::cli::manifests::{Manifests, check_manifest, client_for};
+use crate::m365::{EndpointPolicy, M365Error};
 use crate::plan::{Lookup, Observation, ProfileMeaning, reason, user_key};
-use crate::m365::{EndpointPolicy, TenantError};
 
 /// `check`: each user's observed state, one line per user, named with the reason the
 /// controller would write (both read the same observation: one classification).
@@ -12,10 +12,10 @@ pub async fn check_users(
     users: &[String],
     env: &dyn Fn(&str) -> Option<String>,
     policy: &EndpointPolicy,
-) -> Result<Vec<String>, TenantError> {
+) -> Result<Vec<String>, M365Error> {
     check_manifest(m, policy)?;
     for u in users {
-        crate::api::validate::user(u).map_err(TenantError::InvalidRequest)?;
+        crate::api::validate::user(u).map_err(M365Error::InvalidRequest)?;
     }
     let client = client_for(m, env, policy)?;
     // Profiles are read at each user's geo's admin host: learn the geos first.

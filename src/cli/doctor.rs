@@ -2,9 +2,9 @@
 //! call accepts this token kind, as a checklist that names each fix.
 
 use crate::cli::manifests::{Manifests, check_manifest, client_for};
-use crate::plan::{Limits, Observation, user_key};
 use crate::m365::permissions::{self, Audience};
 use crate::m365::{Credentials, EndpointPolicy, Geo, TenantClient};
+use crate::plan::{Limits, Observation, user_key};
 
 /// One line of the checklist.
 pub struct Check {

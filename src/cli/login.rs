@@ -21,9 +21,7 @@ use crate::api::{DelegatedAuth, OneDriveTenant};
 use crate::cli::manifests::{Manifests, check_manifest};
 use crate::m365::permissions::{self, Role as AdminRole};
 use crate::m365::signin::{DeviceAuthorization, Flow, Pkce, Poll, SignIn, Tokens, sign_in_scope};
-use crate::m365::{
-    EndpointPolicy, OPAQUE_TYPE, TENANTS_ANNOTATION, TenantConfig, TenantError, bound_tenants,
-};
+use crate::m365::{EndpointPolicy, M365Error, OPAQUE_TYPE, TENANTS_ANNOTATION, TenantConfig, bound_tenants};
 
 /// What `login` was asked to do.
 pub struct Login {
@@ -47,7 +45,7 @@ pub enum LoginError {
     #[error("{0}")]
     Usage(String),
     #[error("{0} ({reason})", reason = .0.reason())]
-    Microsoft(#[from] TenantError),
+    Microsoft(#[from] M365Error),
     #[error(
         "signed in as {user}, who is neither a SharePoint Administrator nor a Global Administrator: SharePoint enqueues only an administrator's requests, so nothing was stored. Sign in again as one"
     )]
@@ -106,7 +104,7 @@ pub async fn sign_in(login: &Login, say: &(dyn Fn(&str) + Sync)) -> Result<Signe
         Flow::DeviceCode => device(&client, &scope, login.timeout, say).await?,
     };
     if tokens.refresh_token.is_empty() {
-        return Err(TenantError::Protocol(
+        return Err(M365Error::Protocol(
             "Entra ID gave no refresh token (was offline_access refused?)".into(),
         )
         .into());

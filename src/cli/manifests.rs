@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::api::OneDriveTenant;
 use crate::m365::{
-    EndpointPolicy, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TenantClient, TenantConfig,
-    TenantError, credentials_for,
+    EndpointPolicy, M365Error, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TenantClient,
+    TenantConfig, credentials_for,
 };
 
 /// A tenant manifest and the Secrets that came with it.
@@ -68,7 +68,7 @@ pub fn client_for(
     m: &Manifests,
     env: &dyn Fn(&str) -> Option<String>,
     policy: &EndpointPolicy,
-) -> Result<TenantClient, TenantError> {
+) -> Result<TenantClient, M365Error> {
     let tenant = m.tenant.metadata.name.as_deref().unwrap_or_default();
     let scope = SecretScope { secrets: &m.secrets, namespace: &m.namespace, tenant };
     let credentials = credentials_for(&m.tenant.spec, &scope, env, None)?;
@@ -78,8 +78,8 @@ pub fn client_for(
 
 /// The manifest as the API server and the operator would take it: every shape rule of the CRD,
 /// then the endpoint policy. Nothing is sent for a manifest that fails.
-pub fn check_manifest(m: &Manifests, policy: &EndpointPolicy) -> Result<(), TenantError> {
+pub fn check_manifest(m: &Manifests, policy: &EndpointPolicy) -> Result<(), M365Error> {
     crate::api::validate::tenant(&m.tenant)
-        .map_err(|problems| TenantError::InvalidSpec(problems.join("; ")))?;
+        .map_err(|problems| M365Error::InvalidSpec(problems.join("; ")))?;
     policy.check_spec(&m.tenant.spec)
 }

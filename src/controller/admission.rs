@@ -8,24 +8,19 @@ use super::events::EventType;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 
 use super::ControllerError;
-use super::cycle::Reconciler;
+use super::reconciler::Reconciler;
 use super::site_cache::Snapshot;
 use crate::api::{KeptSite, OneDriveTenant, SiteReason, condition_type, find_condition};
 use crate::plan::{self, Admission, DesiredSite, NamespacePolicy};
-
-/// Namespaces' metadata as the controller's reflector caches it (tests fill one by hand).
-pub type NamespaceStore = Store<PartialObjectMeta<Namespace>>;
 
 /// A tenant's sites, split by its namespace policy.
 pub(super) struct Admitted {
     pub(super) sites: Snapshot,
     /// Refused sites whose status does not say so yet, with that status.
     pub(super) refused: Vec<(Arc<KeptSite>, plan::SiteUpdate)>,
-    /// Whether every site was admitted.
-    pub(super) all: bool,
 }
 
 impl Reconciler {
@@ -37,9 +32,8 @@ impl Reconciler {
         sites: Snapshot,
     ) -> Result<Admitted, ControllerError> {
         let Ok(Some(policy)) = NamespacePolicy::from_spec(&tenant.spec) else {
-            return Ok(Admitted { sites, refused: Vec::new(), all: true });
+            return Ok(Admitted { sites, refused: Vec::new() });
         };
-        let offered = sites.len();
         let name = tenant.name_any();
         let now = (self.options.clock)();
         let mut admitted = Vec::with_capacity(sites.len());
@@ -60,8 +54,7 @@ impl Reconciler {
                 }
             }
         }
-        let all = admitted.len() == offered;
-        Ok(Admitted { sites: admitted.into(), refused, all })
+        Ok(Admitted { sites: admitted.into(), refused })
     }
 
     /// A namespace as cached (not cached yet: its sites are `Unknown` this cycle).

@@ -18,9 +18,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::ControllerError;
-use super::cycle::Reconciler;
-use super::pipelines::Pipeline;
+use super::reconciler::Reconciler;
 use crate::api::{BatchStatus, OneDriveTenant};
+use crate::plan::tenant::Pipeline;
 
 /// The name of the tenant's record (a DNS subdomain; a long tenant name is shortened by a hash).
 pub(super) fn record_name(tenant: &str) -> String {

@@ -1,496 +1,124 @@
-//! What a reconcile cycle works with: the `Reconciler`, its options and per-tenant state, the
-//! writes it makes to Kubernetes, and the tenant's status. The cycle itself is in `phases`.
-//!
-//! Usable with any `kube::Client` (a real API server or an in-memory one): the sites come from
-//! the controller's site cache when it runs, or from a list call in tests and the demo.
+//! One reconcile cycle of one tenant, as named phases: gather → admit → prepare → observe and
+//! plan → record → send → write sites → write tenant. Each phase is a method with typed inputs
+//! and outputs; what is decided is decided by the planner (`plan::tenant`), and the phases only
+//! read, ask and write.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use super::events::{EventSink, EventType};
 use jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
+use kube::api::Api;
 
 use super::ControllerError;
-use super::admission::NamespaceStore;
-use super::refresh_token::{CredentialHealth, RefreshTokenStore};
-use super::leader::Fence;
-use super::metrics::Metrics;
-use super::pipelines::Pipeline;
-use super::site_cache::{KeptGathering, Shape, SiteCache, Snapshot, TenantSites};
-use crate::api::{
-    BatchStatus, CycleResult, GeoStatus, KeptSite, OneDriveSite, OneDriveTenant, OneDriveTenantStatus,
-    SitePhase, TenantReason, condition_type,
-};
-use crate::plan::{self, DesiredSite, TenantProblem};
-use crate::slots::Slots;
-use crate::m365::{EndpointPolicy, TenantClient, TenantError};
+use super::admission::Admitted;
+use super::memory::TenantMemory;
+use super::reconciler::{CrashPoint, CycleReport, NOTHING_OBSERVED, Reconciler};
+use super::site_cache::Snapshot;
+use crate::api::{OneDriveTenant, OneDriveTenantStatus};
+use crate::plan::tenant::{self, Stand, TenantInput, TenantPlan, TenantPlanner};
+use crate::plan::{DesiredSite, Limits};
 
-/// The field manager of every write.
-pub const MANAGER: &str = "onedrive-operator";
-
-/// An Event about a site, made before the cache snapshot is let go and published after the writes.
-pub(super) struct SiteEvent {
-    regarding: k8s_openapi::api::core::v1::ObjectReference,
-    type_: EventType,
-    reason: String,
-    note: String,
-}
-
-/// Where the cycle reads `OneDriveSite`s from.
-#[derive(Clone)]
-pub enum SiteSource {
-    /// The controller's cache, fed by its watch.
-    Store(Arc<SiteCache>),
-    /// A list call per cycle (in-memory API servers without watches).
-    List,
-}
-
-/// A place a test can stop the cycle, as a crash would.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrashPoint {
-    /// After the batch was recorded in the tenant status, before the request was sent.
-    BeforeSend,
-    /// After SharePoint accepted the batch, before any site status was written.
-    AfterEnqueue,
-}
-
-/// What one cycle did (for tests, the demo and logs).
-#[derive(Clone, Debug, Default)]
-pub struct CycleReport {
-    /// The batches SharePoint accepted in this cycle (at most one per geo).
-    pub enqueued: Vec<BatchStatus>,
-    pub site_writes: usize,
-    pub tenant_written: bool,
-    pub users: crate::api::UserCounts,
-    pub requeue_after: Duration,
-    /// `reason: message` of the tenant problem that stopped work, if any.
-    pub problem: Option<String>,
-    /// That problem's reason alone (the tenant condition's reason).
-    pub problem_reason: Option<TenantReason>,
-    pub crashed: bool,
-    /// The tenant's credentials as this cycle saw them.
-    pub credentials: CredentialHealth,
-}
-
-/// Per-tenant state kept between cycles: the tenant client and the newest observation per user.
-/// Soft state: a restart loses it and simply observes uncertain users again.
-pub(super) struct TenantRuntime {
-    pub(super) fingerprint: String,
-    /// SharePoint definitely refused an enqueue with these credentials: not asked again until
-    /// the tenant or its Secret changes, or this time passes.
-    pub(super) refused: Option<(TenantProblem, Timestamp)>,
-    pub(super) client: Arc<TenantClient>,
-    /// A delegated tenant's refresh token and its write-back.
-    pub(super) refresh: Option<Arc<RefreshTokenStore>>,
-    pub(super) memory: plan::Observations,
-    /// How the tenant's sites group into users, while they keep their shape.
-    pub(super) gathering: KeptGathering,
-    /// How many observations `memory` held when it was last put in the planner's order.
-    pub(super) ordered: usize,
-    /// The gathering whose order and keys they were put in (held weakly: it may be replaced).
-    pub(super) ordered_by: std::sync::Weak<plan::Gathering>,
-    pub(super) last_counters: HashMap<(crate::m365::Service, crate::m365::http::Count), u64>,
-}
-
-/// Everything a cycle needs; one per operator process. Built from [`ReconcilerOptions`].
-pub struct Reconciler {
-    pub(super) client: kube::Client,
-    pub(super) options: ReconcilerOptions,
-    /// Test hook: stop the next cycle at this point, as a crash would.
-    #[cfg(feature = "test-hooks")]
-    crash: Mutex<Option<CrashPoint>>,
-    runtimes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TenantRuntime>>>>>,
-}
-
-/// How a [`Reconciler`] is set up: everything but the Kubernetes client.
-pub struct ReconcilerOptions {
-    /// The operator's namespace: Secrets referenced by tenants live here.
-    pub namespace: String,
-    /// Tenant for sites without `spec.tenantRef`.
-    pub default_tenant: Option<String>,
-    /// For `User-Agent: NONISV|<organization>|onedrive-operator/<version>`.
-    pub organization: String,
-    pub sites: SiteSource,
-    /// Namespaces' labels, for tenants that allow namespaces by label (default: an empty cache,
-    /// so such a tenant serves no site; the controller passes its reflector's).
-    pub namespaces: NamespaceStore,
-    pub metrics: Arc<Metrics>,
-    pub recorder: Option<EventSink>,
-    /// Extra CA certificates for the tenant's hosts.
-    pub ca_bundle: Option<Vec<u8>>,
-    /// The operator's clock (the wall clock; benchmarks share the simulator's).
-    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
-    /// Where tenants' requests may go: their cloud's hosts, unless the operator process was
-    /// started with `--allow-endpoint-overrides` (the simulator, tests, demos).
-    pub endpoints: EndpointPolicy,
-    /// This replica's name, told to Microsoft in the User-Agent (which replica sent what).
-    pub replica: Option<String>,
-    /// With leader election: checked immediately before every enqueue.
-    pub fence: Option<Fence>,
-    /// The `--concurrency` work slots a cycle runs in (`run` gives them; `None`: no bound, as
-    /// for tools and tests that call cycles themselves).
-    pub slots: Option<Slots>,
-}
-
-impl ReconcilerOptions {
-    /// Defaults: no default tenant, organization `onedrive-operator`, fresh metrics, no Events,
-    /// the system's CAs only, the wall clock, endpoints pinned to each tenant's cloud.
-    pub fn new(namespace: impl Into<String>, sites: SiteSource) -> ReconcilerOptions {
-        ReconcilerOptions {
-            namespace: namespace.into(),
-            default_tenant: None,
-            organization: "onedrive-operator".into(),
-            sites,
-            namespaces: kube::runtime::reflector::store().0,
-            metrics: Arc::new(Metrics::new()),
-            recorder: None,
-            ca_bundle: None,
-            clock: Arc::new(Timestamp::now),
-            endpoints: EndpointPolicy::Pinned,
-            replica: None,
-            fence: None,
-            slots: None,
-        }
-    }
+/// What every phase of one cycle reads: the tenant as this cycle read it, its status, its limits
+/// and the cycle's time.
+pub(super) struct Context<'a> {
+    pub(super) tenant: &'a OneDriveTenant,
+    pub(super) name: &'a str,
+    pub(super) status: OneDriveTenantStatus,
+    pub(super) limits: Limits,
+    pub(super) now: Timestamp,
 }
 
 impl Reconciler {
-    pub fn new(client: kube::Client, options: ReconcilerOptions) -> Self {
-        Reconciler {
-            client,
-            options,
-            #[cfg(feature = "test-hooks")]
-            crash: Mutex::new(None),
-            runtimes: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.options.metrics
-    }
-
-    /// Test hook: the next cycle stops at `point`, as a crash would.
-    #[cfg(feature = "test-hooks")]
-    pub fn crash_next_cycle_at(&self, point: CrashPoint) {
-        *self.crash.lock().unwrap() = Some(point);
-    }
-
-    /// The tenant a site belongs to.
-    pub fn tenant_of<'s>(&'s self, site: &'s KeptSite) -> Option<&'s str> {
-        site.tenant.as_deref().or(self.options.default_tenant.as_deref())
-    }
-
-    /// The sites of the tenant `name` (those naming it, and those naming none if it is the
-    /// default tenant), and their shape when the cache knows it.
-    pub(super) async fn sites_of(&self, name: &str) -> Result<(Snapshot, Option<Shape>), ControllerError> {
-        match &self.options.sites {
-            SiteSource::Store(store) => {
-                let TenantSites { sites, shape } =
-                    store.tenant_sites(name, self.options.default_tenant.as_deref() == Some(name));
-                Ok((sites, Some(shape)))
-            }
-            SiteSource::List => {
-                let sites = self.all_sites().await?;
-                Ok((sites.into_iter().filter(|s| self.tenant_of(s) == Some(name)).collect(), None))
-            }
-        }
-    }
-
-    pub(super) async fn all_sites(&self) -> Result<Vec<Arc<KeptSite>>, ControllerError> {
-        match &self.options.sites {
-            SiteSource::Store(store) => Ok(store.state()),
-            SiteSource::List => {
-                let api: Api<OneDriveSite> = Api::all(self.client.clone());
-                Ok(api
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(ControllerError::kube)?
-                    .items
-                    .iter()
-                    .filter_map(|s| Some(Arc::new(KeptSite::new(s)?)))
-                    .collect())
-            }
-        }
-    }
-
-    /// One cycle for the tenant `name`. One cycle per tenant runs at a time.
-    pub async fn reconcile_tenant(&self, name: &str) -> Result<CycleReport, ControllerError> {
-        let kept = self.runtimes.lock().unwrap().entry(name.to_string()).or_default().clone();
-        let mut runtime = kept.lock().await;
-        let started = std::time::Instant::now();
-        let result = match &self.options.slots {
-            Some(slots) => {
-                let (result, used) = slots.run(self.cycle_keeping_tokens(name, &mut runtime)).await;
-                self.options.metrics.slot_used(name, used);
-                result
-            }
-            None => self.cycle_keeping_tokens(name, &mut runtime).await,
-        };
-        let outcome = match &result {
-            Ok(r) if r.problem.is_some() => CycleResult::TenantNotReady,
-            Ok(_) => CycleResult::Ok,
-            Err(_) => CycleResult::Error,
-        };
-        self.options.metrics.reconciled(name, outcome.as_str(), started.elapsed());
-        match &result {
-            Err(e) => self.options.metrics.error(name, e.reason().as_str()),
-            // The reasons are the tenant condition's (a small fixed set): alertable per cause.
-            Ok(CycleReport { problem_reason: Some(reason), .. }) => {
-                self.options.metrics.error(name, reason.as_str())
-            }
-            Ok(_) => {}
-        }
-        result
-    }
-
-    /// One cycle; one that failed before its last phase still stores rotated refresh tokens.
-    async fn cycle_keeping_tokens(
+    pub(super) async fn cycle(
         &self,
         name: &str,
-        runtime: &mut Option<TenantRuntime>,
+        memory: &mut Option<TenantMemory>,
     ) -> Result<CycleReport, ControllerError> {
-        let result = self.cycle(name, runtime).await;
-        if result.is_err()
-            && let Some(store) = runtime.as_ref().and_then(|r| r.refresh.as_ref())
-        {
-            self.store_rotations(name, store).await;
-        }
-        result
-    }
-
-    #[cfg(not(feature = "test-hooks"))]
-    pub(super) fn crash_at(&self, _: CrashPoint) -> bool {
-        false
-    }
-
-    #[cfg(feature = "test-hooks")]
-    pub(super) fn crash_at(&self, point: CrashPoint) -> bool {
-        let mut crash = self.crash.lock().unwrap();
-        if *crash == Some(point) {
-            *crash = None;
-            true
+        // Gather: the tenant and its sites; a tenant that is gone takes what it remembered along.
+        let Some((tenant, sites)) = self.gather(name).await? else {
+            *memory = None;
+            return Ok(CycleReport::default());
+        };
+        // Admit: the sites its namespace policy serves (the others are told so below).
+        let Admitted { sites, refused } = self.admit(&tenant, sites).await?;
+        // Prepare: limits, the client, each geo's pipeline with its batch and that batch's users.
+        let (cx, mut stand) = self.prepare(&tenant, memory).await?;
+        // Observe and plan: the in-flight batches' gates first, then whom else the plan names.
+        let desired: Vec<DesiredSite> = sites.iter().map(|s| DesiredSite::from_resource(s)).collect();
+        let mut planner = TenantPlanner::new(&desired, &stand.pipelines);
+        let plan = self.observe_and_plan(&cx, &mut planner, &mut stand, memory).await;
+        let mut report = CycleReport::default();
+        let to_send = tenant::record(&plan, &mut stand);
+        let plan = if to_send.is_empty() {
+            plan
         } else {
-            false
-        }
-    }
-
-    pub(super) async fn write_site(&self, update: &plan::SiteUpdate) -> Result<(), ControllerError> {
-        let api: Api<OneDriveSite> = Api::namespaced(self.client.clone(), &update.key.namespace);
-        let patch = json!({
-            "apiVersion": OneDriveSite::api_version(&()),
-            "kind": OneDriveSite::kind(&()),
-            "status": update.status,
-        });
-        match api
-            .patch_status(&update.key.name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Deleted since the cache saw it: nothing to report on.
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(ControllerError::kube(e)),
-        }
-    }
-
-    /// The central geo's admin host as requests reach it.
-    pub(super) fn central_admin_url(&self, tenant: &OneDriveTenant) -> String {
-        self.options.endpoints.apply(&tenant.spec.admin_url)
-    }
-
-    /// Records every geo's in-flight batch (and the geos' other fields as they stand). A JSON
-    /// merge patch: the list is replaced whole, and the pre-Multi-Geo `currentBatch` is removed
-    /// in the same write that carries it over. With `precondition` (the tenant's resourceVersion
-    /// as this cycle read it) the write fails with a Conflict if anyone wrote the tenant since:
-    /// two processes can never both record a batch, so never both send one.
-    pub(super) async fn write_tenant_batches(
-        &self,
-        name: &str,
-        pipelines: &[Pipeline],
-        previous: &[GeoStatus],
-        last_batch_id: i64,
-        precondition: Option<&str>,
-    ) -> Result<(), ControllerError> {
-        let api: Api<OneDriveTenant> = Api::all(self.client.clone());
-        let geos: Vec<GeoStatus> = pipelines
-            .iter()
-            .filter(|p| !p.retired || p.batch.is_some())
-            .map(|p| {
-                let before = previous.iter().find(|g| g.admin_url.eq_ignore_ascii_case(&p.admin_url));
-                GeoStatus {
-                    location: p.location.clone(),
-                    central: p.central,
-                    admin_url: p.admin_url.clone(),
-                    current_batch: p.batch.clone(),
-                    last_batch_seconds: p.last_batch_seconds,
-                    users: before.map(|g| g.users.clone()).unwrap_or_default(),
-                }
-            })
-            .collect();
-        let mut patch = json!({"status": {"geos": geos, "currentBatch": null, "lastBatchId": last_batch_id}});
-        if let Some(rv) = precondition {
-            patch["metadata"] = json!({ "resourceVersion": rv });
-        }
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(ControllerError::kube)?;
-        Ok(())
-    }
-
-    pub(super) async fn write_tenant_status(
-        &self,
-        name: &str,
-        status: &OneDriveTenantStatus,
-    ) -> Result<(), ControllerError> {
-        let api: Api<OneDriveTenant> = Api::all(self.client.clone());
-        let mut value = serde_json::to_value(status).expect("status serializes");
-        // Absent optional fields must be removed, not left as they were.
-        for field in ["currentBatch", "lastBatchSeconds", "throttledUntil", "progress"] {
-            if value.get(field).is_none() {
-                value[field] = serde_json::Value::Null;
+            // Record: every new batch (its users in the operator's namespace first), fenced.
+            self.record(&cx, &mut stand).await?;
+            if self.crash_at(CrashPoint::BeforeSend) {
+                report.crashed = true;
+                return Ok(report);
             }
-        }
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({ "status": value })))
-            .await
-            .map_err(ControllerError::kube)?;
-        Ok(())
+            // Send: each geo's batch; what it came to is the planner's to read.
+            let failure = self.send(&cx, &to_send, &mut stand, memory, &mut report).await?;
+            if !report.enqueued.is_empty() && self.crash_at(CrashPoint::AfterEnqueue) {
+                report.crashed = true;
+                return Ok(report);
+            }
+            match failure {
+                None => tenant::with_sent(plan, &stand),
+                Some(f) => self.after_failure(&cx, plan, f, &mut planner, &mut stand, memory).await?,
+            }
+        };
+        // Write sites. The cache snapshot is let go first: each write's watch event replaces a
+        // cached site, and a snapshot held meanwhile kept every old version alive.
+        let events = self.site_events(&sites, plan.site_updates());
+        drop(planner);
+        drop(desired);
+        drop(sites);
+        report.site_writes += self.write_refused(&refused).await?;
+        self.write_sites(&cx, events, &plan, &mut report).await?;
+        // Write tenant.
+        self.write_tenant(&cx, &plan, &stand, memory, &mut report).await?;
+        Ok(report)
     }
 
-    pub(super) async fn event(&self, tenant: &OneDriveTenant, type_: EventType, reason: &str, note: String) {
-        self.publish(type_, reason, &note, tenant.object_ref(&())).await;
-    }
-
-    /// An Event, when Events are recorded (a failure to record one is logged, not fatal).
-    pub(super) async fn publish(
-        &self,
-        type_: EventType,
-        reason: &str,
-        note: &str,
-        regarding: k8s_openapi::api::core::v1::ObjectReference,
-    ) {
-        let Some(recorder) = &self.options.recorder else { return };
-        if let Err(e) = recorder.publish(type_, reason, note, regarding).await {
-            tracing::debug!(error = %e, "event not recorded");
-        }
-    }
-
-    /// The Events of the site transitions among `updates` (Ready, and each failure; nothing
-    /// else is an Event), to publish once the statuses are written.
-    pub(super) fn site_events<'u>(
-        &self,
-        sites: &[Arc<KeptSite>],
-        updates: impl Iterator<Item = &'u plan::SiteUpdate>,
-    ) -> Vec<SiteEvent> {
-        if self.options.recorder.is_none() {
-            return Vec::new();
-        }
-        let transitions: Vec<&plan::SiteUpdate> = updates
-            .filter(|u| {
-                u.status.phase != u.previous_phase
-                    && matches!(u.status.phase, Some(SitePhase::Ready | SitePhase::Failed))
-            })
-            .collect();
-        if transitions.is_empty() {
-            return Vec::new();
-        }
-        // Indexed once: a cycle can bring thousands of sites to Ready.
-        let by_key: HashMap<(&str, &str), &Arc<KeptSite>> =
-            sites.iter().map(|s| ((&*s.namespace, &*s.name), s)).collect();
-        transitions
-            .into_iter()
-            .filter_map(|update| {
-                let site = by_key.get(&(&*update.key.namespace, &*update.key.name))?;
-                let ready = crate::api::find_condition(&update.status.conditions, condition_type::READY);
-                let (reason, note) = ready.map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default();
-                let ready_now = update.status.phase == Some(SitePhase::Ready);
-                let type_ = if ready_now { EventType::Normal } else { EventType::Warning };
-                Some(SiteEvent { regarding: site.object_ref(), type_, reason, note })
-            })
-            .collect()
-    }
-
-    pub(super) async fn publish_site_events(&self, events: Vec<SiteEvent>) {
-        for e in events {
-            self.publish(e.type_, &e.reason, &e.note, e.regarding).await;
-        }
-    }
-
-    /// Sites whose tenant does not exist get `TenantNotFound`. Returns the number written.
-    pub async fn reconcile_orphans(&self) -> Result<usize, ControllerError> {
+    /// Gather: the tenant and its sites (`None`: the tenant is gone).
+    async fn gather(&self, name: &str) -> Result<Option<(OneDriveTenant, Snapshot)>, ControllerError> {
         let tenants: Api<OneDriveTenant> = Api::all(self.client.clone());
-        let existing: std::collections::HashSet<String> = tenants
-            .list(&ListParams::default())
-            .await
-            .map_err(ControllerError::kube)?
-            .items
-            .iter()
-            .map(|t| t.name_any())
-            .collect();
-        let now = (self.options.clock)();
-        let mut written = 0;
-        for site in self.all_sites().await? {
-            let tenant = self.tenant_of(&site);
-            if tenant.is_some_and(|t| existing.contains(t)) {
-                continue;
-            }
-            let desired = DesiredSite::from_resource(&site);
-            let name =
-                tenant.unwrap_or("(none: set spec.tenantRef or run the operator with --default-tenant)");
-            let status = plan::tenant_not_found_status(&desired, name, now);
-            if let Some(update) = plan::SiteUpdate::replacing(&desired, status) {
-                self.write_site(&update).await?;
-                written += 1;
-            }
-        }
-        Ok(written)
+        let Some(tenant) = tenants.get_opt(name).await.map_err(ControllerError::kube)? else {
+            return Ok(None);
+        };
+        Ok(Some((tenant, self.sites_of(name).await?)))
     }
-}
 
-/// Observations of a tenant without a client yet.
-pub(super) static NOTHING_OBSERVED: std::sync::LazyLock<plan::Observations> =
-    std::sync::LazyLock::new(plan::Observations::default);
-
-pub(super) fn after_secs(t: Timestamp, secs: i64) -> Timestamp {
-    t.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(Timestamp::MAX)
-}
-
-/// The tenant's problem for `e`. Its message goes on the cluster-scoped tenant (and its Events),
-/// so a user name Microsoft's answer may echo (`…@contoso.com`) is replaced by `{user}`.
-pub(super) fn problem_of(e: &TenantError) -> TenantProblem {
-    TenantProblem { reason: e.reason(), message: without_users(&e.to_string()), stalled: e.needs_person() }
-}
-
-/// `text` with every word that reads like an address (`local@domain.tld`) replaced by `{user}`.
-pub(super) fn without_users(text: &str) -> String {
-    let is_user = |w: &str| {
-        let w = w.trim_matches(|c: char| !c.is_alphanumeric());
-        w.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-    };
-    let mut out = String::with_capacity(text.len());
-    for (i, word) in text.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(if is_user(word) { "{user}" } else { word });
+    /// The plan of every geo, from what the cycle stands on and what the tenant remembers.
+    pub(super) fn plan(
+        &self,
+        cx: &Context,
+        planner: &mut TenantPlanner,
+        stand: &Stand,
+        memory: &Option<TenantMemory>,
+    ) -> TenantPlan {
+        let observed = memory.as_ref().map_or(&*NOTHING_OBSERVED, |m| &m.observations);
+        let input = TenantInput { tenant: cx.name, observed, limits: &cx.limits, now: cx.now };
+        planner.plan(&input, stand)
     }
-    out
-}
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tenant_messages_name_no_user() {
-        assert_eq!(
-            super::without_users("SharePoint refused the enqueue: 'o'neil@contoso.com' is not valid"),
-            "SharePoint refused the enqueue: {user} is not valid"
-        );
-        assert_eq!(super::without_users("(ceo@contoso.com)."), "{user}");
-        assert_eq!(
-            super::without_users("GetPropertiesFor(accountName=@v) failed"),
-            "GetPropertiesFor(accountName=@v) failed"
-        );
+    /// A send failed: the cycle says why (and remembers a refusal), the record says what stays in
+    /// flight, and the plan is made again from that, keeping what finished before the send.
+    async fn after_failure(
+        &self,
+        cx: &Context<'_>,
+        first: TenantPlan,
+        failure: tenant::SendFailure,
+        planner: &mut TenantPlanner<'_>,
+        stand: &mut Stand,
+        memory: &mut Option<TenantMemory>,
+    ) -> Result<TenantPlan, ControllerError> {
+        let refused_until = tenant::after_failure(stand, failure.clone(), cx.now);
+        if let (Some(until), Some(m)) = (refused_until, memory.as_mut()) {
+            m.refused = Some((failure.problem, until));
+        }
+        self.write_recorded(cx, stand, None).await?;
+        let again = tenant::with_finished(self.plan(cx, planner, stand, memory), &first);
+        tenant::record(&again, stand);
+        Ok(again)
     }
 }

@@ -15,9 +15,9 @@ use prometheus_client::registry::Registry;
 use crate::api::{
     ConditionStatus, OneDriveTenantStatus, SitePhase, UserCounts, condition_type, find_condition,
 };
-use crate::slots::SlotUse;
 use crate::m365::Service;
 use crate::m365::http::Count;
+use crate::slots::SlotUse;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabel {
@@ -87,126 +87,125 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("onedrive_operator");
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        let durations = Family::<TenantLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
-        let slot_held = Family::<TenantLabel, Counter<f64, AtomicU64>>::default();
-        let slot_waits = Histogram::new(exponential_buckets(0.01, 2.0, 14));
-        let errors = Family::<ReasonLabels, Counter>::default();
-        let users = Family::<PhaseLabels, Gauge>::default();
-        let batches = Family::<TenantLabel, Counter>::default();
-        let batch_sizes = Family::<TenantLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([1.0, 10.0, 50.0, 100.0, 150.0, 199.0, 200.0])
-        });
-        let status_writes = Family::<TenantLabel, Counter>::default();
-        let requests = Family::<ServiceLabels, Counter>::default();
-        let throttles = Family::<ServiceLabels, Counter>::default();
-        let units = Family::<ServiceLabels, Counter>::default();
-        let credential_expiry = Family::<TenantLabel, Gauge>::default();
-        let refresh_rotation = Family::<TenantLabel, Gauge>::default();
-        let refresh_writes = Family::<TenantLabel, Counter>::default();
-        let not_persisted = Family::<TenantLabel, Gauge>::default();
-        let tenant_ready = Family::<TenantLabel, Gauge>::default();
-        let batch_enqueued = Family::<GeoLabels, Gauge>::default();
-        let last_batch = Family::<GeoLabels, Gauge>::default();
-        let completion = Family::<TenantLabel, Gauge>::default();
-        registry.register("reconciles", "Reconcile cycles by result", reconciles.clone());
-        registry.register("reconcile_duration_seconds", "Duration of a reconcile cycle", durations.clone());
+        let metrics = Metrics {
+            registry: Mutex::new(Registry::with_prefix("onedrive_operator")),
+            reconciles: Family::<ResultLabels, Counter>::default(),
+            durations: Family::<TenantLabel, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
+            slot_held: Family::<TenantLabel, Counter<f64, AtomicU64>>::default(),
+            slot_waits: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            errors: Family::<ReasonLabels, Counter>::default(),
+            users: Family::<PhaseLabels, Gauge>::default(),
+            batches: Family::<TenantLabel, Counter>::default(),
+            batch_sizes: Family::<TenantLabel, Histogram>::new_with_constructor(|| {
+                Histogram::new([1.0, 10.0, 50.0, 100.0, 150.0, 199.0, 200.0])
+            }),
+            status_writes: Family::<TenantLabel, Counter>::default(),
+            requests: Family::<ServiceLabels, Counter>::default(),
+            throttles: Family::<ServiceLabels, Counter>::default(),
+            units: Family::<ServiceLabels, Counter>::default(),
+            credential_expiry: Family::<TenantLabel, Gauge>::default(),
+            refresh_rotation: Family::<TenantLabel, Gauge>::default(),
+            refresh_writes: Family::<TenantLabel, Counter>::default(),
+            not_persisted: Family::<TenantLabel, Gauge>::default(),
+            tenant_ready: Family::<TenantLabel, Gauge>::default(),
+            batch_enqueued: Family::<GeoLabels, Gauge>::default(),
+            last_batch: Family::<GeoLabels, Gauge>::default(),
+            completion: Family::<TenantLabel, Gauge>::default(),
+        };
+        {
+            let mut registry = metrics.registry.lock().expect("metrics registry lock");
+            metrics.register_cycles(&mut registry);
+            metrics.register_tenants(&mut registry);
+        }
+        metrics
+    }
+
+    /// What cycles do and what they cost: results, durations, slots, writes, requests.
+    fn register_cycles(&self, registry: &mut Registry) {
+        registry.register("reconciles", "Reconcile cycles by result", self.reconciles.clone());
         registry.register(
-            "cycle_slot_seconds",
+            "reconcile_duration_seconds",
+            "Duration of a reconcile cycle",
+            self.durations.clone(),
+        );
+        registry.register("cycle_slot_seconds",
             "Time a tenant's cycles held one of the --concurrency work slots (waits on Microsoft's Retry-After excluded)",
-            slot_held.clone(),
-        );
-        registry.register(
-            "cycle_slot_wait_seconds",
+            self.slot_held.clone());
+        registry.register("cycle_slot_wait_seconds",
             "Time a cycle waited for a work slot, before it began and after each wait on Microsoft (raise --concurrency when it grows)",
-            slot_waits.clone(),
-        );
+            self.slot_waits.clone());
         registry.register(
             "reconcile_errors",
             "Cycles that failed (Kubernetes API) or found a tenant problem, by reason",
-            errors.clone(),
+            self.errors.clone(),
         );
-        registry.register("users", "Distinct users by phase", users.clone());
-        registry.register("batches_enqueued", "Enqueue requests accepted by SharePoint", batches.clone());
-        registry.register("batch_size_users", "Users per enqueue request", batch_sizes.clone());
-        registry.register("site_status_writes", "OneDriveSite status patches", status_writes.clone());
-        registry.register("tenant_requests", "HTTP requests to Microsoft 365 by service", requests.clone());
+        registry.register("users", "Distinct users by phase", self.users.clone());
+        registry.register(
+            "batches_enqueued",
+            "Enqueue requests accepted by SharePoint",
+            self.batches.clone(),
+        );
+        registry.register("batch_size_users", "Users per enqueue request", self.batch_sizes.clone());
+        registry.register("site_status_writes", "OneDriveSite status patches", self.status_writes.clone());
+        registry.register(
+            "tenant_requests",
+            "HTTP requests to Microsoft 365 by service",
+            self.requests.clone(),
+        );
         registry.register(
             "tenant_throttled",
             "429/503 answers from Microsoft 365 by service",
-            throttles.clone(),
+            self.throttles.clone(),
         );
-        registry.register(
-            "tenant_throttling_units",
+        registry.register("tenant_throttling_units",
             "What Microsoft 365 throttling counts by service (Graph: each $batch item, each listing page at its cost)",
-            units.clone(),
-        );
+            self.units.clone());
+    }
+
+    /// How each tenant stands: credentials, readiness, batches, the estimate.
+    fn register_tenants(&self, registry: &mut Registry) {
         registry.register(
             "credential_expiry_timestamp_seconds",
             "When the tenant's certificate expires (notAfter, Unix seconds)",
-            credential_expiry.clone(),
+            self.credential_expiry.clone(),
         );
         registry.register(
             "refresh_token_last_rotation_timestamp_seconds",
             "When the delegated refresh token in use was issued (Unix seconds)",
-            refresh_rotation.clone(),
+            self.refresh_rotation.clone(),
         );
         registry.register(
             "refresh_token_writes",
             "Rotated refresh tokens written back to their Secret",
-            refresh_writes.clone(),
+            self.refresh_writes.clone(),
         );
         registry.register(
             "credentials_not_persisted",
             "1 while a rotated refresh token is held in memory only (its Secret could not be updated)",
-            not_persisted.clone(),
+            self.not_persisted.clone(),
         );
         registry.register(
             "tenant_ready",
             "1 while the tenant's Ready condition is True (its reason says why not)",
-            tenant_ready.clone(),
+            self.tenant_ready.clone(),
         );
         registry.register(
             "batch_enqueued_timestamp_seconds",
             "When the batch in flight in a geo was sent (Unix seconds; no series without one)",
-            batch_enqueued.clone(),
+            self.batch_enqueued.clone(),
         );
         registry.register(
             "last_batch_duration_seconds",
             "How long a geo's last completed batch took, enqueue to its last user's site",
-            last_batch.clone(),
+            self.last_batch.clone(),
         );
         registry.register(
             "estimated_completion_timestamp_seconds",
             "When the tenant's last batch should be done (status.progress; no series without an estimate)",
-            completion.clone(),
+            self.completion.clone(),
         );
-        Metrics {
-            registry: Mutex::new(registry),
-            tenant_ready,
-            batch_enqueued,
-            last_batch,
-            completion,
-            credential_expiry,
-            refresh_rotation,
-            refresh_writes,
-            not_persisted,
-            reconciles,
-            durations,
-            slot_held,
-            slot_waits,
-            errors,
-            users,
-            batches,
-            batch_sizes,
-            status_writes,
-            requests,
-            throttles,
-            units,
-        }
     }
 
     fn tenant(t: &str) -> TenantLabel {
@@ -274,7 +273,7 @@ impl Metrics {
     }
 
     /// The credential gauges (set only for the credentials the tenant has).
-    pub fn credentials(&self, tenant: &str, health: &super::refresh_token::CredentialHealth) {
+    pub fn credentials(&self, tenant: &str, health: &crate::plan::tenant::CredentialHealth) {
         if let Some(at) = health.expires_at {
             self.credential_expiry.get_or_create(&Self::tenant(tenant)).set(at.as_second());
         }
@@ -295,7 +294,7 @@ impl Metrics {
         self.tenant_ready.get_or_create(&Self::tenant(tenant)).set(i64::from(ready));
         for g in &status.geos {
             let labels =
-                GeoLabels { tenant: tenant.into(), geo: super::pipelines::geo_name(&g.location).into() };
+                GeoLabels { tenant: tenant.into(), geo: crate::plan::tenant::geo_name(&g.location).into() };
             match g.current_batch.as_ref().filter(|b| b.sent) {
                 Some(b) => {
                     self.batch_enqueued.get_or_create(&labels).set(b.enqueued_at.0.as_second());
@@ -367,7 +366,7 @@ mod tests {
         let now = jiff::Timestamp::now();
         m.credentials(
             "t",
-            &super::super::refresh_token::CredentialHealth {
+            &crate::plan::tenant::CredentialHealth {
                 expires_at: Some(now),
                 last_rotation: Some(now),
                 not_persisted: None,

@@ -3,22 +3,24 @@
 
 mod admission;
 mod batch_record;
-pub mod refresh_token;
+mod connect;
 mod cycle;
 pub mod events;
 pub mod leader;
+mod memory;
 pub mod metrics;
-mod phases;
-mod pipelines;
+mod observe;
+mod reconciler;
+pub mod refresh_token;
 pub mod run;
 mod send;
 mod site_cache;
-mod tenant_client;
-mod tenant_status;
+mod write;
 
-pub use admission::NamespaceStore;
-pub use cycle::{CrashPoint, CycleReport, MANAGER, Reconciler, ReconcilerOptions, SiteSource};
-pub use site_cache::{KeptGathering, Shape, SiteCache, Snapshot, TenantSites};
+pub use reconciler::{
+    CrashPoint, CycleReport, MANAGER, NamespaceStore, Reconciler, ReconcilerOptions, SiteSource,
+};
+pub use site_cache::{SiteCache, Snapshot};
 
 use crate::api::KubernetesReason;
 

@@ -126,65 +126,22 @@ async fn run_controller(
     health: Arc<Health>,
     fence: Option<Fence>,
 ) {
-    let sites: Api<OneDriveSite> = match &options.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let tenants: Api<OneDriveTenant> = Api::all(client.clone());
     let store = SiteCache::new();
-    let cache = store.clone();
-    let site_events = watcher(sites, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .inspect_ok(move |event| cache.apply(event))
-        .touched_objects();
-    // Namespaces' labels, for tenants that allow namespaces by label: a relabel takes effect at once.
-    // Metadata only: `Api<PartialObjectMeta<_>>` asks the API server for nothing more.
-    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    let namespace_config = match &options.watch_namespace {
-        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
-        None => watcher::Config::default(),
-    };
-    let (namespace_store, namespace_writer) = reflector::store();
-    let namespace_events = watcher(namespaces, namespace_config.any_semantic())
-        .default_backoff()
-        .reflect(namespace_writer)
-        .touched_objects();
-
-    let reconciler = Arc::new(Reconciler::new(
-        client.clone(),
-        ReconcilerOptions {
-            default_tenant: options.default_tenant.clone(),
-            organization: options.organization.clone(),
-            metrics,
-            recorder: Some(EventSink::new(client.clone(), options.identity.clone())),
-            ca_bundle: options.ca_bundle.clone(),
-            endpoints: options.endpoints.clone(),
-            fence,
-            replica: Some(options.identity.clone()),
-            namespaces: namespace_store,
-            slots: Some(Slots::new(options.concurrency.into())),
-            ..ReconcilerOptions::new(options.namespace.clone(), SiteSource::Store(store.clone()))
-        },
-    ));
+    let site_events = site_events(&client, &options, store.clone());
+    let (namespace_store, namespace_events) = namespace_events(&client, &options);
+    let reconciler = Arc::new(reconciler(&client, &options, store.clone(), namespace_store, metrics, fence));
 
     // Aborted when this future ends or is dropped (a leader stepping down).
     let _sweeper = AbortOnDrop(spawn_sweeper(reconciler.clone(), store.clone()));
-    let _readiness = AbortOnDrop(spawn_readiness(store.clone(), health.clone()));
+    let _readiness = AbortOnDrop(spawn_readiness(store, health));
 
-    let default_tenant = options.default_tenant.clone();
-    let mapper = move |site: OneDriveSite| {
-        site.spec
-            .tenant_ref
-            .as_ref()
-            .map(|r| r.name.clone())
-            .or_else(|| default_tenant.clone())
-            .map(|name| ObjectRef::<OneDriveTenant>::new(&name))
-    };
+    let mapper = tenant_of(options.default_tenant.clone());
     // Debounced: `kubectl apply` of thousands of sites becomes a handful of cycles. Every tenant's
     // cycle may start (kube-runtime still runs one cycle per tenant at a time); the reconciler's
     // work slots bound how many work at once, and a cycle waiting on Microsoft gives its slot up.
     let config = controller::Config::default().debounce(Duration::from_secs(2));
-    let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
+    let controller =
+        Controller::new(Api::<OneDriveTenant>::all(client), watcher::Config::default().any_semantic());
     let tenant_store = controller.store();
     // A namespace changed: every tenant with a namespace policy decides again.
     let with_policy = move |_: PartialObjectMeta<Namespace>| {
@@ -209,6 +166,81 @@ async fn run_controller(
         })
         .await;
     tracing::info!("controller stopped");
+}
+
+/// The reconciler this replica runs: its tenant-facing options from the command line.
+fn reconciler(
+    client: &kube::Client,
+    options: &RunOptions,
+    store: Arc<SiteCache>,
+    namespaces: reflector::Store<PartialObjectMeta<Namespace>>,
+    metrics: Arc<Metrics>,
+    fence: Option<Fence>,
+) -> Reconciler {
+    Reconciler::new(
+        client.clone(),
+        ReconcilerOptions {
+            default_tenant: options.default_tenant.clone(),
+            organization: options.organization.clone(),
+            metrics,
+            recorder: Some(EventSink::new(client.clone(), options.identity.clone())),
+            ca_bundle: options.ca_bundle.clone(),
+            endpoints: options.endpoints.clone(),
+            fence,
+            replica: Some(options.identity.clone()),
+            namespaces,
+            slots: Some(Slots::new(options.concurrency.into())),
+            ..ReconcilerOptions::new(options.namespace.clone(), SiteSource::Store(store))
+        },
+    )
+}
+
+/// A site's tenant: its `tenantRef`, else the operator's default tenant (none: no tenant to wake).
+fn tenant_of(default_tenant: Option<String>) -> impl Fn(OneDriveSite) -> Option<ObjectRef<OneDriveTenant>> {
+    move |site: OneDriveSite| {
+        site.spec
+            .tenant_ref
+            .as_ref()
+            .map(|r| r.name.clone())
+            .or_else(|| default_tenant.clone())
+            .map(|name| ObjectRef::<OneDriveTenant>::new(&name))
+    }
+}
+
+/// The watched `OneDriveSite`s, each event applied to the site cache as it passes.
+fn site_events(
+    client: &kube::Client,
+    options: &RunOptions,
+    cache: Arc<SiteCache>,
+) -> impl futures::Stream<Item = Result<OneDriveSite, watcher::Error>> + use<> {
+    let sites: Api<OneDriveSite> = match &options.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher(sites, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .inspect_ok(move |event| cache.apply(event))
+        .touched_objects()
+}
+
+/// Namespaces' labels, for tenants that allow namespaces by label: a relabel takes effect at once.
+/// Metadata only: `Api<PartialObjectMeta<_>>` asks the API server for nothing more.
+fn namespace_events(
+    client: &kube::Client,
+    options: &RunOptions,
+) -> (
+    reflector::Store<PartialObjectMeta<Namespace>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + use<>,
+) {
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let config = match &options.watch_namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    let (store, writer) = reflector::store();
+    let events =
+        watcher(namespaces, config.any_semantic()).default_backoff().reflect(writer).touched_objects();
+    (store, events)
 }
 
 /// A background task that ends with its owner.

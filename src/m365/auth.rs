@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use rsa::PrivateKey;
 use serde_json::{Value, json};
 
-use super::TenantError;
+use super::M365Error;
 use super::http::{Http, Service};
 use crate::api::AssertionAlgorithm;
 use crate::jose::{self, Alg, Certificate};
@@ -130,7 +130,7 @@ impl TokenCache {
         authority_host: &str,
         tenant_id: &str,
         http: Arc<Http>,
-    ) -> Result<TokenCache, TenantError> {
+    ) -> Result<TokenCache, M365Error> {
         Ok(TokenCache {
             credentials,
             token_endpoint: token_endpoint(authority_host, tenant_id)?,
@@ -145,7 +145,7 @@ impl TokenCache {
     }
 
     /// A bearer token for `resource` (e.g. `https://graph.microsoft.com`).
-    pub async fn token(&self, resource: &str) -> Result<String, TenantError> {
+    pub async fn token(&self, resource: &str) -> Result<String, M365Error> {
         if let Some(t) = self.fresh(resource) {
             return Ok(t);
         }
@@ -179,7 +179,7 @@ impl TokenCache {
         jose::Jws::decode(&token).ok().map(|jws| jws.claims)
     }
 
-    async fn request(&self, resource: &str) -> Result<(String, i64), TenantError> {
+    async fn request(&self, resource: &str) -> Result<(String, i64), M365Error> {
         let scope = format!("{}/.default", resource.trim_end_matches('/'));
         let mut form: Vec<(&str, String)> = vec![("client_id", self.credentials.client_id().to_string())];
         match &self.credentials {
@@ -191,7 +191,7 @@ impl TokenCache {
             }
             Credentials::WorkloadIdentity { token_file, .. } => {
                 let assertion = std::fs::read_to_string(token_file).map_err(|e| {
-                    TenantError::CredentialsInvalid(format!(
+                    M365Error::CredentialsInvalid(format!(
                         "cannot read the federated token file {} ({e}): is the pod labelled azure.workload.identity/use=true and its ServiceAccount annotated with azure.workload.identity/client-id?",
                         token_file.display()
                     ))
@@ -238,7 +238,7 @@ impl TokenCache {
         certificate: &Certificate,
         key: &PrivateKey,
         algorithm: AssertionAlgorithm,
-    ) -> Result<String, TenantError> {
+    ) -> Result<String, M365Error> {
         let now = Timestamp::now().as_second();
         let (alg, header) = match algorithm {
             AssertionAlgorithm::PS256 => (Alg::PS256, json!({"x5t#S256": certificate.x5t_s256()})),
@@ -254,17 +254,17 @@ impl TokenCache {
             "exp": now + 600,
         });
         jose::sign_rsa(alg, key, header, &claims)
-            .map_err(|e| TenantError::CredentialsInvalid(format!("cannot sign the client assertion: {e}")))
+            .map_err(|e| M365Error::CredentialsInvalid(format!("cannot sign the client assertion: {e}")))
     }
 }
 
 /// A token endpoint's success: the access token, its lifetime in seconds and a new refresh token
 /// if one came. Tokens are opaque, but must be what a header and a Secret can carry: visible
 /// ASCII, at most 32 KiB (Entra ID's are a few KiB).
-pub(super) fn token_answer(body: &Value) -> Result<(String, i64, Option<String>), TenantError> {
+pub(super) fn token_answer(body: &Value) -> Result<(String, i64, Option<String>), M365Error> {
     let is_token = |t: &&str| !t.is_empty() && t.len() <= 32 << 10 && t.bytes().all(|b| b.is_ascii_graphic());
     let token = body["access_token"].as_str().filter(is_token).ok_or_else(|| {
-        TenantError::Protocol("the token endpoint answered without a usable access_token".into())
+        M365Error::Protocol("the token endpoint answered without a usable access_token".into())
     })?;
     let lifetime = body["expires_in"]
         .as_i64()
@@ -273,18 +273,18 @@ pub(super) fn token_answer(body: &Value) -> Result<(String, i64, Option<String>)
     let refresh = match body.get("refresh_token") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_str().filter(is_token).map(str::to_string).ok_or_else(|| {
-            TenantError::Protocol("the token endpoint answered a refresh_token that is no token".into())
+            M365Error::Protocol("the token endpoint answered a refresh_token that is no token".into())
         })?),
     };
     Ok((token.to_string(), lifetime, refresh))
 }
 
 /// `{authority}/{tenant}/oauth2/v2.0/token`, the tenant id a single path segment whatever it holds.
-pub fn token_endpoint(authority_host: &str, tenant_id: &str) -> Result<String, TenantError> {
+pub fn token_endpoint(authority_host: &str, tenant_id: &str) -> Result<String, M365Error> {
     let mut url = reqwest::Url::parse(authority_host.trim_end_matches('/'))
-        .map_err(|e| TenantError::InvalidSpec(format!("spec.authorityHost is not a URL ({e})")))?;
+        .map_err(|e| M365Error::InvalidSpec(format!("spec.authorityHost is not a URL ({e})")))?;
     url.path_segments_mut()
-        .map_err(|()| TenantError::InvalidSpec("spec.authorityHost cannot take a path".into()))?
+        .map_err(|()| M365Error::InvalidSpec("spec.authorityHost cannot take a path".into()))?
         .pop_if_empty()
         .extend([tenant_id, "oauth2", "v2.0", "token"]);
     Ok(url.to_string())
@@ -294,7 +294,7 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 
 /// Entra's error body, turned into a message that names the fix. Only `error`, the AADSTS code
 /// and its description are used: none of them carries a credential.
-pub(super) fn token_error(status: u16, body: &Value, credentials: &Credentials) -> TenantError {
+pub(super) fn token_error(status: u16, body: &Value, credentials: &Credentials) -> M365Error {
     // Bounded: the text comes from the network and lands in a status message.
     let error: String = body["error"]
         .as_str()
@@ -334,5 +334,5 @@ pub(super) fn token_error(status: u16, body: &Value, credentials: &Credentials) 
         "Entra ID refused the {} token request ({status} {error}, AADSTS{code}: {description}); fix: {fix}",
         credentials.kind()
     );
-    TenantError::CredentialsInvalid(message)
+    M365Error::CredentialsInvalid(message)
 }

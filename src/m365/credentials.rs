@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::{Credentials, RotationCallback, TenantError};
+use super::{Credentials, M365Error, RotationCallback};
 use crate::api::{OneDriveTenantSpec, TenantAuthKind};
 use crate::jose::{Certificate, private_key_from_pem};
 
@@ -89,15 +89,15 @@ pub struct SecretScope<'a> {
 
 impl SecretScope<'_> {
     /// The Secret `name`, if it exists, is bound to this tenant and is of the type `kind` uses.
-    pub fn usable(&self, name: &str, kind: TenantAuthKind) -> Result<&StoredSecret, TenantError> {
+    pub fn usable(&self, name: &str, kind: TenantAuthKind) -> Result<&StoredSecret, M365Error> {
         let (namespace, tenant) = (self.namespace, self.tenant);
         let secret = self.secrets.get(name).ok_or_else(|| {
-            TenantError::CredentialsInvalid(format!(
+            M365Error::CredentialsInvalid(format!(
                 "Secret {namespace}/{name} does not exist: create it in the operator's namespace (Secrets of a cluster-scoped tenant live there)"
             ))
         })?;
         if !secret.tenants.iter().any(|t| t == tenant) {
-            return Err(TenantError::CredentialsInvalid(format!(
+            return Err(M365Error::CredentialsInvalid(format!(
                 "Secret {namespace}/{name} is not bound to tenant {tenant}, so nothing was sent with it: a Secret is used only by the tenants its annotation {TENANTS_ANNOTATION} names. If this Secret is meant for {tenant}: kubectl annotate secret -n {namespace} {name} {TENANTS_ANNOTATION}={tenant}"
             )));
         }
@@ -106,7 +106,7 @@ impl SecretScope<'_> {
             _ => OPAQUE_TYPE,
         };
         if secret.type_name() != wanted {
-            return Err(TenantError::CredentialsInvalid(format!(
+            return Err(M365Error::CredentialsInvalid(format!(
                 "Secret {namespace}/{name} is of type {}, but spec.auth.{} needs a Secret of type {wanted}: nothing was sent with it",
                 secret.type_name(),
                 kind.as_str()
@@ -115,10 +115,10 @@ impl SecretScope<'_> {
         Ok(secret)
     }
 
-    fn value(&self, name: &str, kind: TenantAuthKind, key: &str) -> Result<&[u8], TenantError> {
+    fn value(&self, name: &str, kind: TenantAuthKind, key: &str) -> Result<&[u8], M365Error> {
         let secret = self.usable(name, kind)?;
         secret.data.get(key).map(Vec::as_slice).ok_or_else(|| {
-            TenantError::CredentialsInvalid(format!(
+            M365Error::CredentialsInvalid(format!(
                 "Secret {}/{name} has no key {key:?}: add it",
                 self.namespace
             ))
@@ -132,10 +132,10 @@ pub fn credentials_for(
     scope: &SecretScope,
     env: &dyn Fn(&str) -> Option<String>,
     on_rotate: Option<RotationCallback>,
-) -> Result<Credentials, TenantError> {
+) -> Result<Credentials, M365Error> {
     let auth = &spec.auth;
     let namespace = scope.namespace;
-    match auth.kind().map_err(TenantError::CredentialsInvalid)? {
+    match auth.kind().map_err(M365Error::CredentialsInvalid)? {
         TenantAuthKind::Certificate => {
             let c = auth.certificate.as_ref().expect("kind says certificate");
             let name = &c.secret_ref.name;
@@ -143,13 +143,13 @@ pub fn credentials_for(
             let crt = String::from_utf8_lossy(scope.value(name, kind, "tls.crt")?).into_owned();
             let key = String::from_utf8_lossy(scope.value(name, kind, "tls.key")?).into_owned();
             let certificate = Certificate::from_pem(&crt).map_err(|e| {
-                TenantError::CredentialsInvalid(format!("Secret {namespace}/{name} key tls.crt: {e}"))
+                M365Error::CredentialsInvalid(format!("Secret {namespace}/{name} key tls.crt: {e}"))
             })?;
             let key = private_key_from_pem(&key).map_err(|e| {
-                TenantError::CredentialsInvalid(format!("Secret {namespace}/{name} key tls.key: {e}"))
+                M365Error::CredentialsInvalid(format!("Secret {namespace}/{name} key tls.key: {e}"))
             })?;
             if key.to_public_key() != certificate.public_key {
-                return Err(TenantError::CredentialsInvalid(format!(
+                return Err(M365Error::CredentialsInvalid(format!(
                     "Secret {namespace}/{name}: tls.key is not the private key of tls.crt"
                 )));
             }
@@ -163,7 +163,7 @@ pub fn credentials_for(
         TenantAuthKind::WorkloadIdentity => {
             let w = auth.workload_identity.as_ref().expect("kind says workloadIdentity");
             let client_id = w.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")).ok_or_else(|| {
-                TenantError::CredentialsInvalid(
+                M365Error::CredentialsInvalid(
                     "workloadIdentity has no clientId and AZURE_CLIENT_ID is not set: set spec.auth.workloadIdentity.clientId or annotate the operator's ServiceAccount with azure.workload.identity/client-id".into(),
                 )
             })?;
@@ -176,7 +176,7 @@ pub fn credentials_for(
                 .trim()
                 .to_string();
             if token.is_empty() {
-                return Err(TenantError::CredentialsInvalid(format!(
+                return Err(M365Error::CredentialsInvalid(format!(
                     "Secret {namespace}/{} key {:?} is empty: store a SharePoint administrator's refresh token in it",
                     r.name, r.key
                 )));

@@ -1,12 +1,19 @@
-//! The tenant layer's one error type. `reason()` is reused as the tenant's condition reason,
+//! The Microsoft client's one error type. `reason()` is reused as the tenant's condition reason,
 //! the event reason and the metric label, so each kind names what a person should do.
+//!
+//! The chain, in one place: the client fails with an [`M365Error`]; the controller turns it into
+//! the planner's [`crate::plan::TenantProblem`] (its [`TenantReason`], a message with no user
+//! name in it, and whether a person must act — `controller::reconciler::problem_of`); the planner
+//! writes that reason on the tenant's conditions and, for waiting sites, says why in their
+//! messages. The controller's own failures (the Kubernetes API) are `ControllerError`, whose
+//! `reason()` labels its metric.
 
 use jiff::Timestamp;
 
 use crate::api::TenantReason;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TenantError {
+pub enum M365Error {
     /// The credentials could not be loaded or Entra ID refused them.
     #[error("{0}")]
     CredentialsInvalid(String),
@@ -37,19 +44,19 @@ pub enum TenantError {
     InvalidSpec(String),
 }
 
-impl TenantError {
+impl M365Error {
     /// The condition/event reason and metric label for this kind.
     pub fn reason(&self) -> TenantReason {
         match self {
-            TenantError::CredentialsInvalid(_) => TenantReason::CredentialsInvalid,
-            TenantError::TokenKindRefused(_) => TenantReason::TokenKindRefused,
-            TenantError::PermissionMissing(_) => TenantReason::PermissionMissing,
-            TenantError::Throttled { .. } => TenantReason::Throttled,
-            TenantError::Blocked(_) => TenantReason::Blocked,
-            TenantError::Unreachable(_) => TenantReason::Unreachable,
-            TenantError::InvalidRequest(_) => TenantReason::InvalidRequest,
-            TenantError::Protocol(_) => TenantReason::ProtocolError,
-            TenantError::InvalidSpec(_) => TenantReason::InvalidSpec,
+            M365Error::CredentialsInvalid(_) => TenantReason::CredentialsInvalid,
+            M365Error::TokenKindRefused(_) => TenantReason::TokenKindRefused,
+            M365Error::PermissionMissing(_) => TenantReason::PermissionMissing,
+            M365Error::Throttled { .. } => TenantReason::Throttled,
+            M365Error::Blocked(_) => TenantReason::Blocked,
+            M365Error::Unreachable(_) => TenantReason::Unreachable,
+            M365Error::InvalidRequest(_) => TenantReason::InvalidRequest,
+            M365Error::Protocol(_) => TenantReason::ProtocolError,
+            M365Error::InvalidSpec(_) => TenantReason::InvalidSpec,
         }
     }
 
@@ -57,11 +64,11 @@ impl TenantError {
     pub fn needs_person(&self) -> bool {
         matches!(
             self,
-            TenantError::CredentialsInvalid(_)
-                | TenantError::TokenKindRefused(_)
-                | TenantError::PermissionMissing(_)
-                | TenantError::Blocked(_)
-                | TenantError::InvalidSpec(_)
+            M365Error::CredentialsInvalid(_)
+                | M365Error::TokenKindRefused(_)
+                | M365Error::PermissionMissing(_)
+                | M365Error::Blocked(_)
+                | M365Error::InvalidSpec(_)
         )
     }
 }

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::paging::{PageError, each_page};
-use super::{EndpointPolicy, TenantClient, TenantError};
+use super::{EndpointPolicy, M365Error, TenantClient};
 use crate::api::{Cloud, GeoSpec};
 
 /// How long a discovery stands before it is made again (geos are added rarely, by Microsoft).
@@ -155,7 +155,7 @@ pub fn resolve(
 const MAX_ROOT_SITE_PAGES: u64 = 20;
 
 /// Graph: every geo's root site (`siteCollection.dataLocationCode`, empty in a single-geo tenant).
-pub(super) async fn root_sites(client: &TenantClient) -> Result<Vec<RootSite>, TenantError> {
+pub(super) async fn root_sites(client: &TenantClient) -> Result<Vec<RootSite>, M365Error> {
     let url = format!(
         "{}/v1.0/sites?$filter=siteCollection/root%20ne%20null&$select=webUrl,siteCollection",
         client.config.graph_url
@@ -173,15 +173,15 @@ pub(super) async fn root_sites(client: &TenantClient) -> Result<Vec<RootSite>, T
         Ok(_) => Ok(out),
         Err(PageError::Tenant(e)) => Err(e),
         Err(PageError::Status { status: status @ (401 | 403), .. }) => {
-            Err(TenantError::PermissionMissing(format!(
+            Err(M365Error::PermissionMissing(format!(
                 "Microsoft Graph refused to list the geos' root sites (GET /sites, {status}): grant the app Sites.Read.All with admin consent"
             )))
         }
-        Err(PageError::Status { status, code }) => Err(TenantError::Unreachable(format!(
+        Err(PageError::Status { status, code }) => Err(M365Error::Unreachable(format!(
             "Graph GET /sites (the geos' root sites) answered {status} {code}"
         ))),
         Err(PageError::Broken(why)) => {
-            Err(TenantError::Protocol(format!("Graph GET /sites (the geos' root sites): {why}")))
+            Err(M365Error::Protocol(format!("Graph GET /sites (the geos' root sites): {why}")))
         }
     }
 }
@@ -197,7 +197,7 @@ impl TenantClient {
     /// declared ones. A failed rediscovery keeps the geos known before (and is tried again in a
     /// few minutes); an error means no discovery ever succeeded: the caller decides what to do
     /// with the central and declared geos alone ([`TenantClient::known_geos`]).
-    pub async fn geos(&self) -> Result<Vec<Geo>, TenantError> {
+    pub async fn geos(&self) -> Result<Vec<Geo>, M365Error> {
         if let Some((at, geos)) = &self.geos.lock().unwrap().geos
             && at.elapsed() < REDISCOVER_AFTER
         {

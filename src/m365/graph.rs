@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::http::{Answer, MAX_BODY, Service};
-use super::{GRAPH_BATCH_LIMIT, TenantClient, TenantError};
+use super::{GRAPH_BATCH_LIMIT, M365Error, TenantClient};
 use crate::plan::{DataLocation, Observation, UserKey, user_key};
 
 /// Rounds of retrying throttled `$batch` items before they are reported `Unknown`.
@@ -37,7 +37,7 @@ pub(super) enum DriveAnswer {
 }
 
 /// Classifies a `GET /users/{upn}/drive` answer (`None`: not answered, e.g. throttled).
-pub(super) fn classify_drive(answer: Option<&(u16, Value)>) -> Result<DriveAnswer, TenantError> {
+pub(super) fn classify_drive(answer: Option<&(u16, Value)>) -> Result<DriveAnswer, M365Error> {
     let Some((status, body)) = answer else { return Ok(DriveAnswer::Is(Observation::Unknown)) };
     let code = body["error"]["code"].as_str().unwrap_or("");
     let mysite_unknown =
@@ -51,7 +51,7 @@ pub(super) fn classify_drive(answer: Option<&(u16, Value)>) -> Result<DriveAnswe
         (404, "Request_ResourceNotFound") => DriveAnswer::Is(Observation::UserNotFound),
         (404, "ResourceNotFound" | "itemNotFound") => DriveAnswer::AskDirectory,
         (403, _) => {
-            return Err(TenantError::PermissionMissing(
+            return Err(M365Error::PermissionMissing(
                 "Microsoft Graph refused a drive lookup (403): grant the app Sites.Read.All (or Files.Read.All) with admin consent (delegated: the same scope); doctor names what the token holds".into(),
             ));
         }
@@ -61,7 +61,7 @@ pub(super) fn classify_drive(answer: Option<&(u16, Value)>) -> Result<DriveAnswe
 
 /// Classifies a `GET /users/{upn}?$select=accountEnabled,assignedPlans,preferredDataLocation` answer for a user without
 /// a drive: licence first (the documented cause), then sign-in.
-pub(super) fn classify_user(answer: Option<&(u16, Value)>) -> Result<Observation, TenantError> {
+pub(super) fn classify_user(answer: Option<&(u16, Value)>) -> Result<Observation, M365Error> {
     let Some((status, body)) = answer else { return Ok(Observation::Unknown) };
     Ok(match *status {
         200 if !has_sharepoint_plan(body) => Observation::UserNotLicensed,
@@ -69,7 +69,7 @@ pub(super) fn classify_user(answer: Option<&(u16, Value)>) -> Result<Observation
         200 => Observation::NoSite,
         404 => Observation::UserNotFound,
         403 => {
-            return Err(TenantError::PermissionMissing(
+            return Err(M365Error::PermissionMissing(
                 "Microsoft Graph refused a user lookup (403): grant the app User.Read.All with admin consent (delegated: the same scope); doctor names what the token holds".into(),
             ));
         }
@@ -86,7 +86,7 @@ fn failed(status: u16, code: &str) -> Observation {
 pub(super) async fn drives(
     client: &TenantClient,
     chunk: Vec<String>,
-) -> Result<(Seen, Vec<String>), TenantError> {
+) -> Result<(Seen, Vec<String>), M365Error> {
     let answers = run_batch(client, &chunk, |u| format!("{}/drive", user_path(u))).await?;
     let mut out = HashMap::new();
     let mut ask = Vec::new();
@@ -106,7 +106,7 @@ pub(super) async fn drives(
 pub(super) async fn directory(
     client: &TenantClient,
     chunk: Vec<String>,
-) -> Result<HashMap<UserKey, (Observation, DataLocation)>, TenantError> {
+) -> Result<HashMap<UserKey, (Observation, DataLocation)>, M365Error> {
     let answers = run_batch(client, &chunk, |u| {
         format!("{}?$select=id,accountEnabled,assignedPlans,preferredDataLocation", user_path(u))
     })
@@ -116,7 +116,7 @@ pub(super) async fn directory(
 
 /// What a user's directory entry (a lookup's answer, or their item of the directory listing)
 /// says, and their preferred data location when it was read.
-pub(super) fn user_entry(answer: Option<&(u16, Value)>) -> Result<(Observation, DataLocation), TenantError> {
+pub(super) fn user_entry(answer: Option<&(u16, Value)>) -> Result<(Observation, DataLocation), M365Error> {
     let location = match answer {
         Some((200, body)) => DataLocation::from_directory(body["preferredDataLocation"].as_str()),
         _ => DataLocation::Unread,
@@ -139,8 +139,8 @@ fn site_url(drive_web_url: &str) -> String {
     }
 }
 
-fn graph_permission_missing() -> TenantError {
-    TenantError::PermissionMissing(
+fn graph_permission_missing() -> M365Error {
+    M365Error::PermissionMissing(
         "Microsoft Graph refused the lookup (403): grant the app Sites.Read.All (or Files.Read.All) and User.Read.All application permissions with admin consent".into(),
     )
 }
@@ -175,7 +175,7 @@ async fn run_batch(
     client: &TenantClient,
     users: &[String],
     url: impl Fn(&str) -> String,
-) -> Result<HashMap<String, (u16, Value)>, TenantError> {
+) -> Result<HashMap<String, (u16, Value)>, M365Error> {
     let mut answers = HashMap::new();
     let mut pending: Vec<&String> = users.iter().collect();
     let started = tokio::time::Instant::now();
@@ -225,7 +225,7 @@ async fn run_batch(
     Ok(answers)
 }
 
-async fn send_batch(client: &TenantClient, body: &Value) -> Result<Value, TenantError> {
+async fn send_batch(client: &TenantClient, body: &Value) -> Result<Value, M365Error> {
     let url = format!("{}/v1.0/$batch", client.config.graph_url);
     let answer =
         with_token(client, MAX_BODY, |token| client.http.client().post(&url).bearer_auth(token).json(body))
@@ -234,14 +234,14 @@ async fn send_batch(client: &TenantClient, body: &Value) -> Result<Value, Tenant
         200 => {
             let body = answer.json()?;
             if !body["responses"].is_array() {
-                return Err(TenantError::Protocol(format!(
+                return Err(M365Error::Protocol(format!(
                     "{} answered 200 without a responses array",
                     answer.endpoint
                 )));
             }
             Ok(body)
         }
-        401 => Err(TenantError::CredentialsInvalid(
+        401 => Err(M365Error::CredentialsInvalid(
             "Microsoft Graph refused the token (401): check the app registration and its consent".into(),
         )),
         403 => Err(graph_permission_missing()),
@@ -249,7 +249,7 @@ async fn send_batch(client: &TenantClient, body: &Value) -> Result<Value, Tenant
             // Only the status and error code: bodies carry dates and request ids, which would
             // change every status message on every cycle.
             let code = error_code(&answer.json_or_null());
-            Err(TenantError::Unreachable(format!("Microsoft Graph $batch answered {status} ({code})")))
+            Err(M365Error::Unreachable(format!("Microsoft Graph $batch answered {status} ({code})")))
         }
     }
 }
@@ -273,7 +273,7 @@ pub(super) async fn with_token(
     client: &TenantClient,
     cap: usize,
     build: impl Fn(&str) -> reqwest::RequestBuilder,
-) -> Result<Answer, TenantError> {
+) -> Result<Answer, M365Error> {
     let mut attempt = 0;
     loop {
         let token = client.tokens.token(&client.config.graph_url).await?;
@@ -287,7 +287,7 @@ pub(super) async fn with_token(
 }
 
 /// The first `n` users of the directory.
-pub(super) async fn some_users(client: &TenantClient, n: usize) -> Result<Vec<String>, TenantError> {
+pub(super) async fn some_users(client: &TenantClient, n: usize) -> Result<Vec<String>, M365Error> {
     let url = format!("{}/v1.0/users?$select=userPrincipalName&$top={n}", client.config.graph_url);
     let answer =
         with_token(client, MAX_BODY, |token| client.http.client().get(&url).bearer_auth(token)).await?;
@@ -302,7 +302,7 @@ pub(super) async fn some_users(client: &TenantClient, n: usize) -> Result<Vec<St
                 .collect())
         }
         401 | 403 => Err(graph_permission_missing()),
-        s => Err(TenantError::Unreachable(format!(
+        s => Err(M365Error::Unreachable(format!(
             "Graph /users answered {s} ({})",
             error_code(&answer.json_or_null())
         ))),

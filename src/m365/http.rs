@@ -20,7 +20,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::TenantError;
+use super::M365Error;
 use super::policy::EndpointPolicy;
 pub use super::policy::Service;
 use crate::api::Cloud;
@@ -76,9 +76,9 @@ pub struct Answer {
 
 impl Answer {
     /// The body as JSON, or a `Protocol` error naming the endpoint.
-    pub fn json(&self) -> Result<Value, TenantError> {
+    pub fn json(&self) -> Result<Value, M365Error> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            TenantError::Protocol(format!(
+            M365Error::Protocol(format!(
                 "{} answered {} with a body that is not JSON ({e}){}",
                 self.endpoint,
                 self.status,
@@ -134,7 +134,7 @@ impl Http {
     }
 
     /// Whether the endpoint policy lets a request to `url` go to `service`.
-    pub fn reach_admits(&self, service: Service, url: &reqwest::Url) -> Result<(), TenantError> {
+    pub fn reach_admits(&self, service: Service, url: &reqwest::Url) -> Result<(), M365Error> {
         self.reach.policy.admits(self.reach.cloud, service, url)
     }
 
@@ -160,7 +160,7 @@ impl Http {
     }
 
     /// Waits for the service's gate, unless that would exceed the budget left.
-    pub async fn wait_for_gate(&self, service: Service, started: Instant) -> Result<(), TenantError> {
+    pub async fn wait_for_gate(&self, service: Service, started: Instant) -> Result<(), M365Error> {
         let gate = self.gates.lock().unwrap().get(&service).copied();
         if let Some(gate) = gate
             && gate > Instant::now()
@@ -180,7 +180,7 @@ impl Http {
         &self,
         service: Service,
         build: impl Fn() -> RequestBuilder,
-    ) -> Result<Answer, TenantError> {
+    ) -> Result<Answer, M365Error> {
         self.send_capped(service, MAX_BODY, build).await
     }
 
@@ -190,7 +190,7 @@ impl Http {
         service: Service,
         cap: usize,
         build: impl Fn() -> RequestBuilder,
-    ) -> Result<Answer, TenantError> {
+    ) -> Result<Answer, M365Error> {
         let started = Instant::now();
         let mut left = self.reach.deadline;
         let mut attempt: u32 = 0;
@@ -198,7 +198,7 @@ impl Http {
         loop {
             self.wait_for_gate(service, started).await?;
             let request = build().build().map_err(|e| {
-                TenantError::InvalidRequest(format!(
+                M365Error::InvalidRequest(format!(
                     "{}: cannot build a request ({})",
                     service.name(),
                     describe(&e)
@@ -223,7 +223,7 @@ impl Http {
                     continue;
                 }
                 Ok(Err(e)) => {
-                    return Err(TenantError::Unreachable(format!("{}: {}", service.name(), describe(&e))));
+                    return Err(M365Error::Unreachable(format!("{}: {}", service.name(), describe(&e))));
                 }
             };
             let status = response.status();
@@ -237,13 +237,13 @@ impl Http {
                 let body = match tokio::time::timeout(remaining, read_capped(response, cap)).await {
                     Err(_) => return Err(timed_out(service, &label, self.reach.deadline)),
                     Ok(Err(Unread::TooLarge)) => {
-                        return Err(TenantError::Protocol(format!(
+                        return Err(M365Error::Protocol(format!(
                             "{label} answered more than {} MiB: refused unread (the answers the operator asks for are far smaller)",
                             cap >> 20
                         )));
                     }
                     Ok(Err(Unread::Cut(e))) => {
-                        return Err(TenantError::Unreachable(format!(
+                        return Err(M365Error::Unreachable(format!(
                             "{label}: the answer was cut off before its end ({})",
                             describe(&e)
                         )));
@@ -260,7 +260,7 @@ impl Http {
                 let n = in_a_row.entry(service).or_default();
                 *n += 1;
                 if *n >= BLOCKED_AFTER && service == Service::SharePoint {
-                    return Err(TenantError::Blocked(format!(
+                    return Err(M365Error::Blocked(format!(
                         "SharePoint answered 503 to {n} requests in a row: Microsoft may have blocked this app for exceeding its limits. Wait, reduce batch size and poll frequency, and contact Microsoft support if it persists"
                     )));
                 }
@@ -295,15 +295,15 @@ async fn read_capped(mut response: Response, cap: usize) -> Result<Vec<u8>, Unre
     Ok(body)
 }
 
-fn timed_out(service: Service, label: &str, deadline: Duration) -> TenantError {
-    TenantError::Unreachable(format!(
+fn timed_out(service: Service, label: &str, deadline: Duration) -> M365Error {
+    M365Error::Unreachable(format!(
         "{}: timed out: {label} gave no complete answer within {}s (network retries included)",
         service.name(),
         deadline.as_secs_f64()
     ))
 }
 
-fn redirected(service: Service, label: &str, response: &Response) -> TenantError {
+fn redirected(service: Service, label: &str, response: &Response) -> M365Error {
     let to = response
         .headers()
         .get(reqwest::header::LOCATION)
@@ -311,7 +311,7 @@ fn redirected(service: Service, label: &str, response: &Response) -> TenantError
         .and_then(|l| response.url().join(l).ok())
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_else(|| "nowhere readable".into());
-    TenantError::Protocol(format!(
+    M365Error::Protocol(format!(
         "{label} answered {} redirecting to {to}: {} requests follow no redirect (nothing was sent there)",
         response.status().as_u16(),
         service.name()
@@ -335,10 +335,10 @@ pub fn endpoint(url: &reqwest::Url) -> String {
     format!("{}{}", url.host_str().unwrap_or_default(), path.join("/"))
 }
 
-fn throttled(service: Service, gate: Instant) -> TenantError {
+fn throttled(service: Service, gate: Instant) -> M365Error {
     let left = gate.saturating_duration_since(Instant::now());
     let until = Timestamp::now() + SignedDuration::try_from(left).unwrap_or(SignedDuration::from_secs(60));
-    TenantError::Throttled { service: service.name(), until }
+    M365Error::Throttled { service: service.name(), until }
 }
 
 /// The larger of `Retry-After` (seconds, possibly fractional) and `RateLimit-Reset`.

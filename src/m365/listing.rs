@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use jiff::{SignedDuration, Timestamp};
 
 use super::paging::{PageError, each_page};
-use super::{TenantClient, TenantError};
+use super::{M365Error, TenantClient};
 use crate::plan::{DataLocation, SiteReason, UserKey, user_key};
 
 /// Items per page (Graph's most for both listings).
@@ -193,7 +193,7 @@ impl SiteIndex {
 
 /// Lists the tenant's personal sites, keeping those named like one of `users`. `Ok(None)`: the
 /// listing was refused or broke off, and `users` are looked up one by one instead.
-pub(super) async fn sites(client: &TenantClient, users: &[String]) -> Result<Option<SiteIndex>, TenantError> {
+pub(super) async fn sites(client: &TenantClient, users: &[String]) -> Result<Option<SiteIndex>, M365Error> {
     let wanted: HashSet<String> = users.iter().map(|u| personal_name(u)).collect();
     let mut index = SiteIndex::default();
     let url = format!(
@@ -224,7 +224,7 @@ pub(super) type DirectoryEntry = (crate::plan::Observation, DataLocation);
 pub(super) async fn directory(
     client: &TenantClient,
     users: &[String],
-) -> Result<Option<HashMap<UserKey, DirectoryEntry>>, TenantError> {
+) -> Result<Option<HashMap<UserKey, DirectoryEntry>>, M365Error> {
     let wanted: HashSet<UserKey> = users.iter().map(|u| user_key(u)).collect();
     let mut entries = HashMap::new();
     let mut names: HashMap<u64, bool> = HashMap::new();
@@ -261,10 +261,10 @@ fn listed(
     client: &TenantClient,
     result: Result<u64, PageError>,
     what: &str,
-) -> Result<Option<u64>, TenantError> {
+) -> Result<Option<u64>, M365Error> {
     match result {
         Ok(n) => Ok(Some(n)),
-        Err(PageError::Tenant(e @ TenantError::Throttled { .. })) => Err(e),
+        Err(PageError::Tenant(e @ M365Error::Throttled { .. })) => Err(e),
         // 400/403/404: the listing (or its filter) is not available to this app.
         Err(PageError::Status { status: status @ (400 | 401 | 403 | 404), .. }) => {
             client

@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use super::graph::{directory, drives, in_chunks, user_entry};
 use super::listing::{self, Listed};
-use super::{TenantClient, TenantError, sharepoint};
+use super::{M365Error, TenantClient, sharepoint};
 use crate::plan::{DataLocation, Lookup, Observation, UserKey, route, user_key};
 
 /// Profile reads per call at most: they are SharePoint requests, one per user.
@@ -28,7 +28,7 @@ pub const MAX_PROFILE_READS: usize = 50;
 
 type Seen = HashMap<UserKey, (Observation, DataLocation)>;
 
-pub(super) async fn observe(client: &TenantClient, lookups: &[Lookup]) -> Result<Seen, TenantError> {
+pub(super) async fn observe(client: &TenantClient, lookups: &[Lookup]) -> Result<Seen, M365Error> {
     let wanted = unique(lookups);
     let mut out = Seen::new();
     // 1. Who has a site.
@@ -74,7 +74,7 @@ async fn own_drives(
     client: &TenantClient,
     users: &[String],
     out: &mut Seen,
-) -> Result<Vec<String>, TenantError> {
+) -> Result<Vec<String>, M365Error> {
     let mut ask_directory = Vec::new();
     for r in in_chunks(client, users, |chunk| async move { drives(client, chunk).await }).await {
         let (seen, ask) = r?;
@@ -117,11 +117,7 @@ struct Placed {
 }
 
 /// Places users with the site listing when it pays off (those with a site go into `out`).
-async fn sites_listed(
-    client: &TenantClient,
-    wanted: &[Lookup],
-    out: &mut Seen,
-) -> Result<Placed, TenantError> {
+async fn sites_listed(client: &TenantClient, wanted: &[Lookup], out: &mut Seen) -> Result<Placed, M365Error> {
     let all: Vec<String> = wanted.iter().map(|l| l.user.clone()).collect();
     // Delegated tokens are reported to see no personal sites in listings (an empty one would
     // pass for "nobody has a site"): `lists` is false for them.
@@ -191,7 +187,7 @@ async fn directory_of(
     client: &TenantClient,
     users: &[String],
     exact: &HashSet<UserKey>,
-) -> Result<Seen, TenantError> {
+) -> Result<Seen, M365Error> {
     let mut remembered = Seen::new();
     let users: Vec<String> = {
         let listings = client.listings.lock().unwrap();
@@ -243,7 +239,7 @@ async fn confirm_refusals(
     client: &TenantClient,
     not_listed: &[String],
     out: &mut Seen,
-) -> Result<Vec<String>, TenantError> {
+) -> Result<Vec<String>, M365Error> {
     let refused: Vec<String> = {
         let listings = client.listings.lock().unwrap();
         not_listed
@@ -291,7 +287,7 @@ async fn read_profiles(client: &TenantClient, users: &[(&String, &str)]) -> Vec<
         match answer {
             Ok(Some(profile)) => out.push((user_key(user), profile.observation())),
             Ok(None) => {}
-            Err(TenantError::Throttled { .. }) => break,
+            Err(M365Error::Throttled { .. }) => break,
             Err(e) => tracing::debug!(user, error = %e, "user profile not read; the drive lookup stands"),
         }
     }

@@ -30,7 +30,7 @@ pub use credentials::{
     OPAQUE_TYPE, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TLS_TYPE, bound_tenants,
     credentials_for, federated_token_file,
 };
-pub use error::TenantError;
+pub use error::M365Error;
 pub use geo::{Geo, HostOverrides, RootSite, admin_url_of, resolve as resolve_geos};
 pub use http::Service;
 pub use lookups::MAX_PROFILE_READS;
@@ -150,19 +150,19 @@ pub struct TenantClient {
 }
 
 impl TenantClient {
-    pub fn new(config: TenantConfig, credentials: Credentials) -> Result<TenantClient, TenantError> {
+    pub fn new(config: TenantConfig, credentials: Credentials) -> Result<TenantClient, M365Error> {
         crate::install_crypto_provider();
         let mut builder = http::client_builder(&config.user_agent());
         if let Some(pem) = &config.ca_bundle {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| TenantError::CredentialsInvalid(format!("the CA bundle is not PEM: {e}")))?;
+                .map_err(|e| M365Error::CredentialsInvalid(format!("the CA bundle is not PEM: {e}")))?;
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }
         }
         let client = builder
             .build()
-            .map_err(|e| TenantError::Unreachable(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| M365Error::Unreachable(format!("cannot build the HTTP client: {e}")))?;
         let reach = http::Reach {
             cloud: config.cloud,
             policy: config.policy.clone(),
@@ -188,7 +188,7 @@ impl TenantClient {
     }
 
     /// Gets a token for Graph (used by `doctor`).
-    pub async fn graph_token(&self) -> Result<(), TenantError> {
+    pub async fn graph_token(&self) -> Result<(), M365Error> {
         self.tokens.token(&self.config.graph_url).await.map(|_| ())
     }
 
@@ -199,14 +199,14 @@ impl TenantClient {
     }
 
     /// Gets a token for one admin host (used by `doctor`): each geo's host is its own audience.
-    pub async fn sharepoint_token(&self, admin_url: &str) -> Result<(), TenantError> {
+    pub async fn sharepoint_token(&self, admin_url: &str) -> Result<(), M365Error> {
         self.tokens.token(admin_url).await.map(|_| ())
     }
 
     /// What the tenant says about each user, keyed by [`crate::plan::user_key`]: their drive,
     /// and for users without one their directory entry. A user whose lookup got no answer is
     /// `Unknown`; an error means nothing could be observed.
-    pub async fn observe(&self, users: &[String]) -> Result<HashMap<UserKey, Observation>, TenantError> {
+    pub async fn observe(&self, users: &[String]) -> Result<HashMap<UserKey, Observation>, M365Error> {
         let lookups: Vec<Lookup> = users.iter().map(|u| Lookup::drive(u)).collect();
         self.observe_lookups(&lookups).await
     }
@@ -228,7 +228,7 @@ impl TenantClient {
     pub async fn observe_lookups(
         &self,
         lookups: &[Lookup],
-    ) -> Result<HashMap<UserKey, Observation>, TenantError> {
+    ) -> Result<HashMap<UserKey, Observation>, M365Error> {
         Ok(lookups::observe(self, lookups).await?.into_iter().map(|(k, (o, _))| (k, o)).collect())
     }
 
@@ -237,18 +237,18 @@ impl TenantClient {
     pub async fn observe_located(
         &self,
         lookups: &[Lookup],
-    ) -> Result<HashMap<UserKey, (Observation, DataLocation)>, TenantError> {
+    ) -> Result<HashMap<UserKey, (Observation, DataLocation)>, M365Error> {
         lookups::observe(self, lookups).await
     }
 
     /// Asks the central geo's SharePoint to create personal sites (see [`TenantClient::enqueue_at`]).
-    pub async fn enqueue(&self, users: &[String]) -> Result<(), TenantError> {
+    pub async fn enqueue(&self, users: &[String]) -> Result<(), M365Error> {
         self.enqueue_at(&self.config.admin_url, users).await
     }
 
     /// Asks SharePoint at `admin_url` (the users' geo's admin host) to create personal sites.
     /// Refuses more than 200 users or an empty email before sending anything.
-    pub async fn enqueue_at(&self, admin_url: &str, users: &[String]) -> Result<(), TenantError> {
+    pub async fn enqueue_at(&self, admin_url: &str, users: &[String]) -> Result<(), M365Error> {
         validate_enqueue(users)?;
         match self.config.enqueue_method {
             EnqueueMethod::ProfileLoader => sharepoint::enqueue_rest(self, admin_url, users).await,
@@ -260,34 +260,34 @@ impl TenantClient {
     }
 
     /// The user's SharePoint profile at `admin_url`, their geo's admin host (`None`: no profile).
-    pub async fn profile(&self, admin_url: &str, user: &str) -> Result<Option<ProfileRead>, TenantError> {
+    pub async fn profile(&self, admin_url: &str, user: &str) -> Result<Option<ProfileRead>, M365Error> {
         sharepoint::profile(self, admin_url, user).await
     }
 
     /// `POST /_api/contextinfo` at one admin host: it is reachable and accepts the token.
-    pub async fn sharepoint_reachable(&self, admin_url: &str) -> Result<(), TenantError> {
+    pub async fn sharepoint_reachable(&self, admin_url: &str) -> Result<(), M365Error> {
         sharepoint::contextinfo(self, admin_url).await
     }
 
     /// Some users of the directory (for `doctor`'s probes).
-    pub async fn some_users(&self, n: usize) -> Result<Vec<String>, TenantError> {
+    pub async fn some_users(&self, n: usize) -> Result<Vec<String>, M365Error> {
         graph::some_users(self, n).await
     }
 }
 
 /// The seeds' rules, enforced before anything is sent.
-pub fn validate_enqueue(users: &[String]) -> Result<(), TenantError> {
+pub fn validate_enqueue(users: &[String]) -> Result<(), M365Error> {
     if users.is_empty() {
-        return Err(TenantError::InvalidRequest("an enqueue needs at least one user".into()));
+        return Err(M365Error::InvalidRequest("an enqueue needs at least one user".into()));
     }
     if users.len() > MAX_USERS_PER_ENQUEUE {
-        return Err(TenantError::InvalidRequest(format!(
+        return Err(M365Error::InvalidRequest(format!(
             "{} users in one enqueue: SharePoint accepts at most {MAX_USERS_PER_ENQUEUE}",
             users.len()
         )));
     }
     if let Some(i) = users.iter().position(|u| u.trim().is_empty()) {
-        return Err(TenantError::InvalidRequest(format!("user #{} of the enqueue is empty", i + 1)));
+        return Err(M365Error::InvalidRequest(format!("user #{} of the enqueue is empty", i + 1)));
     }
     Ok(())
 }

@@ -8,14 +8,14 @@ use serde_json::Value;
 
 use super::graph::with_token;
 use super::http::{Answer, MAX_PAGE_BODY, Service};
-use super::{TenantClient, TenantError};
+use super::{M365Error, TenantClient};
 
 /// Why a listing ended early.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum PageError {
     /// The request failed as any other would (throttled, unreachable, too large, redirected).
     #[error(transparent)]
-    Tenant(TenantError),
+    Tenant(M365Error),
     /// Graph answered a page with this status (and error code).
     #[error("HTTP {status} {code}")]
     Status { status: u16, code: String },

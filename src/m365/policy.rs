@@ -13,7 +13,7 @@
 
 use reqwest::Url;
 
-use super::{HostOverrides, TenantError};
+use super::{HostOverrides, M365Error};
 use crate::api::{Cloud, OneDriveTenantSpec};
 
 /// The flag that opts the operator process in to endpoints outside the tenant's cloud.
@@ -93,7 +93,7 @@ impl EndpointPolicy {
     }
 
     /// Every endpoint field of `spec` is allowed; the error names the first that is not.
-    pub fn check_spec(&self, spec: &OneDriveTenantSpec) -> Result<(), TenantError> {
+    pub fn check_spec(&self, spec: &OneDriveTenantSpec) -> Result<(), M365Error> {
         let cloud = spec.cloud;
         let mut fields: Vec<(String, &str, Service)> = vec![
             ("spec.authorityHost".into(), spec.authority_host(), Service::Entra),
@@ -105,7 +105,7 @@ impl EndpointPolicy {
         }
         for (field, url, service) in fields {
             if let Err(why) = self.root(cloud, service, url) {
-                return Err(TenantError::InvalidSpec(format!(
+                return Err(M365Error::InvalidSpec(format!(
                     "{field} {url:?} is refused: {why}. Fix: {}",
                     fix(cloud, service)
                 )));
@@ -129,9 +129,9 @@ impl EndpointPolicy {
     }
 
     /// Whether a request to `url` may go out for a tenant in `cloud`.
-    pub fn admits(&self, cloud: Cloud, service: Service, url: &Url) -> Result<(), TenantError> {
+    pub fn admits(&self, cloud: Cloud, service: Service, url: &Url) -> Result<(), M365Error> {
         self.check(cloud, service, url).map_err(|why| {
-            TenantError::InvalidSpec(format!(
+            M365Error::InvalidSpec(format!(
                 "a request to {} ({}) was stopped before it was sent: {why}",
                 url.host_str().unwrap_or("no host"),
                 service.name()
@@ -237,7 +237,7 @@ mod tests {
 
     fn refused(policy: &EndpointPolicy, s: &OneDriveTenantSpec) -> String {
         match policy.check_spec(s) {
-            Err(TenantError::InvalidSpec(m)) => m,
+            Err(M365Error::InvalidSpec(m)) => m,
             other => panic!("expected InvalidSpec, got {other:?}"),
         }
     }

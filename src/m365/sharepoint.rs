@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::escape;
 use super::http::{Answer, Service};
 use super::profile::ProfileRead;
-use super::{TenantClient, TenantError};
+use super::{M365Error, TenantClient};
 
 const PROFILE_LOADER_TYPE: &str = "{9c42543a-91b3-4902-b2fe-14ccdefb6e2b}";
 const TENANT_TYPE: &str = "{268004ae-ef6b-4e9b-8425-127220d84719}";
@@ -13,14 +13,14 @@ const TENANT_TYPE: &str = "{268004ae-ef6b-4e9b-8425-127220d84719}";
 const OPERATION_POLLS: usize = 5;
 
 /// The fix for a refused enqueue, depending on the token kind that was refused.
-fn refused(credentials: &super::Credentials, detail: &str) -> TenantError {
+fn refused(credentials: &super::Credentials, detail: &str) -> M365Error {
     if credentials.app_only() {
-        TenantError::TokenKindRefused(format!(
+        M365Error::TokenKindRefused(format!(
             "SharePoint refused to enqueue with an app-only ({}) token: {detail}. Fix: grant the app SharePoint Sites.FullControl.All and User.ReadWrite.All (application) with admin consent; if the tenant still refuses app-only enqueue, switch spec.auth to delegated with a SharePoint administrator's refresh token",
             credentials.kind()
         ))
     } else {
-        TenantError::PermissionMissing(format!(
+        M365Error::PermissionMissing(format!(
             "SharePoint refused the delegated token: {detail}. Fix: the refresh token must belong to a SharePoint administrator (or Global administrator) of this tenant"
         ))
     }
@@ -40,7 +40,7 @@ async fn send(
     client: &TenantClient,
     resource: &str,
     build: impl Fn(&str) -> reqwest::RequestBuilder,
-) -> Result<Answer, TenantError> {
+) -> Result<Answer, M365Error> {
     for attempt in 0..2 {
         let token = client.tokens.token(resource).await?;
         let response = client.http.send(Service::SharePoint, || build(&token)).await?;
@@ -48,7 +48,7 @@ async fn send(
             let diagnostics: String =
                 response.header("x-ms-diagnostics").unwrap_or("").chars().take(200).collect();
             if response.text().contains("Unsupported app only token") {
-                return Err(TenantError::TokenKindRefused(
+                return Err(M365Error::TokenKindRefused(
                     "SharePoint refuses app-only tokens obtained with a client secret. Fix: authenticate the app with a certificate (spec.auth.certificate) or use workload identity".into(),
                 ));
             }
@@ -56,7 +56,7 @@ async fn send(
                 client.tokens.invalidate(resource);
                 continue;
             }
-            return Err(TenantError::CredentialsInvalid(format!(
+            return Err(M365Error::CredentialsInvalid(format!(
                 "SharePoint {resource} refused the token (401 {diagnostics}). Fix: check spec.adminUrl (and spec.geos) are this tenant's admin hosts and the app is consented"
             )));
         }
@@ -69,7 +69,7 @@ pub(super) async fn enqueue_rest(
     client: &TenantClient,
     admin_url: &str,
     users: &[String],
-) -> Result<(), TenantError> {
+) -> Result<(), M365Error> {
     let url = format!(
         "{admin_url}/_api/SP.UserProfiles.ProfileLoader.GetProfileLoader/CreatePersonalSiteEnqueueBulk"
     );
@@ -99,9 +99,9 @@ pub(super) async fn enqueue_rest(
         return Err(refused(client.credentials(), &detail));
     }
     if status == 400 {
-        return Err(TenantError::InvalidRequest(format!("SharePoint refused the enqueue: {message}")));
+        return Err(M365Error::InvalidRequest(format!("SharePoint refused the enqueue: {message}")));
     }
-    Err(TenantError::Unreachable(format!("SharePoint enqueue answered {status}: {message}")))
+    Err(M365Error::Unreachable(format!("SharePoint enqueue answered {status}: {message}")))
 }
 
 pub(crate) fn csom_request(users: &[String], tenant_method: bool) -> String {
@@ -131,11 +131,7 @@ fn poll_request(identity: &str) -> String {
 }
 
 /// Posts to ProcessQuery; a non-null `ErrorInfo` is a failure whatever the HTTP status.
-async fn process_query(
-    client: &TenantClient,
-    admin_url: &str,
-    xml: String,
-) -> Result<Vec<Value>, TenantError> {
+async fn process_query(client: &TenantClient, admin_url: &str, xml: String) -> Result<Vec<Value>, M365Error> {
     let url = format!("{admin_url}/_vti_bin/client.svc/ProcessQuery");
     let response = send(client, admin_url, |token| {
         client
@@ -156,9 +152,9 @@ pub(super) fn csom_result(
     status: u16,
     body: &Value,
     credentials: &super::Credentials,
-) -> Result<Vec<Value>, TenantError> {
+) -> Result<Vec<Value>, M365Error> {
     let Some(items) = body.as_array().filter(|a| !a.is_empty()) else {
-        return Err(TenantError::Unreachable(format!(
+        return Err(M365Error::Unreachable(format!(
             "CSOM ProcessQuery answered {status} without a result array"
         )));
     };
@@ -173,9 +169,9 @@ pub(super) fn csom_result(
             {
                 refused(credentials, &detail)
             } else if kind.contains("Argument") {
-                TenantError::InvalidRequest(format!("SharePoint refused the enqueue: {detail}"))
+                M365Error::InvalidRequest(format!("SharePoint refused the enqueue: {detail}"))
             } else {
-                TenantError::Protocol(format!("CSOM error: {detail}"))
+                M365Error::Protocol(format!("CSOM error: {detail}"))
             },
         );
     }
@@ -187,7 +183,7 @@ pub(super) async fn enqueue_csom(
     admin_url: &str,
     users: &[String],
     tenant_method: bool,
-) -> Result<(), TenantError> {
+) -> Result<(), M365Error> {
     let items = process_query(client, admin_url, csom_request(users, tenant_method)).await?;
     if !tenant_method {
         return Ok(());
@@ -223,7 +219,7 @@ pub(super) async fn enqueue_csom(
     Ok(())
 }
 
-pub(super) async fn contextinfo(client: &TenantClient, admin_url: &str) -> Result<(), TenantError> {
+pub(super) async fn contextinfo(client: &TenantClient, admin_url: &str) -> Result<(), M365Error> {
     let url = format!("{admin_url}/_api/contextinfo");
     let response = send(client, admin_url, |token| {
         client
@@ -236,10 +232,10 @@ pub(super) async fn contextinfo(client: &TenantClient, admin_url: &str) -> Resul
     .await?;
     match response.status {
         200 => Ok(()),
-        403 => Err(TenantError::PermissionMissing(
+        403 => Err(M365Error::PermissionMissing(
             "SharePoint refused POST /_api/contextinfo (403): the app or user has no access to the admin site".into(),
         )),
-        s => Err(TenantError::Unreachable(format!("SharePoint /_api/contextinfo answered {s}"))),
+        s => Err(M365Error::Unreachable(format!("SharePoint /_api/contextinfo answered {s}"))),
     }
 }
 
@@ -248,7 +244,7 @@ pub(super) async fn profile(
     client: &TenantClient,
     admin_url: &str,
     user: &str,
-) -> Result<Option<ProfileRead>, TenantError> {
+) -> Result<Option<ProfileRead>, M365Error> {
     let url = format!("{admin_url}/_api/SP.UserProfiles.PeopleManager/GetPropertiesFor(accountName=@v)");
     let account = profile_account(user);
     let response = send(client, admin_url, |token| {
@@ -263,7 +259,7 @@ pub(super) async fn profile(
     .await?;
     let status = response.status;
     if status != 200 {
-        return Err(TenantError::Unreachable(format!("SharePoint profile read answered {status}")));
+        return Err(M365Error::Unreachable(format!("SharePoint profile read answered {status}")));
     }
     Ok(ProfileRead::from_body(&response.json()?))
 }

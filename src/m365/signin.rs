@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{token_answer, token_error};
 use super::http::{Http, Reach, Service, client_builder};
-use super::{Credentials, TenantConfig, TenantError};
+use super::{Credentials, M365Error, TenantConfig};
 
 /// Which way the person signs in (a Conditional Access refusal names the other).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,19 +98,19 @@ pub struct SignIn {
 }
 
 impl SignIn {
-    pub fn new(config: &TenantConfig, client_id: &str) -> Result<SignIn, TenantError> {
+    pub fn new(config: &TenantConfig, client_id: &str) -> Result<SignIn, M365Error> {
         crate::install_crypto_provider();
         let mut builder = client_builder(&config.user_agent());
         if let Some(pem) = &config.ca_bundle {
             for c in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| TenantError::CredentialsInvalid(format!("the CA bundle is not PEM: {e}")))?
+                .map_err(|e| M365Error::CredentialsInvalid(format!("the CA bundle is not PEM: {e}")))?
             {
                 builder = builder.add_root_certificate(c);
             }
         }
         let client = builder
             .build()
-            .map_err(|e| TenantError::Unreachable(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| M365Error::Unreachable(format!("cannot build the HTTP client: {e}")))?;
         let reach = Reach {
             cloud: config.cloud,
             policy: config.policy.clone(),
@@ -125,7 +125,7 @@ impl SignIn {
         })
     }
 
-    fn endpoint(&self, last: &str) -> Result<String, TenantError> {
+    fn endpoint(&self, last: &str) -> Result<String, M365Error> {
         Ok(super::auth::token_endpoint(&self.authority, &self.tenant_id)?
             .replace("/token", &format!("/{last}")))
     }
@@ -137,10 +137,9 @@ impl SignIn {
         redirect_uri: &str,
         state: &str,
         pkce: &Pkce,
-    ) -> Result<String, TenantError> {
-        let mut url = reqwest::Url::parse(&self.endpoint("authorize")?).map_err(|e| {
-            TenantError::InvalidSpec(format!("the authorization endpoint is not a URL ({e})"))
-        })?;
+    ) -> Result<String, M365Error> {
+        let mut url = reqwest::Url::parse(&self.endpoint("authorize")?)
+            .map_err(|e| M365Error::InvalidSpec(format!("the authorization endpoint is not a URL ({e})")))?;
         url.query_pairs_mut()
             .append_pair("client_id", &self.client_id)
             .append_pair("response_type", "code")
@@ -163,7 +162,7 @@ impl SignIn {
         redirect_uri: &str,
         scope: &str,
         pkce: &Pkce,
-    ) -> Result<Tokens, TenantError> {
+    ) -> Result<Tokens, M365Error> {
         let form = [
             ("client_id", self.client_id.as_str()),
             ("grant_type", "authorization_code"),
@@ -180,7 +179,7 @@ impl SignIn {
     }
 
     /// Starts a device sign-in.
-    pub async fn start_device(&self, scope: &str) -> Result<DeviceAuthorization, TenantError> {
+    pub async fn start_device(&self, scope: &str) -> Result<DeviceAuthorization, M365Error> {
         let url = self.endpoint("devicecode")?;
         let form = [("client_id", self.client_id.as_str()), ("scope", scope)];
         let answer = self.http.send(Service::Entra, || self.http.client().post(&url).form(&form)).await?;
@@ -192,9 +191,8 @@ impl SignIn {
         let secs = |k: &str, default: u64| {
             body[k].as_u64().or_else(|| body[k].as_str()?.parse().ok()).unwrap_or(default).clamp(1, 3600)
         };
-        let missing = || {
-            TenantError::Protocol("the device authorization endpoint answered without a device code".into())
-        };
+        let missing =
+            || M365Error::Protocol("the device authorization endpoint answered without a device code".into());
         Ok(DeviceAuthorization {
             device_code: text("device_code").ok_or_else(missing)?,
             user_code: text("user_code").ok_or_else(missing)?,
@@ -206,7 +204,7 @@ impl SignIn {
     }
 
     /// One poll of a device code.
-    pub async fn poll_device(&self, device: &DeviceAuthorization) -> Result<Poll, TenantError> {
+    pub async fn poll_device(&self, device: &DeviceAuthorization) -> Result<Poll, M365Error> {
         let form = [
             ("client_id", self.client_id.as_str()),
             ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
@@ -224,7 +222,7 @@ impl SignIn {
     }
 
     /// Redeems `refresh_token` for `resource` (e.g. Graph, after signing in for SharePoint).
-    pub async fn redeem(&self, refresh_token: &str, resource: &str) -> Result<Tokens, TenantError> {
+    pub async fn redeem(&self, refresh_token: &str, resource: &str) -> Result<Tokens, M365Error> {
         let scope = format!("{}/.default offline_access", resource.trim_end_matches('/'));
         let form = [
             ("client_id", self.client_id.as_str()),
@@ -243,7 +241,7 @@ impl SignIn {
         Ok(t)
     }
 
-    async fn token_request(&self, form: &[(&str, &str)]) -> Result<(u16, Value), TenantError> {
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<(u16, Value), M365Error> {
         let url = super::auth::token_endpoint(&self.authority, &self.tenant_id)?;
         let answer = self.http.send(Service::Entra, || self.http.client().post(&url).form(form)).await?;
         Ok((answer.status, answer.json_or_null()))
@@ -255,20 +253,20 @@ pub fn sign_in_scope(admin_url: &str) -> String {
     format!("{}/.default offline_access", admin_url.trim_end_matches('/'))
 }
 
-fn tokens(body: &Value) -> Result<Tokens, TenantError> {
+fn tokens(body: &Value) -> Result<Tokens, M365Error> {
     let (access_token, _, refresh) = token_answer(body)?;
     Ok(Tokens { access_token, refresh_token: refresh.unwrap_or_default() })
 }
 
 /// Entra ID's refusal of a sign-in, named for the person at the keyboard.
-pub fn refusal(status: u16, body: &Value, flow: Flow) -> TenantError {
+pub fn refusal(status: u16, body: &Value, flow: Flow) -> M365Error {
     let error = body["error"].as_str().unwrap_or("");
     let code = body["error_codes"][0].as_i64().unwrap_or(0);
     let other = match flow {
         Flow::Browser => "the device code flow (onedrive-operator login --device-code)",
         Flow::DeviceCode => "the browser sign-in (onedrive-operator login without --device-code)",
     };
-    let said = |what: String| TenantError::CredentialsInvalid(what);
+    let said = |what: String| M365Error::CredentialsInvalid(what);
     match (error, code) {
         ("authorization_declined" | "access_denied", _) => {
             said("the sign-in was declined at the verification page: nothing was stored; run login again to retry".into())

@@ -23,43 +23,29 @@
 //! states and their messages), `batch` (the in-flight batch's gate, the next batch), `requeue`,
 //! and `status` (the only part that builds Kubernetes conditions).
 
-mod batch;
-mod decide;
-mod gather;
-mod gathering;
-mod routing;
 mod limits;
 mod namespaces;
 mod observation;
-mod pass;
-mod progress;
-mod requeue;
-mod state;
-mod site_status;
-mod targets;
+pub mod tenant;
+mod users;
 
 use std::borrow::Cow;
 
 use jiff::{SignedDuration, Timestamp};
 
-use gather::Users;
-pub use gathering::Gathering;
-pub use routing::{partition, route};
 pub use limits::{Limits, format_duration};
 pub use namespaces::{Admission, NamespacePolicy};
 pub use observation::{
     DataLocation, Lookup, Observation, Observations, Observed, ProfileMeaning, ProfileState, UserHasher,
     UserKey, user_key,
 };
-pub use progress::progress;
-pub use site_status::{tenant_not_allowed_status, tenant_not_found_status};
+pub use tenant::{partition, progress, route};
+pub use users::Planner;
+pub use users::{tenant_not_allowed_status, tenant_not_found_status};
 
 use crate::api::{
     BatchStatus, KeptSite, KeptStatus, OneDriveSiteStatus, SitePhase, TenantReason, UserCounts,
 };
-use batch::{NextBatch, gate, next_batch, observed_since};
-use pass::{Pass, decide_all, updates};
-use targets::Targets;
 
 pub use crate::api::{SiteReason, reason};
 
@@ -238,9 +224,11 @@ pub enum BatchOutcome {
 /// The decisions of one cycle.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    /// Whom [`targets`] would have the cycle observe first, from this same pass: when non-empty
-    /// the cycle observes them and plans again before acting (a steady cycle, with nobody to
-    /// look at, plans once).
+    /// Whom the cycle observes before anything else: the in-flight batch's gate (the user it
+    /// waits for; once that user is done, the whole batch once).
+    pub gates: Vec<Lookup>,
+    /// Whom else the cycle observes before acting: when this or `gates` is non-empty the cycle
+    /// observes them and plans again (a steady cycle, with nobody to look at, plans once).
     pub lookups: Vec<Lookup>,
     /// Users to observe before this plan is final; when non-empty nothing is enqueued.
     pub observe_now: Vec<Lookup>,
@@ -258,184 +246,6 @@ pub struct Plan {
     /// Whether any user still has work ahead (drives the tenant's `Reconciling`).
     pub reconciling: bool,
     pub requeue_after: SignedDuration,
-}
-
-/// The planner of one cycle: a tenant's sites gathered into users once (most of a planning pass's
-/// work), then asked whom to observe and what to do as observations come in. Every answer is about
-/// exactly the sites it was made with.
-pub struct Planner<'a> {
-    users: Users<'a>,
-}
-
-impl<'a> Planner<'a> {
-    /// A planner for `sites`, gathered now.
-    pub fn new(sites: &'a [DesiredSite<'a>]) -> Planner<'a> {
-        Planner { users: Users::new(sites, None) }
-    }
-
-    /// A planner for `sites` grouped by `gathering`, made for sites in the same order with the
-    /// same users and creation times (statuses may differ); gathered anew if it does not fit.
-    pub fn with(sites: &'a [DesiredSite<'a>], gathering: &'a Gathering) -> Planner<'a> {
-        Planner { users: Users::new(sites, Some(gathering)) }
-    }
-
-    /// See [`targets`].
-    pub fn targets(&mut self, input: &PlanInput) -> Vec<Lookup> {
-        targets(input, &mut self.users)
-    }
-
-    /// See [`plan`].
-    pub fn plan(&mut self, input: &PlanInput) -> Plan {
-        plan(input, &mut self.users)
-    }
-
-    /// Puts `observed` in the order a pass reads it: these users' queue order, anybody else
-    /// after. A pass then reads the observations one after another (at 100,000 users, in the
-    /// order they arrived, each was a cache miss).
-    pub fn order_observations(&self, observed: &mut Observations) {
-        let mut entries: Vec<_> = observed.iter().map(|(k, v)| (self.users.find(k.as_str()), k, v)).collect();
-        entries.sort_by_key(|(found, _, _)| found.map_or(usize::MAX, |(at, _)| at));
-        // Copied in that order, so that the URLs a pass reads lie one after another in memory too
-        // (allocated as the answers came, each was a cache miss at 100,000 users), and keyed by
-        // the gathering's own keys, which a pass then matches by address ([`UserKey::is`]).
-        let ordered: Observations = entries
-            .into_iter()
-            .map(|(found, k, v)| (found.map_or(k, |(_, mine)| mine).clone(), v.clone()))
-            .collect();
-        *observed = ordered;
-    }
-
-    /// Keys `observed` by these users' own keys, in place (their order stays): what a cycle that
-    /// gathered the users anew does, at the cost of one lookup an observation, where putting them
-    /// in order (a sort and a copy of every observation) would double that cycle's cost.
-    pub fn share_keys(&self, observed: &mut Observations) {
-        use indexmap::map::MutableKeys;
-        for (key, _) in observed.iter_mut2() {
-            if let Some((_, mine)) = self.users.find(key.as_str()) {
-                // The same user: an equal key, so the map's hashes and order hold.
-                *key = mine.clone();
-            }
-        }
-    }
-}
-
-/// The users one cycle should observe first: the user the in-flight batch waits for (the whole
-/// batch once that user is done), users never observed, users still provisioning outside the
-/// batch, the next candidates for a batch whose "no site" is stale, and a bounded slice of Ready,
-/// Failed and `LookupFailing` users due for a re-check. Enqueued users without a site get their
-/// user profile read too: only the profile says whether SharePoint refused or failed them.
-/// [`plan`] gives the same list as [`Plan::lookups`], from the same pass.
-fn targets(input: &PlanInput, users: &mut Users) -> Vec<Lookup> {
-    let input = &PlanInput { now: whole_second(input.now), ..*input };
-    if blocked(input) {
-        return Vec::new();
-    }
-    let pass = decide_all(users, false, input);
-    targets::wanted(users, &pass, input)
-}
-
-/// Decides one cycle. See the module documentation for the rules.
-fn plan(input: &PlanInput, users: &mut Users) -> Plan {
-    // Kubernetes stores times to the second: plan in whole seconds so that an unchanged world
-    // computes byte-identical statuses.
-    let input = &PlanInput { now: whole_second(input.now), ..*input };
-    let pass = decide_all(users, true, input);
-    let users = &*users;
-    let list = users.list();
-    let lookups = if blocked(input) { Vec::new() } else { targets::wanted(users, &pass, input) };
-    let Pass { seen, mut states, mut changed, eligible, mut tally, .. } = pass;
-    let mut observe_now = Targets::default();
-    let mut batch = input.batch.cloned();
-    let mut finished = None;
-    let mut batch_duration = None;
-    let mut enqueue = None;
-    let mut last_batch_id = input.last_batch_id.max(batch.as_ref().map_or(0, |b| b.id));
-
-    if !blocked(input) {
-        match &batch {
-            Some(b) if !b.sent => {
-                // Sent again exactly as recorded, without re-checking its last user: an earlier
-                // process may have sent it already, and re-forming it could enqueue users twice.
-                enqueue = Some(Enqueue { batch: b.clone(), resend: true });
-            }
-            Some(b) => {
-                let g = gate(b, users, &states, input);
-                if after(b.enqueued_at.0, input.limits.provisioning_timeout) <= input.now {
-                    finished = Some((b.id, BatchOutcome::TimedOut));
-                } else if let Some(done_at) = g.done_at {
-                    for u in &b.users {
-                        if !observed_since(input, u, done_at) {
-                            observe_now.push(u, true);
-                        }
-                    }
-                    if observe_now.lookups.is_empty() {
-                        finished = Some((b.id, BatchOutcome::Completed));
-                        batch_duration =
-                            Some(done_at.duration_since(b.enqueued_at.0)).filter(|d| d.is_positive());
-                    } else {
-                        // The next batch's candidates are needed too: ask for both at once.
-                        for u in next_batch(list, &seen, &eligible, input).lookups {
-                            observe_now.push(u, false);
-                        }
-                    }
-                } else if let (true, Some(g)) = (g.look_now, g.user) {
-                    observe_now.push_confirmed(g, true);
-                }
-                if finished.is_some() {
-                    batch = None;
-                }
-            }
-            None => {}
-        }
-        if batch.is_none() {
-            let NextBatch { chosen, lookups } = next_batch(list, &seen, &eligible, input);
-            if !lookups.is_empty() {
-                for u in lookups {
-                    observe_now.push(u, false);
-                }
-            } else if observe_now.lookups.is_empty() && !chosen.is_empty() {
-                last_batch_id += 1;
-                let users = chosen.iter().map(|&i| list[i].upn().to_string()).collect();
-                let new = site_status::new_batch(last_batch_id, users, input.now);
-                for (n, &i) in chosen.iter().enumerate() {
-                    let gate = n + 1 == chosen.len();
-                    let enqueued = state::provisioning(new.id, input.now, gate, &list[i], input);
-                    // A candidate's state is kept (see `pass::decide_all`).
-                    if let Some(old) = states.get_mut(i) {
-                        tally.replace(old, &enqueued);
-                        *old = enqueued;
-                    }
-                    changed.push(i);
-                }
-                // In queue order again, each once: statuses are written (and cut off) in that order.
-                changed.sort_unstable();
-                changed.dedup();
-                enqueue = Some(Enqueue { batch: new.clone(), resend: false });
-                batch = Some(new);
-            }
-        }
-    }
-
-    let (site_updates, more) = updates(list, &states, &seen, &changed, input);
-    let requeue_after = if more {
-        // Statuses left for the next cycle: come back at once.
-        SignedDuration::from_secs(1)
-    } else {
-        requeue::requeue(input, &tally, &batch, !observe_now.lookups.is_empty())
-    };
-    Plan {
-        lookups,
-        observe_now: observe_now.lookups,
-        enqueue,
-        batch,
-        last_batch_id,
-        finished,
-        batch_duration,
-        site_updates,
-        reconciling: tally.reconciling(),
-        users: tally.counts,
-        requeue_after,
-    }
 }
 
 /// Re-checks fall due when a period boundary (a multiple of `every` since the Unix epoch) has
@@ -468,4 +278,6 @@ fn blocked(input: &PlanInput) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+mod fixtures;
+#[cfg(test)]
+mod properties;

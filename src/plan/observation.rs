@@ -200,11 +200,6 @@ impl PartialEq<&str> for Lookup {
 /// A user as the operator compares users: trimmed and lowercased (sign-in names are
 /// case-insensitive), made once where a user enters the operator. The original spelling is kept
 /// apart, for what is sent to Microsoft and shown to people.
-///
-/// Shared, not copied, when cloned: the controller's observations take the very keys of the
-/// tenant's gathering ([`super::Planner::order_observations`]), so a pass matches a user's
-/// observation to the user by address instead of reading both strings (two cache misses a
-/// user at 100,000 users).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserKey(Arc<str>);
 
@@ -220,11 +215,6 @@ impl UserKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// Whether `key` is this key: at once when it is this very string (shared, see above).
-    pub fn is(&self, key: &str) -> bool {
-        std::ptr::eq(self.as_str(), key) || self.as_str() == key
     }
 }
 
@@ -259,15 +249,13 @@ impl std::fmt::Display for UserKey {
     }
 }
 
-/// The hasher of the maps keyed by user that a planning pass reads once per user (the newest
-/// observations, the grouping of sites by user): SipHash, the standard one, was a tenth of a
-/// steady cycle at 100,000 users. Seeded at random per process like the standard one, so a user
-/// name crafted for collisions cannot be prepared in advance.
+/// The hasher of the maps keyed by user (the newest observations, the grouping of sites by
+/// user). Seeded at random per process like the standard one, so a user name crafted for
+/// collisions cannot be prepared in advance.
 pub type UserHasher = foldhash::fast::RandomState;
 
-/// The newest observation of each user, as the controller keeps it between cycles: in an order
-/// the controller chooses ([`super::Planner::order_observations`]: the order a pass reads them),
-/// so that a pass over 100,000 users reads them one after another rather than all over the heap.
+/// The newest observation of each user, as the controller keeps it between cycles (in the order
+/// they were first seen: a map whose iteration is the same run after run).
 pub type Observations = indexmap::IndexMap<UserKey, Observed, UserHasher>;
 
 /// Users are compared case-insensitively: sign-in names are.

@@ -62,7 +62,6 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 /// The audience Azure Workload Identity projects service-account tokens for.
 pub const FEDERATION_AUDIENCE: &str = "api://AzureADTokenExchange";
 
-
 async fn token(
     State(sim): State<Arc<Sim>>,
     Path(tenant): Path<String>,

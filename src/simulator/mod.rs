@@ -16,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 mod aadsts;
+pub mod authorize;
 mod bearer;
 pub(crate) mod csom;
 mod entra;
@@ -28,7 +29,6 @@ mod population;
 mod profiles;
 pub mod serve;
 mod sharepoint;
-pub mod authorize;
 pub mod stats;
 pub mod verify;
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// A user as configured (`--users FILE` entries, or generated).
@@ -125,6 +126,11 @@ pub struct Tenant {
     jitter: f64,
 }
 
+/// FNV-1a: a hash that is the same on every machine and Rust version (a seed must be).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 pub fn key(upn: &str) -> String {
     upn.trim().to_lowercase()
 }
@@ -167,11 +173,12 @@ impl Tenant {
     }
 
     /// Asks for personal sites. Unknown users and users with a site are ignored silently, as
-    /// the service does; nothing per user is reported back.
-    pub fn enqueue(&mut self, emails: &[String], now: Timestamp, rng: &mut impl Rng) -> usize {
+    /// the service does; nothing per user is reported back. Each user's delay is their own
+    /// (drawn from `seed` and their name), so it does not depend on what else was asked before.
+    pub fn enqueue(&mut self, emails: &[String], now: Timestamp, seed: u64) -> usize {
         let mut changed = 0;
         for email in emails {
-            let delay = self.jittered_delay(rng);
+            let delay = self.jittered_delay(seed, &key(email));
             let Some(u) = self.user(email, now).cloned() else { continue };
             let next = match &u.site {
                 SiteState::Created { .. } | SiteState::Enqueued { .. } => continue,
@@ -189,8 +196,9 @@ impl Tenant {
         changed
     }
 
-    fn jittered_delay(&self, rng: &mut impl Rng) -> SignedDuration {
+    fn jittered_delay(&self, seed: u64, user: &str) -> SignedDuration {
         let base = self.provision_delay.as_secs_f64();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(user.as_bytes()));
         let factor = if self.jitter > 0.0 { 1.0 + rng.random_range(-self.jitter..=self.jitter) } else { 1.0 };
         SignedDuration::from_secs_f64((base * factor).max(0.0))
     }
@@ -262,7 +270,6 @@ pub fn personal_space_name(upn: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     fn tenant() -> Tenant {
         let mut unlicensed = UserSpec::new("u@contoso.com");
@@ -282,7 +289,6 @@ mod tests {
     #[test]
     fn sites_appear_after_the_delay_and_failures_show_as_states() {
         let mut t = tenant();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let t0 = Timestamp::from_second(1_000).unwrap();
         let n = t.enqueue(
             &[
@@ -293,7 +299,7 @@ mod tests {
                 "x@y.z".into(),
             ],
             t0,
-            &mut rng,
+            1,
         );
         assert_eq!(n, 3, "the user with a site and the unknown one change nothing");
         assert_eq!(t.user("a@contoso.com", t0).unwrap().site.code(), 1);

@@ -244,9 +244,8 @@ fn apply_enqueue(sim: &Sim, token: &TokenInfo, emails: &[String], method: &str, 
         tenant.user(e, now).is_none_or(|u| sim.location_of(&u.spec).eq_ignore_ascii_case(here))
     });
     let while_in_flight = previous_last.is_some_and(|u| tenant.being_created(&u, now));
-    let mut faults = sim.faults.lock().unwrap();
-    tenant.enqueue(&own, now, faults.rng());
-    drop(faults);
+    let seed = sim.faults.lock().unwrap().config().seed;
+    tenant.enqueue(&own, now, seed);
     drop(tenant);
     let at_ms = sim.started.elapsed().as_secs_f64() * 1000.0;
     sim.stats.lock().unwrap().enqueues.push(EnqueueRecord {

@@ -5,7 +5,7 @@
 --   Reconciling=True (waiting for a batch slot, being provisioned)  -> Progressing
 --   Ready=True                                                      -> Healthy
 --   anything else (Ready False or Unknown, not stalled)             -> Progressing
--- Install: README "Argo CD" (argocd-cm keys resource.customizations.health.<group>_<kind>).
+-- Install: docs/operations.md "Argo CD" (argocd-cm keys resource.customizations.health.<group>_<kind>).
 local hs = {}
 
 local function condition(type_)

@@ -2,8 +2,8 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::pass::Tally;
 use super::state::UserState;
+use super::tally::Tally;
 use super::{Limits, PlanInput, after, recheck_at};
 use crate::api::{BatchStatus, SitePhase, SiteReason};
 

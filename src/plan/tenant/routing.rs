@@ -6,9 +6,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::gathering::key_of;
-use super::{DataLocation, DesiredSite, Observations, UserKey};
 use crate::api::BatchStatus;
+use crate::plan::users::key_of;
+use crate::plan::{DataLocation, DesiredSite, Observations, UserKey};
 
 /// The geo (index into `locations`, the central geo's first) of each site's user, in the order of
 /// `sites`. All sites of one user land in one geo:

@@ -3,25 +3,25 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::refresh_token::{self, CredentialHealth};
-use super::phases::{Discovery, Stand};
-use super::pipelines::{Pipeline, TenantPlan};
+use super::credential_health::{self, CredentialHealth};
+use super::pipelines::Pipeline;
+use super::{Discovery, Stand, TenantPlan};
 use crate::api::{
     ConditionSet, ConditionStatus, OneDriveTenant, OneDriveTenantStatus, TenantReason, condition_type,
 };
-use crate::plan;
 
 /// The tenant condition (abnormal-true) saying the geos could not be discovered.
 pub const GEO_DISCOVERY_FAILED: &str = TenantReason::GeoDiscoveryFailed.as_str();
 
-pub(super) fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<TenantReason> {
+/// The reason of the problem the status reports (its `Ready` condition False), if any.
+pub fn tenant_problem_reason(status: &OneDriveTenantStatus) -> Option<TenantReason> {
     crate::api::find_condition(&status.conditions, condition_type::READY)
         .filter(|c| ConditionStatus::False.is(&c.status))
         .and_then(|c| TenantReason::parse(&c.reason))
 }
 
 /// The tenant's status after this cycle.
-pub(super) fn tenant_status(
+pub fn tenant_status(
     tenant: &OneDriveTenant,
     previous: &OneDriveTenantStatus,
     plan: &TenantPlan,
@@ -79,14 +79,14 @@ pub(super) fn tenant_status(
     let geos = plan.geo_statuses(&stand.pipelines);
     OneDriveTenantStatus {
         observed_generation: g,
-        conditions: refresh_token::conditions(conditions, health, now).build(),
+        conditions: credential_health::conditions(conditions, health, now).build(),
         users: u.clone(),
-        progress: plan::progress(&geos, tenant.spec.batch_size, now),
+        progress: super::progress(&geos, tenant.spec.batch_size, now),
         geos,
         current_batch: None,
         last_batch_id: plan.last_batch_id().max(previous.last_batch_id),
         last_batch_seconds: None,
-        throttled_until: throttled_until.map(|t| Time(plan::whole_second(t))),
+        throttled_until: throttled_until.map(|t| Time(crate::plan::whole_second(t))),
     }
 }
 

@@ -3,8 +3,8 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::gather::{User, Users};
-use super::pass::States;
 use super::state::UserState;
+use super::tally::States;
 use super::{Observation, Observed, PlanInput, after, user_key};
 use crate::api::{BatchStatus, SitePhase, SiteReason};
 
@@ -96,14 +96,6 @@ fn fresh_since(u: &User, input: &PlanInput) -> Timestamp {
         }
         _ => recent,
     }
-}
-
-/// A timed-out user is sent again only once its `ProvisioningTimedOut` status was written, so
-/// the timeout is always visible on the resource.
-pub(super) fn eligible(u: &User, s: &UserState) -> bool {
-    s.reason == SiteReason::Pending
-        || (s.reason == SiteReason::ProvisioningTimedOut
-            && u.prior.reason() == Some(SiteReason::ProvisioningTimedOut))
 }
 
 /// Whether a user last seen as `seen` was looked up within the poll interval.

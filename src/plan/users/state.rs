@@ -7,9 +7,9 @@ use std::borrow::Cow;
 use jiff::Timestamp;
 
 use super::gather::User;
-use super::limits::SpecDuration;
 use super::{PlanInput, ProfileState, whole_second};
-use crate::api::{ConditionStatus, SitePhase, SiteReason, text_hash};
+use crate::api::{ConditionStatus, SitePhase, SiteReason};
+use crate::plan::limits::SpecDuration;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct UserState<'a> {
@@ -50,13 +50,8 @@ pub(super) fn since(u: &User, reason: SiteReason, ready: ConditionStatus, entere
 }
 
 /// `args` as text: the user's current `Ready` message when it already reads so (most cycles
-/// change nothing, and then nothing is allocated), a new string otherwise; nothing when the
-/// pass does not word its states. Whether it reads so is told by the kept message's hash, so the
-/// message itself is not read ([`crate::api::KeptText`]).
+/// change nothing, and then nothing is allocated), a new string otherwise.
 pub(super) fn text<'a>(u: &User<'a>, args: std::fmt::Arguments) -> Cow<'a, str> {
-    if !u.worded {
-        return Cow::Borrowed("");
-    }
     thread_local! {
         /// Where a message is worded before it is known to be new (reused: no allocation).
         static WORDING: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
@@ -66,10 +61,7 @@ pub(super) fn text<'a>(u: &User<'a>, args: std::fmt::Arguments) -> Cow<'a, str> 
         // Writing into a String cannot fail.
         let _ = std::fmt::Write::write_fmt(wording, args);
         match u.ready_message {
-            // The length sits beside the hash (no read of the text either).
-            Some(current) if current.len() == wording.len() && current.hash() == text_hash(wording) => {
-                Cow::Borrowed(current.as_str())
-            }
+            Some(current) if current == wording.as_str() => Cow::Borrowed(current),
             _ => Cow::Owned(wording.clone()),
         }
     })
@@ -355,7 +347,7 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
     // The status's own message is kept (its reason is this one; a message written with a tenant
     // problem is replaced once the problem is gone).
     let message = match u.ready_message.filter(|_| u.prior.reason() == Some(reason)) {
-        Some(m) => Cow::Borrowed(m.as_str()),
+        Some(m) => Cow::Borrowed(m),
         None => Cow::Owned(format!("{}: {reason}, as observed before; checked again", u.upn())),
     };
     UserState {
@@ -370,4 +362,12 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
         since: since(u, reason, ready_status, input.now),
         stalled: phase == SitePhase::Failed,
     }
+}
+
+/// A timed-out user is sent again only once its `ProvisioningTimedOut` status was written, so
+/// the timeout is always visible on the resource.
+pub(super) fn eligible(u: &User, s: &UserState) -> bool {
+    s.reason == SiteReason::Pending
+        || (s.reason == SiteReason::ProvisioningTimedOut
+            && u.prior.reason() == Some(SiteReason::ProvisioningTimedOut))
 }

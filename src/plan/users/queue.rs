@@ -1,9 +1,5 @@
 //! Gathering: a tenant's sites grouped per user (case-insensitively, oldest site first) and the
-//! users put in queue order (oldest first, then by key). It depends only on which sites there
-//! are, in which order, and their users and creation times, not on their statuses, so the
-//! controller keeps one across cycles while those do not change (its site cache tells): at
-//! 100,000 sites gathering anew was a third of a steady cycle, and the part that grew fastest
-//! with the sites (every user hashed into a fresh table, then sorted).
+//! users put in queue order (oldest first, then by key).
 
 use std::borrow::Cow;
 
@@ -19,8 +15,6 @@ pub struct Gathering {
     /// The users' keys in queue order (a user's place in the queue is its index here), each with
     /// that place and its sites (oldest first).
     users: IndexMap<UserKey, (usize, SitesAt), UserHasher>,
-    /// How many sites were gathered.
-    gathered: usize,
 }
 
 /// The indexes of one user's sites (almost always one: no allocation for it).
@@ -49,8 +43,8 @@ impl SitesAt {
 impl Gathering {
     /// Groups `sites` (see the module documentation).
     pub fn new(sites: &[DesiredSite]) -> Gathering {
-        // Grouped in input order (not hash order): the sites are then read in the order they
-        // sit in memory, which matters at 100k sites. Each user: (place in the queue, sites).
+        // Grouped in input order (not hash order), so the result never depends on a hash seed.
+        // Each user: (place in the queue, sites).
         let mut users: IndexMap<UserKey, (usize, SitesAt), UserHasher> =
             IndexMap::with_capacity_and_hasher(sites.len(), UserHasher::default());
         for (at, site) in sites.iter().enumerate() {
@@ -88,13 +82,7 @@ impl Gathering {
             }
         }
         users.sort_unstable_by_key(|_, (place, _)| *place);
-        Gathering { users, gathered: sites.len() }
-    }
-
-    /// Whether this gathering can stand for `sites`: it was made from as many. (The caller keeps a
-    /// gathering only while the sites keep their order, users and creation times.)
-    pub fn fits(&self, sites: &[DesiredSite]) -> bool {
-        self.gathered == sites.len()
+        Gathering { users }
     }
 
     /// The users' sites, in queue order.
@@ -105,11 +93,6 @@ impl Gathering {
     /// The key of the user at `position` in the queue.
     pub(super) fn key(&self, position: usize) -> Option<&UserKey> {
         self.users.get_index(position).map(|(k, _)| k)
-    }
-
-    /// A user's place in the queue and the gathering's own key for them (one lookup).
-    pub(super) fn find(&self, key: &str) -> Option<(usize, &UserKey)> {
-        self.users.get_full(key).map(|(at, k, _)| (at, k))
     }
 
     /// Where a user (by key) stands in the queue.
@@ -128,7 +111,7 @@ fn prefix(key: &str) -> u128 {
 }
 
 /// [`super::user_key`], without a copy for the usual already-lowercase address.
-pub(super) fn key_of(user: &str) -> Cow<'_, str> {
+pub(in crate::plan) fn key_of(user: &str) -> Cow<'_, str> {
     let trimmed = user.trim();
     if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
         Cow::Borrowed(trimmed)

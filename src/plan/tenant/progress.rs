@@ -9,8 +9,8 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{after, whole_second};
 use crate::api::{GeoStatus, TenantProgress};
+use crate::plan::{after, whole_second};
 
 /// The tenant's progress from its geos' lines. `None` when no user has work left.
 pub fn progress(geos: &[GeoStatus], batch_size: i32, now: Timestamp) -> Option<TenantProgress> {

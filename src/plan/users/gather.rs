@@ -1,14 +1,13 @@
 //! A cycle's users: a tenant's sites as a [`Gathering`] groups them, and what their statuses say,
 //! read by each pass as it decides them ([`User::read_statuses`]).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use super::gathering::{Gathering, SitesAt};
+use super::queue::{Gathering, SitesAt};
 use super::{DesiredSite, UserKey, user_key};
-use crate::api::{BatchStatus, ConditionStatus, KeptStatus, KeptText, SitePhase, SiteReason};
+use crate::api::{BatchStatus, ConditionStatus, KeptStatus, SitePhase, SiteReason};
 
 /// One distinct user and the sites naming it.
 pub(super) struct User<'a> {
@@ -16,11 +15,8 @@ pub(super) struct User<'a> {
     pub(super) prior: Prior<'a>,
     /// Whether the tenant's `status.currentBatch` names the user.
     pub(super) in_batch: bool,
-    /// Whether this pass words the messages of the user's states ([`super::targets`] reads
-    /// none, and formatting them was a fifth of its cost).
-    pub(super) worded: bool,
     /// The `Ready` message a status of the user carries (reused when it is still right).
-    pub(super) ready_message: Option<&'a KeptText>,
+    pub(super) ready_message: Option<&'a str>,
 }
 
 /// The sites naming one user, oldest first (almost always one: no allocation for it).
@@ -91,25 +87,21 @@ impl<'a> Prior<'a> {
     }
 }
 
-/// The distinct users of a tenant's sites in queue order, as a [`Gathering`] groups them (one of
-/// the controller's, kept across cycles, or made for these sites); what their statuses say is
-/// read by each pass, user by user, while it decides them ([`User::read_statuses`]): at 100,000
-/// users a pass of its own over every status cost as much as the deciding pass's.
+/// The distinct users of a tenant's sites in queue order, as a [`Gathering`] groups them; what
+/// their statuses say is read by each pass, user by user, as it decides them
+/// ([`User::read_statuses`]).
 pub(super) struct Users<'a> {
     list: Vec<User<'a>>,
-    /// The caller's gathering, or one made for these sites.
-    gathering: Cow<'a, Gathering>,
+    /// The sites grouped per user, in queue order.
+    gathering: Gathering,
     /// The in-flight batch's users that are desired: user key → index in `list`.
     batch_members: HashMap<UserKey, usize>,
 }
 
 impl<'a> Users<'a> {
-    /// The users of `sites`, grouped by `gathering` when it fits them, else gathered anew.
-    pub(super) fn new(sites: &'a [DesiredSite<'a>], gathering: Option<&'a Gathering>) -> Users<'a> {
-        let gathering = match gathering.filter(|g| g.fits(sites)) {
-            Some(g) => Cow::Borrowed(g),
-            None => Cow::Owned(Gathering::new(sites)),
-        };
+    /// The users of `sites`.
+    pub(super) fn new(sites: &'a [DesiredSite<'a>]) -> Users<'a> {
+        let gathering = Gathering::new(sites);
         let list = gathering
             .users()
             .map(|at| User {
@@ -118,7 +110,6 @@ impl<'a> Users<'a> {
                     SitesAt::Many(all) => SitesOf::Many(all.iter().map(|&i| &sites[i]).collect()),
                 },
                 in_batch: false,
-                worded: true,
                 prior: Prior::default(),
                 ready_message: None,
             })
@@ -132,7 +123,7 @@ impl<'a> Users<'a> {
         for (_, i) in self.batch_members.drain() {
             self.list[i].in_batch = false;
         }
-        let g = &*self.gathering;
+        let g = &self.gathering;
         for user in batch.iter().flat_map(|b| &b.users) {
             let key = user_key(user);
             if let Some(i) = g.position(key.as_str()) {
@@ -145,11 +136,6 @@ impl<'a> Users<'a> {
 
     pub(super) fn list(&self) -> &[User<'a>] {
         &self.list
-    }
-
-    /// See [`Gathering::find`].
-    pub(super) fn find(&self, key: &str) -> Option<(usize, &UserKey)> {
-        self.gathering.find(key)
     }
 
     /// The index of a user of the in-flight batch, if a site names them.
@@ -166,12 +152,11 @@ impl<'a> User<'a> {
         oldest.user.as_ref().trim()
     }
 
-    /// Reads what the user's statuses say, for a pass that `worded` its states or not.
-    pub(super) fn read_statuses(&mut self, worded: bool) {
-        self.worded = worded;
+    /// Reads what the user's statuses say.
+    pub(super) fn read_statuses(&mut self) {
         self.prior = prior_of(self.sites.all());
         self.ready_message =
-            self.sites.all().iter().find_map(|s| s.status.as_deref()?.ready.as_ref()).map(|c| &c.message);
+            self.sites.all().iter().find_map(|s| s.status.as_deref()?.ready.as_ref()).map(|c| &*c.message);
     }
 }
 

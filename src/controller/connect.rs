@@ -1,4 +1,4 @@
-//! The tenant client's lifecycle: built from the tenant's spec and Secrets, and kept — with its
+//! Connecting to a tenant: the client's lifecycle: built from the tenant's spec and Secrets, and kept — with its
 //! token cache — unless the credentials really change. The refresh token the operator wrote back
 //! itself, or an older copy of it, is no change; a token a person stored is adopted in place.
 
@@ -11,13 +11,15 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
-use super::refresh_token::{self, CredentialHealth, RefreshTokenStore};
-use super::cycle::{Reconciler, TenantRuntime};
+use super::memory::TenantMemory;
+use super::reconciler::Reconciler;
+use super::refresh_token::RefreshTokenStore;
 use crate::api::{ConditionStatus, OneDriveTenant, OneDriveTenantStatus, TenantAuthKind};
 use crate::m365::{
-    RotationCallback, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TenantClient, TenantConfig,
-    TenantError, credentials_for,
+    M365Error, RotationCallback, SecretScope, SecretStore, StoredSecret, TENANTS_ANNOTATION, TenantClient,
+    TenantConfig, credentials_for,
 };
+use crate::plan::tenant::{CREDENTIALS_EXPIRING, CREDENTIALS_NOT_PERSISTED, CredentialHealth};
 
 /// The longest one call of a cycle waits on Microsoft's `Retry-After` before the cycle gives up,
 /// records `Throttled` and is requeued for when Microsoft said. A longer wait (the command-line
@@ -33,27 +35,27 @@ struct FoundSecrets {
 }
 
 impl Reconciler {
-    /// Builds (or reuses) the tenant client for the tenant's current spec and Secrets.
-    pub(super) async fn ensure_client(
+    /// Connects: builds (or keeps) the tenant's client for its current spec and Secrets.
+    pub(super) async fn connect(
         &self,
         tenant: &OneDriveTenant,
-        runtime: &mut Option<TenantRuntime>,
-    ) -> Result<(), TenantError> {
+        memory: &mut Option<TenantMemory>,
+    ) -> Result<(), M365Error> {
         let found = self.secrets_for(tenant).await?;
         let refresh_key = refresh_token_ref(tenant);
         let generation = tenant.metadata.generation.unwrap_or(0);
         let fingerprint = fingerprint(generation, &found.store, refresh_key.as_ref());
-        if let Some(rt) = runtime.as_mut()
-            && rt.fingerprint == fingerprint
+        if let Some(m) = memory.as_mut()
+            && m.fingerprint == fingerprint
         {
-            adopt_refresh_token(rt, &found.store, refresh_key.as_ref());
+            adopt_refresh_token(m, &found.store, refresh_key.as_ref());
             return Ok(());
         }
         let stored = refresh_key.as_ref().and_then(|(name, key)| secret_text(&found.store, name, key));
         // The newest refresh token this process holds wins over an older copy in the same Secret.
-        // (The previous runtime is replaced only once the new client exists: a failed rebuild
-        // loses nothing.)
-        let carried = runtime.as_ref().and_then(|p| {
+        // (What is remembered is replaced only once the new client exists: a failed rebuild loses
+        // nothing.)
+        let carried = memory.as_ref().and_then(|p| {
             let store = p.refresh.clone()?;
             let newest = p.client.credentials().refresh_token()?;
             let same_place = refresh_key.as_ref().is_some_and(|(n, k)| store.stores_in(n, k));
@@ -61,15 +63,9 @@ impl Reconciler {
         });
         let refresh = match (&refresh_key, stored.as_deref(), &carried) {
             (_, _, Some((store, _))) => Some(store.clone()),
-            (Some((name, key)), Some(token), None) => Some(RefreshTokenStore::new(
-                Api::namespaced(self.client.clone(), &self.options.namespace),
-                &self.options.namespace,
-                tenant.metadata.name.as_deref().unwrap_or_default(),
-                name,
-                key,
-                token,
-                found.issued,
-            )),
+            (Some((name, key)), Some(token), None) => {
+                Some(self.refresh_store(tenant, name, key, token, found.issued))
+            }
             _ => None,
         };
         let on_rotate = refresh.clone().map(|store| {
@@ -77,43 +73,65 @@ impl Reconciler {
             Arc::new(move |token: String| store.rotated(token, clock())) as RotationCallback
         });
         let env = |k: &str| std::env::var(k).ok();
-        let scope = SecretScope {
-            secrets: &found.store,
-            namespace: &self.options.namespace,
-            tenant: tenant.metadata.name.as_deref().unwrap_or_default(),
-        };
+        let tenant_name = tenant.metadata.name.as_deref().unwrap_or_default();
+        let scope =
+            SecretScope { secrets: &found.store, namespace: &self.options.namespace, tenant: tenant_name };
         let credentials = credentials_for(&tenant.spec, &scope, &env, on_rotate)?;
         if let Some((_, newest)) = carried {
             credentials.adopt_refresh_token(newest);
         }
+        let client = Arc::new(TenantClient::new(self.client_config(tenant), credentials)?);
+        // The observations describe the tenant's users and stay; the client does not.
+        let observations = memory.take().map(|m| m.observations).unwrap_or_default();
+        *memory = Some(TenantMemory {
+            fingerprint,
+            refused: None,
+            client,
+            refresh,
+            observations,
+            last_counters: HashMap::new(),
+        });
+        Ok(())
+    }
+
+    /// Where a delegated tenant's rotated refresh tokens are written back.
+    fn refresh_store(
+        &self,
+        tenant: &OneDriveTenant,
+        secret: &str,
+        key: &str,
+        token: &str,
+        issued: Option<Timestamp>,
+    ) -> Arc<RefreshTokenStore> {
+        let namespace = &self.options.namespace;
+        let name = tenant.metadata.name.as_deref().unwrap_or_default();
+        RefreshTokenStore::new(
+            Api::namespaced(self.client.clone(), namespace),
+            namespace,
+            name,
+            secret,
+            key,
+            token,
+            issued,
+        )
+    }
+
+    /// The client's configuration: the tenant's spec under the operator's endpoint policy, with
+    /// the operator's identity, CAs and clock.
+    fn client_config(&self, tenant: &OneDriveTenant) -> TenantConfig {
         let mut config = TenantConfig::from_spec(&tenant.spec).with_policy(self.options.endpoints.clone());
         config.organization = self.options.organization.clone();
         config.replica = self.options.replica.clone();
         config.max_throttle_wait = CYCLE_THROTTLE_WAIT;
         config.ca_bundle = self.options.ca_bundle.clone();
         config.clock = crate::m365::ClientClock(self.options.clock.clone());
-        let client = Arc::new(TenantClient::new(config, credentials)?);
-        // Observations (and how the sites group) stay valid across a credential change; the
-        // client does not.
-        let (memory, gathering) = runtime.take().map(|r| (r.memory, r.gathering)).unwrap_or_default();
-        *runtime = Some(TenantRuntime {
-            fingerprint,
-            refused: None,
-            client,
-            refresh,
-            memory,
-            gathering,
-            ordered: 0,
-            ordered_by: std::sync::Weak::new(),
-            last_counters: HashMap::new(),
-        });
-        Ok(())
+        config
     }
 
     /// The Secrets the tenant references, and when its refresh token was issued.
-    async fn secrets_for(&self, tenant: &OneDriveTenant) -> Result<FoundSecrets, TenantError> {
+    async fn secrets_for(&self, tenant: &OneDriveTenant) -> Result<FoundSecrets, M365Error> {
         let auth = &tenant.spec.auth;
-        let name = match auth.kind().map_err(TenantError::CredentialsInvalid)? {
+        let name = match auth.kind().map_err(M365Error::CredentialsInvalid)? {
             TenantAuthKind::Certificate => auth.certificate.as_ref().map(|c| c.secret_ref.name.clone()),
             TenantAuthKind::Delegated => {
                 auth.delegated.as_ref().map(|d| d.refresh_token_secret_ref.name.clone())
@@ -126,7 +144,7 @@ impl Reconciler {
         match api.get_opt(&name).await {
             Ok(Some(secret)) => {
                 let annotated =
-                    secret.annotations().get(refresh_token::ROTATED_AT).and_then(|t| t.parse().ok());
+                    secret.annotations().get(super::refresh_token::ROTATED_AT).and_then(|t| t.parse().ok());
                 found.issued = annotated.or(secret.metadata.creation_timestamp.as_ref().map(|t| t.0));
                 let bound = secret.annotations().get(TENANTS_ANNOTATION).cloned();
                 let data: BTreeMap<String, Vec<u8>> =
@@ -137,7 +155,7 @@ impl Reconciler {
                 Ok(found)
             }
             Ok(None) => Ok(found),
-            Err(e) => Err(TenantError::Unreachable(format!(
+            Err(e) => Err(M365Error::Unreachable(format!(
                 "cannot read Secret {}/{name}: {e}",
                 self.options.namespace
             ))),
@@ -149,9 +167,9 @@ impl Reconciler {
     pub(super) async fn credential_health(
         &self,
         name: &str,
-        runtime: Option<&TenantRuntime>,
+        memory: Option<&TenantMemory>,
     ) -> CredentialHealth {
-        let Some(rt) = runtime else { return CredentialHealth::default() };
+        let Some(rt) = memory else { return CredentialHealth::default() };
         let mut health = CredentialHealth {
             expires_at: rt.client.credentials().expires_at(),
             ..CredentialHealth::default()
@@ -182,7 +200,7 @@ impl Reconciler {
         before: &OneDriveTenantStatus,
         after: &OneDriveTenantStatus,
     ) {
-        for type_ in [refresh_token::CREDENTIALS_EXPIRING, refresh_token::CREDENTIALS_NOT_PERSISTED] {
+        for type_ in [CREDENTIALS_EXPIRING, CREDENTIALS_NOT_PERSISTED] {
             let old = crate::api::find_condition(&before.conditions, type_);
             let Some(new) = crate::api::find_condition(&after.conditions, type_) else { continue };
             let changed = old.is_none_or(|o| o.status != new.status || o.reason != new.reason);
@@ -234,7 +252,7 @@ fn fingerprint(generation: i64, store: &SecretStore, refresh: Option<&(String, S
 /// A refresh token in the Secret that this process never held was put there by a person (after
 /// signing in again): it is used from now on. The operator's own write-back, or an older copy, is
 /// not news.
-fn adopt_refresh_token(rt: &TenantRuntime, store: &SecretStore, refresh: Option<&(String, String)>) {
+fn adopt_refresh_token(rt: &TenantMemory, store: &SecretStore, refresh: Option<&(String, String)>) {
     let (Some((name, key)), Some(tokens)) = (refresh, rt.refresh.as_ref()) else { return };
     let Some(stored) = secret_text(store, name, key) else { return };
     if !tokens.held(&stored) {

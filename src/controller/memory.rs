@@ -1,0 +1,39 @@
+//! What a tenant remembers between cycles, in one place.
+//!
+//! Kept:
+//! - the Microsoft 365 client, with its token cache (an access token is redeemed once per
+//!   lifetime, not once per cycle) and what it learnt of the tenant (its geos, what its listings
+//!   cost);
+//! - a delegated tenant's refresh-token store (rotated tokens not yet written back);
+//! - the newest observation of each user: a steady cycle then looks at nobody, and a user is
+//!   looked at again only when due;
+//! - a refusal of the enqueue (the same credentials are not asked again for ten minutes);
+//! - the request counters last reported to metrics.
+//!
+//! Dropped: all of it when the tenant is deleted or the process restarts — it is soft state: the
+//! statuses in the API server hold what was decided, and a new process observes the users that
+//! are uncertain again. The client and refresh store are replaced when the tenant's spec or its
+//! Secrets change (the observations stay: they describe the tenant's users, not the credentials).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::refresh_token::RefreshTokenStore;
+use crate::m365::http::Count;
+use crate::m365::{Service, TenantClient};
+use crate::plan::{Observations, TenantProblem};
+
+pub(super) struct TenantMemory {
+    /// What the client was built from (the spec's generation and the Secrets, the refresh token
+    /// aside: the operator rewrites it itself).
+    pub(super) fingerprint: String,
+    pub(super) client: Arc<TenantClient>,
+    pub(super) refresh: Option<Arc<RefreshTokenStore>>,
+    pub(super) observations: Observations,
+    /// SharePoint refused an enqueue with these credentials: not asked again until the tenant or
+    /// its Secret changes, or this time passes.
+    pub(super) refused: Option<(TenantProblem, Timestamp)>,
+    pub(super) last_counters: HashMap<(Service, Count), u64>,
+}
