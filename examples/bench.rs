@@ -642,10 +642,12 @@ async fn main() {
     if std::env::args().nth(1).as_deref() == Some("converge") {
         let n: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
         let run = ours(&c, realistic(n)).await;
+        let minimum = SignedDuration::from_mins(DELAY_MIN * run.provisioned.div_ceil(200) as i64);
         println!(
-            "{}\n{n} users: {} simulated ({} batches), {} tenant requests, {:.3} Graph units per provisioned user, {:.2} writes per site, {} wrong outcomes, {:.1} s",
+            "{}\n{n} users: {} simulated ({:.3} × the tenant minimum, {} batches), {} tenant requests, {:.3} Graph units per provisioned user, {:.2} writes per site, {} wrong outcomes, {:.1} s",
             Population::of(&realistic(n)),
             fmt(run.simulated),
+            run.simulated.as_secs_f64() / minimum.as_secs_f64(),
             run.batches,
             run.requests,
             run.graph_units as f64 / run.provisioned as f64,
