@@ -120,7 +120,20 @@ fn tenant_and_cert(c: &Creds, sim: &SimHandle) -> (OneDriveTenant, Secret) {
 }
 
 async fn kube(c: &Creds, sim: &SimHandle, users: usize) -> kube::Client {
-    let (tenant, secret) = tenant_and_cert(c, sim);
+    kube_with(c, sim, users, false).await
+}
+
+/// The migration account the configured run declares on the tenant.
+const MIGRATION: &str = "migration@contoso.com";
+
+/// [`kube`], the tenant declaring the migration account as every site's administrator and a
+/// 2 TiB quota when `configured`.
+async fn kube_with(c: &Creds, sim: &SimHandle, users: usize, configured: bool) -> kube::Client {
+    let (mut tenant, secret) = tenant_and_cert(c, sim);
+    if configured {
+        tenant.spec.site_admins = vec![MIGRATION.into()];
+        tenant.spec.storage_quota = Some("2Ti".into());
+    }
     // Created a second apart: the queue order is the users' order.
     let base = Timestamp::from_second(1_800_000_000).unwrap();
     let sites: Vec<OneDriveSite> = (0..users)
@@ -274,6 +287,81 @@ async fn ours_in(c: &Creds, users: Vec<UserSpec>, geos: &[&str]) -> Run {
         enqueued_at: std::iter::once(start.to_string())
             .chain(stats.enqueues.iter().map(|e| e.at.clone()))
             .collect(),
+    }
+}
+
+/// What configuring cost: the rollout with the tenant declaring site administrators and a quota.
+struct Configured {
+    /// Until every user was settled (the batches' pace: configuration must not slow it).
+    provisioned_in: SignedDuration,
+    /// Until every site that exists was configured too.
+    configured_in: SignedDuration,
+    provisioned: usize,
+    configured: usize,
+    batches: usize,
+    /// Admin-host calls the configuration made (reads, administrators added, quotas set).
+    settings_calls: u64,
+    writes: usize,
+    sites: usize,
+    wall: Duration,
+}
+
+/// The operator with configuration on: cycles until every user is settled, then until every site
+/// that exists is `Ready` (configured) or needs a person.
+async fn configured(c: &Creds, mut users: Vec<UserSpec>) -> Configured {
+    let n = users.len();
+    let provisioned = Population::of(&users).can_get_site;
+    users.push(UserSpec::new(MIGRATION));
+    let sim = simulator(c, users, FaultConfig::default()).await;
+    let client = kube_with(c, &sim, n, true).await;
+    let r = on_sim_clock(&client, &sim);
+    let (start, wall) = (sim.now(), Instant::now());
+    let mut writes = 0;
+    let mut provisioned_in = None;
+    loop {
+        let report = r.reconcile_tenant("contoso").await.unwrap();
+        writes += report.site_writes;
+        if provisioned_in.is_none() && settled(&report) {
+            provisioned_in = Some(sim.now().duration_since(start));
+        }
+        if let Some(provisioned_in) = provisioned_in {
+            let sites =
+                Api::<OneDriveSite>::all(client.clone()).list(&Default::default()).await.unwrap().items;
+            let waiting = sites.iter().any(|s| {
+                let st = s.status.as_ref();
+                st.and_then(|st| st.phase) == Some(onedrive_operator::api::SitePhase::Ready)
+                    && !st
+                        .and_then(|st| {
+                            onedrive_operator::api::find_condition(&st.conditions, "SiteConfigured")
+                        })
+                        .is_some_and(|c| c.status == "True" || c.reason == "ConfigurationFailed")
+            });
+            if !waiting {
+                let configured = sites
+                    .iter()
+                    .filter(|s| s.status.as_ref().and_then(|st| st.settings.as_ref()).is_some())
+                    .count();
+                let stats = sim.stats();
+                let settings_calls = stats
+                    .requests
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("sharepoint.settings"))
+                    .map(|(_, v)| v)
+                    .sum();
+                return Configured {
+                    provisioned_in,
+                    configured_in: sim.now().duration_since(start),
+                    provisioned,
+                    configured,
+                    batches: stats.enqueues.len(),
+                    settings_calls,
+                    writes,
+                    sites: n,
+                    wall: wall.elapsed(),
+                };
+            }
+        }
+        sim.advance(SignedDuration::try_from(report.requeue_after).unwrap());
     }
 }
 
@@ -636,6 +724,37 @@ async fn main() {
     let engine_only = std::env::args().nth(1).as_deref() == Some("engine");
     if std::env::args().nth(1).as_deref() == Some("geo") {
         println!("{}", multi_geo(&c, 6000).await);
+        return;
+    }
+    // `configured 10000`: the rollout with site administrators and a quota declared.
+    if std::env::args().nth(1).as_deref() == Some("configured") {
+        let n: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+        let run = configured(&c, realistic(n)).await;
+        let minimum = SignedDuration::from_mins(DELAY_MIN * run.provisioned.div_ceil(200) as i64);
+        println!(
+            "{n} users, configured: provisioned in {} ({:.3} × the tenant minimum, {} batches), every existing site configured {} after the start; {} sites configured, {} admin-host settings calls ({:.2} per configured site, {:.2} per provisioned user), {:.2} status writes per site, {:.1} s",
+            fmt(run.provisioned_in),
+            run.provisioned_in.as_secs_f64() / minimum.as_secs_f64(),
+            run.batches,
+            fmt(run.configured_in),
+            run.configured,
+            run.settings_calls,
+            run.settings_calls as f64 / run.configured as f64,
+            run.settings_calls as f64 / run.provisioned as f64,
+            run.writes as f64 / run.sites as f64,
+            run.wall.as_secs_f64()
+        );
+        // The row scripts/bench puts into docs/benchmarks.md.
+        println!(
+            "| {n} | {} | {:.3} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            fmt(run.provisioned_in),
+            run.provisioned_in.as_secs_f64() / minimum.as_secs_f64(),
+            fmt(run.configured_in),
+            run.configured,
+            run.settings_calls as f64 / run.configured as f64,
+            run.settings_calls as f64 / run.provisioned as f64,
+            run.writes as f64 / run.sites as f64,
+        );
         return;
     }
     // `converge 10000`: only the operator's convergence rows (for iterating on tenant cost).

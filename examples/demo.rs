@@ -8,7 +8,9 @@
 //! users already provisioned, unlicensed, sign-in blocked, answering lookups with quirks, and
 //! users whose profile ends in an error. Watch batches of 200 go out, each only after the previous
 //! batch's last user who can get a site has one, users move Pending → SPSSITEERROR → Ready, and
-//! the others end with the reason that needs a person.
+//! the others end with the reason that needs a person. The tenant declares a migration account
+//! as every OneDrive's administrator and a 2 TiB quota: a site is `Ready` only once the simulator
+//! has both (migration-ready).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -28,6 +30,21 @@ use fake_cluster::fake_cluster;
 
 const NAMESPACE: &str = "onedrive-operator";
 
+/// Sites that exist whose settings are not applied yet (a person-needing failure counts as settled).
+async fn configuring(kube: &kube::Client) -> Result<usize, kube::Error> {
+    let sites = Api::<OneDriveSite>::all(kube.clone()).list(&ListParams::default()).await?.items;
+    Ok(sites
+        .iter()
+        .filter(|s| {
+            let st = s.status.as_ref();
+            st.and_then(|st| st.phase) == Some(SitePhase::Ready)
+                && !st
+                    .and_then(|st| find_condition(&st.conditions, condition_type::SITE_CONFIGURED))
+                    .is_some_and(|c| c.status == "True" || c.reason != "Configuring")
+        })
+        .count())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let users: usize =
@@ -39,8 +56,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = onedrive_operator::jose::generate_key();
     let certificate = onedrive_operator::jose::self_signed_certificate(&key, "demo")?;
     let client_id = "d3m0d3m0-0000-4000-8000-000000000001";
-    let population = generate_users(users, "contoso.onmicrosoft.com");
+    let mut population = generate_users(users, "contoso.onmicrosoft.com");
     println!("Population: {}\n", Population::of(&population));
+    // The migration tool's account: a directory user, never a OneDriveSite of its own here.
+    let migration = "migration@contoso.onmicrosoft.com";
+    population.push(onedrive_operator::simulator::UserSpec::new(migration));
     let mut config = Config {
         users: population,
         apps: vec![App::Certificate { client_id: client_id.into(), certificate: certificate.clone() }],
@@ -59,7 +79,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ]);
     let (mut tenant, secret) =
         tenant_and_secret("contoso", NAMESPACE, &sim.endpoints(), PrintedAuth::Certificate, client_id, data);
-    tenant.spec.poll_interval = "1s".into();
+    tenant.spec.poll_interval = "60s".into();
+    tenant.spec.site_admins = vec![migration.into()];
+    tenant.spec.storage_quota = Some("2Ti".into());
+    println!("The tenant declares siteAdmins [{migration}] and storageQuota 2Ti for every OneDrive.\n");
     let sites: Vec<OneDriveSite> = (1..=users)
         .map(|i| {
             let namespace = if i % 2 == 0 { "team-finance" } else { "team-sales" };
@@ -71,8 +94,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The real reconcile cycle, scheduled the way the controller schedules it.
     // The simulator is on loopback, outside any Microsoft cloud: the demo opts in, as
     // `--allow-endpoint-overrides` does for the operator.
+    // The controller keeps the tenant's time (the simulator's, 600x real time): its poll interval,
+    // its pace of configuring sites and the ETA are the tenant's, as they would be in production.
     let options = ReconcilerOptions {
         endpoints: onedrive_operator::m365::EndpointPolicy::overridable(),
+        clock: std::sync::Arc::new(sim.clock()),
         ..ReconcilerOptions::new(NAMESPACE, SiteSource::List)
     };
     let reconciler = Reconciler::new(kube.clone(), options);
@@ -101,7 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             bar.suspend(|| println!("{line}"));
         }
         if !report.enqueued.is_empty() {
-            let line = progress_line(&kube).await?;
+            let line = progress_line(&kube, sim.now()).await?;
             bar.suspend(|| println!("{line}"));
         }
         bar.set_position(u.ready as u64);
@@ -112,15 +138,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(p) = &report.problem {
             bar.suspend(|| println!("tenant not ready: {p}"));
         }
-        // Done when every user is settled: Ready, or Failed with a reason a person must act on.
-        if u.desired > 0 && u.pending == 0 && u.provisioning == 0 && report.enqueued.is_empty() {
+        // Done when every user is settled (Ready, or Failed with a reason a person must act on)
+        // and every site that exists is migration-ready.
+        if u.desired > 0
+            && u.pending == 0
+            && u.provisioning == 0
+            && report.enqueued.is_empty()
+            && configuring(&kube).await? == 0
+        {
             break;
         }
         if started.elapsed() > Duration::from_secs(110) {
             bar.suspend(|| println!("stopping: the demo has a two-minute budget"));
             break;
         }
-        tokio::time::sleep(report.requeue_after.min(Duration::from_millis(500))).await;
+        // The requeue interval is in the tenant's time, 600x faster than real time.
+        tokio::time::sleep(report.requeue_after.div_f64(600.0).min(Duration::from_millis(500))).await;
     }
     bar.finish();
     let stats = sim.stats();
@@ -146,6 +179,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         count(SitePhase::SpsSiteError),
         by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
     );
+    let configured = sites
+        .iter()
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .and_then(|st| find_condition(&st.conditions, condition_type::SITE_CONFIGURED))
+                .is_some_and(|c| c.status == "True")
+        })
+        .count();
+    let on_site = sites
+        .iter()
+        .filter(|s| {
+            sim.site_admins(&s.spec.user)
+                .is_some_and(|(a, q)| a.iter().any(|x| x == migration) && q == 2 * 1_048_576)
+        })
+        .count();
+    println!(
+        "  migration-ready: {configured} sites SiteConfigured; the simulator has {migration} as administrator and a 2 TiB quota on {on_site} OneDrives"
+    );
     println!(
         "  {} enqueue requests (largest {} users), {} Graph requests, {} status writes for {} sites",
         stats.enqueues.len(),
@@ -154,6 +206,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         writes,
         sites.len()
     );
+    if let Some(s) = sites.iter().find(|s| s.status.as_ref().and_then(|st| st.settings.as_ref()).is_some()) {
+        let st = s.status.as_ref().unwrap();
+        let c = find_condition(&st.conditions, condition_type::SITE_CONFIGURED).unwrap();
+        println!(
+            "\n$ kubectl get ods {} -o jsonpath='{{.status.settings}}'   (and its SiteConfigured condition)",
+            s.metadata.name.as_deref().unwrap_or("")
+        );
+        println!("{}", serde_json::to_string(st.settings.as_ref().unwrap())?);
+        println!("SiteConfigured {} {}: {}", c.status, c.reason, c.message);
+    }
     println!("\n$ kubectl get ods -A -o wide   (the first 8, then one of each reason)");
     println!("{:<14} {:<10} {:<36} {:<13} {:<25} SITE", "NAMESPACE", "NAME", "USER", "PHASE", "REASON");
     let reason_of = |s: &OneDriveSite| {
@@ -204,13 +266,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// `kubectl get odt`'s view of the rollout: users and batches left, and the estimated end.
-async fn progress_line(kube: &kube::Client) -> Result<String, Box<dyn std::error::Error>> {
+async fn progress_line(
+    kube: &kube::Client,
+    now: jiff::Timestamp,
+) -> Result<String, Box<dyn std::error::Error>> {
     let tenant = Api::<OneDriveTenant>::all(kube.clone()).get("contoso").await?;
     let Some(p) = tenant.status.and_then(|s| s.progress) else { return Ok("         nothing left".into()) };
     let eta = match &p.estimated_completion {
         Some(t) => {
-            let left = t.0.duration_since(jiff::Timestamp::now()).as_secs_f64().max(0.0);
-            format!("ETA {} (in {left:.0}s)", t.0)
+            let left = t.0.duration_since(now).as_secs_f64().max(0.0) / 60.0;
+            format!("ETA {} (in {left:.0} minutes of the tenant's time)", t.0)
         }
         None => "ETA once a batch has completed".into(),
     };

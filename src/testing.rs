@@ -32,6 +32,7 @@ pub fn site(namespace: &str, name: &str, user: &str, tenant: &str) -> crate::api
         crate::api::OneDriveSiteSpec {
             user: user.into(),
             tenant_ref: Some(crate::api::TenantRef { name: tenant.into() }),
+            ..Default::default()
         },
     );
     s.metadata.namespace = Some(namespace.into());

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use common::*;
 use jiff::SignedDuration;
@@ -12,19 +11,9 @@ use kube::api::{Api, ListParams};
 use onedrive_operator::api::{OneDriveSite, OneDriveTenant, SitePhase, condition_type, find_condition};
 #[cfg(feature = "test-hooks")]
 use onedrive_operator::controller::CrashPoint;
-use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
+use onedrive_operator::controller::Reconciler;
 use onedrive_operator::simulator::{self, AppOnlyEnqueue, Config, SimHandle, UserSpec};
 use onedrive_operator::testing::site;
-
-const NS: &str = "onedrive-operator";
-
-/// A reconciler on the simulator's clock.
-fn reconciler_on(client: &kube::Client, sim: &SimHandle) -> Reconciler {
-    Reconciler::new(
-        client.clone(),
-        ReconcilerOptions { clock: Arc::new(sim.clock()), ..common::options(NS, SiteSource::List) },
-    )
-}
 
 async fn start(c: Config) -> SimHandle {
     simulator::start(c, "127.0.0.1:0".parse().unwrap()).await.unwrap()
@@ -486,8 +475,19 @@ async fn every_site_reason_is_reached_over_the_simulator() {
         special("disabled", |u| u.profile_outcome = Some(4099)),
         special("partial", |u| u.profile_outcome = Some(8195)),
         special("broken", |u| u.lookup_quirk = simulator::LookupQuirk::Broken),
+        special("helper", |_| {}),
+        special("cfg-ok", |_| {}),
+        special("cfg-ghost", |u| u.has_site = true),
+        special("cfg-mallory", |u| u.has_site = true),
     ]);
     let mut sites = sites_for(&users);
+    // Settings: applied (Configuring while the admin host does not find the new site yet, then
+    // Configured), an admin the directory does not know, an admin the tenant does not allow.
+    for (name, admin) in [("cfg-ok", "helper"), ("cfg-ghost", "ghost-admin"), ("cfg-mallory", "mallory")] {
+        let mut s = site("team-a", name, &format!("{name}@contoso.com"), "contoso");
+        s.spec.site_admins = vec![format!("{admin}@contoso.com")];
+        sites.push(s);
+    }
     sites.push(site("team-a", "ghost", "ghost@contoso.com", "contoso"));
     sites.push(site("team-a", "lost", "user1@contoso.com", "no-such-tenant"));
     sites.push(site("team-b", "nosecret", "user2@contoso.com", "missing-secret"));
@@ -495,9 +495,14 @@ async fn every_site_reason_is_reached_over_the_simulator() {
     sites.push(site("team-a", "guest", "alice_fabrikam.com#EXT#@contoso.com", "contoso"));
     let mut c = sim_config(0);
     c.users = users;
+    c.admin_lag = SignedDuration::from_mins(2);
     let sim = start(c).await;
     let mut contoso = sim_tenant(&sim, "contoso", "app-cert");
     contoso.spec.provisioning_timeout = "30m".into();
+    contoso.spec.per_site = Some(onedrive_operator::api::PerSiteSettings {
+        allowed_site_admins: vec!["helper@contoso.com".into(), "ghost-admin@contoso.com".into()],
+        max_storage_quota: None,
+    });
     let mut team_a_only = sim_tenant(&sim, "team-a-only", "app-cert");
     team_a_only.spec.allowed_namespaces = Some(onedrive_operator::api::AllowedNamespaces {
         names: Some(vec!["team-a".into()]),
@@ -514,6 +519,9 @@ async fn every_site_reason_is_reached_over_the_simulator() {
         r.reconcile_orphans().await.unwrap();
         for s in sites_of(&client).await {
             reached.insert(ready_condition(&s).reason);
+            let configured =
+                find_condition(&s.status.as_ref().unwrap().conditions, condition_type::SITE_CONFIGURED);
+            reached.extend(configured.map(|c| c.reason.clone()));
         }
         sim.advance(SignedDuration::from_secs(60));
     }

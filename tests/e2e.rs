@@ -59,6 +59,29 @@ fn the_api_server_enforces_the_crd_rules_with_their_messages() {
         "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {name: alice, namespace: team-finance}\nspec: {user: eve@contoso.com, tenantRef: {name: contoso}}\n",
     );
     assert!(e.contains("spec.user is immutable"), "{e}");
+    let e = rejected(
+        "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {name: alice, namespace: team-finance}\nspec: {user: alice@contoso.com, tenantRef: {name: fabrikam}}\n",
+    );
+    assert!(e.contains("spec.tenantRef is immutable"), "{e}");
+    let site = |extra: &str| {
+        format!(
+            "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {{name: quota, namespace: team-finance}}\nspec:\n  user: q@contoso.com\n{extra}"
+        )
+    };
+    let e = rejected(&site("  storageQuota: 6Ti\n"));
+    assert!(e.contains("storageQuota must be a quantity from 1Gi to 5Ti"), "{e}");
+    let e = rejected(&site("  storageQuota: 500Mi\n"));
+    assert!(e.contains("storageQuota must be a quantity from 1Gi to 5Ti"), "{e}");
+    let e = rejected(&site("  siteAdmins: [the migration account]\n"));
+    assert!(e.contains("siteAdmins must list user principal names"), "{e}");
+    let e = rejected(&site("  siteAdmins: [a@contoso.com, A@contoso.com]\n"));
+    assert!(e.contains("siteAdmins lists a user twice"), "{e}");
+    let e = rejected(&tenant("  auth: {workloadIdentity: {}}\n  storageQuota: 10Ti\n"));
+    assert!(e.contains("storageQuota must be a quantity from 1Gi to 5Ti"), "{e}");
+    ok(
+        server.apply(&site("  storageQuota: 1.5Ti\n  siteAdmins: [helpdesk@contoso.com]\n")),
+        "a site with settings",
+    );
 }
 
 #[test]
@@ -737,4 +760,107 @@ fn login_writes_the_secret_and_the_delegated_operator_converges() {
         sim_stats(&base)["newest_refresh_token_sha256"].as_str(),
         "the Secret holds the newest token"
     );
+}
+
+/// Migration-ready sites on a real API server: a tenant declaring a migration account as
+/// `siteAdmins`; every site becomes `Ready` only once the simulator has the account as its
+/// administrator (`kubectl wait --for=condition=Ready` means "exists and configured"), and
+/// `check` prints it among the site's administrators.
+#[test]
+fn sites_are_ready_only_once_the_tenants_site_admins_are_applied() {
+    let server = ApiServer::start();
+    install_crds(&server);
+    ok(server.kubectl(&["create", "namespace", NS]), "namespace");
+    ok(server.kubectl(&["create", "namespace", "team-a"]), "namespace team-a");
+    ok(server.apply(&chart_rbac()), "the chart's RBAC");
+    let migration = "migration@contoso.onmicrosoft.com";
+    let mut users: Vec<String> = (1..=40).map(|i| format!("user{i:04}@contoso.onmicrosoft.com")).collect();
+    users.push(migration.into());
+    let users_file = server.dir().join("users.yaml");
+    std::fs::write(&users_file, serde_yaml::to_string(&users).unwrap()).unwrap();
+    let (_sim, manifests) = common::spawn_simulate(&[
+        "--users",
+        users_file.to_str().unwrap(),
+        "--provision-delay",
+        "600s",
+        "--time-scale",
+        "600",
+        "--namespace",
+        NS,
+        "--tenant-name",
+        "contoso",
+    ]);
+    let manifests = manifests.replace(
+        "pollInterval: 10s",
+        &format!("pollInterval: 2s\n  siteAdmins:\n  - {migration}\n  storageQuota: 2Ti"),
+    );
+    assert!(manifests.contains("siteAdmins:"), "{manifests}");
+    ok(server.apply(&manifests), "the simulator's tenant (with siteAdmins) and Secret");
+    let mut sites = String::new();
+    for (i, u) in users[..40].iter().enumerate() {
+        sites.push_str(&format!(
+            "---\napiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSite\nmetadata: {{name: u{i}, namespace: team-a}}\nspec: {{user: {u}, tenantRef: {{name: contoso}}}}\n"
+        ));
+    }
+    ok(server.apply(&sites), "40 OneDriveSites");
+    let sa = server.service_account_kubeconfig(NS, "onedrive-operator");
+    let log = server.dir().join("operator.log");
+    let _operator = Operator::start(&sa, &log);
+    // While converging: no site is Ready without its settings applied.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let list: Value = serde_json::from_str(&ok(
+            server.kubectl(&["get", "ods", "-n", "team-a", "-o", "json"]),
+            "get ods",
+        ))
+        .unwrap();
+        let items = list["items"].as_array().unwrap();
+        let condition = |s: &Value, t: &str| {
+            s["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == t).cloned())
+        };
+        let mut ready = 0;
+        for s in items {
+            if condition(s, "Ready").is_some_and(|c| c["status"] == "True") {
+                ready += 1;
+                let configured = condition(s, "SiteConfigured").expect("SiteConfigured on a Ready site");
+                assert_eq!(configured["status"], "True", "{s}");
+                let applied = &s["status"]["settings"];
+                assert_eq!(applied["siteAdmins"][0], migration, "{s}");
+                assert_eq!(applied["storageQuotaMB"], 2_097_152, "{s}");
+            }
+        }
+        if ready == 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ready} of 40 Ready; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let wait =
+        server.kubectl(&["wait", "--for=condition=Ready", "ods", "--all", "-n", "team-a", "--timeout=10s"]);
+    assert!(wait.status.success(), "{}", String::from_utf8_lossy(&wait.stderr));
+    // The simulator's own record, through `check`.
+    let file = server.dir().join("sim.yaml");
+    std::fs::write(&file, &manifests).unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator"))
+        .args([
+            "check",
+            "--allow-endpoint-overrides",
+            "--tenant",
+            file.to_str().unwrap(),
+            &users[0],
+            &users[39],
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    for u in [&users[0], &users[39]] {
+        let line = said.lines().find(|l| l.starts_with(u.as_str())).unwrap_or_default();
+        assert!(line.contains("site administrators:") && line.contains(migration), "{said}");
+        assert!(line.contains("storage quota: 2097152 MB"), "{said}");
+    }
 }

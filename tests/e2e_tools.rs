@@ -300,7 +300,7 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
             "team-a",
             "--type=merge",
             "-p",
-            r#"{"spec":{"tenantRef":{"name":"fabrikam"}}}"#,
+            r#"{"spec":{"storageQuota":"1Ti"}}"#,
         ]),
         "change a spec",
     );

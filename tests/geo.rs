@@ -331,3 +331,41 @@ async fn a_tenant_whose_geos_cannot_be_listed_keeps_working_and_says_so() {
     let ready = onedrive_operator::api::find_condition(&status.conditions, "Ready").unwrap();
     assert_eq!(ready.status, "True");
 }
+
+/// Each site is configured at its own geo's admin host (the simulator's geos each find only their
+/// own sites): with a migration account declared on a three-geo tenant, every site ends Ready with
+/// the account as administrator, and no settings call went to the wrong geo's host.
+#[tokio::test]
+async fn each_site_is_configured_at_its_own_geos_admin_host() {
+    let sim = simulator::start(multi_geo_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut spec = tenant_spec(&sim);
+    spec.site_admins = vec!["user1199@contoso.com".into()];
+    let client = cluster(spec, 300).await;
+    let overrides = sim.host_overrides();
+    let r = reconciler(&client, &sim, &overrides);
+    let configured = |sites: &[OneDriveSite]| {
+        sites.iter().all(|s| {
+            s.status
+                .as_ref()
+                .and_then(|st| onedrive_operator::api::find_condition(&st.conditions, "Ready"))
+                .is_some_and(|c| c.status == "True")
+        })
+    };
+    let mut done = false;
+    for _ in 0..60 {
+        let report = step(&r, &sim).await;
+        if report.enqueued.is_empty() && configured(&sites_of(&client).await) {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "not every site became Ready (configured)");
+    for i in 0..300 {
+        let upn = format!("user{i}@contoso.com");
+        let (admins, _) = sim.site_admins(&upn).unwrap();
+        assert_eq!(admins, vec!["user1199@contoso.com"], "{upn}");
+    }
+    // A call at another geo's host would have been answered "Cannot get site" and retried.
+    let stats = sim.stats();
+    assert_eq!(stats.count("sharepoint.settings.read"), 300, "one read per site, each at its own geo");
+}

@@ -39,6 +39,7 @@ fn spec(sim: &SimHandle, auth: TenantAuth, method: EnqueueMethod) -> OneDriveTen
         drift_check_interval: "24h".into(),
         tenant_wide_listing: Default::default(),
         allowed_namespaces: None,
+        ..Default::default()
     }
 }
 
@@ -629,4 +630,50 @@ async fn doctor_fails_an_expired_certificate_naming_its_not_after() {
         "{said}"
     );
     assert_eq!(sim.stats().arrivals.len(), 0, "nothing was sent with an expired certificate");
+}
+
+/// The settings calls against the simulator's answer shapes: a site's administrators and quota
+/// read, an administrator added and removed one at a time (someone else's untouched), a quota set,
+/// and each refusal named: an unknown user, a site that is not there.
+#[tokio::test]
+async fn site_administrators_and_quota_are_read_and_set_one_user_at_a_time() {
+    use onedrive_operator::m365::SettingsError;
+    let mut c = sim_config(1);
+    c.users.push(UserSpec::new("migration@contoso.com"));
+    c.users.push(UserSpec::new("auditor@contoso.com"));
+    let sim = start(c).await;
+    let cl = client(&spec(&sim, cert_auth(AssertionAlgorithm::PS256), EnqueueMethod::ProfileLoader), &no_env);
+    let seen = cl.observe(&["has@contoso.com".to_string()]).await.unwrap();
+    let Some(Observation::HasSite { url }) = seen.values().next().cloned() else { panic!("{seen:?}") };
+    let admin = sim.admin_url();
+    assert!(sim.set_site_admin("has@contoso.com", "auditor@contoso.com", true));
+    let before = cl.site_settings(&admin, &url).await.unwrap();
+    assert_eq!(before.names(), vec!["has@contoso.com", "auditor@contoso.com"], "the owner, then the others");
+    assert!(before.has("auditor@contoso.com") && !before.has("migration@contoso.com"));
+    assert_eq!(before.quota_mb, Some(simulator::model::DEFAULT_QUOTA_MB));
+    cl.set_site_admin(&admin, &url, "migration@contoso.com", true).await.unwrap();
+    cl.set_storage_quota(&admin, &url, 2_097_152).await.unwrap();
+    let (admins, quota) = sim.site_admins("has@contoso.com").unwrap();
+    assert_eq!(admins, vec!["auditor@contoso.com", "migration@contoso.com"]);
+    assert_eq!(quota, 2_097_152);
+    cl.set_site_admin(&admin, &url, "migration@contoso.com", false).await.unwrap();
+    assert_eq!(sim.site_admins("has@contoso.com").unwrap().0, vec!["auditor@contoso.com"]);
+    let unknown = cl.set_site_admin(&admin, &url, "ghost@contoso.com", true).await.unwrap_err();
+    assert!(
+        matches!(&unknown, SettingsError::UserNotFound { user, .. } if user == "ghost@contoso.com"),
+        "{unknown:?}"
+    );
+    assert!(
+        unknown.needs_person() && unknown.to_string().contains("does not exist or is not unique"),
+        "{unknown}"
+    );
+    let missing = format!("{}/personal/nobody_contoso_com/", url.split("/personal/").next().unwrap());
+    let gone = cl.site_settings(&admin, &missing).await.unwrap_err();
+    assert!(matches!(gone, SettingsError::SiteNotFound { .. }) && !gone.needs_person(), "{gone:?}");
+    // Every call above was counted under its own name.
+    let stats = sim.stats();
+    assert_eq!(stats.count("sharepoint.settings.read"), 2);
+    assert_eq!(stats.count("sharepoint.settings.admins"), 1);
+    assert_eq!(stats.count("sharepoint.settings.setsiteadmin"), 3);
+    assert_eq!(stats.count("sharepoint.settings.setquota"), 1);
 }

@@ -24,6 +24,12 @@ pub struct KeptSite {
     pub user: Box<str>,
     /// `spec.tenantRef.name`.
     pub tenant: Option<Box<str>>,
+    /// `spec.siteAdmins` (usually none: an empty box allocates nothing).
+    pub site_admins: Box<[Box<str>]>,
+    /// `spec.storageQuota`.
+    pub storage_quota: Option<Box<str>>,
+    /// The `onedrive-operator.dev/retry` annotation's value.
+    pub retry: Option<Box<str>>,
     /// Boxed: a new site has none, and the cache stays one small allocation per site until then.
     pub status: Option<Box<KeptStatus>>,
 }
@@ -42,13 +48,19 @@ pub struct KeptStatus {
     pub ready: Option<KeptCondition>,
     pub reconciling: Option<KeptCondition>,
     pub stalled: Option<KeptCondition>,
+    /// `SiteConfigured`, on a site whose settings the operator applies.
+    pub configured: Option<KeptCondition>,
+    /// `status.settings`: what was applied (boxed: most sites declare nothing).
+    pub settings: Option<Box<super::SiteSettingsStatus>>,
+    /// `status.retry`.
+    pub retry: Option<Box<str>>,
     /// One of the operator's conditions holds something the fields above cannot say (a second
     /// condition of its type, a status or reason this version does not know). Conditions of
     /// other types are other writers' (server-side apply keeps them): not kept, not foreign.
     pub foreign: bool,
 }
 
-/// One of the three conditions the operator writes on a site.
+/// One of the conditions the operator writes on a site.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeptCondition {
     pub status: ConditionStatus,
@@ -70,6 +82,13 @@ impl KeptSite {
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
             user: site.spec.user.as_str().into(),
             tenant: site.spec.tenant_ref.as_ref().map(|r| r.name.as_str().into()),
+            site_admins: site.spec.site_admins.iter().map(|a| Box::from(a.as_str())).collect(),
+            storage_quota: site.spec.storage_quota.as_deref().map(Box::from),
+            retry: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(super::annotations::RETRY))
+                .map(|v| Box::from(v.as_str())),
             status: site.status.as_ref().map(|s| Box::new(KeptStatus::from(s))),
         })
     }
@@ -98,6 +117,7 @@ impl KeptStatus {
             condition_type::READY => self.ready.as_ref(),
             condition_type::RECONCILING => self.reconciling.as_ref(),
             condition_type::STALLED => self.stalled.as_ref(),
+            condition_type::SITE_CONFIGURED => self.configured.as_ref(),
             _ => None,
         }
     }
@@ -109,6 +129,7 @@ impl KeptStatus {
             (condition_type::READY, &self.ready),
             (condition_type::RECONCILING, &self.reconciling),
             (condition_type::STALLED, &self.stalled),
+            (condition_type::SITE_CONFIGURED, &self.configured),
         ]
         .into_iter()
         .filter_map(|(type_, c)| Some(c.as_ref()?.to_condition(type_)))
@@ -122,6 +143,8 @@ impl KeptStatus {
             geo: self.geo.as_deref().map(String::from),
             provisioned_at: time(self.provisioned_at),
             since: time(self.since),
+            settings: self.settings.as_deref().cloned(),
+            retry: self.retry.as_deref().map(String::from),
             conditions,
         }
     }
@@ -138,6 +161,8 @@ impl From<&OneDriveSiteStatus> for KeptStatus {
             batch: s.batch,
             provisioned_at: s.provisioned_at.as_ref().map(|t| t.0),
             since: s.since.as_ref().map(|t| t.0),
+            settings: s.settings.clone().map(Box::new),
+            retry: s.retry.as_deref().map(Box::from),
             ..KeptStatus::default()
         };
         for c in &s.conditions {
@@ -145,6 +170,7 @@ impl From<&OneDriveSiteStatus> for KeptStatus {
                 condition_type::READY => &mut kept.ready,
                 condition_type::RECONCILING => &mut kept.reconciling,
                 condition_type::STALLED => &mut kept.stalled,
+                condition_type::SITE_CONFIGURED => &mut kept.configured,
                 _ => continue,
             };
             match (slot.is_none(), KeptCondition::new(c)) {
@@ -230,7 +256,7 @@ mod tests {
     #[test]
     fn a_site_without_name_or_namespace_is_not_kept() {
         let mut site =
-            OneDriveSite::new("a", OneDriveSiteSpec { user: "a@contoso.com".into(), tenant_ref: None });
+            OneDriveSite::new("a", OneDriveSiteSpec { user: "a@contoso.com".into(), ..Default::default() });
         assert_eq!(KeptSite::new(&site), None, "no namespace");
         site.metadata.namespace = Some("team-a".into());
         let kept = KeptSite::new(&site).expect("kept");

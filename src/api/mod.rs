@@ -9,6 +9,7 @@ mod cloud;
 mod conditions;
 mod kept;
 pub(crate) mod rules;
+mod settings;
 mod site;
 mod tenant;
 pub mod validate;
@@ -18,6 +19,7 @@ pub use allowed::AllowedNamespaces;
 pub use cloud::Cloud;
 pub use conditions::{ConditionSet, condition, find_condition};
 pub use kept::{KeptCondition, KeptSite, KeptStatus};
+pub use settings::{MAX_STORAGE_QUOTA_MB, PerSiteSettings, SiteSettingsStatus, storage_quota_mb};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
 pub use tenant::{
     AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, GeoSpec, GeoStatus,
@@ -40,6 +42,8 @@ pub mod condition_type {
     pub const READY: &str = "Ready";
     pub const RECONCILING: &str = "Reconciling";
     pub const STALLED: &str = "Stalled";
+    /// A site's declared administrators and quota are applied (sites only).
+    pub const SITE_CONFIGURED: &str = "SiteConfigured";
 }
 
 /// Both CRDs, in the order they are printed and stored in `crds/`.

@@ -31,6 +31,11 @@ pub const USER_IMMUTABLE_MESSAGE: &str = "spec.user is immutable: create a new O
 pub const SERVICE_URL: &str = r"self.matches('^https://[^/?#[:space:]]+(/[^[:space:]]*)?$') || self.matches('^http://(localhost|127[.][0-9]+[.][0-9]+[.][0-9]+|\\[::1\\])(:[0-9]+)?(/[^[:space:]]*)?$')";
 pub const SERVICE_URL_MESSAGE: &str = "must be an https:// URL (plain http:// is allowed only for localhost, 127.x.x.x or [::1], e.g. the simulator)";
 
+/// `spec.tenantRef` neither changes, appears nor goes away after creation (a transition rule on
+/// the spec: a rule on the optional field itself would not see it added or removed).
+pub const TENANT_REF_IMMUTABLE: &str = "has(self.tenantRef) == has(oldSelf.tenantRef) && (!has(self.tenantRef) || self.tenantRef.name == oldSelf.tenantRef.name)";
+pub const TENANT_REF_IMMUTABLE_MESSAGE: &str = "spec.tenantRef is immutable: to move a user to another tenant, create a new OneDriveSite (deleting this one never deletes a OneDrive)";
+
 pattern!(
     /// Go-style durations as Kubernetes uses them: `90s`, `15m`, `24h`, `1h30m`.
     DURATION_PATTERN,

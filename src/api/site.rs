@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(crate::api::rules::TENANT_REF_IMMUTABLE).message(crate::api::rules::TENANT_REF_IMMUTABLE_MESSAGE))]
 pub struct OneDriveSiteSpec {
     /// The user's principal name or sign-in email, e.g. `alice@contoso.com`. Immutable.
     #[schemars(length(min = 3, max = 113))]
@@ -41,9 +42,30 @@ pub struct OneDriveSiteSpec {
     )]
     pub user: String,
 
-    /// The `OneDriveTenant` this user belongs to. Optional when the operator runs with a default tenant.
+    /// The `OneDriveTenant` this user belongs to. Optional when the operator runs with a default
+    /// tenant. Immutable: what the operator learnt of the user belongs to that tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_ref: Option<TenantRef>,
+
+    /// Site collection administrators of this OneDrive besides its owner, added to the tenant's
+    /// `spec.siteAdmins` (user principal names). Only users the tenant's
+    /// `spec.perSite.allowedSiteAdmins` lists take effect; others are refused
+    /// (`SettingsNotAllowed`). The operator removes only administrators it added itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 3, max = 113)))]
+    #[x_kube(
+        validation = Rule::new(crate::api::settings::SITE_ADMINS).message(crate::api::settings::SITE_ADMINS_MESSAGE),
+        validation = Rule::new(crate::api::settings::UNIQUE_ADMINS).message(crate::api::settings::UNIQUE_ADMINS_MESSAGE)
+    )]
+    pub site_admins: Vec<String>,
+
+    /// This OneDrive's storage quota (`1Ti`, `500Gi`; 1Gi to 5Ti, rounded up to whole MiB),
+    /// instead of the tenant's `spec.storageQuota`; at most the tenant's
+    /// `spec.perSite.maxStorageQuota`. Removing it leaves the quota as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::settings::STORAGE_QUOTA).message(crate::api::settings::STORAGE_QUOTA_MESSAGE))]
+    pub storage_quota: Option<String>,
 }
 
 /// A reference to a cluster-scoped `OneDriveTenant`.
@@ -116,7 +138,14 @@ pub struct OneDriveSiteStatus {
     /// the date its message gives. It moves only when that state changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
-    /// `Ready` (the summary), `Reconciling` and `Stalled`.
+    /// The declared administrators and quota as the operator last applied them, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<super::SiteSettingsStatus>,
+    /// The `onedrive-operator.dev/retry` value the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// `Ready` (the summary), `Reconciling`, `Stalled` and, when settings are declared,
+    /// `SiteConfigured`.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -122,6 +122,29 @@ pub struct OneDriveTenantSpec {
     /// never looked up nor enqueued, and reports `TenantNotAllowed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<super::AllowedNamespaces>,
+
+    /// Site collection administrators of every OneDrive of this tenant besides its owner (user
+    /// principal names, e.g. a migration account). Applied once a site exists, checked again with
+    /// the drift check; the operator removes only administrators it added itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 3, max = 113)))]
+    #[x_kube(
+        validation = Rule::new(crate::api::settings::SITE_ADMINS).message(crate::api::settings::SITE_ADMINS_MESSAGE),
+        validation = Rule::new(crate::api::settings::UNIQUE_ADMINS).message(crate::api::settings::UNIQUE_ADMINS_MESSAGE)
+    )]
+    pub site_admins: Vec<String>,
+
+    /// The storage quota of every OneDrive of this tenant (`1Ti`, `5Ti`; 1Gi to 5Ti, rounded up
+    /// to whole MiB). Unset: the operator leaves quotas alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::api::settings::STORAGE_QUOTA).message(crate::api::settings::STORAGE_QUOTA_MESSAGE))]
+    pub storage_quota: Option<String>,
+
+    /// What a `OneDriveSite` may declare for itself: nothing by default (a site writer must not
+    /// be able to make anyone administrator of a OneDrive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_site: Option<super::PerSiteSettings>,
 }
 
 impl OneDriveTenantSpec {

@@ -91,6 +91,14 @@ reasons! {
         TenantNotAllowed = "TenantNotAllowed",
         /// A guest account (`#EXT#`): it cannot hold a OneDrive in this tenant, and is never sent.
         GuestAccount = "GuestAccount",
+        /// The site exists and its declared administrators and quota are applied.
+        Configured = "Configured",
+        /// The site exists; its declared settings are being applied (or wait for throttling).
+        Configuring = "Configuring",
+        /// Applying the declared settings failed in a way a person must fix (the call named).
+        ConfigurationFailed = "ConfigurationFailed",
+        /// The site declares administrators or a quota its tenant does not allow per site.
+        SettingsNotAllowed = "SettingsNotAllowed",
     }
 }
 
@@ -135,6 +143,9 @@ reasons! {
         BatchFinished = "BatchFinished",
         /// A batch in flight whose users could not be read back from the operator's namespace.
         BatchRecordLost = "BatchRecordLost",
+        /// A site's `onedrive-operator.dev/retry` value was acted on (its user sent again, or its
+        /// settings applied again).
+        Retried = "Retried",
     }
 }
 
@@ -175,6 +186,10 @@ pub mod reason {
     pub const TENANT_NOT_READY: &str = SiteReason::TenantNotReady.as_str();
     pub const TENANT_NOT_FOUND: &str = SiteReason::TenantNotFound.as_str();
     pub const GUEST_ACCOUNT: &str = SiteReason::GuestAccount.as_str();
+    pub const CONFIGURED: &str = SiteReason::Configured.as_str();
+    pub const CONFIGURING: &str = SiteReason::Configuring.as_str();
+    pub const CONFIGURATION_FAILED: &str = SiteReason::ConfigurationFailed.as_str();
+    pub const SETTINGS_NOT_ALLOWED: &str = SiteReason::SettingsNotAllowed.as_str();
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ impl Reconciler {
             refresh,
             observations,
             last_counters: HashMap::new(),
+            settings_pace: Default::default(),
         });
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! One reconcile cycle of one tenant, as named phases: gather → admit → prepare → observe and
-//! plan → record → send → write sites → write tenant. Each phase is a method with typed inputs
+//! plan → record → send → configure → write sites → write tenant. Each phase is a method with typed inputs
 //! and outputs; what is decided is decided by the planner (`plan::tenant`), and the phases only
 //! read, ask and write.
 
@@ -12,6 +12,7 @@ use super::memory::TenantMemory;
 use super::reconciler::{CrashPoint, CycleReport, NOTHING_OBSERVED, Reconciler};
 use super::site_cache::Snapshot;
 use crate::api::{OneDriveTenant, OneDriveTenantStatus};
+use crate::plan::settings::SettingsPolicy;
 use crate::plan::tenant::{self, Stand, TenantInput, TenantPlan, TenantPlanner};
 use crate::plan::{DesiredSite, Limits};
 
@@ -41,12 +42,19 @@ impl Reconciler {
         // Prepare: limits, the client, each geo's pipeline with its batch and that batch's users.
         let (cx, mut stand) = self.prepare(&tenant, memory).await?;
         // Observe and plan: the in-flight batches' gates first, then whom else the plan names.
-        let desired: Vec<DesiredSite> = sites.iter().map(|s| DesiredSite::from_resource(s)).collect();
+        let tenant_declares = SettingsPolicy::from_spec(name, &tenant.spec).is_ok_and(|p| p.declares());
+        let desired: Vec<DesiredSite> = sites
+            .iter()
+            .map(|s| {
+                let site = DesiredSite::from_resource(s);
+                DesiredSite { declares_settings: site.declares_settings || tenant_declares, ..site }
+            })
+            .collect();
         let mut planner = TenantPlanner::new(&desired, &stand.pipelines);
         let plan = self.observe_and_plan(&cx, &mut planner, &mut stand, memory).await;
         let mut report = CycleReport::default();
         let to_send = tenant::record(&plan, &mut stand);
-        let plan = if to_send.is_empty() {
+        let mut plan = if to_send.is_empty() {
             plan
         } else {
             // Record: every new batch (its users in the operator's namespace first), fenced.
@@ -66,6 +74,9 @@ impl Reconciler {
                 Some(f) => self.after_failure(&cx, plan, f, &mut planner, &mut stand, memory).await?,
             }
         };
+        // Configure: the declared settings of sites that exist (a bounded number per cycle; the
+        // batch gate never waits for it).
+        self.configure(&cx, &sites, &mut plan, &stand, memory).await;
         // Write sites. The cache snapshot is let go first: each write's watch event replaces a
         // cached site, and a snapshot held meanwhile kept every old version alive.
         let events = self.site_events(&sites, plan.site_updates());

@@ -8,7 +8,9 @@
 //! - the newest observation of each user: a steady cycle then looks at nobody, and a user is
 //!   looked at again only when due;
 //! - a refusal of the enqueue (the same credentials are not asked again for ten minutes);
-//! - the request counters last reported to metrics.
+//! - the request counters last reported to metrics;
+//! - how many sites were configured in the current minute (`Pace`: site settings stay within a
+//!   share of the admin host's budget, so they never slow the enqueue).
 //!
 //! Dropped: all of it when the tenant is deleted or the process restarts — it is soft state: the
 //! statuses in the API server hold what was decided, and a new process observes the users that
@@ -36,4 +38,5 @@ pub(super) struct TenantMemory {
     /// its Secret changes, or this time passes.
     pub(super) refused: Option<(TenantProblem, Timestamp)>,
     pub(super) last_counters: HashMap<(Service, Count), u64>,
+    pub(super) settings_pace: crate::plan::settings::Pace,
 }

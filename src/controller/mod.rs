@@ -3,6 +3,7 @@
 
 mod admission;
 mod batch_record;
+mod configure;
 mod connect;
 mod cycle;
 pub mod events;

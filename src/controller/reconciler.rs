@@ -83,6 +83,20 @@ pub struct CycleReport {
     pub credentials: CredentialHealth,
 }
 
+/// Whether an update may bring an Event (a phase reached, a retry value, a settings verdict).
+fn notable(u: &plan::SiteUpdate) -> bool {
+    (u.status.phase != u.previous_phase
+        && matches!(u.status.phase, Some(SitePhase::Ready | SitePhase::Failed)))
+        || u.status.retry.is_some()
+        || u.status.settings.is_some()
+}
+
+fn ready_note(u: &plan::SiteUpdate) -> String {
+    crate::api::find_condition(&u.status.conditions, condition_type::READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 /// Everything a cycle needs; one per operator process. Built from [`ReconcilerOptions`].
 pub struct Reconciler {
     pub(super) client: kube::Client,
@@ -346,8 +360,8 @@ impl Reconciler {
         }
     }
 
-    /// The Events of the site transitions among `updates` (Ready, and each failure; nothing
-    /// else is an Event), to publish once the statuses are written.
+    /// The Events of the site transitions among `updates` (Ready, each failure, a retry acted on,
+    /// settings that failed; nothing else is an Event), to publish once the statuses are written.
     pub(super) fn site_events<'u>(
         &self,
         sites: &[Arc<KeptSite>],
@@ -356,29 +370,55 @@ impl Reconciler {
         if self.options.recorder.is_none() {
             return Vec::new();
         }
-        let transitions: Vec<&plan::SiteUpdate> = updates
-            .filter(|u| {
-                u.status.phase != u.previous_phase
-                    && matches!(u.status.phase, Some(SitePhase::Ready | SitePhase::Failed))
-            })
-            .collect();
-        if transitions.is_empty() {
+        let notable: Vec<&plan::SiteUpdate> = updates.filter(|u| notable(u)).collect();
+        if notable.is_empty() {
             return Vec::new();
         }
         // Indexed once: a cycle can bring thousands of sites to Ready.
         let by_key: HashMap<(&str, &str), &Arc<KeptSite>> =
             sites.iter().map(|s| ((&*s.namespace, &*s.name), s)).collect();
-        transitions
-            .into_iter()
-            .filter_map(|update| {
-                let site = by_key.get(&(&*update.key.namespace, &*update.key.name))?;
+        let mut events = Vec::new();
+        for update in notable {
+            let Some(site) = by_key.get(&(&*update.key.namespace, &*update.key.name)) else { continue };
+            let kept = site.status.as_deref();
+            if let Some(value) = update.status.retry.as_deref()
+                && kept.and_then(|k| k.retry.as_deref()) != Some(value)
+            {
+                let note =
+                    format!("acted on {} {value:?}: {}", crate::api::annotations::RETRY, ready_note(update));
+                events.push(SiteEvent {
+                    regarding: site.object_ref(),
+                    type_: EventType::Normal,
+                    reason: crate::api::EventReason::Retried.as_str().into(),
+                    note,
+                });
+            }
+            let configured =
+                crate::api::find_condition(&update.status.conditions, condition_type::SITE_CONFIGURED);
+            if let Some(c) = configured
+                && c.status == "False"
+                && c.reason != crate::api::reason::CONFIGURING
+                && kept.and_then(|k| k.configured.as_ref()).is_none_or(|k| k.reason.as_str() != c.reason)
+            {
+                let (reason, note) = (c.reason.clone(), c.message.clone());
+                events.push(SiteEvent {
+                    regarding: site.object_ref(),
+                    type_: EventType::Warning,
+                    reason,
+                    note,
+                });
+            }
+            if update.status.phase != update.previous_phase
+                && matches!(update.status.phase, Some(SitePhase::Ready | SitePhase::Failed))
+            {
                 let ready = crate::api::find_condition(&update.status.conditions, condition_type::READY);
                 let (reason, note) = ready.map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default();
                 let ready_now = update.status.phase == Some(SitePhase::Ready);
                 let type_ = if ready_now { EventType::Normal } else { EventType::Warning };
-                Some(SiteEvent { regarding: site.object_ref(), type_, reason, note })
-            })
-            .collect()
+                events.push(SiteEvent { regarding: site.object_ref(), type_, reason, note });
+            }
+        }
+        events
     }
 
     pub(super) async fn publish_site_events(&self, events: Vec<SiteEvent>) {

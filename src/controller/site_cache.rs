@@ -130,7 +130,7 @@ mod tests {
     use crate::api::OneDriveSiteSpec;
 
     fn site(name: &str, user: &str) -> OneDriveSite {
-        let mut s = OneDriveSite::new(name, OneDriveSiteSpec { user: user.into(), tenant_ref: None });
+        let mut s = OneDriveSite::new(name, OneDriveSiteSpec { user: user.into(), ..Default::default() });
         s.metadata.namespace = Some("team-a".into());
         s
     }

@@ -21,6 +21,7 @@ pub mod policy;
 mod profile;
 mod sharepoint;
 pub mod signin;
+mod site_settings;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub use http::Service;
 pub use lookups::MAX_PROFILE_READS;
 pub use policy::EndpointPolicy;
 pub use profile::{ProfileRead, profile_state};
+pub use site_settings::{SettingsError, SiteSettings};
 
 use crate::api::{Cloud, EnqueueMethod, GeoSpec, OneDriveTenantSpec};
 use crate::plan::{DataLocation, Lookup, Observation, UserKey};

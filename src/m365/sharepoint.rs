@@ -132,6 +132,17 @@ fn poll_request(identity: &str) -> String {
 
 /// Posts to ProcessQuery; a non-null `ErrorInfo` is a failure whatever the HTTP status.
 async fn process_query(client: &TenantClient, admin_url: &str, xml: String) -> Result<Vec<Value>, M365Error> {
+    let (status, body) = post_query(client, admin_url, xml).await?;
+    csom_result(status, &body, client.credentials())
+}
+
+/// Posts to ProcessQuery: the HTTP status and the answer as it is (its `ErrorInfo` is the
+/// caller's to read).
+pub(super) async fn post_query(
+    client: &TenantClient,
+    admin_url: &str,
+    xml: String,
+) -> Result<(u16, Value), M365Error> {
     let url = format!("{admin_url}/_vti_bin/client.svc/ProcessQuery");
     let response = send(client, admin_url, |token| {
         client
@@ -143,7 +154,16 @@ async fn process_query(client: &TenantClient, admin_url: &str, xml: String) -> R
             .body(xml.clone())
     })
     .await?;
-    csom_result(response.status, &response.json_or_null(), client.credentials())
+    Ok((response.status, response.json_or_null()))
+}
+
+/// Sends a request built from the HTTP client and a token for `admin_url`.
+pub(super) async fn send_admin(
+    client: &TenantClient,
+    admin_url: &str,
+    build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+) -> Result<Answer, M365Error> {
+    send(client, admin_url, |token| build(client.http.client(), token)).await
 }
 
 /// What a ProcessQuery answer says: its result array, or the error its `ErrorInfo` names

@@ -21,6 +21,8 @@ pub(crate) fn site(ns: &str, name: &str, user: &str, created: i64) -> DesiredSit
         created: t(created),
         generation: 1,
         status: None,
+        declares_settings: false,
+        retry: None,
     }
 }
 

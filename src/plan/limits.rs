@@ -63,6 +63,7 @@ impl Limits {
         }
         // Checked here so that a bad policy stops the tenant (InvalidSpec) like any bad field.
         super::NamespacePolicy::from_spec(spec)?;
+        super::settings::SettingsPolicy::from_spec("", spec)?;
         Ok(Limits {
             batch_size: spec.batch_size as usize,
             poll_interval: parse_duration("spec.pollInterval", &spec.poll_interval)?,

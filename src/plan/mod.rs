@@ -26,6 +26,7 @@
 mod limits;
 mod namespaces;
 mod observation;
+pub mod settings;
 pub mod tenant;
 mod users;
 
@@ -78,6 +79,11 @@ pub struct DesiredSite<'a> {
     pub created: Timestamp,
     pub generation: i64,
     pub status: Option<SiteStatus<'a>>,
+    /// The tenant or the site declares administrators or a quota for it: once the site exists,
+    /// `Ready` waits for them (`settings::overlay`).
+    pub declares_settings: bool,
+    /// The `onedrive-operator.dev/retry` annotation's value.
+    pub retry: Option<Cow<'a, str>>,
 }
 
 /// A site's status as the cache keeps it ([`KeptStatus`]), borrowed from the cache (the
@@ -121,6 +127,8 @@ impl<'a> DesiredSite<'a> {
             created: site.created.unwrap_or(Timestamp::UNIX_EPOCH),
             generation: site.generation.unwrap_or(1),
             status: site.status.as_deref().map(SiteStatus::Cached),
+            declares_settings: !site.site_admins.is_empty() || site.storage_quota.is_some(),
+            retry: site.retry.as_deref().map(Cow::Borrowed),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The subset of the CSOM `ProcessQuery` XML protocol the enqueue calls use: object paths
 //! (`StaticMethod`, `Constructor`, `Method`, `Identity`), actions (`ObjectPath`, `Method`,
-//! `Query`) and `Array` parameters of `String` objects.
+//! `Query`, `SetProperty`), `Array` parameters of `String` objects and scalar parameters
+//! (`String`, `Boolean`, `Int64`) — what the enqueue, site-administrator and quota calls use.
 
 use std::collections::BTreeMap;
 
@@ -33,8 +34,10 @@ pub enum ObjectPath {
 
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Call {
+    /// The method's name; a `SetProperty` action is a call named `set:<Property>`.
     pub name: String,
-    /// The strings of the first `Array` parameter, unescaped.
+    /// The parameters' values in order, unescaped: an `Array` parameter's strings, or each scalar
+    /// parameter's text.
     pub strings: Vec<String>,
 }
 
@@ -134,10 +137,13 @@ pub fn parse(xml: &str) -> Result<Request, String> {
                             ObjectPath::Identity { name: attr(e, "Name").unwrap_or_default() },
                         );
                     }
-                    ("Method", "ObjectPaths") | ("Method", "Actions") => {
+                    ("Method", "ObjectPaths") | ("Method", "Actions") | ("SetProperty", "Actions") => {
                         let is_path = parent == "ObjectPaths";
                         let target = if is_path { attr(e, "ParentId") } else { attr(e, "ObjectPathId") };
-                        let call = Call { name: attr(e, "Name").unwrap_or_default(), strings: Vec::new() };
+                        let method_name = attr(e, "Name").unwrap_or_default();
+                        let name =
+                            if name == "SetProperty" { format!("set:{method_name}") } else { method_name };
+                        let call = Call { name, strings: Vec::new() };
                         let entry =
                             (attr(e, "Id").unwrap_or_default(), target.unwrap_or_default(), call, is_path);
                         if empty {
@@ -154,6 +160,17 @@ pub fn parse(xml: &str) -> Result<Request, String> {
                         id: attr(e, "Id").unwrap_or_default(),
                         path: attr(e, "ObjectPathId").unwrap_or_default(),
                     }),
+                    ("Parameter", "Parameters" | "SetProperty")
+                        if method.is_some()
+                            && matches!(attr(e, "Type").as_deref(), Some("String" | "Boolean" | "Int64")) =>
+                    {
+                        if empty {
+                            method.as_mut().expect("checked").2.strings.push(String::new());
+                        } else {
+                            in_string = true;
+                            text.clear();
+                        }
+                    }
                     ("Object", "Parameter")
                         if grand == "Parameters"
                             && method.is_some()
@@ -201,10 +218,10 @@ pub fn parse(xml: &str) -> Result<Request, String> {
             Event::End(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                 stack.pop();
-                if name == "Object" && in_string {
+                if (name == "Object" || name == "Parameter") && in_string {
                     in_string = false;
                     method.as_mut().expect("inside a method").2.strings.push(std::mem::take(&mut text));
-                } else if name == "Method"
+                } else if (name == "Method" || name == "SetProperty")
                     && let Some(m) = method.take()
                 {
                     finish_method(&mut req, m);

@@ -78,6 +78,7 @@ pub fn tenant_and_secret(
             drift_check_interval: "24h".into(),
             tenant_wide_listing: Default::default(),
             allowed_namespaces: None,
+            ..Default::default()
         },
     );
     let secret = Secret {

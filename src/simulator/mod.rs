@@ -16,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 mod aadsts;
+mod admin_host;
 pub mod authorize;
 mod bearer;
 pub(crate) mod csom;
@@ -29,6 +30,7 @@ mod population;
 mod profiles;
 pub mod serve;
 mod sharepoint;
+mod site_admins;
 pub mod stats;
 pub mod verify;
 
@@ -126,6 +128,10 @@ pub struct Config {
     /// service documents no lag, and none is the default; tests set one to show the operator
     /// does not depend on the listing being current).
     pub listing_lag: SignedDuration,
+    /// How long after its creation a personal site is found by the admin host's settings calls
+    /// ("Cannot get site …" until then). Choice: the service documents no lag, none is the default;
+    /// tests set one to show a site that is not there yet leaves it `Configuring`.
+    pub admin_lag: SignedDuration,
     /// The host name its URLs use instead of the address it listens on (e.g. `localhost`, for a
     /// client that must resolve a name); the port stays the listener's.
     pub host_name: Option<String>,
@@ -153,6 +159,7 @@ impl Default for Config {
             withheld_permissions: Vec::new(),
             geos: Vec::new(),
             listing_lag: SignedDuration::ZERO,
+            admin_lag: SignedDuration::ZERO,
             host_name: None,
             accounts: vec![
                 authorize::Account::sharepoint_admin("admin@contoso.onmicrosoft.com"),
@@ -376,6 +383,21 @@ impl SimHandle {
     /// Test hook: sets a user's site state (e.g. `Uninitialized` to simulate a deleted site).
     pub fn set_site_state(&self, upn: &str, state: SiteState) -> bool {
         self.sim.tenant.lock().unwrap().set_site(upn, state)
+    }
+
+    /// A OneDrive's site collection administrators besides its owner, and its quota in MB (`None`:
+    /// no such user).
+    pub fn site_admins(&self, upn: &str) -> Option<(Vec<String>, i64)> {
+        let tenant = self.sim.tenant.lock().unwrap();
+        tenant.user_ref(upn).map(|u| (u.admins.iter().cloned().collect(), u.quota_mb))
+    }
+
+    /// Test hook: someone adds (`true`) or removes an administrator of a user's OneDrive by hand.
+    pub fn set_site_admin(&self, upn: &str, admin: &str, on: bool) -> bool {
+        let mut tenant = self.sim.tenant.lock().unwrap();
+        let Some(u) = tenant.user_mut(upn) else { return false };
+        let admin = model::key(admin);
+        if on { u.admins.insert(admin) } else { u.admins.remove(&admin) }
     }
 
     /// Test hook: every access token issued so far is refused from now on (401), as after an

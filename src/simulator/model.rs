@@ -108,7 +108,14 @@ pub struct SimUser {
     pub site: SiteState,
     /// When the timer job created the site (`None`: before the simulator started).
     pub created_at: Option<Timestamp>,
+    /// The site's collection administrators besides its owner (lower-case principal names).
+    pub admins: std::collections::BTreeSet<String>,
+    /// The site's storage quota in megabytes (SharePoint's default: 1 TB).
+    pub quota_mb: i64,
 }
+
+/// A new OneDrive's quota: 1 TB, the default of most plans.
+pub const DEFAULT_QUOTA_MB: i64 = 1_048_576;
 
 impl UserSpec {
     /// The name the user's personal-site URL is made from.
@@ -120,6 +127,8 @@ impl UserSpec {
 /// The directory and its sites. Time only moves through `now` arguments.
 pub struct Tenant {
     users: BTreeMap<String, SimUser>,
+    /// A personal site's name (`alice_contoso_com`) → its owner's key.
+    by_site_name: std::collections::HashMap<String, String>,
     /// Base URL of personal sites, e.g. `http://127.0.0.1:18080/my`.
     my_base: String,
     provision_delay: SignedDuration,
@@ -143,16 +152,22 @@ impl Tenant {
         jitter: f64,
     ) -> Tenant {
         let mut map = BTreeMap::new();
+        let mut by_site_name = std::collections::HashMap::new();
         for (i, spec) in users.into_iter().enumerate() {
+            by_site_name.insert(personal_space_name(spec.site_name()), key(&spec.upn));
             let site = if spec.has_site {
                 SiteState::Created { url: personal_url(&my_base, spec.site_name()) }
             } else {
                 SiteState::Uninitialized
             };
             let id = format!("{:08x}-0000-4000-8000-{:012x}", i + 1, i + 1);
-            map.insert(key(&spec.upn), SimUser { spec, id, site, created_at: None });
+            let admins = Default::default();
+            map.insert(
+                key(&spec.upn),
+                SimUser { spec, id, site, created_at: None, admins, quota_mb: DEFAULT_QUOTA_MB },
+            );
         }
-        Tenant { users: map, my_base, provision_delay, jitter }
+        Tenant { users: map, by_site_name, my_base, provision_delay, jitter }
     }
 
     /// Advances a user's timer job to `now` and returns it.
@@ -237,6 +252,36 @@ impl Tenant {
             }
             None => false,
         }
+    }
+
+    /// The owner of the personal site at `url`, once the site exists (advanced to `now`) and
+    /// has for `lag`.
+    pub fn site_owner(&mut self, url: &str, now: Timestamp, lag: SignedDuration) -> Option<&mut SimUser> {
+        let name = url.trim_end_matches('/').rsplit('/').next()?.to_ascii_lowercase();
+        let key = self.by_site_name.get(&name)?.clone();
+        let u = self.user(&key, now)?;
+        let created =
+            matches!(u.site, SiteState::Created { .. }) && u.created_at.is_none_or(|t| t + lag <= now);
+        created.then(|| self.users.get_mut(&key).expect("present"))
+    }
+
+    /// The user whose site has this id (a site's id is its owner's, in the simulator).
+    pub fn by_id(&self, id: &str) -> Option<&SimUser> {
+        self.users.values().find(|u| u.id == id && matches!(u.site, SiteState::Created { .. }))
+    }
+
+    /// Whether the directory has this user (a site administrator must be one).
+    pub fn has_user(&self, upn: &str) -> bool {
+        self.users.contains_key(&key(upn))
+    }
+
+    pub fn user_ref(&self, upn: &str) -> Option<&SimUser> {
+        self.users.get(&key(upn))
+    }
+
+    /// Test hook: the user's site, for reading or changing its administrators and quota.
+    pub fn user_mut(&mut self, upn: &str) -> Option<&mut SimUser> {
+        self.users.get_mut(&key(upn))
     }
 
     pub fn len(&self) -> usize {

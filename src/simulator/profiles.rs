@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::sharepoint::{admit, finish, odata_error, verbose};
+use super::admin_host::{admit, finish, odata_error, verbose};
 use super::{Sim, SiteState, percent_decode};
 
 /// Every admin host's `PeopleManager`: the central geo's and each satellite's.

@@ -195,6 +195,17 @@ pub fn reconciler(client: &kube::Client) -> Reconciler {
     Reconciler::new(client.clone(), options(OPERATOR_NS, SiteSource::List))
 }
 
+/// A reconciler on the simulator's clock (sites listed each cycle, endpoint overrides allowed).
+pub fn reconciler_on(client: &kube::Client, sim: &SimHandle) -> Reconciler {
+    Reconciler::new(
+        client.clone(),
+        ReconcilerOptions {
+            clock: std::sync::Arc::new(sim.clock()),
+            ..options(OPERATOR_NS, SiteSource::List)
+        },
+    )
+}
+
 /// The options of a reconciler on the simulator: defaults, with endpoint overrides allowed (the
 /// simulator is on loopback, outside any Microsoft cloud).
 pub fn options(namespace: &str, sites: SiteSource) -> ReconcilerOptions {

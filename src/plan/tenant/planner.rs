@@ -129,6 +129,29 @@ impl TenantPlan {
         self.geos.iter().map(|p| p.requeue_after).min().unwrap_or(SignedDuration::from_secs(60))
     }
 
+    /// The statuses the settings phase writes: each replaces the provisioning plan's status of
+    /// the same site (it was built on it) or is added; `again`, when more settings work is due,
+    /// brings the next cycle forward.
+    pub fn with_settings(&mut self, updates: Vec<SiteUpdate>, again: Option<SignedDuration>) {
+        for update in updates {
+            let existing =
+                self.geos.iter_mut().flat_map(|p| p.site_updates.iter_mut()).find(|u| u.key == update.key);
+            match existing {
+                Some(u) => *u = update,
+                None => {
+                    if let Some(p) = self.geos.first_mut() {
+                        p.site_updates.push(update);
+                    }
+                }
+            }
+        }
+        if let Some(again) = again {
+            for p in &mut self.geos {
+                p.requeue_after = p.requeue_after.min(again);
+            }
+        }
+    }
+
     pub fn last_batch_id(&self) -> i64 {
         self.geos.iter().map(|p| p.last_batch_id).max().unwrap_or(0)
     }

@@ -82,6 +82,8 @@ mod tests {
             created: Timestamp::UNIX_EPOCH,
             generation: 1,
             status: geo.map(|g| OneDriveSiteStatus { geo: Some(g.into()), ..Default::default() }.into()),
+            declares_settings: false,
+            retry: None,
         }
     }
 

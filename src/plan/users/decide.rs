@@ -13,6 +13,16 @@ pub(super) fn decide<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanIn
         // Nothing the tenant says changes this: a guest is neither looked up nor sent.
         return state::guest(u, input.now);
     }
+    // A retry asks for a new enqueue. A user already in flight for it (sent, but its sites'
+    // statuses not written: a crash after the enqueue) is not sent twice: the value is recorded
+    // with the batch they are in.
+    if state::retry_requested(u) && !obs.is_some_and(|o| matches!(o.observation, Observation::HasSite { .. }))
+    {
+        return match provisioning_since(u, input) {
+            Some((since, batch)) => UserState { retried: true, ..still_provisioning(u, since, batch, input) },
+            None => state::retried(u, input.now),
+        };
+    }
     let state = decide_from_tenant(u, obs, input);
     match input.tenant_problem {
         // Users waiting for a batch say why they cannot progress. What is already known stays:
@@ -60,10 +70,12 @@ fn provisioning_since(u: &User, input: &PlanInput) -> Option<(Timestamp, i64)> {
 fn decide_from_tenant<'a>(u: &User<'a>, obs: Option<&'a Observed>, input: &PlanInput<'a>) -> UserState<'a> {
     let provisioning = provisioning_since(u, input);
     // A profile verdict speaks of an enqueue: one for a user this resource never sent (it was
-    // re-created to try again) is stale until the user is sent again.
+    // re-created, or retried, to try again) is stale until the user is sent again, and one read
+    // before the enqueue in flight speaks of an earlier one.
     let sent = provisioning.is_some() || u.prior.enqueued_at().is_some();
+    let current = |o: &Observed| provisioning.is_none_or(|(since, _)| o.at >= since);
     let refusal = obs
-        .filter(|o| sent || !matches!(o.observation, Observation::Profile(_)))
+        .filter(|o| (sent && current(o)) || !matches!(o.observation, Observation::Profile(_)))
         .and_then(|o| Some((o.observation.refusal()?, o)));
     if let Some((reason, o)) = refusal {
         let profile = match o.observation {

@@ -160,8 +160,11 @@ impl<'a> User<'a> {
     }
 }
 
-/// Merges the statuses of the sites naming one user. They agree once written; a site that
-/// is new or was written for another generation contributes nothing.
+/// Merges the statuses of the sites naming one user. They agree once written; a new site
+/// contributes nothing. A status written for an earlier generation still counts: `spec.user`
+/// and `spec.tenantRef` are immutable, so a new generation only changes the site's declared
+/// settings — never what was learnt of its user (editing `siteAdmins` of a failed site must
+/// not send it again; `onedrive-operator.dev/retry` does that).
 fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
     let rank = |p: SitePhase| match p {
         SitePhase::Ready => 3,
@@ -171,10 +174,7 @@ fn prior_of<'a>(sites: &[&'a DesiredSite<'a>]) -> Prior<'a> {
     };
     let best = sites
         .iter()
-        .filter_map(|s| {
-            let st = s.status.as_deref()?;
-            (st.observed_generation == Some(s.generation)).then_some(st)
-        })
+        .filter_map(|s| s.status.as_deref())
         .filter(|st| st.phase.is_some())
         .max_by_key(|st| st.phase.map(rank));
     let Some(st) = best else { return Prior::default() };

@@ -118,9 +118,11 @@ fn plan(input: &PlanInput, users: &mut Users) -> Plan {
                 let new = site_status::new_batch(last_batch_id, users, input.now);
                 for (n, &i) in chosen.iter().enumerate() {
                     let gate = n + 1 == chosen.len();
-                    let enqueued = state::provisioning(new.id, input.now, gate, &list[i], input);
+                    let mut enqueued = state::provisioning(new.id, input.now, gate, &list[i], input);
                     // A candidate's state is kept (see `pass::decide_all`).
                     if let Some(old) = states.get_mut(i) {
+                        // A retried user's sites record the value they were sent again for.
+                        enqueued.retried = old.retried;
                         tally.replace(old, &enqueued);
                         *old = enqueued;
                     }

@@ -67,10 +67,7 @@ pub(super) fn decide_all<'p, 'u: 'p, 'a: 'p>(users: &mut Users<'u>, input: &Plan
 /// Whether every site of the user already has the status `s` calls for.
 fn unchanged(u: &User, s: &UserState, obs: Option<&Observed>, input: &PlanInput) -> bool {
     let geo = input.geo.filter(|_| geo_known(u, obs));
-    u.sites
-        .all()
-        .iter()
-        .all(|site| site.status.as_deref().is_some_and(|st| status::already(st, site.generation, s, geo)))
+    u.sites.all().iter().all(|site| status::already(site, s, geo))
 }
 
 /// The statuses of the `changed` users (queue order) that change, at most
@@ -90,7 +87,7 @@ pub(super) fn updates(
         let geo = input.geo.filter(|_| geo_known(u, seen[i]));
         for site in u.sites.all() {
             // Most sites of a changed user may be unchanged: check that without building a status.
-            if site.status.as_deref().is_some_and(|st| status::already(st, site.generation, s, geo)) {
+            if status::already(site, s, geo) {
                 continue;
             }
             if site_updates.len() == input.limits.site_updates_per_cycle {

@@ -9,18 +9,66 @@ use crate::api::{
     BatchStatus, ConditionSet, ConditionStatus, KeptCondition, KeptStatus, OneDriveSiteStatus, SitePhase,
     SiteReason, condition_type,
 };
+use crate::plan::settings::{Overlay, overlay};
 
-/// Whether `st` is exactly what [`site_status`] would build for `s` (so nothing is written).
-pub(super) fn already(st: &KeptStatus, generation: i64, s: &UserState, geo: Option<&str>) -> bool {
+/// `Ready`, `Reconciling` and `Stalled` as a site says them: the user's state, or — for a site
+/// that exists — what its settings say ([`overlay`]).
+struct Summary<'s> {
+    ready: ConditionStatus,
+    reason: SiteReason,
+    message: &'s str,
+    reconciling: bool,
+    stalled: bool,
+}
+
+fn summary<'s>(s: &'s UserState, overlay: &'s Option<Overlay<'s>>) -> Summary<'s> {
+    match overlay {
+        Some(o) => Summary {
+            ready: ConditionStatus::False,
+            reason: o.reason,
+            message: &o.message,
+            reconciling: !o.stalled,
+            stalled: o.stalled,
+        },
+        None => Summary {
+            ready: s.ready,
+            reason: s.reason,
+            message: &s.message,
+            reconciling: s.reconciling(),
+            stalled: s.stalled,
+        },
+    }
+}
+
+fn overlay_of<'s>(site: &'s DesiredSite, s: &UserState) -> Option<Overlay<'s>> {
+    match (s.phase, s.site_url) {
+        (SitePhase::Ready, Some(url)) => overlay(site.status.as_deref(), site.declares_settings, url),
+        _ => None,
+    }
+}
+
+/// The retry value a status records: the site's annotation once the user was sent again for it.
+fn retry_of<'s>(site: &'s DesiredSite, s: &UserState) -> Option<&'s str> {
+    if s.retried { site.retry.as_deref() } else { site.status.as_deref().and_then(|k| k.retry.as_deref()) }
+}
+
+/// Whether the site's status is exactly what [`site_status`] would build for `s` (so nothing is
+/// written).
+pub(super) fn already(site: &DesiredSite, s: &UserState, geo: Option<&str>) -> bool {
+    let Some(st) = site.status.as_deref() else { return false };
+    let generation = site.generation;
+    let overlay = overlay_of(site, s);
+    let sum = summary(s, &overlay);
     let is = |c: &Option<KeptCondition>, status: ConditionStatus, message: &str| {
         c.as_ref().is_some_and(|c| {
             c.status == status
-                && c.reason == s.reason
+                && c.reason == sum.reason
                 && same_text(&c.message, message)
                 && c.observed_generation == Some(generation)
         })
     };
     !st.foreign
+        && st.retry.as_deref() == retry_of(site, s)
         && st.observed_generation == Some(generation)
         && st.phase == Some(s.phase)
         && st.site_url.as_deref() == s.site_url
@@ -29,9 +77,9 @@ pub(super) fn already(st: &KeptStatus, generation: i64, s: &UserState, geo: Opti
         && st.batch == s.batch
         && st.provisioned_at == s.provisioned_at
         && st.since == Some(s.since)
-        && is(&st.ready, s.ready, &s.message)
-        && is(&st.reconciling, ConditionStatus::of(s.reconciling()), "")
-        && is(&st.stalled, ConditionStatus::of(s.stalled), "")
+        && is(&st.ready, sum.ready, sum.message)
+        && is(&st.reconciling, ConditionStatus::of(sum.reconciling), "")
+        && is(&st.stalled, ConditionStatus::of(sum.stalled), "")
 }
 
 /// String equality, at once when both are the same string (an unchanged message is the
@@ -47,8 +95,11 @@ pub(super) fn site_status(
     now: Timestamp,
 ) -> OneDriveSiteStatus {
     let g = Some(site.generation);
-    let reconciling = ConditionStatus::of(s.reconciling());
-    let stalled = ConditionStatus::of(s.stalled);
+    let overlay = overlay_of(site, s);
+    let sum = summary(s, &overlay);
+    let reconciling = ConditionStatus::of(sum.reconciling);
+    let stalled = ConditionStatus::of(sum.stalled);
+    let kept = site.status.as_deref();
     OneDriveSiteStatus {
         observed_generation: g,
         phase: Some(s.phase),
@@ -58,10 +109,13 @@ pub(super) fn site_status(
         batch: s.batch,
         provisioned_at: s.provisioned_at.map(Time),
         since: Some(Time(s.since)),
-        conditions: ConditionSet::after_kept(site.status.as_deref(), g, now)
-            .set(condition_type::READY, s.ready, s.reason.as_str(), s.message.to_string())
-            .set(condition_type::RECONCILING, reconciling, s.reason.as_str(), "")
-            .set(condition_type::STALLED, stalled, s.reason.as_str(), "")
+        settings: kept.and_then(|k| k.settings.as_deref().cloned()),
+        retry: retry_of(site, s).map(String::from),
+        conditions: ConditionSet::after_kept(kept, g, now)
+            .set(condition_type::READY, sum.ready, sum.reason.as_str(), sum.message.to_string())
+            .set(condition_type::RECONCILING, reconciling, sum.reason.as_str(), "")
+            .set(condition_type::STALLED, stalled, sum.reason.as_str(), "")
+            .keep(condition_type::SITE_CONFIGURED)
             .build(),
     }
 }
@@ -132,6 +186,7 @@ fn stopped_by_tenant(
             .set(condition_type::READY, ConditionStatus::False, reason, message)
             .set(condition_type::RECONCILING, ConditionStatus::False, reason, "")
             .set(condition_type::STALLED, ConditionStatus::True, reason, stalled_note)
+            .keep(condition_type::SITE_CONFIGURED)
             .build(),
         ..prior
     }

@@ -25,6 +25,8 @@ pub(super) struct UserState<'a> {
     pub(super) since: Timestamp,
     /// A person must act (kstatus `Stalled`).
     pub(super) stalled: bool,
+    /// Sent again for a new `onedrive-operator.dev/retry` value: each site records its value.
+    pub(super) retried: bool,
 }
 
 impl UserState<'_> {
@@ -91,6 +93,7 @@ pub(super) fn ready<'a>(
         provisioned_at: Some(provisioned_at),
         since,
         stalled: false,
+        retried: false,
     }
 }
 
@@ -135,6 +138,7 @@ fn without_site<'a>(
         provisioned_at: None,
         since,
         stalled: phase == SitePhase::Failed,
+        retried: false,
     }
 }
 
@@ -213,6 +217,7 @@ pub(super) fn provisioning<'a>(
         provisioned_at: None,
         since: whole_second(since),
         stalled: false,
+        retried: false,
     }
 }
 
@@ -240,6 +245,7 @@ pub(super) fn timed_out<'a>(
         provisioned_at: None,
         since,
         stalled: true,
+        retried: false,
     }
 }
 
@@ -283,17 +289,60 @@ pub(super) fn refused<'a>(
         SiteReason::SiteCreationNotPermitted => text(
             u,
             format_args!(
-                "SharePoint may not create a personal site for {upn}: the user profile shows {state} since {since}. Fix the tenant's personal-site settings, then delete and re-create this OneDriveSite to send the user again (deleting it never deletes a OneDrive; checked again every {recheck})"
+                "SharePoint may not create a personal site for {upn}: the user profile shows {state} since {since}. Fix the tenant's personal-site settings, then set the annotation onedrive-operator.dev/retry to a new value to send the user again (checked again every {recheck})"
             ),
         ),
         _ => text(
             u,
             format_args!(
-                "SharePoint failed to create the personal site of {upn}: the user profile shows {state} since {since}. See the SharePoint admin centre; delete and re-create this OneDriveSite to send the user once more (deleting it never deletes a OneDrive; checked again every {recheck})"
+                "SharePoint failed to create the personal site of {upn}: the user profile shows {state} since {since}. See the SharePoint admin centre; set the annotation onedrive-operator.dev/retry to a new value to send the user once more (checked again every {recheck})"
             ),
         ),
     };
     without_site(u, SitePhase::Failed, reason, message, since)
+}
+
+/// A new `onedrive-operator.dev/retry` value on a site of a user SharePoint refused or failed:
+/// sent again in the next batch, as if this resource had never sent them (so a profile verdict
+/// read before the new enqueue no longer counts).
+pub(super) fn retried<'a>(u: &User<'a>, now: Timestamp) -> UserState<'a> {
+    let since = since(u, SiteReason::Pending, ConditionStatus::False, now);
+    let upn = u.upn();
+    // The value is not in the message: sites of one user in several namespaces share it (each
+    // records its own value in `status.retry`, and its Event names it).
+    let message = text(
+        u,
+        format_args!(
+            "sent again for a new onedrive-operator.dev/retry value (seen {since}): {upn} waits for a batch slot"
+        ),
+    );
+    UserState {
+        phase: SitePhase::Pending,
+        reason: SiteReason::Pending,
+        ready: ConditionStatus::False,
+        message,
+        site_url: None,
+        enqueued_at: None,
+        batch: None,
+        provisioned_at: None,
+        since,
+        stalled: false,
+        retried: true,
+    }
+}
+
+/// Whether a site of a refused or failed user asks for a retry value it has not had yet.
+pub(super) fn retry_requested(u: &User) -> bool {
+    let failed = u.prior.phase() == Some(SitePhase::Failed)
+        && matches!(
+            u.prior.reason(),
+            Some(SiteReason::ProvisioningFailed | SiteReason::SiteCreationNotPermitted)
+        );
+    failed
+        && u.sites.all().iter().any(|site| {
+            let acted = site.status.as_deref().and_then(|k| k.retry.as_deref());
+            site.retry.as_deref().is_some_and(|value| acted != Some(value))
+        })
 }
 
 /// A guest account: never looked up nor sent.
@@ -361,6 +410,7 @@ pub(super) fn prior_state<'a>(u: &User<'a>, input: &PlanInput) -> UserState<'a> 
         provisioned_at: None,
         since: since(u, reason, ready_status, input.now),
         stalled: phase == SitePhase::Failed,
+        retried: false,
     }
 }
 

@@ -964,3 +964,84 @@ fn a_users_geo_is_written_only_when_it_was_seen() {
     i.input.geo = None;
     assert!(plan(&i).site_updates.iter().all(|u| u.status.geo.is_none()));
 }
+
+/// A user failed by their profile, as the planner leaves them.
+fn failed_by_profile(limits: &Limits) -> (Vec<DesiredSite<'static>>, Observations) {
+    let mut sites = users(1);
+    let b = in_flight(&["u0@contoso.com"], 1, 100);
+    let obs = Observations::from_iter([("u0@contoso.com".into(), seen(700, profile(8195)))]);
+    let p = plan(&input(&sites, &obs, Some(&b), 700, limits));
+    apply(&mut sites, &p);
+    assert_eq!(ready_of(&status_of(&sites[0])).reason, reason::PROVISIONING_FAILED);
+    (sites, obs)
+}
+
+#[test]
+fn a_new_retry_value_sends_a_failed_user_once_and_the_old_verdict_no_longer_counts() {
+    let limits = Limits::default();
+    let (mut sites, mut obs) = failed_by_profile(&limits);
+    sites[0].retry = Some("1".into());
+    // Looked at again (the verdict read before the retry does not count), then sent.
+    let p = plan(&input(&sites, &obs, None, 800, &limits));
+    apply(&mut sites, &p);
+    let st = status_of(&sites[0]);
+    assert_eq!((st.phase, st.retry.as_deref()), (Some(SitePhase::Pending), Some("1")));
+    assert!(
+        !ready_of(&st).message.contains("\"1\""),
+        "the value is the site's own, not in the shared message"
+    );
+    // Looked at again before it may be sent (as a re-created resource is).
+    obs.insert("u0@contoso.com".into(), seen(800, Observation::NoSite));
+    let p = plan(&input(&sites, &obs, None, 800, &limits));
+    let sent = p.enqueue.clone().expect("sent again").batch;
+    assert_eq!(sent.users, vec!["u0@contoso.com"]);
+    apply(&mut sites, &p);
+    // In flight, the profile read before the new enqueue says nothing: SPSSITEERROR.
+    let p = plan(&input(&sites, &obs, Some(&sent), 900, &limits));
+    apply(&mut sites, &p);
+    assert_eq!(status_of(&sites[0]).phase, Some(SitePhase::SpsSiteError));
+    // A verdict read after it counts again; the same value never sends again.
+    obs.insert("u0@contoso.com".into(), seen(1500, profile(8195)));
+    let p = plan(&input(&sites, &obs, Some(&sent), 1500, &limits));
+    apply(&mut sites, &p);
+    assert_eq!(ready_of(&status_of(&sites[0])).reason, reason::PROVISIONING_FAILED);
+    let p = plan(&input(&sites, &obs, None, 9000, &limits));
+    assert!(p.enqueue.is_none(), "the value was acted on");
+}
+
+#[test]
+fn a_retry_is_not_honoured_for_a_user_already_in_flight() {
+    // Sent for the value, but the sites' statuses were not written (a crash after the enqueue):
+    // the batch in flight names the user, who is not sent a second time.
+    let limits = Limits::default();
+    let (mut sites, obs) = failed_by_profile(&limits);
+    sites[0].retry = Some("1".into());
+    let b = in_flight(&["u0@contoso.com"], 2, 800);
+    let p = plan(&input(&sites, &obs, Some(&b), 850, &limits));
+    assert!(p.enqueue.is_none());
+    let st = p.site_updates.iter().find(|u| u.user == "u0@contoso.com").map(|u| u.status.clone()).unwrap();
+    assert_eq!(
+        (st.phase, st.retry.as_deref()),
+        (Some(SitePhase::SpsSiteError), Some("1")),
+        "in flight, the value recorded"
+    );
+}
+
+#[test]
+fn a_site_that_declares_settings_is_ready_only_once_they_are_applied() {
+    let limits = Limits::default();
+    let mut sites = users(1);
+    sites[0].declares_settings = true;
+    let obs = Observations::from_iter([(
+        "u0@contoso.com".into(),
+        seen(10, Observation::HasSite { url: url("u0") }),
+    )]);
+    let p = plan(&input(&sites, &obs, None, 10, &limits));
+    apply(&mut sites, &p);
+    let st = status_of(&sites[0]);
+    assert_eq!(st.phase, Some(SitePhase::Ready), "the site exists");
+    let ready = ready_of(&st);
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason::CONFIGURING));
+    // Nothing changes: nothing is written again.
+    assert!(plan(&input(&sites, &obs, None, 20, &limits)).site_updates.is_empty());
+}
