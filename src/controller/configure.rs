@@ -13,12 +13,15 @@ use super::cycle::Context;
 use super::reconciler::Reconciler;
 use crate::api::{KeptSite, OneDriveSiteStatus};
 use crate::m365::{SettingsError, TenantClient};
+use crate::plan::SiteUpdate;
 use crate::plan::settings::{self, Attempt, Failure, SettingsPolicy, SiteInput, Task};
 use crate::plan::tenant::{Stand, TenantPlan};
-use crate::plan::{SiteKey, SiteUpdate};
 
 /// Sites configured at once (each a few calls in a row).
 const SITES_IN_FLIGHT: usize = 8;
+
+/// The statuses the provisioning plan writes in this cycle, by site.
+type Planned<'a> = HashMap<(&'a str, &'a str), &'a OneDriveSiteStatus>;
 
 impl Reconciler {
     /// Configure: the sites whose settings are due get them applied, and their statuses join
@@ -31,84 +34,97 @@ impl Reconciler {
         stand: &Stand,
         memory: &mut Option<super::memory::TenantMemory>,
     ) {
-        let client = memory.as_ref().map(|m| m.client.clone());
         // Nothing is asked of a tenant that stopped or is throttled: the plan says why already.
-        let (Some(client), None) = (client, stand.problem.as_ref()) else { return };
+        let Some(m) = memory.as_mut().filter(|_| stand.problem.is_none()) else { return };
         if stand.throttled_until.is_some_and(|t| t > cx.now) {
             return;
         }
         let Ok(policy) = SettingsPolicy::from_spec(cx.name, &cx.tenant.spec) else { return };
-        // Nothing declared anywhere, nothing applied before: the phase costs nothing.
-        let any = policy.declares()
-            || sites.iter().any(|s| {
-                !s.site_admins.is_empty()
-                    || s.storage_quota.is_some()
-                    || s.status.as_deref().is_some_and(|k| k.configured.is_some())
-            });
-        if !any {
-            return;
+        if !policy.declares() && !sites.iter().any(|s| touches_settings(s)) {
+            return; // nothing declared anywhere, nothing applied before: the phase costs nothing
         }
-        let planned: HashMap<&SiteKey, &OneDriveSiteStatus> =
-            plan.site_updates().map(|u| (&u.key, &u.status)).collect();
-        let keys: Vec<SiteKey> = sites
-            .iter()
-            .map(|s| SiteKey { namespace: (&*s.namespace).into(), name: (&*s.name).into() })
-            .collect();
-        let inputs: Vec<SiteInput> = sites
-            .iter()
-            .zip(&keys)
-            .map(|(s, key)| SiteInput {
-                key,
-                generation: s.generation.unwrap_or(1),
-                kept: s.status.as_deref(),
-                planned: planned.get(key).copied(),
-                site_admins: &s.site_admins,
-                storage_quota: s.storage_quota.as_deref(),
-                retry: s.retry.as_deref(),
-            })
-            .collect();
-        let Some(pace) = memory.as_mut().map(|m| &mut m.settings_pace) else { return };
-        let due = settings::due(&policy, inputs.iter().copied(), &cx.limits, cx.now, pace.allowance(cx.now));
-        pace.spend(cx.now, due.tasks.len());
-        let next_minute = pace.next_minute(cx.now);
+        let planned: Planned =
+            plan.site_updates().map(|u| ((&*u.key.namespace, &*u.key.name), &u.status)).collect();
+        // The sites are read one by one (no copy of the tenant's sites per cycle).
+        let inputs = sites.iter().map(|s| input_of(s, &planned));
+        let due = settings::due(&policy, inputs, &cx.limits, cx.now, m.settings_pace.allowance(cx.now));
+        m.settings_pace.spend(cx.now, due.tasks.len());
         if due.tasks.is_empty() && due.next.is_none() {
             return;
         }
         let mut work = Vec::with_capacity(due.tasks.len());
         for task in &due.tasks {
-            let admin_url = admin_url_of(stand, task.geo.as_deref());
-            work.push(apply(&client, admin_url, task));
+            work.push(apply(&m.client, admin_url_of(stand, task.geo.as_deref()), task));
         }
         let attempts: Vec<Attempt> = futures::stream::iter(work).buffered(SITES_IN_FLIGHT).collect().await;
-        let by_key: HashMap<&SiteKey, &SiteInput> = inputs.iter().map(|i| (i.key, i)).collect();
-        let updates: Vec<SiteUpdate> = due
-            .tasks
-            .iter()
-            .zip(&attempts)
-            .filter_map(|(task, attempt)| {
-                let site = by_key.get(&task.key)?;
-                let status = settings::status_after(site, task, attempt, cx.now);
-                let previous = site.kept;
-                (!previous.is_some_and(|p| p.is(&status))).then(|| SiteUpdate {
-                    key: task.key.clone(),
-                    user: String::new(),
-                    previous_phase: previous.and_then(|p| p.phase),
-                    status,
-                })
-            })
-            .collect();
+        let updates = statuses_after(&due.tasks, &attempts, sites, &planned, cx.now);
+        let again = again(&due, &attempts, m.settings_pace.next_minute(cx.now), cx.now);
         drop(planned);
-        // Come back for the next minute's allowance, the next site due, or a passing failure's
-        // next try.
-        let passing = attempts.iter().any(|a| a.failure.as_ref().is_some_and(|f| !f.needs_person));
-        let again =
-            [due.more.then_some(next_minute), due.next, passing.then(|| cx.now + settings::TRANSIENT_RETRY)]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|t| t.duration_since(cx.now).max(SignedDuration::from_secs(1)));
         plan.with_settings(updates, again);
     }
+}
+
+/// Whether a site declares settings of its own or had some applied.
+fn touches_settings(s: &KeptSite) -> bool {
+    !s.site_admins.is_empty()
+        || s.storage_quota.is_some()
+        || s.status.as_deref().is_some_and(|k| k.configured.is_some())
+}
+
+fn input_of<'a>(s: &'a KeptSite, planned: &Planned<'a>) -> SiteInput<'a> {
+    SiteInput {
+        namespace: &s.namespace,
+        name: &s.name,
+        generation: s.generation.unwrap_or(1),
+        kept: s.status.as_deref(),
+        planned: planned.get(&(&*s.namespace, &*s.name)).copied(),
+        site_admins: &s.site_admins,
+        storage_quota: s.storage_quota.as_deref(),
+        retry: s.retry.as_deref(),
+    }
+}
+
+/// The statuses the attempts come to, where they change.
+fn statuses_after(
+    tasks: &[Task],
+    attempts: &[Attempt],
+    sites: &[Arc<KeptSite>],
+    planned: &Planned,
+    now: jiff::Timestamp,
+) -> Vec<SiteUpdate> {
+    let by_key: HashMap<(&str, &str), &KeptSite> =
+        sites.iter().map(|s| ((&*s.namespace, &*s.name), &**s)).collect();
+    tasks
+        .iter()
+        .zip(attempts)
+        .filter_map(|(task, attempt)| {
+            let site = input_of(by_key.get(&(&*task.key.namespace, &*task.key.name))?, planned);
+            let status = settings::status_after(&site, task, attempt, now);
+            let previous = site.kept;
+            (!previous.is_some_and(|p| p.is(&status))).then(|| SiteUpdate {
+                key: task.key.clone(),
+                user: String::new(),
+                previous_phase: previous.and_then(|p| p.phase),
+                status,
+            })
+        })
+        .collect()
+}
+
+/// When to come back: the next minute's allowance (more sites are due), the next site due, or a
+/// passing failure's next try.
+fn again(
+    due: &settings::Due,
+    attempts: &[Attempt],
+    next_minute: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Option<SignedDuration> {
+    let passing = attempts.iter().any(|a| a.failure.as_ref().is_some_and(|f| !f.needs_person));
+    [due.more.then_some(next_minute), due.next, passing.then(|| now + settings::TRANSIENT_RETRY)]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.duration_since(now).max(SignedDuration::from_secs(1)))
 }
 
 /// The admin host of a site's geo (`None` or an unknown geo: the central one).

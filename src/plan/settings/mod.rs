@@ -47,7 +47,8 @@ pub const TRANSIENT_RETRY: SignedDuration = SignedDuration::from_secs(60);
 /// One site as the settings planner reads it.
 #[derive(Clone, Copy, Debug)]
 pub struct SiteInput<'a> {
-    pub key: &'a SiteKey<'a>,
+    pub namespace: &'a str,
+    pub name: &'a str,
     pub generation: i64,
     /// The status before this cycle.
     pub kept: Option<&'a KeptStatus>,
@@ -59,7 +60,11 @@ pub struct SiteInput<'a> {
     pub retry: Option<&'a str>,
 }
 
-impl SiteInput<'_> {
+impl<'a> SiteInput<'a> {
+    pub fn key(&self) -> SiteKey<'a> {
+        SiteKey { namespace: self.namespace.into(), name: self.name.into() }
+    }
+
     /// The site's URL once it exists (as this cycle leaves it).
     fn url(&self) -> Option<&str> {
         match self.planned {
@@ -202,7 +207,7 @@ pub fn due<'a>(
             continue;
         }
         out.tasks.push(Task {
-            key: site.key.to_owned_key(),
+            key: site.key().to_owned_key(),
             url: url.to_string(),
             geo: site.geo().map(String::from),
             added: site.applied().map(|a| a.added_admins.clone()).unwrap_or_default(),

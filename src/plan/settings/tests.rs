@@ -56,7 +56,8 @@ impl Site {
 
     fn input(&self) -> SiteInput<'_> {
         SiteInput {
-            key: &self.key,
+            namespace: &self.key.namespace,
+            name: &self.key.name,
             generation: 1,
             kept: Some(&self.kept),
             planned: None,
