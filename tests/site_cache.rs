@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use jiff::SignedDuration;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher::Event;
 use onedrive_operator::api::{OneDriveSite, SitePhase};
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteCache, SiteSource};
@@ -64,7 +64,8 @@ async fn the_cycle_follows_sites_added_deleted_and_renamed_between_cycles() {
         let report = r.reconcile_tenant("contoso").await.unwrap();
         assert!(report.problem.is_none(), "{:?}", report.problem);
         match cycle {
-            // Mid-batch: more sites, two deleted, two given other users (not yet enqueued ones).
+            // Mid-batch: more sites, two deleted, two replaced by sites of other users under the
+            // same names (not yet enqueued ones).
             3 => {
                 for i in 250..330 {
                     let s = site("team-a", &format!("s{i}"), &user_of(i), "contoso");
@@ -73,10 +74,13 @@ async fn the_cycle_follows_sites_added_deleted_and_renamed_between_cycles() {
                 for name in ["s5", "s240"] {
                     api.delete(name, &DeleteParams::default()).await.unwrap();
                 }
+                // `spec.user` is immutable (the API server refuses a change): a site gets another
+                // user by being deleted and created again under its name (no status, a new uid).
                 for (name, user) in [("s241", user_of(390)), ("s242", user_of(391))] {
-                    let patch =
-                        serde_json::json!({ "spec": { "user": user }, "metadata": { "generation": 2 } });
-                    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+                    api.delete(name, &DeleteParams::default()).await.unwrap();
+                    api.create(&PostParams::default(), &site("team-a", name, &user, "contoso"))
+                        .await
+                        .unwrap();
                 }
             }
             // Later, one more site and one deleted in the same cycle: the count stays the same.
