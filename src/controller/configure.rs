@@ -14,7 +14,7 @@ use super::reconciler::Reconciler;
 use crate::api::{KeptSite, OneDriveSiteStatus};
 use crate::m365::{SettingsError, TenantClient};
 use crate::plan::SiteUpdate;
-use crate::plan::settings::{self, Attempt, Failure, SettingsPolicy, SiteInput, Task};
+use crate::plan::settings::{self, Attempt, Failure, SiteInput, Task};
 use crate::plan::tenant::{Stand, TenantPlan};
 
 /// Sites configured at once (each a few calls in a row).
@@ -39,7 +39,7 @@ impl Reconciler {
         if stand.throttled_until.is_some_and(|t| t > cx.now) {
             return;
         }
-        let Ok(policy) = SettingsPolicy::from_spec(cx.name, &cx.tenant.spec) else { return };
+        let policy = &cx.settings;
         if !policy.declares() && !sites.iter().any(|s| touches_settings(s)) {
             return; // nothing declared anywhere, nothing applied before: the phase costs nothing
         }
@@ -47,7 +47,7 @@ impl Reconciler {
             plan.site_updates().map(|u| ((&*u.key.namespace, &*u.key.name), &u.status)).collect();
         // The sites are read one by one (no copy of the tenant's sites per cycle).
         let inputs = sites.iter().map(|s| input_of(s, &planned));
-        let due = settings::due(&policy, inputs, &cx.limits, cx.now, m.settings_pace.allowance(cx.now));
+        let due = settings::due(policy, inputs, &cx.limits, cx.now, m.settings_pace.allowance(cx.now));
         m.settings_pace.spend(cx.now, due.tasks.len());
         if due.tasks.is_empty() && due.next.is_none() {
             return;
@@ -152,8 +152,7 @@ async fn apply(client: &TenantClient, admin_url: &str, task: &Task) -> Attempt {
     };
     for admin in &task.declared.admins {
         if current.has(admin) {
-            attempt.found.push(admin.clone());
-            continue;
+            continue; // there already: not the operator's to remove, ever
         }
         match client.set_site_admin(admin_url, &task.url, admin, true).await {
             Ok(()) => attempt.added.push(admin.clone()),

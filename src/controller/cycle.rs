@@ -23,6 +23,8 @@ pub(super) struct Context<'a> {
     pub(super) name: &'a str,
     pub(super) status: OneDriveTenantStatus,
     pub(super) limits: Limits,
+    /// The tenant's site settings (`siteAdmins`, `storageQuota`, `perSite`).
+    pub(super) settings: SettingsPolicy,
     pub(super) now: Timestamp,
 }
 
@@ -42,7 +44,7 @@ impl Reconciler {
         // Prepare: limits, the client, each geo's pipeline with its batch and that batch's users.
         let (cx, mut stand) = self.prepare(&tenant, memory).await?;
         // Observe and plan: the in-flight batches' gates first, then whom else the plan names.
-        let tenant_declares = SettingsPolicy::from_spec(name, &tenant.spec).is_ok_and(|p| p.declares());
+        let tenant_declares = cx.settings.declares();
         let desired: Vec<DesiredSite> = sites
             .iter()
             .map(|s| {

@@ -11,6 +11,7 @@ use super::memory::TenantMemory;
 use super::reconciler::{Reconciler, problem_of};
 use crate::api::{EventReason, OneDriveTenant, OneDriveTenantStatus, TenantReason};
 use crate::m365::{Geo, M365Error};
+use crate::plan::settings::SettingsPolicy;
 use crate::plan::tenant::{
     Discovery, GeoTarget, Stand, TenantPlan, TenantPlanner, pipelines, recorded_pipelines,
 };
@@ -57,7 +58,9 @@ impl Reconciler {
         };
         self.resume_batches(tenant, &status, &mut stand).await?;
         let name = tenant.metadata.name.as_deref().unwrap_or_default();
-        Ok((Context { tenant, name, status, limits, now }, stand))
+        // Checked with the limits: a policy that cannot be read stopped the tenant (InvalidSpec).
+        let settings = SettingsPolicy::from_spec(name, &tenant.spec).unwrap_or_default();
+        Ok((Context { tenant, name, status, limits, settings, now }, stand))
     }
 
     /// The endpoints checked against the policy, the client connected, and the tenant's geos

@@ -26,7 +26,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 pub use declared::{Declared, SettingsPolicy};
-pub use ready::{Overlay, not_yet, overlay};
+pub use ready::{Overlay, Provisioned, overlay};
 
 use super::{Limits, SiteKey, after, whole_second};
 use crate::api::{
@@ -114,8 +114,6 @@ impl Task {
 /// What the controller did on a site, and how it ended.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Attempt {
-    /// Declared administrators the site had before (not the operator's to remove).
-    pub found: Vec<String>,
     /// Administrators the operator made administrators now.
     pub added: Vec<String>,
     /// Administrators the operator removed now.
@@ -332,7 +330,7 @@ fn with_ready<'a>(
         None => (
             ConditionStatus::True,
             SiteReason::Provisioned,
-            format!("the OneDrive exists at {url} (first seen {provisioned})"),
+            Provisioned { url, since: provisioned }.to_string(),
             false,
             false,
         ),

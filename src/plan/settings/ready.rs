@@ -33,8 +33,23 @@ pub fn overlay<'a>(kept: Option<&'a KeptStatus>, declares: bool, url: &str) -> O
     }
 }
 
+/// `Ready`'s message for a site that exists: one wording for both planners (the provisioning
+/// planner writes it, the settings planner writes it again once a site is configured; a status
+/// is rewritten only when they differ, so they must not).
+pub struct Provisioned<'a> {
+    pub url: &'a str,
+    /// When the site was first seen.
+    pub since: jiff::Timestamp,
+}
+
+impl std::fmt::Display for Provisioned<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the OneDrive exists at {} (first seen {})", self.url, self.since)
+    }
+}
+
 /// The message of a site whose settings were not looked at yet.
-pub fn not_yet(url: &str) -> String {
+fn not_yet(url: &str) -> String {
     format!(
         "the OneDrive exists at {url}; its declared site administrators and storage quota are applied next"
     )

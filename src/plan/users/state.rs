@@ -10,6 +10,7 @@ use super::gather::User;
 use super::{PlanInput, ProfileState, whole_second};
 use crate::api::{ConditionStatus, SitePhase, SiteReason};
 use crate::plan::limits::SpecDuration;
+use crate::plan::settings::Provisioned;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct UserState<'a> {
@@ -86,7 +87,7 @@ pub(super) fn ready<'a>(
         phase: SitePhase::Ready,
         reason: SiteReason::Provisioned,
         ready: ConditionStatus::True,
-        message: text(u, format_args!("the OneDrive exists at {url} (first seen {since})")),
+        message: text(u, format_args!("{}", Provisioned { url, since })),
         site_url: Some(url),
         enqueued_at: provisioning.map(|p| p.0).or(u.prior.enqueued_at()),
         batch: provisioning.map(|p| p.1).or(u.prior.batch()),
