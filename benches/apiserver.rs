@@ -22,57 +22,6 @@ use kube::api::{Api, ListParams};
 use onedrive_operator::api::OneDriveSite;
 use onedrive_operator::testing::site;
 
-/// `/proc/<pid>` figures of the operator process.
-struct Proc {
-    pid: u32,
-}
-
-impl Proc {
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Peak resident memory so far.
-    fn peak_rss_mib(&self) -> f64 {
-        self.status_kib("VmHWM:") as f64 / 1024.0
-    }
-
-    fn rss_mib(&self) -> f64 {
-        self.status_kib("VmRSS:") as f64 / 1024.0
-    }
-
-    /// User + system CPU time.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Duration::from_millis(ticks * 10)
-    }
-}
-
-/// The API server's request counters (`apiserver_request_total`), summed per verb.
-fn api_requests(server: &ApiServer) -> BTreeMap<String, f64> {
-    let text = ok(server.kubectl(&["get", "--raw", "/metrics"]), "apiserver metrics");
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let verb = line.split("verb=\"").nth(1).and_then(|v| v.split('"').next()).unwrap_or("");
-        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *out.entry(verb.to_string()).or_default() += n;
-    }
-    out
-}
-
-fn total(m: &BTreeMap<String, f64>) -> f64 {
-    m.values().sum()
-}
-
 fn main() {
     // `cargo test --all-targets` (CI) builds and runs bench targets too, without `--bench`:
     // only `cargo bench` runs this.
@@ -102,10 +51,10 @@ fn main() {
     let create_secs = created.elapsed().as_secs_f64();
     eprintln!("{n} sites created in {create_secs:.0} s");
 
-    let before = api_requests(&server);
+    let before = support::api_requests(&server);
     let log = server.dir().join("operator.log");
     let mut operator = support::operator(&server.admin_kubeconfig, &log, "127.0.0.1:0");
-    let proc = Proc { pid: operator.0.id() };
+    let proc = support::Proc { pid: operator.0.id() };
     let started = Instant::now();
 
     // Once a second: how many sites have a status, how many are settled. The bench's own list
@@ -160,7 +109,7 @@ fn main() {
         }
         assert!(started.elapsed() < Duration::from_secs(3600), "not settled after an hour");
     };
-    let after = api_requests(&server);
+    let after = support::api_requests(&server);
     let (peak_rss, cpu) = (proc.peak_rss_mib(), proc.cpu());
     drop(operator);
     let mut by_verb: BTreeMap<String, f64> =
@@ -168,7 +117,7 @@ fn main() {
     // The bench's lists, and the metrics scrapes themselves (GET).
     *by_verb.entry("LIST".into()).or_default() -= own_requests;
     *by_verb.entry("GET".into()).or_default() -= 1.0;
-    let operator_requests = total(&by_verb);
+    let operator_requests = support::total(&by_verb);
     // Server-side apply counts as APPLY, merge patches as PATCH; Events are POSTs.
     let verb = |v: &str| by_verb.get(v).copied().unwrap_or(0.0);
     let per_site = |x: f64| x / n as f64;

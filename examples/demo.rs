@@ -1,7 +1,11 @@
 //! The whole operator, on your laptop, in under a minute: the real controller cycle against an
 //! in-memory Kubernetes API and the Microsoft 365 simulator on loopback.
 //!
-//!     cargo run --example demo [-- --users 1000]
+//!     cargo run --example demo [-- --users 1000] [-- --group]
+//!
+//! With `--group` the users are the members of an Entra ID group ("All staff", half of them
+//! through a nested group) and one `OneDriveSiteSet` declares them all: the operator creates a
+//! `OneDriveSite` per member, then provisions them as it would hand-written ones.
 //!
 //! 1,000 `OneDriveSite`s in two namespaces, one `OneDriveTenant` (certificate auth), SharePoint
 //! taking ten simulated minutes per batch (one real second), and a tenant as the field has them:
@@ -18,10 +22,15 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::SignedDuration;
 use kube::api::{Api, ListParams};
-use onedrive_operator::api::{OneDriveSite, OneDriveTenant, SitePhase, condition_type, find_condition};
+use onedrive_operator::api::{
+    GroupRef, GroupSourceGrant, OneDriveSite, OneDriveSiteSet, OneDriveSiteSetSpec, OneDriveTenant,
+    SetSource, SitePhase, TenantRef, condition_type, find_condition,
+};
 use onedrive_operator::controller::{Reconciler, ReconcilerOptions, SiteSource};
 use onedrive_operator::simulator::manifests::{PrintedAuth, tenant_and_secret};
-use onedrive_operator::simulator::{self, App, Clock, Config, Population, generate_users};
+use onedrive_operator::simulator::{
+    self, App, Clock, Config, GroupMember, GroupSpec, Population, generate_users,
+};
 use onedrive_operator::testing::site;
 
 #[path = "../tests/common/fake_cluster.rs"]
@@ -29,6 +38,38 @@ mod fake_cluster;
 use fake_cluster::fake_cluster;
 
 const NAMESPACE: &str = "onedrive-operator";
+/// The demo's group (`--group`) and the namespace its set lives in.
+const STAFF: &str = "5e7a0c2b-3d4f-4a6b-8c9d-1e2f3a4b5c6d";
+const NESTED: &str = "6f8b1d3c-4e5a-4b7c-9d0e-2f3a4b5c6d7e";
+const SET_NAMESPACE: &str = "team-all";
+
+/// "All staff": the first half of `users` directly, the rest through a nested group.
+fn staff(users: usize) -> Vec<GroupSpec> {
+    let upn = |i: usize| format!("user{i:04}@contoso.onmicrosoft.com");
+    let mut direct: Vec<GroupMember> = (1..=users / 2).map(|i| GroupMember::User(upn(i))).collect();
+    direct.push(GroupMember::Group(NESTED.into()));
+    let nested = (users / 2 + 1..=users).map(|i| GroupMember::User(upn(i))).collect();
+    let mut all = GroupSpec::new(STAFF, "All staff", direct);
+    all.mail = Some("staff@contoso.onmicrosoft.com".into());
+    vec![all, GroupSpec::new(NESTED, "New joiners", nested)]
+}
+
+/// One set declaring every member of "All staff".
+fn staff_set() -> OneDriveSiteSet {
+    let mut set = OneDriveSiteSet::new(
+        "all-staff",
+        OneDriveSiteSetSpec {
+            tenant_ref: Some(TenantRef { name: "contoso".into() }),
+            source: SetSource {
+                group: Some(GroupRef { id: None, mail: Some("staff@contoso.onmicrosoft.com".into()) }),
+                users: None,
+            },
+            ..Default::default()
+        },
+    );
+    set.metadata.namespace = Some(SET_NAMESPACE.into());
+    set
+}
 
 /// Sites that exist whose settings are not applied yet (a person-needing failure counts as settled).
 async fn configuring(kube: &kube::Client) -> Result<usize, kube::Error> {
@@ -49,6 +90,7 @@ async fn configuring(kube: &kube::Client) -> Result<usize, kube::Error> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let users: usize =
         std::env::args().skip_while(|a| a != "--users").nth(1).and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let from_group = std::env::args().any(|a| a == "--group");
     onedrive_operator::install_crypto_provider();
     println!("onedrive-operator demo: {users} users, batches of at most 200\n");
 
@@ -66,6 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         apps: vec![App::Certificate { client_id: client_id.into(), certificate: certificate.clone() }],
         provision_delay: SignedDuration::from_mins(10),
         clock: Clock::Scaled(600.0),
+        groups: if from_group { staff(users) } else { Vec::new() },
         ..Config::default()
     };
     config.jitter = 0.2;
@@ -83,13 +126,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tenant.spec.site_admins = vec![migration.into()];
     tenant.spec.storage_quota = Some("2Ti".into());
     println!("The tenant declares siteAdmins [{migration}] and storageQuota 2Ti for every OneDrive.\n");
-    let sites: Vec<OneDriveSite> = (1..=users)
-        .map(|i| {
-            let namespace = if i % 2 == 0 { "team-finance" } else { "team-sales" };
-            site(namespace, &format!("user{i:04}"), &format!("user{i:04}@contoso.onmicrosoft.com"), "contoso")
-        })
-        .collect();
+    let sites: Vec<OneDriveSite> = if from_group {
+        // The platform team lets `team-all` read this one group, by the mail the set names it with.
+        tenant.spec.group_sources = vec![GroupSourceGrant {
+            namespaces: vec![SET_NAMESPACE.into()],
+            groups: vec!["staff@contoso.onmicrosoft.com".into()],
+        }];
+        println!(
+            "One OneDriveSiteSet in {SET_NAMESPACE}: every member of the group staff@contoso.onmicrosoft.com (half of them through a nested group).\n"
+        );
+        Vec::new()
+    } else {
+        (1..=users)
+            .map(|i| {
+                let namespace = if i % 2 == 0 { "team-finance" } else { "team-sales" };
+                site(
+                    namespace,
+                    &format!("user{i:04}"),
+                    &format!("user{i:04}@contoso.onmicrosoft.com"),
+                    "contoso",
+                )
+            })
+            .collect()
+    };
     let kube = fake_cluster(sites, vec![tenant], vec![secret]).await?;
+    if from_group {
+        Api::<OneDriveSiteSet>::namespaced(kube.clone(), SET_NAMESPACE)
+            .create(&Default::default(), &staff_set())
+            .await?;
+    }
 
     // The real reconcile cycle, scheduled the way the controller schedules it.
     // The simulator is on loopback, outside any Microsoft cloud: the demo opts in, as
@@ -110,6 +175,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut writes = 0;
     loop {
+        if from_group {
+            // The set's controller: its passes until it has written every site it declares.
+            let mut created = 0;
+            loop {
+                let pass = reconciler.reconcile_set(SET_NAMESPACE, "all-staff").await?;
+                created += pass.created;
+                if pass.created + pass.updated + pass.deleted == 0 {
+                    break;
+                }
+            }
+            if created > 0 {
+                let line = format!(
+                    "{:>6.1}s  the set created {created} OneDriveSites from the group's members",
+                    started.elapsed().as_secs_f64()
+                );
+                bar.suspend(|| println!("{line}"));
+            }
+        }
         let report = reconciler.reconcile_tenant("contoso").await?;
         writes += report.site_writes;
         let u = &report.users;
@@ -206,6 +289,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         writes,
         sites.len()
     );
+    if from_group {
+        // One more pass: the set counts its sites' final phases.
+        reconciler.reconcile_set(SET_NAMESPACE, "all-staff").await?;
+        let set = Api::<OneDriveSiteSet>::namespaced(kube.clone(), SET_NAMESPACE).get("all-staff").await?;
+        let status = set.status.unwrap_or_default();
+        let ready = find_condition(&status.conditions, condition_type::READY);
+        println!("\n$ kubectl get odss all-staff -n {SET_NAMESPACE}   (its Ready condition)");
+        println!(
+            "members {}, sites {} ({} Ready, {} Failed); Ready {} {}: {}",
+            status.members.unwrap_or(0),
+            status.children.total,
+            status.children.ready,
+            status.children.failed,
+            ready.map_or("", |c| c.status.as_str()),
+            ready.map_or("", |c| c.reason.as_str()),
+            ready.map_or("", |c| c.message.as_str())
+        );
+    }
     if let Some(s) = sites.iter().find(|s| s.status.as_ref().and_then(|st| st.settings.as_ref()).is_some()) {
         let st = s.status.as_ref().unwrap();
         let c = find_condition(&st.conditions, condition_type::SITE_CONFIGURED).unwrap();

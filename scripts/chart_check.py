@@ -121,8 +121,8 @@ def main():
     if labels(viewer) != {"rbac.authorization.k8s.io/aggregate-to-view"} or labels(admin):
         fail(f"site-viewer / tenant-admin aggregation labels: {labels(viewer)} / {labels(admin)}")
     for d in (editor, viewer):
-        if any(r != ["onedrivesites"] for r in (rule["resources"] for rule in d["rules"])):
-            fail(f"{d['metadata']['name']} reaches beyond onedrivesites: {d['rules']}")
+        if any(r != ["onedrivesites", "onedrivesitesets"] for r in (rule["resources"] for rule in d["rules"])):
+            fail(f"{d['metadata']['name']} reaches beyond onedrivesites and onedrivesitesets: {d['rules']}")
     if not any("create" in r["verbs"] for r in editor["rules"]) or any(v not in ("get", "list", "watch") for r in viewer["rules"] for v in r["verbs"]):
         fail(f"site-editor / site-viewer verbs: {editor['rules']} / {viewer['rules']}")
     bound = [d for _, d in rendered["everything"] if d["kind"] in ("ClusterRoleBinding", "RoleBinding") and d["metadata"]["name"].endswith("-tenant-admin")]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
-use onedrive_operator::api::{self, OneDriveSite, OneDriveTenant};
+use onedrive_operator::api::{self, OneDriveSite, OneDriveSiteSet, OneDriveTenant};
 use serde_json::{Value, json};
 
 fn crd_file(name: &str) -> String {
@@ -42,7 +42,7 @@ fn crds_directory_matches_the_types() {
 }
 
 #[test]
-fn crd_command_prints_both_definitions() {
+fn crd_command_prints_every_definition() {
     let out =
         std::process::Command::new(env!("CARGO_BIN_EXE_onedrive-operator")).arg("crd").output().unwrap();
     assert!(out.status.success());
@@ -50,8 +50,8 @@ fn crd_command_prints_both_definitions() {
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
-    assert_eq!(docs.len(), 2);
-    for (doc, plural) in docs.iter().zip(["onedrivesites", "onedrivetenants"]) {
+    assert_eq!(docs.len(), 3);
+    for (doc, plural) in docs.iter().zip(["onedrivesites", "onedrivesitesets", "onedrivetenants"]) {
         assert_eq!(doc["kind"], "CustomResourceDefinition");
         assert_eq!(doc["spec"]["names"]["plural"], plural);
         assert_eq!(doc["spec"]["names"]["categories"][0], "onedrive");
@@ -59,8 +59,10 @@ fn crd_command_prints_both_definitions() {
     }
     assert_eq!(docs[0]["spec"]["scope"], "Namespaced");
     assert_eq!(docs[0]["spec"]["names"]["shortNames"][0], "ods");
-    assert_eq!(docs[1]["spec"]["scope"], "Cluster");
-    assert_eq!(docs[1]["spec"]["names"]["shortNames"][0], "odt");
+    assert_eq!(docs[1]["spec"]["scope"], "Namespaced");
+    assert_eq!(docs[1]["spec"]["names"]["shortNames"][0], "odss");
+    assert_eq!(docs[2]["spec"]["scope"], "Cluster");
+    assert_eq!(docs[2]["spec"]["names"]["shortNames"][0], "odt");
     let columns = |doc: &Value| -> Vec<String> {
         doc["spec"]["versions"][0]["additionalPrinterColumns"]
             .as_array()
@@ -70,8 +72,9 @@ fn crd_command_prints_both_definitions() {
             .collect()
     };
     assert_eq!(columns(&docs[0]), ["User", "Phase", "Reason", "Site", "Age"]);
+    assert_eq!(columns(&docs[1]), ["Ready", "Members", "Ready sites", "Failed", "Reason", "Age"]);
     assert_eq!(
-        columns(&docs[1]),
+        columns(&docs[2]),
         ["Ready", "Desired", "Ready users", "Pending", "Provisioning", "Failed", "ETA", "Age"]
     );
 }
@@ -145,6 +148,46 @@ fn changing_a_sites_user_is_rejected() {
     assert!(
         violations::<OneDriveSite>(&site("alice@contoso.com"), Some(&site("alice@contoso.com"))).is_empty()
     );
+}
+
+fn set(spec: Value) -> Value {
+    json!({"apiVersion": "onedrive-operator.dev/v1alpha1", "kind": "OneDriveSiteSet",
+           "metadata": {"name": "staff", "namespace": "hr"}, "spec": spec})
+}
+
+#[test]
+fn a_set_takes_exactly_one_source_and_one_way_to_name_its_group() {
+    let id = "0f5a2c1e-8b7d-4c3a-9e21-5d6f7a8b9c0d";
+    let ok = [
+        set(json!({"source": {"group": {"id": id}}})),
+        set(json!({"source": {"group": {"mail": "wave3@contoso.com"}}, "resyncInterval": "1h"})),
+        set(json!({"source": {"users": ["alice@contoso.com"]}, "template": {"storageQuota": "2Ti"}})),
+    ];
+    for good in &ok {
+        assert_eq!(violations::<OneDriveSiteSet>(good, None), Vec::<String>::new(), "{good}");
+    }
+    let cases = [
+        (set(json!({"source": {}})), "exactly one of group"),
+        (set(json!({"source": {"group": {"id": id}, "users": ["a@b.c"]}})), "exactly one of group"),
+        (set(json!({"source": {"group": {"id": id, "mail": "a@b.c"}}})), "exactly one of id"),
+        (set(json!({"source": {"group": {"id": "staff"}}})), "GUID"),
+        (set(json!({"source": {"group": {"mail": "staff"}}})), "mail address"),
+        (set(json!({"source": {"users": ["a@b.c"]}, "resyncInterval": "soon"})), "spec.resyncInterval"),
+        (set(json!({"source": {"users": ["a@b.c"]}, "template": {"storageQuota": "6Ti"}})), "storageQuota"),
+    ];
+    for (bad, expected) in cases {
+        let v = violations::<OneDriveSiteSet>(&bad, None);
+        assert!(v.iter().any(|m| m.contains(expected)), "{bad}: {v:?}");
+    }
+    // The list's bound is the schema's own (the API server checks maxItems; these tests' CEL
+    // validator does not).
+    let users =
+        &schema_of::<OneDriveSiteSet>()["properties"]["spec"]["properties"]["source"]["properties"]["users"];
+    assert_eq!(users["maxItems"], 5000);
+    let moved = set(json!({"source": {"users": ["a@b.c"]}, "tenantRef": {"name": "fabrikam"}}));
+    let was = set(json!({"source": {"users": ["a@b.c"]}, "tenantRef": {"name": "contoso"}}));
+    let v = violations::<OneDriveSiteSet>(&moved, Some(&was));
+    assert!(v.iter().any(|m| m.contains("spec.tenantRef is immutable")), "{v:?}");
 }
 
 #[test]
@@ -268,7 +311,7 @@ fn the_global_defaults_written_by_older_api_servers_are_refused_for_another_clou
 #[test]
 fn every_example_parses_into_the_types_and_passes_the_rules() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut seen = (0, 0);
+    let mut seen = (0, 0, 0);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "yaml") {
@@ -285,6 +328,12 @@ fn every_example_parses_into_the_types_and_passes_the_rules() {
                     assert_eq!(violations::<OneDriveSite>(&value, None), Vec::<String>::new(), "{at}");
                     seen.0 += 1;
                 }
+                Some("OneDriveSiteSet") => {
+                    serde_json::from_value::<OneDriveSiteSet>(value.clone())
+                        .unwrap_or_else(|e| panic!("{at}: {e}"));
+                    assert_eq!(violations::<OneDriveSiteSet>(&value, None), Vec::<String>::new(), "{at}");
+                    seen.2 += 1;
+                }
                 Some("OneDriveTenant") => {
                     let t: OneDriveTenant =
                         serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{at}: {e}"));
@@ -297,7 +346,13 @@ fn every_example_parses_into_the_types_and_passes_the_rules() {
             }
         }
     }
-    assert!(seen.0 >= 3 && seen.1 >= 3, "examples hold {} sites and {} tenants", seen.0, seen.1);
+    assert!(
+        seen.0 >= 3 && seen.1 >= 3 && seen.2 >= 2,
+        "examples hold {} sites, {} tenants and {} sets",
+        seen.0,
+        seen.1,
+        seen.2
+    );
 }
 
 /// The reference's table of `OneDriveSite` reasons lists exactly the reasons the vocabulary
@@ -318,5 +373,24 @@ fn the_reference_documents_exactly_the_site_reasons() {
         .filter_map(|l| l.split('|').nth(1)?.trim().strip_prefix('`')?.strip_suffix('`'))
         .collect();
     let vocabulary: Vec<&str> = onedrive_operator::api::SiteReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(documented, vocabulary);
+}
+
+#[test]
+fn the_reference_documents_exactly_the_set_reasons() {
+    let reference =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md")).unwrap();
+    let table = reference
+        .split("On `OneDriveSiteSet` (the `Ready` condition's reason")
+        .nth(1)
+        .expect("docs/reference.md has the OneDriveSiteSet reasons table");
+    let documented: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .filter_map(|l| l.split('|').nth(1)?.trim().strip_prefix('`')?.strip_suffix('`'))
+        .collect();
+    let vocabulary: Vec<&str> = onedrive_operator::api::SetReason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(documented, vocabulary);
 }

@@ -1,6 +1,7 @@
 //! The tools platform teams run beside the operator, checked on a real kube-apiserver + etcd
 //! against a small mixed tenant (four users who get a site, one unlicensed, one whose profile
-//! ends in an error; batches of two): Argo CD's health check (the chart's Lua, run on Lua 5.1 as
+//! ends in an error; batches of two), the same six users declared again by a `OneDriveSiteSet` in
+//! another namespace (its sites share their users' queue places): Argo CD's health check (the chart's Lua, run on Lua 5.1 as
 //! Argo CD runs it) on the objects as the run leaves them, kube-state-metrics with the chart's
 //! custom-resource-state configuration, the Events the run records, and the operator's probes
 //! and metrics. And the walk-through (docs/walkthrough.md), on `scripts/dev-cluster`.
@@ -131,6 +132,7 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
     install_crds(&server);
     ok(server.kubectl(&["create", "namespace", NS]), "namespace");
     ok(server.kubectl(&["create", "namespace", "team-a"]), "namespace");
+    ok(server.kubectl(&["create", "namespace", "team-b"]), "namespace");
     ok(server.apply(&chart_rbac()), "the chart's RBAC");
     let users_file = server.dir().join("users.yaml");
     std::fs::write(&users_file, USERS).unwrap();
@@ -160,6 +162,24 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
         ));
     }
     ok(server.apply(&yaml), "six OneDriveSites");
+    let listed: Vec<String> = ["ok1", "ok2", "ok3", "ok4", "nolicence", "broken"]
+        .iter()
+        .map(|u| format!("{u}@contoso.onmicrosoft.com"))
+        .collect();
+    ok(
+        server.apply(&format!(
+            "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSiteSet\nmetadata: {{name: everyone, namespace: team-b}}\nspec: {{tenantRef: {{name: contoso}}, source: {{users: {listed:?}}}}}\n"
+        )),
+        "a OneDriveSiteSet of the same six users",
+    );
+    let set = || -> Value {
+        serde_json::from_str(&ok(
+            server.kubectl(&["get", "odss", "everyone", "-n", "team-b", "-o", "json"]),
+            "get odss",
+        ))
+        .unwrap()
+    };
+    assert_eq!(argo_health(&set()).0, "Progressing");
 
     // Before the operator runs: no status, which Argo CD shows as Progressing.
     let (status, message) = argo_health(&sites(&server)[0]);
@@ -203,6 +223,17 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
         serde_json::from_str(&ok(server.kubectl(&["get", "odt", "contoso", "-o", "json"]), "get odt"))
             .unwrap();
     assert_eq!(argo_health(&tenant).0, "Healthy", "{}", argo_health(&tenant).1);
+    // The set settles with its sites (two of them Failed for a person's reason): Healthy.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while argo_health(&set()).0 != "Healthy" {
+        assert!(Instant::now() < deadline, "the set never became Healthy: {:?}", argo_health(&set()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, message) = argo_health(&set());
+    assert!(
+        message.starts_with("Settled: ") && message.contains("4 of 6 sites Ready, 2 Failed"),
+        "{message}"
+    );
 
     // kube-state-metrics serves each site's phase and Ready reason, and the tenant's counts.
     let ksm = wait_for_series(ksm_port, |text| {
@@ -210,7 +241,26 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
             == Some(1.0)
             && series(text, "kube_onedrivetenant_users", &[("onedrivetenant", "contoso"), ("phase", "Ready")])
                 == Some(4.0)
+            && series(
+                text,
+                "kube_onedrivesiteset_sites",
+                &[("onedrivesiteset", "everyone"), ("phase", "Failed")],
+            ) == Some(2.0)
     });
+    for (p, n) in [("Ready", 4.0), ("Failed", 2.0), ("Pending", 0.0), ("SPSSITEERROR", 0.0), ("Left", 0.0)] {
+        let labels =
+            [("onedrivesiteset", "everyone"), ("namespace", "team-b"), ("tenant", "contoso"), ("phase", p)];
+        assert_eq!(series(&ksm, "kube_onedrivesiteset_sites", &labels), Some(n), "set {p}:\n{ksm}");
+    }
+    assert_eq!(series(&ksm, "kube_onedrivesiteset_members", &[("onedrivesiteset", "everyone")]), Some(6.0));
+    assert_eq!(
+        series(
+            &ksm,
+            "kube_onedrivesiteset_status_condition",
+            &[("onedrivesiteset", "everyone"), ("type", "Ready"), ("reason", "Settled")]
+        ),
+        Some(1.0)
+    );
     for site in &end {
         let name = site["metadata"]["name"].as_str().unwrap();
         let ready =

@@ -7,3 +7,11 @@ pub const REFRESH_TOKEN_ROTATED_AT: &str = "onedrive-operator.dev/refresh-token-
 /// On a `OneDriveSite`: any new value sends a failed user again (or applies failed settings
 /// again), once per value; `status.retry` records the value acted on.
 pub const RETRY: &str = "onedrive-operator.dev/retry";
+/// On a `OneDriveSiteSet`: the token of the deletions its removal guard holds
+/// (`status.heldRemovals.token`) lets exactly those go.
+pub const CONFIRM_REMOVALS: &str = "onedrive-operator.dev/confirm-removals";
+/// On a set's `OneDriveSite`: a digest of what the set declared for it (its user, tenant and
+/// template), so a changed template is applied again and an unchanged one costs no write.
+pub const SET_TEMPLATE: &str = "onedrive-operator.dev/set-template";
+/// The label on a set's `OneDriveSite`s naming their `OneDriveSiteSet`.
+pub const SITE_SET_LABEL: &str = "onedrive-operator.dev/site-set";

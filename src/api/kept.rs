@@ -30,8 +30,32 @@ pub struct KeptSite {
     pub storage_quota: Option<Box<str>>,
     /// The `onedrive-operator.dev/retry` annotation's value.
     pub retry: Option<Box<str>>,
+    /// The uid of the `OneDriveSiteSet` controlling the site (its controller owner reference),
+    /// and what the set last declared for it (`onedrive-operator.dev/set-template`).
+    pub owner: Option<Box<SetOwner>>,
     /// Boxed: a new site has none, and the cache stays one small allocation per site until then.
     pub status: Option<Box<KeptStatus>>,
+}
+
+/// The `OneDriveSiteSet` a site belongs to (boxed in [`KeptSite`]: most sites have none).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetOwner {
+    pub uid: Box<str>,
+    /// The digest of the declaration the set applied (absent: not applied by a set).
+    pub template: Option<Box<str>>,
+}
+
+impl SetOwner {
+    fn of(site: &OneDriveSite) -> Option<SetOwner> {
+        let meta = &site.metadata;
+        let owner = meta.owner_references.as_ref()?.iter().find(|o| {
+            o.controller == Some(true)
+                && o.kind == super::OneDriveSiteSet::kind(&())
+                && o.api_version.starts_with(super::GROUP)
+        })?;
+        let template = meta.annotations.as_ref().and_then(|a| a.get(super::annotations::SET_TEMPLATE));
+        Some(SetOwner { uid: owner.uid.as_str().into(), template: template.map(|t| Box::from(t.as_str())) })
+    }
 }
 
 /// A site's status as kept: what the planner reads and compares.
@@ -89,6 +113,7 @@ impl KeptSite {
                 .as_ref()
                 .and_then(|a| a.get(super::annotations::RETRY))
                 .map(|v| Box::from(v.as_str())),
+            owner: SetOwner::of(site).map(Box::new),
             status: site.status.as_ref().map(|s| Box::new(KeptStatus::from(s))),
         })
     }

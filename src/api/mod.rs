@@ -1,4 +1,4 @@
-//! The API contract: the `OneDriveSite` and `OneDriveTenant` custom resources.
+//! The API contract: the `OneDriveSite`, `OneDriveSiteSet` and `OneDriveTenant` custom resources.
 //!
 //! Validation lives in the CRD schema itself (CEL rules with messages a person understands),
 //! so `kubectl apply` refuses bad manifests before the operator ever sees them.
@@ -11,26 +11,31 @@ mod kept;
 pub(crate) mod rules;
 mod settings;
 mod site;
+mod site_set;
 mod tenant;
 pub mod validate;
 mod vocabulary;
 
-pub use allowed::AllowedNamespaces;
+pub use allowed::{AllowedNamespaces, GroupSourceGrant};
 pub use cloud::Cloud;
 pub use conditions::{ConditionSet, condition, find_condition};
-pub use kept::{KeptCondition, KeptSite, KeptStatus};
+pub use kept::{KeptCondition, KeptSite, KeptStatus, SetOwner};
 pub use settings::{MAX_STORAGE_QUOTA_MB, PerSiteSettings, SiteSettingsStatus, storage_quota_mb};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
+pub use site_set::{
+    ChildCounts, GroupRef, HeldRemovals, MAX_LISTED_USERS, OneDriveSiteSet, OneDriveSiteSetSpec,
+    OneDriveSiteSetStatus, RemovalGuard, RemovalPolicy, SetSource, SiteTemplate,
+};
 pub use tenant::{
     AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, GeoSpec, GeoStatus,
     OneDriveTenant, OneDriveTenantSpec, OneDriveTenantStatus, SecretKeyRef, SecretRef, TenantAuth,
     TenantAuthKind, TenantProgress, TenantWideListing, UserCounts, WorkloadIdentityAuth, parse_duration,
 };
 pub use vocabulary::{
-    ConditionStatus, CycleResult, EventReason, KubernetesReason, SiteReason, TenantReason, reason,
+    ConditionStatus, CycleResult, EventReason, KubernetesReason, SetReason, SiteReason, TenantReason, reason,
 };
 
-/// API group of both resources.
+/// API group of the resources.
 pub const GROUP: &str = "onedrive-operator.dev";
 /// The only served version.
 pub const VERSION: &str = "v1alpha1";
@@ -46,11 +51,11 @@ pub mod condition_type {
     pub const SITE_CONFIGURED: &str = "SiteConfigured";
 }
 
-/// Both CRDs, in the order they are printed and stored in `crds/`.
+/// The CRDs, in the order they are printed and stored in `crds/`.
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![OneDriveSite::crd(), OneDriveTenant::crd()]
+    vec![OneDriveSite::crd(), OneDriveSiteSet::crd(), OneDriveTenant::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream (what `onedrive-operator crd` prints).

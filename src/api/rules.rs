@@ -135,3 +135,24 @@ pub const GEO_LOCATION_MESSAGE: &str =
 pub const UNIQUE_GEOS: &str =
     "!has(self.geos) || self.geos.all(g, self.geos.exists_one(h, h.location == g.location))";
 pub const UNIQUE_GEOS_MESSAGE: &str = "spec.geos lists a location twice: declare each geo once";
+
+pub const SET_TENANT_REF_IMMUTABLE_MESSAGE: &str = "spec.tenantRef is immutable: its OneDriveSites' tenantRef is; create another OneDriveSiteSet for another tenant";
+
+pub const ONE_SOURCE: &str = "(has(self.group) ? 1 : 0) + (has(self.users) ? 1 : 0) == 1";
+pub const ONE_SOURCE_MESSAGE: &str =
+    "spec.source must set exactly one of group (an Entra ID group) or users (a list of user principal names)";
+
+pub const ONE_GROUP_REF: &str = "(has(self.id) ? 1 : 0) + (has(self.mail) ? 1 : 0) == 1";
+pub const ONE_GROUP_REF_MESSAGE: &str =
+    "spec.source.group must set exactly one of id (the group's object id) or mail";
+
+pattern!(
+    /// An Entra ID object id.
+    GUID_PATTERN,
+    GUID,
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+);
+pub const GUID_MESSAGE: &str =
+    "spec.source.group.id must be the group's object id, a GUID such as 0f5a2c1e-8b7d-4c3a-9e21-5d6f7a8b9c0d";
+pub const GROUP_MAIL_MESSAGE: &str =
+    "spec.source.group.mail must be a mail address such as wave3@contoso.com";

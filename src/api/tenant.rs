@@ -123,6 +123,13 @@ pub struct OneDriveTenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<super::AllowedNamespaces>,
 
+    /// Which namespaces' `OneDriveSiteSet`s may read which groups' members (`spec.source.group`).
+    /// Empty (the default): none may; a set naming a group is refused (`GroupNotAllowed`) before
+    /// anything is read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub group_sources: Vec<super::GroupSourceGrant>,
+
     /// Site collection administrators of every OneDrive of this tenant besides its owner (user
     /// principal names, e.g. a migration account). Applied once a site exists, checked again with
     /// the drift check; the operator removes only administrators it added itself.

@@ -135,6 +135,40 @@ reasons! {
 }
 
 reasons! {
+    /// The reason of a `OneDriveSiteSet`'s conditions (and of its Events and metric label).
+    SetReason {
+        /// Every site of the set has settled (Ready, or Failed with a reason that needs a person).
+        Settled = "Settled",
+        /// Sites are being created or deleted, or are still being provisioned.
+        Syncing = "Syncing",
+        /// The source lists fewer users than the set has sites by more than the removal guard
+        /// allows in one sync: nothing is deleted until a person confirms or the source recovers.
+        RemovalHeld = "RemovalHeld",
+        /// The tenant's `spec.groupSources` does not let this namespace read this group.
+        GroupNotAllowed = "GroupNotAllowed",
+        /// Graph knows no such group (unknown id or mail).
+        GroupNotFound = "GroupNotFound",
+        /// The group was deleted (it stays restorable in Entra ID for 30 days).
+        GroupDeleted = "GroupDeleted",
+        /// The token may not read the group's members (`GroupMember.Read.All`).
+        GroupPermissionMissing = "GroupPermissionMissing",
+        /// Members were listed without a user principal name (hidden membership, or a permission
+        /// that does not show it): the sync stops, nothing is removed.
+        MembersUnreadable = "MembersUnreadable",
+        /// Graph throttled the member listing; the sync resumes when it said.
+        Throttled = "Throttled",
+        /// The member listing failed otherwise (the tenant's client, the network, an answer not
+        /// understood).
+        SourceUnavailable = "SourceUnavailable",
+        /// The set names no tenant (and the operator has no default), or a tenant that does not
+        /// exist.
+        TenantNotFound = "TenantNotFound",
+        /// The spec cannot be acted on (a set name too long for the label naming it).
+        InvalidSpec = "InvalidSpec",
+    }
+}
+
+reasons! {
     /// The reasons of the Events a tenant gets besides its condition reasons.
     EventReason {
         /// A batch was accepted by SharePoint.
@@ -203,6 +237,9 @@ mod tests {
         }
         for r in TenantReason::ALL {
             assert_eq!(TenantReason::parse(r.as_str()), Some(*r));
+        }
+        for r in SetReason::ALL {
+            assert_eq!(SetReason::parse(r.as_str()), Some(*r));
         }
         assert_eq!(SiteReason::parse("Ready"), None);
         assert_eq!(ConditionStatus::parse("Unknown"), Some(ConditionStatus::Unknown));

@@ -93,6 +93,10 @@ pub async fn doctor(
         let graph = client.config().graph_url.clone();
         let (name, outcome) = permission_check(&client, Audience::Graph, &graph, &m.tenant.spec.tenant_id);
         push(&name, outcome);
+        push(
+            "Graph token may read group members (OneDriveSiteSet group sources)",
+            group_check(&client, &graph, &m.tenant.spec),
+        );
     }
     let geos = if graph_ok {
         match client.geos().await {
@@ -235,6 +239,23 @@ async fn check_admin_host(
         Err(e) => {
             push(&format!("{label} accepts the token"), Outcome::Failed(e.to_string()));
             false
+        }
+    }
+}
+
+/// Whether the Graph token may list groups' members: a failure when the tenant lets any
+/// namespace read a group (`spec.groupSources`), a warning otherwise (nothing needs it yet).
+fn group_check(client: &TenantClient, graph: &str, spec: &crate::api::OneDriveTenantSpec) -> Outcome {
+    let Some(claims) = client.token_claims(graph) else {
+        return Outcome::Skipped("the token's claims could not be read".into());
+    };
+    match (permissions::group_members(&claims), spec.group_sources.is_empty()) {
+        (Ok(granted), _) => Outcome::Passed(granted),
+        (Err(missing), true) => {
+            Outcome::Warned(format!("{missing} (spec.groupSources is empty: nothing needs it yet)"))
+        }
+        (Err(missing), false) => {
+            Outcome::Failed(format!("{missing}: spec.groupSources lets namespaces read groups"))
         }
     }
 }

@@ -1,4 +1,4 @@
-//! What a tenant remembers between cycles, in one place.
+//! What a tenant remembers between cycles (and a `OneDriveSiteSet` between passes), in one place.
 //!
 //! Kept:
 //! - the Microsoft 365 client, with its token cache (an access token is redeemed once per
@@ -26,6 +26,19 @@ use super::refresh_token::RefreshTokenStore;
 use crate::m365::http::Count;
 use crate::m365::{Service, TenantClient};
 use crate::plan::{Observations, TenantProblem};
+
+/// What a `OneDriveSiteSet` remembers between passes: its source as last read (for a group, the
+/// members; for a list, when this generation was first synced), and when to read a group again.
+/// Soft state too: a new process reads every group once.
+#[derive(Default)]
+pub(super) struct SetMemory {
+    pub(super) generation: Option<i64>,
+    pub(super) read: Option<SourceRead>,
+    pub(super) next_read: Option<Timestamp>,
+}
+
+/// The users of a set's source and when they were read completely, or why there are none.
+pub(super) type SourceRead = Result<(Arc<[String]>, Timestamp), crate::plan::site_set::SetProblem>;
 
 pub(super) struct TenantMemory {
     /// What the client was built from (the spec's generation and the Secrets, the refresh token

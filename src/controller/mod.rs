@@ -15,12 +15,14 @@ mod reconciler;
 pub mod refresh_token;
 pub mod run;
 mod send;
+mod set;
 mod site_cache;
 mod write;
 
 pub use reconciler::{
     CrashPoint, CycleReport, MANAGER, NamespaceStore, Reconciler, ReconcilerOptions, SiteSource,
 };
+pub use set::{SetReport, WRITES_PER_PASS};
 pub use site_cache::{SiteCache, Snapshot};
 
 use crate::api::KubernetesReason;

@@ -104,7 +104,9 @@ pub struct Reconciler {
     /// Test hook: stop the next cycle at this point, as a crash would.
     #[cfg(feature = "test-hooks")]
     crash: Mutex<Option<CrashPoint>>,
-    memories: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TenantMemory>>>>>,
+    pub(super) memories: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<TenantMemory>>>>>,
+    /// Each `OneDriveSiteSet`'s memory (`namespace/name`): one pass per set at a time.
+    pub(super) sets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<super::memory::SetMemory>>>>,
 }
 
 /// How a [`Reconciler`] is set up: everything but the Kubernetes client.
@@ -167,6 +169,7 @@ impl Reconciler {
             #[cfg(feature = "test-hooks")]
             crash: Mutex::new(None),
             memories: Mutex::new(HashMap::new()),
+            sets: Mutex::new(HashMap::new()),
         }
     }
 

@@ -17,7 +17,7 @@ use super::events::EventSink;
 use super::leader::{Elector, Fence, LeaseSettings};
 use super::metrics::Metrics;
 use super::{ControllerError, Reconciler, ReconcilerOptions, SiteCache, SiteSource};
-use crate::api::{OneDriveSite, OneDriveTenant};
+use crate::api::{OneDriveSite, OneDriveSiteSet, OneDriveTenant};
 use crate::slots::Slots;
 
 /// How the operator runs (flags and environment of `onedrive-operator run`).
@@ -140,8 +140,10 @@ async fn run_controller(
     // cycle may start (kube-runtime still runs one cycle per tenant at a time); the reconciler's
     // work slots bound how many work at once, and a cycle waiting on Microsoft gives its slot up.
     let config = controller::Config::default().debounce(Duration::from_secs(2));
-    let controller =
-        Controller::new(Api::<OneDriveTenant>::all(client), watcher::Config::default().any_semantic());
+    let controller = Controller::new(
+        Api::<OneDriveTenant>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
     let tenant_store = controller.store();
     // A namespace changed: every tenant with a namespace policy decides again.
     let with_policy = move |_: PartialObjectMeta<Namespace>| {
@@ -152,20 +154,55 @@ async fn run_controller(
             .map(|t| ObjectRef::from_obj(t.as_ref()))
             .collect::<Vec<_>>()
     };
-    controller
+    let tenants = controller
         .with_config(config)
         .watches_stream(site_events, mapper)
         .watches_stream(namespace_events, with_policy)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, reconciler)
+        .run(reconcile, error_policy, reconciler.clone())
         .for_each(|result| async move {
             match result {
                 Ok((tenant, _)) => tracing::debug!(tenant = %tenant.name, "reconciled"),
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
+        });
+    tokio::join!(tenants, run_sets(&client, &options, reconciler));
+    tracing::info!("controller stopped");
+}
+
+/// The `OneDriveSiteSet` controller: its own concern (a set's sites), beside the tenants'. Its
+/// sites reach the tenant cycles through the site watch, as any others.
+async fn run_sets(client: &kube::Client, options: &RunOptions, reconciler: Arc<Reconciler>) {
+    let sets: Api<OneDriveSiteSet> = match &options.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    Controller::new(sets, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().debounce(Duration::from_millis(250)))
+        .shutdown_on_signal()
+        .run(reconcile_set, set_error_policy, reconciler)
+        .for_each(|result| async move {
+            match result {
+                Ok((set, _)) => tracing::debug!(set = %set, "set reconciled"),
+                Err(e) => tracing::warn!(error = %e, "set reconcile failed"),
+            }
         })
         .await;
-    tracing::info!("controller stopped");
+}
+
+async fn reconcile_set(set: Arc<OneDriveSiteSet>, ctx: Arc<Reconciler>) -> Result<Action, ControllerError> {
+    use kube::ResourceExt;
+    let (namespace, name) = (set.namespace().unwrap_or_default(), set.name_any());
+    let report = ctx.reconcile_set(&namespace, &name).await?;
+    if report.created + report.updated + report.deleted > 0 {
+        tracing::info!(set = %format!("{namespace}/{name}"), created = report.created, updated = report.updated, deleted = report.deleted, "set's sites written");
+    }
+    Ok(Action::requeue(report.requeue_after))
+}
+
+fn set_error_policy(set: Arc<OneDriveSiteSet>, error: &ControllerError, _ctx: Arc<Reconciler>) -> Action {
+    tracing::warn!(set = ?set.metadata.name, error = %error, reason = error.reason().as_str(), "set pass failed; retrying");
+    Action::requeue(Duration::from_secs(15))
 }
 
 /// The reconciler this replica runs: its tenant-facing options from the command line.

@@ -104,6 +104,19 @@ impl SiteCache {
         state.sites.0.values().flat_map(|g| g.sites.values().cloned()).collect()
     }
 
+    /// The sites of one namespace (a set's own and the names it must not take).
+    pub fn namespace_sites(&self, namespace: &str) -> Vec<Arc<KeptSite>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .sites
+            .0
+            .values()
+            .flat_map(|g| g.sites.values())
+            .filter(|s| &*s.namespace == namespace)
+            .cloned()
+            .collect()
+    }
+
     /// The sites naming `tenant`, and those naming none when it is the default tenant.
     pub fn tenant_sites(&self, tenant: &str, default: bool) -> Snapshot {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());

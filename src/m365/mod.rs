@@ -10,6 +10,7 @@ mod error;
 pub(crate) mod escape;
 mod geo;
 mod graph;
+mod groups;
 #[cfg(test)]
 mod hostile;
 pub mod http;
@@ -33,6 +34,7 @@ pub use credentials::{
 };
 pub use error::M365Error;
 pub use geo::{Geo, HostOverrides, RootSite, admin_url_of, resolve as resolve_geos};
+pub use groups::{GROUP_PERMISSION, GroupError};
 pub use http::Service;
 pub use lookups::MAX_PROFILE_READS;
 pub use policy::EndpointPolicy;

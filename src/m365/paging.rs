@@ -31,6 +31,27 @@ pub(super) async fn each_page(
     first: String,
     max_pages: u64,
     units: u64,
+    each: impl FnMut(Value),
+) -> Result<u64, PageError> {
+    each_page_of(client, Query::Standard, first, max_pages, units, each).await
+}
+
+/// How Graph is asked for a listing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Query {
+    Standard,
+    /// An advanced query (a cast on a member collection, `$count`): every page carries
+    /// `ConsistencyLevel: eventual`, and is served from an index that may lag.
+    Advanced,
+}
+
+/// [`each_page`] for a query of the given kind.
+pub(super) async fn each_page_of(
+    client: &TenantClient,
+    query: Query,
+    first: String,
+    max_pages: u64,
+    units: u64,
     mut each: impl FnMut(Value),
 ) -> Result<u64, PageError> {
     let root = &client.config.graph_url;
@@ -42,7 +63,7 @@ pub(super) async fn each_page(
                 "more than {max_pages} pages: the listing was not read to its end"
             )));
         }
-        let answer = page(client, &url).await?;
+        let answer = page(client, &url, query).await?;
         read += 1;
         client.http.count_units(Service::Graph, units);
         let mut body = answer.json().map_err(|e| PageError::Broken(format!("a page is not a page: {e}")))?;
@@ -63,10 +84,16 @@ pub(super) async fn each_page(
     }
 }
 
-async fn page(client: &TenantClient, url: &str) -> Result<Answer, PageError> {
-    let answer = with_token(client, MAX_PAGE_BODY, |token| client.http.client().get(url).bearer_auth(token))
-        .await
-        .map_err(PageError::Tenant)?;
+async fn page(client: &TenantClient, url: &str, query: Query) -> Result<Answer, PageError> {
+    let answer = with_token(client, MAX_PAGE_BODY, |token| {
+        let request = client.http.client().get(url).bearer_auth(token);
+        match query {
+            Query::Standard => request,
+            Query::Advanced => request.header("ConsistencyLevel", "eventual"),
+        }
+    })
+    .await
+    .map_err(PageError::Tenant)?;
     match answer.status {
         200 => Ok(answer),
         status => {

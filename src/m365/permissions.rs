@@ -28,6 +28,31 @@ const SHAREPOINT_DELEGATED: [Need; 2] = [
     Need { step: "enqueue personal sites (user profiles are written)", any_of: &["User.ReadWrite.All"] },
 ];
 
+/// What lists a group's transitive members (a `OneDriveSiteSet`'s group source).
+const GROUP_MEMBERS: Need = Need {
+    step: "list groups' members (OneDriveSiteSets with spec.source.group)",
+    any_of: &["GroupMember.Read.All", "Group.Read.All", "Directory.Read.All"],
+};
+
+/// Whether a Graph token's claims let it list groups' members: the permission that does, or
+/// what is missing and why.
+pub fn group_members(claims: &Value) -> Result<String, String> {
+    let roles = claims["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str());
+    let scopes = claims["scp"].as_str().unwrap_or_default().split_whitespace();
+    let mut granted = roles.chain(scopes);
+    match granted.find(|g| GROUP_MEMBERS.any_of.contains(g)) {
+        Some(p) => Ok(p.to_string()),
+        None => {
+            let delegated = claims["idtyp"].as_str() == Some("user") || claims["scp"].is_string();
+            let kind = if delegated { "delegated" } else { "application" };
+            Err(format!(
+                "the Microsoft Graph token lacks {} ({kind}), needed to {}: grant it with admin consent",
+                GROUP_MEMBERS.any_of[0], GROUP_MEMBERS.step
+            ))
+        }
+    }
+}
+
 /// Directory role template ids that may ask SharePoint for other people's sites.
 const SHAREPOINT_ADMINISTRATOR: &str = "f28a1f50-f6e7-4571-818b-6a12f2af6b6c";
 const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
@@ -180,6 +205,21 @@ mod tests {
         assert!(
             problems[0].starts_with("helpdesk@contoso.com is neither a SharePoint Administrator"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn reading_group_members_is_named_with_its_permission() {
+        assert_eq!(
+            group_members(&json!({"roles": ["User.Read.All", "GroupMember.Read.All"]})).unwrap(),
+            "GroupMember.Read.All"
+        );
+        assert_eq!(group_members(&json!({"scp": "Directory.Read.All"})).unwrap(), "Directory.Read.All");
+        let missing = group_members(&json!({"idtyp": "app", "roles": ["User.Read.All"]})).unwrap_err();
+        assert!(
+            missing.contains("lacks GroupMember.Read.All (application)")
+                && missing.contains("spec.source.group"),
+            "{missing}"
         );
     }
 

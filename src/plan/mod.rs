@@ -27,6 +27,7 @@ mod limits;
 mod namespaces;
 mod observation;
 pub mod settings;
+pub mod site_set;
 pub mod tenant;
 mod users;
 

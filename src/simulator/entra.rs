@@ -241,7 +241,9 @@ fn resource_of(sim: &Sim, scope: &str) -> Result<String, Response> {
 /// permissions (`roles`) for app-only tokens, delegated scopes (`scp`) for a user's.
 fn permissions(sim: &Sim, resource: &str, delegated: bool) -> Vec<&'static str> {
     let all: &[&str] = match (resource == sim.graph_resource(), delegated) {
-        (true, _) => &["User.Read.All", "Sites.Read.All", "Files.Read.All"],
+        (true, _) => {
+            &["User.Read.All", "Sites.Read.All", "Files.Read.All", "GroupMember.Read.All", "Group.Read.All"]
+        }
         (false, false) => &["Sites.FullControl.All", "User.ReadWrite.All"],
         (false, true) => &["AllSites.FullControl", "User.ReadWrite.All"],
     };

@@ -27,14 +27,14 @@ const CONTENT_TYPE: &str =
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
 /// One Graph answer, before it becomes an HTTP response or a `$batch` item.
-struct Answer {
+pub(super) struct Answer {
     status: u16,
     body: Value,
     retry_after: Option<String>,
 }
 
 impl Answer {
-    fn ok(body: Value) -> Answer {
+    pub(super) fn ok(body: Value) -> Answer {
         Answer { status: 200, body, retry_after: None }
     }
 
@@ -52,7 +52,7 @@ impl Answer {
     }
 }
 
-fn error(sim: &Sim, status: u16, code: &str, message: &str) -> Answer {
+pub(super) fn error(sim: &Sim, status: u16, code: &str, message: &str) -> Answer {
     let id = sim.correlation();
     Answer {
         status,
@@ -98,7 +98,7 @@ fn denied(sim: &Sim) -> Answer {
 }
 
 /// Runs one authenticated, possibly throttled, Graph call and records it.
-fn call(
+pub(super) fn call(
     sim: &Sim,
     headers: &HeaderMap,
     endpoint: &str,
@@ -124,7 +124,7 @@ fn call(
 }
 
 /// A query parameter's decoded value.
-fn param(query: &str, name: &str) -> Option<String> {
+pub(super) fn param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (percent_decode(k) == name).then(|| percent_decode(v))

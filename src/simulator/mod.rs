@@ -24,6 +24,7 @@ mod entra;
 pub mod faults;
 mod geos;
 mod graph;
+mod groups;
 pub mod manifests;
 pub mod model;
 mod population;
@@ -53,6 +54,7 @@ pub(crate) use bearer::{TokenError, TokenInfo};
 pub use faults::{Fault, FaultConfig, Service};
 #[cfg(test)]
 pub(crate) use graph::item_segments;
+pub use groups::{GroupMember, GroupSpec};
 pub use model::{LookupQuirk, SiteState, UserSpec};
 pub use population::{Population, expected_reason, generate_users, realistic_user, spread_over_geos};
 #[cfg(test)]
@@ -109,6 +111,9 @@ pub struct Config {
     pub tenant_id: String,
     pub domain: String,
     pub users: Vec<UserSpec>,
+    /// Entra ID groups, which Graph finds by mail and expands to their users (transitively);
+    /// none by default. [`SimHandle::set_group`] and [`SimHandle::delete_group`] change them.
+    pub groups: Vec<GroupSpec>,
     pub apps: Vec<App>,
     /// Simulated time from enqueue to site.
     pub provision_delay: SignedDuration,
@@ -149,6 +154,7 @@ impl Default for Config {
             tenant_id: "8d1e4f12-7c3a-4b5e-9f60-0a1b2c3d4e5f".into(),
             domain: "contoso.onmicrosoft.com".into(),
             users: Vec::new(),
+            groups: Vec::new(),
             apps: Vec::new(),
             provision_delay: SignedDuration::from_secs(30),
             jitter: 0.2,
@@ -179,6 +185,8 @@ pub(crate) struct Sim {
     started_at: Timestamp,
     manual_now: Mutex<Timestamp>,
     tenant: Mutex<model::Tenant>,
+    /// Entra ID groups, live and deleted.
+    groups: Mutex<groups::Groups>,
     faults: Mutex<faults::Faults>,
     stats: Mutex<Stats>,
     /// Issued tokens are HMAC-signed with this per-process secret.
@@ -467,6 +475,7 @@ pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<SimHan
         started_at,
         manual_now: Mutex::new(started_at),
         tenant: Mutex::new(tenant),
+        groups: Mutex::new(groups::Groups::new(config.groups.clone())),
         faults: Mutex::new(faults),
         stats: Mutex::new(Stats::default()),
         token_secret,
@@ -498,6 +507,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .merge(authorize::routes())
         .merge(profiles::routes())
         .merge(graph::routes())
+        .merge(groups::routes())
         .merge(sharepoint::routes())
         .route("/_sim/stats", axum::routing::get(stats_json))
         .fallback(not_found)

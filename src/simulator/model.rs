@@ -136,7 +136,7 @@ pub struct Tenant {
 }
 
 /// FNV-1a: a hash that is the same on every machine and Rust version (a seed must be).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 

@@ -4,9 +4,9 @@
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use onedrive_operator::api::{OneDriveSite, OneDriveTenant};
+use onedrive_operator::api::{OneDriveSite, OneDriveSiteSet, OneDriveTenant};
 
-/// A fake API server with both CRDs (status subresources on) holding `sites`, `tenants` and
+/// A fake API server with the CRDs (status subresources on) holding `sites`, `tenants` and
 /// `secrets`, behind the shim that keeps tenants cluster-scoped.
 pub async fn fake_cluster(
     sites: Vec<OneDriveSite>,
@@ -16,6 +16,8 @@ pub async fn fake_cluster(
     let client = kube_fake_client::ClientBuilder::new()
         .with_resource::<OneDriveSite>()
         .with_status_subresource::<OneDriveSite>()
+        .with_resource::<OneDriveSiteSet>()
+        .with_status_subresource::<OneDriveSiteSet>()
         .with_resource::<OneDriveTenant>()
         .with_status_subresource::<OneDriveTenant>()
         .with_objects(secrets)

@@ -100,6 +100,11 @@ impl Operator {
         Operator(child)
     }
 
+    /// The process id (for its `/proc` figures).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Whether the process is still running (it has not exited or crashed).
     pub fn alive(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))

@@ -1,7 +1,8 @@
--- Argo CD health check for onedrive-operator.dev OneDriveSite and OneDriveTenant (the same
--- script serves both kinds). It reads the conditions the way kstatus does:
+-- Argo CD health check for onedrive-operator.dev OneDriveSite, OneDriveSiteSet and OneDriveTenant
+-- (the same script serves the three kinds). It reads the conditions the way kstatus does:
 --   no status yet, or a status written for an older generation  -> Progressing
---   Stalled=True (a person must act: licence, sign-in, credentials) -> Degraded
+--   Stalled=True (a person must act: licence, sign-in, credentials,
+--     a removal the guard holds)                                    -> Degraded
 --   Reconciling=True (waiting for a batch slot, being provisioned)  -> Progressing
 --   Ready=True                                                      -> Healthy
 --   anything else (Ready False or Unknown, not stalled)             -> Progressing

@@ -1,0 +1,248 @@
+//! One pass of a `OneDriveSiteSet`, as named phases: gather (the set, its tenant, the
+//! namespace's sites) → read the source → plan (`plan::site_set`) → write the sites (create,
+//! update, delete) → write the set's status. The set's own concern only: provisioning its users
+//! is the tenant cycle's, which sees the set's sites as any others.
+
+mod children;
+mod source;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::ControllerError;
+use super::memory::{SetMemory, SourceRead};
+use super::reconciler::{Reconciler, SiteSource};
+use crate::api::annotations::CONFIRM_REMOVALS;
+use crate::api::{
+    KeptSite, OneDriveSite, OneDriveSiteSet, OneDriveSiteSetStatus, OneDriveTenant, SetReason,
+    condition_type, find_condition,
+};
+use crate::m365::{M365Error, TenantClient};
+use crate::plan::site_set::{self, SetInput, SetPlan, SetProblem, Source};
+
+/// Creations and updates of one pass: the next pass follows at once, so this bounds how many
+/// writes are in flight in one burst, not the rate.
+pub const WRITES_PER_PASS: usize = 200;
+/// How soon a set is looked at again while its sites are being provisioned (its counts follow
+/// its sites' phases) and after a source failure.
+const WHILE_UNSETTLED: Duration = Duration::from_secs(30);
+/// A label value (the set's name on its sites) is at most 63 characters.
+const MAX_SET_NAME: usize = 63;
+
+/// What one pass did (for tests, the benchmarks and logs).
+#[derive(Clone, Debug, Default)]
+pub struct SetReport {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    /// The set's Ready reason after the pass.
+    pub reason: Option<String>,
+    pub status_written: bool,
+    pub requeue_after: Duration,
+}
+
+/// The set, its tenant (if it exists) and the namespace's sites.
+struct Gathered {
+    set: OneDriveSiteSet,
+    tenant: Result<OneDriveTenant, SetProblem>,
+    sites: Vec<Arc<KeptSite>>,
+}
+
+impl Reconciler {
+    /// One pass of the set `namespace/name` (nothing when it is gone).
+    pub async fn reconcile_set(&self, namespace: &str, name: &str) -> Result<SetReport, ControllerError> {
+        let key = format!("{namespace}/{name}");
+        let kept = self.sets.lock().unwrap().entry(key.clone()).or_default().clone();
+        let mut memory = kept.lock().await;
+        let Some(g) = self.gather_set(namespace, name).await? else {
+            self.sets.lock().unwrap().remove(&key);
+            return Ok(SetReport::default());
+        };
+        let now = (self.options.clock)();
+        let source = match (&g.tenant, name.len() > MAX_SET_NAME) {
+            (_, true) => Err(SetProblem::new(
+                SetReason::InvalidSpec,
+                format!(
+                    "the set's name has {} characters; its sites' label value takes at most {MAX_SET_NAME}: create the set under a shorter name",
+                    name.len()
+                ),
+                true,
+            )),
+            (Err(problem), _) => Err(problem.clone()),
+            (Ok(tenant), _) => self.read_source(&g.set, tenant, &mut memory, now).await,
+        };
+        let plan = plan_pass(&g, &source, now);
+        let mut report = SetReport::default();
+        if !plan.create.is_empty() || !plan.update.is_empty() || !plan.delete.is_empty() {
+            let api: Api<OneDriveSite> = Api::namespaced(self.client.clone(), namespace);
+            let digest = declared(&g.set);
+            report.created = children::create(&api, &g.set, &plan.create, &digest).await?;
+            report.updated = children::update(&api, &g.set, &plan.update, &digest).await?;
+            report.deleted = children::delete(&api, &plan.delete).await?;
+        }
+        report.status_written = self.write_set_status(&g.set, &plan.status).await?;
+        report.reason =
+            find_condition(&plan.status.conditions, condition_type::READY).map(|c| c.reason.clone());
+        report.requeue_after = requeue(&plan, &g.set, &memory, now);
+        Ok(report)
+    }
+
+    /// Gather: the set, its tenant, and the namespace's sites (the set's and the others').
+    async fn gather_set(&self, namespace: &str, name: &str) -> Result<Option<Gathered>, ControllerError> {
+        let sets: Api<OneDriveSiteSet> = Api::namespaced(self.client.clone(), namespace);
+        let Some(set) = sets.get_opt(name).await.map_err(ControllerError::kube)? else { return Ok(None) };
+        let tenant_name =
+            set.spec.tenant_ref.as_ref().map(|r| r.name.clone()).or(self.options.default_tenant.clone());
+        let tenant = match tenant_name {
+            None => Err(SetProblem::new(
+                SetReason::TenantNotFound,
+                "the set names no tenant: set spec.tenantRef or run the operator with --default-tenant",
+                true,
+            )),
+            Some(t) => Api::<OneDriveTenant>::all(self.client.clone())
+                .get_opt(&t)
+                .await
+                .map_err(ControllerError::kube)?
+                .ok_or_else(|| {
+                    SetProblem::new(
+                        SetReason::TenantNotFound,
+                        format!("the OneDriveTenant {t} does not exist"),
+                        true,
+                    )
+                }),
+        };
+        let sites = match &self.options.sites {
+            SiteSource::Store(cache) => {
+                // Before the cache is whole, the set's own sites would look missing.
+                cache.wait_until_synced().await;
+                cache.namespace_sites(namespace)
+            }
+            SiteSource::List => Api::<OneDriveSite>::namespaced(self.client.clone(), namespace)
+                .list(&ListParams::default())
+                .await
+                .map_err(ControllerError::kube)?
+                .items
+                .iter()
+                .filter_map(|s| Some(Arc::new(KeptSite::new(s)?)))
+                .collect(),
+        };
+        Ok(Some(Gathered { set, tenant, sites }))
+    }
+
+    /// The tenant's client (built, or kept from its cycles, with its token cache and throttling).
+    pub(super) async fn tenant_client(
+        &self,
+        tenant: &OneDriveTenant,
+    ) -> Result<Arc<TenantClient>, M365Error> {
+        let kept = self.memories.lock().unwrap().entry(tenant.name_any()).or_default().clone();
+        let mut memory = kept.lock().await;
+        self.connect(tenant, &mut memory).await?;
+        Ok(memory.as_ref().expect("connected").client.clone())
+    }
+
+    /// Writes the set's status when it changed; an Event when its Ready reason turns to a problem.
+    async fn write_set_status(
+        &self,
+        set: &OneDriveSiteSet,
+        status: &OneDriveSiteSetStatus,
+    ) -> Result<bool, ControllerError> {
+        let previous = set.status.clone().unwrap_or_default();
+        if previous == *status {
+            return Ok(false);
+        }
+        let api: Api<OneDriveSiteSet> =
+            Api::namespaced(self.client.clone(), &set.namespace().unwrap_or_default());
+        let mut value = serde_json::to_value(status).expect("status serializes");
+        for field in ["members", "lastSync", "heldRemovals", "estimatedCompletion"] {
+            if value.get(field).is_none() {
+                value[field] = serde_json::Value::Null;
+            }
+        }
+        api.patch_status(
+            &set.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": value })),
+        )
+        .await
+        .map_err(ControllerError::kube)?;
+        let reason_of = |s: &OneDriveSiteSetStatus| {
+            find_condition(&s.conditions, condition_type::READY)
+                .map(|c| (c.reason.clone(), c.message.clone()))
+        };
+        if let Some((reason, message)) = reason_of(status)
+            && reason_of(&previous).map(|p| p.0) != Some(reason.clone())
+            && !matches!(SetReason::parse(&reason), Some(SetReason::Settled | SetReason::Syncing))
+        {
+            self.publish(EventType::Warning, &reason, &message, set.object_ref(&())).await;
+        }
+        Ok(true)
+    }
+}
+
+/// Plan: the set's own sites and the names it must not take, against what the source gave.
+fn plan_pass(g: &Gathered, source: &SourceRead, now: Timestamp) -> SetPlan {
+    let uid = g.set.uid().unwrap_or_default();
+    let (own, others): (Vec<&KeptSite>, Vec<&KeptSite>) =
+        g.sites.iter().map(|s| &**s).partition(|s| s.owner.as_ref().is_some_and(|o| *o.uid == *uid));
+    let taken: HashSet<&str> = others.iter().map(|s| &*s.name).collect();
+    let previous = g.set.status.clone().unwrap_or_default();
+    let eta = g
+        .tenant
+        .as_ref()
+        .ok()
+        .and_then(|t| t.status.as_ref()?.progress.as_ref()?.estimated_completion.as_ref())
+        .map(|t| t.0);
+    let declared = declared(&g.set);
+    let source = match source {
+        Ok((users, at)) => Source::Listed { users, at: *at },
+        Err(problem) => Source::Failed(problem.clone()),
+    };
+    site_set::plan(&SetInput {
+        generation: g.set.metadata.generation,
+        previous: &previous,
+        source,
+        children: &own,
+        taken: &taken,
+        declared: &declared,
+        policy: g.set.spec.removal_policy,
+        guard: &g.set.spec.removal_guard,
+        confirmed: g.set.annotations().get(CONFIRM_REMOVALS).map(String::as_str),
+        budget: WRITES_PER_PASS,
+        eta,
+        now,
+    })
+}
+
+/// The digest of what the set declares for each site: its tenant and template.
+fn declared(set: &OneDriveSiteSet) -> String {
+    let spec =
+        serde_json::to_string(&(&set.spec.tenant_ref, &set.spec.template)).expect("the template serializes");
+    site_set::digest([spec.as_str()])
+}
+
+/// When to look again: at once while writes remain, soon while sites settle or after a failure,
+/// else when the group is due to be read again.
+fn requeue(plan: &SetPlan, set: &OneDriveSiteSet, memory: &SetMemory, now: Timestamp) -> Duration {
+    let busy = !plan.create.is_empty() || !plan.update.is_empty() || !plan.delete.is_empty() || plan.more;
+    if busy {
+        return Duration::from_millis(100);
+    }
+    let settled =
+        find_condition(&plan.status.conditions, condition_type::READY).is_some_and(|c| c.status == "True");
+    let next_read = match (&set.spec.source.group, memory.next_read) {
+        (Some(_), Some(at)) => Duration::try_from(at.duration_since(now)).unwrap_or_default(),
+        _ => Duration::from_secs(3600),
+    };
+    if settled {
+        next_read.max(Duration::from_secs(1))
+    } else {
+        next_read.clamp(Duration::from_secs(1), WHILE_UNSETTLED)
+    }
+}
