@@ -355,42 +355,32 @@ fn every_example_parses_into_the_types_and_passes_the_rules() {
     );
 }
 
+/// The reasons in the first column of the table after `heading` in docs/reference.md.
+fn documented_reasons(heading: &str) -> Vec<String> {
+    let reference =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md")).unwrap();
+    let table =
+        reference.split(heading).nth(1).unwrap_or_else(|| panic!("docs/reference.md has {heading:?}"));
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .filter_map(|l| Some(l.split('|').nth(1)?.trim().strip_prefix('`')?.strip_suffix('`')?.to_string()))
+        .collect()
+}
+
 /// The reference's table of `OneDriveSite` reasons lists exactly the reasons the vocabulary
 /// defines, in its order (a new reason must be documented with its fix).
 #[test]
 fn the_reference_documents_exactly_the_site_reasons() {
-    let reference =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md")).unwrap();
-    let table = reference
-        .split("On `OneDriveSite` (the `Ready` condition's reason")
-        .nth(1)
-        .expect("docs/reference.md has the OneDriveSite reasons table");
-    let documented: Vec<&str> = table
-        .lines()
-        .skip_while(|l| !l.starts_with('|'))
-        .take_while(|l| l.starts_with('|'))
-        .skip(2)
-        .filter_map(|l| l.split('|').nth(1)?.trim().strip_prefix('`')?.strip_suffix('`'))
-        .collect();
     let vocabulary: Vec<&str> = onedrive_operator::api::SiteReason::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(documented, vocabulary);
+    assert_eq!(documented_reasons("On `OneDriveSite` (the `Ready` condition's reason"), vocabulary);
 }
 
+/// The same for `OneDriveSiteSet` reasons.
 #[test]
 fn the_reference_documents_exactly_the_set_reasons() {
-    let reference =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md")).unwrap();
-    let table = reference
-        .split("On `OneDriveSiteSet` (the `Ready` condition's reason")
-        .nth(1)
-        .expect("docs/reference.md has the OneDriveSiteSet reasons table");
-    let documented: Vec<&str> = table
-        .lines()
-        .skip_while(|l| !l.starts_with('|'))
-        .take_while(|l| l.starts_with('|'))
-        .skip(2)
-        .filter_map(|l| l.split('|').nth(1)?.trim().strip_prefix('`')?.strip_suffix('`'))
-        .collect();
     let vocabulary: Vec<&str> = onedrive_operator::api::SetReason::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(documented, vocabulary);
+    assert_eq!(documented_reasons("On `OneDriveSiteSet` (the `Ready` condition's reason"), vocabulary);
 }

@@ -18,6 +18,8 @@ use serde_json::Value;
 
 const SET_NS: &str = "wave";
 const USERS: usize = 5000;
+/// Users dropped from the list: 2 %, within the removal guard.
+const DROPPED: usize = USERS / 50;
 
 fn children(server: &ApiServer) -> usize {
     let out = ok(
@@ -36,9 +38,11 @@ fn children(server: &ApiServer) -> usize {
     out.lines().count()
 }
 
-fn set_manifest(users: &[String]) -> String {
+/// A set of `users`, with the template label `labels` (`key: value`, or none when empty).
+fn set_manifest(name: &str, labels: &str, users: &[String]) -> String {
+    let template = if labels.is_empty() { "{}".to_string() } else { format!("{{labels: {{{labels}}}}}") };
     let mut yaml = format!(
-        "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSiteSet\nmetadata: {{name: all, namespace: {SET_NS}}}\nspec:\n  tenantRef: {{name: contoso}}\n  template: {{labels: {{wave: \"1\"}}}}\n  source:\n    users:\n"
+        "apiVersion: onedrive-operator.dev/v1alpha1\nkind: OneDriveSiteSet\nmetadata: {{name: {name}, namespace: {SET_NS}}}\nspec:\n  tenantRef: {{name: contoso}}\n  template: {template}\n  source:\n    users:\n"
     );
     for u in users {
         yaml.push_str(&format!("      - {u}\n"));
@@ -101,7 +105,7 @@ fn a_set_of_5000_listed_users_gets_its_sites_and_the_tenant_converges() {
         "contoso",
     ]);
     ok(server.apply(&manifests.replace("pollInterval: 10s", "pollInterval: 2s")), "the simulator's tenant");
-    apply_server_side(&server, &set_manifest(&users));
+    apply_server_side(&server, &set_manifest("all", "wave: \"1\"", &users));
 
     let sa = server.service_account_kubeconfig(NS, "onedrive-operator");
     for verb in ["create", "delete"] {
@@ -130,7 +134,7 @@ fn a_set_of_5000_listed_users_gets_its_sites_and_the_tenant_converges() {
     let table = ok(server.kubectl(&["get", "odss", "-n", SET_NS]), "kubectl get odss");
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "READY", "MEMBERS", "READY", "SITES", "FAILED", "AGE"]);
-    assert!(table.lines().nth(1).unwrap().contains("5000"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains(&USERS.to_string()), "{table}");
     let site: Value = serde_json::from_str(&ok(
         server.kubectl(&[
             "get",
@@ -151,9 +155,44 @@ fn a_set_of_5000_listed_users_gets_its_sites_and_the_tenant_converges() {
     assert_eq!(first["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(first["status"]["phase"], "Ready");
 
-    // The list edited: the last 100 users dropped (2 %, within the removal guard), their sites go.
-    apply_server_side(&server, &set_manifest(&users[..USERS - 100]));
-    wait_for("100 sites deleted", Duration::from_secs(120), &log, || children(&server) == USERS - 100);
+    // The list edited: the last users dropped (2 %, within the removal guard), their sites go;
+    // the template's label dropped too: server-side apply removes it from every site.
+    apply_server_side(&server, &set_manifest("all", "", &users[..USERS - DROPPED]));
+    wait_for("the dropped users' sites deleted", Duration::from_secs(120), &log, || {
+        children(&server) == USERS - DROPPED
+    });
     let left = ok(server.kubectl(&["get", "ods", "-n", SET_NS, "-o", "json"]), "the sites left");
-    assert!(!left.contains(&users[USERS - 1]) && left.contains(&users[USERS - 101]));
+    assert!(!left.contains(&users[USERS - 1]) && left.contains(&users[USERS - DROPPED - 1]));
+    wait_for("the label removed from every site", Duration::from_secs(120), &log, || {
+        let labelled =
+            ok(server.kubectl(&["get", "ods", "-n", SET_NS, "-l", "wave", "-o", "name"]), "labelled");
+        labelled.lines().count() == 0
+    });
+
+    // A template the API server refuses for every site (a label value over 63 characters): each
+    // is reported on the set, the set says so, and nothing else stops.
+    let long = "x".repeat(70);
+    // (Users of their own: the first set's sites already hold its users' names.)
+    let others: Vec<String> = (1..=3).map(|i| format!("other{i}@contoso.onmicrosoft.com")).collect();
+    apply_server_side(&server, &set_manifest("refused", &format!("team: {long}"), &others));
+    wait_for("the refusals reported", Duration::from_secs(60), &log, || {
+        let set = ok(server.kubectl(&["get", "odss", "refused", "-n", SET_NS, "-o", "json"]), "get odss");
+        let set: Value = serde_json::from_str(&set).unwrap();
+        set["status"]["invalidMembers"] == 3
+    });
+    let set: Value = serde_json::from_str(&ok(
+        server.kubectl(&["get", "odss", "refused", "-n", SET_NS, "-o", "json"]),
+        "get odss",
+    ))
+    .unwrap();
+    let message = set["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("the API server refused the OneDriveSites of 3 users"), "{message}");
 }

@@ -46,6 +46,10 @@ enum Mode {
     Garbage,
     /// 500 with a proxy's HTML page.
     Html,
+    /// 200 with a JSON object that holds no `value` list.
+    NoValue,
+    /// A page that announces more members (`@odata.count`) than it lists.
+    ShortCount,
 }
 
 struct Hostile {
@@ -67,6 +71,7 @@ fn endpoint(path: &str) -> &'static str {
         p if p.ends_with("CreatePersonalSiteEnqueueBulk") => "enqueue",
         p if p.ends_with("ProcessQuery") => "csom",
         p if p.contains("PeopleManager") => "profile",
+        p if p.contains("/transitiveMembers/") => "members",
         _ => "other",
     }
 }
@@ -128,6 +133,12 @@ async fn answer(State(h): State<Arc<Hostile>>, request: Request<Body>) -> Respon
             axum::Json(serde_json::json!({"value": [], "@odata.nextLink": away})).into_response()
         }
         Mode::Garbage => (StatusCode::OK, "{\"responses\": [ not json at all").into_response(),
+        Mode::NoValue => axum::Json(serde_json::json!({"@odata.context": "x"})).into_response(),
+        Mode::ShortCount => axum::Json(serde_json::json!({
+            "@odata.count": 5,
+            "value": [{"id": "1", "userPrincipalName": "alice@contoso.com"}],
+        }))
+        .into_response(),
         Mode::Html => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/html")],
@@ -341,6 +352,34 @@ async fn next_links_stay_on_graph_and_end_after_the_page_cap() {
     assert_eq!(seen.len(), 150);
     assert!(s.hits("site-listing") >= 1 && s.hits("batch") >= 8, "listed, then looked up");
     assert_eq!(s.captured.load(Ordering::SeqCst), 0, "a request reached the other host");
+}
+
+/// A group's member list read short would look like people leaving: every broken answer is an
+/// error of the set's source, never a shorter list.
+#[tokio::test]
+async fn a_broken_member_listing_is_an_error_never_a_shorter_list() {
+    let s = Servers::start().await;
+    let group = onedrive_operator::api::GroupRef {
+        id: Some("0f5a2c1e-8b7d-4c3a-9e21-5d6f7a8b9c0d".into()),
+        mail: None,
+    };
+    let client = s.client(EnqueueMethod::ProfileLoader);
+    for mode in [
+        Mode::NoValue,
+        Mode::ShortCount,
+        Mode::SelfLink,
+        Mode::ForeignLink,
+        Mode::Garbage,
+        Mode::Html,
+        Mode::Redirect,
+    ] {
+        s.set("members", mode);
+        let e = client.group_members(&group).await.expect_err(&format!("{mode:?} must fail"));
+        assert_eq!(e.reason(), onedrive_operator::api::SetReason::SourceUnavailable, "{mode:?}: {e}");
+    }
+    s.set("members", Mode::Normal);
+    assert_eq!(client.group_members(&group).await.unwrap(), Vec::<String>::new());
+    assert_eq!(s.captured.load(Ordering::SeqCst), 0, "nothing reached another host");
 }
 
 #[tokio::test]

@@ -32,15 +32,16 @@ fn users_of(range: std::ops::Range<usize>) -> Vec<GroupMember> {
     range.map(|i| GroupMember::User(upn(i))).collect()
 }
 
-/// "All staff": `direct` users, and `nested` ones through a nested group (which also lists users
-/// 850..853, direct members too, and nests "All staff" back: a cycle).
+/// "All staff": `direct` users, and `nested` ones through a nested group (which also lists the
+/// first three direct members again, and nests "All staff" back: a cycle).
 fn staff(direct: std::ops::Range<usize>, nested: std::ops::Range<usize>) -> (GroupSpec, GroupSpec) {
+    let (direct_start, direct_end) = (direct.start, direct.end);
     let mut members = users_of(direct);
     members.push(GroupMember::Group(NESTED.into()));
     let mut outer = GroupSpec::new(STAFF, "All staff", members);
     outer.mail = Some("staff@contoso.com".into());
     let mut inner_members = users_of(nested);
-    inner_members.extend(users_of(850..853));
+    inner_members.extend(users_of(direct_start..(direct_start + 3).min(direct_end)));
     inner_members.push(GroupMember::Group(STAFF.into()));
     (outer, GroupSpec::new(NESTED, "Wave 3", inner_members))
 }
@@ -417,11 +418,27 @@ async fn a_users_list_adds_and_removes_sites_as_it_is_edited() {
         )
         .await
         .unwrap();
-    r.reconcile_set(NS, "list").await.unwrap();
+    sync(&r, NS, "list").await;
     for s in sites_in(&client, NS).await {
         let labelled = s.labels().get("wave").map(String::as_str) == Some("3");
         assert_eq!(labelled, s.name_any() != name5, "{}", s.name_any());
     }
+
+    // The set deleted and created again under its name, with another list: the new list counts
+    // (nothing of the old set's is remembered).
+    Api::<OneDriveSiteSet>::namespaced(client.clone(), NS).delete("list", &Default::default()).await.unwrap();
+    let mut again = set.clone();
+    again.spec.source.users = Some((20..22).map(upn).collect());
+    create_set(&client, &again).await;
+    sync(&r, NS, "list").await;
+    let set_uid = get_set(&client, NS, "list").await.uid().unwrap();
+    let users: std::collections::BTreeSet<String> = sites_in(&client, NS)
+        .await
+        .iter()
+        .filter(|s| s.owner_references().iter().any(|o| o.uid == set_uid))
+        .map(|s| s.spec.user.clone())
+        .collect();
+    assert_eq!(users, (20..22).map(upn).collect());
 }
 
 #[tokio::test]

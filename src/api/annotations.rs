@@ -10,7 +10,7 @@ pub const RETRY: &str = "onedrive-operator.dev/retry";
 /// On a `OneDriveSiteSet`: the token of the deletions its removal guard holds
 /// (`status.heldRemovals.token`) lets exactly those go.
 pub const CONFIRM_REMOVALS: &str = "onedrive-operator.dev/confirm-removals";
-/// On a set's `OneDriveSite`: a digest of what the set declared for it (its user, tenant and
+/// On a set's `OneDriveSite`: a digest of what the set declared for its sites (tenant and
 /// template), so a changed template is applied again and an unchanged one costs no write.
 pub const SET_TEMPLATE: &str = "onedrive-operator.dev/set-template";
 /// The label on a set's `OneDriveSite`s naming their `OneDriveSiteSet`.

@@ -51,7 +51,7 @@ impl SetOwner {
         let owner = meta.owner_references.as_ref()?.iter().find(|o| {
             o.controller == Some(true)
                 && o.kind == super::OneDriveSiteSet::kind(&())
-                && o.api_version.starts_with(super::GROUP)
+                && o.api_version == super::OneDriveSiteSet::api_version(&())
         })?;
         let template = meta.annotations.as_ref().and_then(|a| a.get(super::annotations::SET_TEMPLATE));
         Some(SetOwner { uid: owner.uid.as_str().into(), template: template.map(|t| Box::from(t.as_str())) })

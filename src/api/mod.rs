@@ -23,8 +23,8 @@ pub use kept::{KeptCondition, KeptSite, KeptStatus, SetOwner};
 pub use settings::{MAX_STORAGE_QUOTA_MB, PerSiteSettings, SiteSettingsStatus, storage_quota_mb};
 pub use site::{OneDriveSite, OneDriveSiteSpec, OneDriveSiteStatus, SitePhase, TenantRef};
 pub use site_set::{
-    ChildCounts, GroupRef, HeldRemovals, MAX_LISTED_USERS, OneDriveSiteSet, OneDriveSiteSetSpec,
-    OneDriveSiteSetStatus, RemovalGuard, RemovalPolicy, SetSource, SiteTemplate,
+    ChildCounts, GroupRef, HeldRemovals, OneDriveSiteSet, OneDriveSiteSetSpec, OneDriveSiteSetStatus,
+    RemovalGuard, RemovalPolicy, SetSource, SiteTemplate,
 };
 pub use tenant::{
     AssertionAlgorithm, BatchStatus, CertificateAuth, DelegatedAuth, EnqueueMethod, GeoSpec, GeoStatus,

@@ -138,6 +138,11 @@ pub const UNIQUE_GEOS_MESSAGE: &str = "spec.geos lists a location twice: declare
 
 pub const SET_TENANT_REF_IMMUTABLE_MESSAGE: &str = "spec.tenantRef is immutable: its OneDriveSites' tenantRef is; create another OneDriveSiteSet for another tenant";
 
+/// A group is read again at least every week and at most every minute (a shorter interval would
+/// spend the tenant's shared Graph budget on one set).
+pub const RESYNC_INTERVAL: &str = "!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('168h'))";
+pub const RESYNC_INTERVAL_MESSAGE: &str = "spec.resyncInterval must be from 1m to 168h";
+
 pub const ONE_SOURCE: &str = "(has(self.group) ? 1 : 0) + (has(self.users) ? 1 : 0) == 1";
 pub const ONE_SOURCE_MESSAGE: &str =
     "spec.source must set exactly one of group (an Entra ID group) or users (a list of user principal names)";

@@ -12,10 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use super::TenantRef;
 
-/// Users a `users` source may list: a set of 5,000 user principal names is about 150 kB, well
-/// under `kubectl apply`'s last-applied annotation (256 kB) and etcd's 1.5 MB object limit.
-pub const MAX_LISTED_USERS: u32 = 5000;
-
 /// Desired state: where the users come from and what each of their `OneDriveSite`s declares.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -60,10 +56,14 @@ pub struct OneDriveSiteSetSpec {
     #[serde(default)]
     pub template: SiteTemplate,
 
-    /// How often a group's members are read again (a `users` list is read on every change).
+    /// How often a group's members are read again (a `users` list is read on every change):
+    /// from 1m to 168h.
     #[serde(default = "default_resync_interval")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(crate::api::rules::DURATION).message(Message::Message(format!("spec.resyncInterval {}", crate::api::rules::DURATION_MESSAGE))))]
+    #[x_kube(
+        validation = Rule::new(crate::api::rules::DURATION).message(Message::Message(format!("spec.resyncInterval {}", crate::api::rules::DURATION_MESSAGE))),
+        validation = Rule::new(crate::api::rules::RESYNC_INTERVAL).message(crate::api::rules::RESYNC_INTERVAL_MESSAGE)
+    )]
     pub resync_interval: String,
 
     /// What happens to the `OneDriveSite` of a user who leaves the source: `Delete` it (the
@@ -103,7 +103,10 @@ pub struct SetSource {
     /// `spec.groupSources` must allow this namespace to read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupRef>,
-    /// User principal names (at most 5,000 per set; split a longer list over several sets).
+    /// User principal names (at most 5,000 per set; split a longer list over several sets). A
+    /// list of 5,000 addresses of 40 characters is about 200 kB, well under etcd's 1.5 MB object
+    /// limit; `kubectl apply` copies it into an annotation limited to 256 kB (use
+    /// `--server-side` for long lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 5000), inner(length(max = 256)))]
     pub users: Option<Vec<String>>,
@@ -127,7 +130,7 @@ pub struct GroupRef {
 }
 
 impl GroupRef {
-    /// How the group is named, for messages: `id 0f…` or `mail wave3@…`.
+    /// How the group is named, for messages: `group 0f5a…` or `group wave3@contoso.com`.
     pub fn describe(&self) -> String {
         match (&self.id, &self.mail) {
             (Some(id), _) => format!("group {id}"),

@@ -450,6 +450,12 @@ pub struct BatchStatus {
 
 /// Parses a Kubernetes/Go duration (`60s`, `1h30m`), rejecting negative and zero values.
 pub fn parse_duration(field: &str, text: &str) -> Result<jiff::SignedDuration, String> {
+    // A number of more than 7 digits is refused before parsing: the parser's arithmetic would
+    // overflow (a panic), and a time that far ahead is past the last date a timestamp can hold.
+    // Seven digits of hours are 1,141 years; a 32-character field holds at most four such terms.
+    if text.split(|c: char| !c.is_ascii_digit()).any(|digits| digits.len() > 7) {
+        return Err(format!("{field}: {text:?} is too large"));
+    }
     let parsed: kube::core::Duration = text
         .parse()
         .map_err(|e| format!("{field}: {text:?} is not a duration ({e}); use e.g. 60s, 15m or 24h"))?;

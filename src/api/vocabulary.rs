@@ -135,7 +135,7 @@ reasons! {
 }
 
 reasons! {
-    /// The reason of a `OneDriveSiteSet`'s conditions (and of its Events and metric label).
+    /// The reason of a `OneDriveSiteSet`'s conditions (and of its Events).
     SetReason {
         /// Every site of the set has settled (Ready, or Failed with a reason that needs a person).
         Settled = "Settled",

@@ -27,14 +27,37 @@ use crate::m365::http::Count;
 use crate::m365::{Service, TenantClient};
 use crate::plan::{Observations, TenantProblem};
 
-/// What a `OneDriveSiteSet` remembers between passes: its source as last read (for a group, the
-/// members; for a list, when this generation was first synced), and when to read a group again.
-/// Soft state too: a new process reads every group once.
+/// What a `OneDriveSiteSet` remembers between passes. Soft state too: a new process reads every
+/// group once, and the statuses in the API server hold what was decided.
 #[derive(Default)]
 pub(super) struct SetMemory {
+    /// The set this memory is of: a set deleted and created again under its name starts afresh.
+    pub(super) uid: Option<String>,
+    /// The source as last read (for a group, its members; for a list, when this generation was
+    /// first synced), and when to read a group again.
     pub(super) generation: Option<i64>,
     pub(super) read: Option<SourceRead>,
     pub(super) next_read: Option<Timestamp>,
+    /// The source's current problem and since when it is seen (its messages' date).
+    pub(super) problem: Option<(crate::api::SetReason, Timestamp)>,
+    /// Sites written by recent passes whose write the site cache does not show yet, and when
+    /// they were written: they are not planned again meanwhile.
+    pub(super) settling: HashMap<String, (Settles, Timestamp)>,
+    /// Members whose site the API server refused, its message and when (tried again after a
+    /// while, or when the set changes).
+    pub(super) refused: std::collections::BTreeMap<String, (String, Timestamp)>,
+    /// The uids of sites whose deletion a person confirmed (a deletion spread over passes stays
+    /// confirmed).
+    pub(super) confirmed: std::collections::HashSet<String>,
+}
+
+/// What the cache must show for a written site to be settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Settles {
+    /// The site exists (created) with this declaration (created or updated).
+    Declared(String),
+    /// The site is gone (deleted).
+    Gone,
 }
 
 /// The users of a set's source and when they were read completely, or why there are none.

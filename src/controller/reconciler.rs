@@ -205,17 +205,7 @@ impl Reconciler {
     pub(super) async fn all_sites(&self) -> Result<Vec<Arc<KeptSite>>, ControllerError> {
         match &self.options.sites {
             SiteSource::Store(store) => Ok(store.state()),
-            SiteSource::List => {
-                let api: Api<OneDriveSite> = Api::all(self.client.clone());
-                Ok(api
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(ControllerError::kube)?
-                    .items
-                    .iter()
-                    .filter_map(|s| Some(Arc::new(KeptSite::new(s)?)))
-                    .collect())
-            }
+            SiteSource::List => listed(Api::all(self.client.clone())).await,
         }
     }
 
@@ -459,6 +449,12 @@ impl Reconciler {
         }
         Ok(written)
     }
+}
+
+/// The sites a list call of `api` gives (in-memory API servers without watches).
+pub(super) async fn listed(api: Api<OneDriveSite>) -> Result<Vec<Arc<KeptSite>>, ControllerError> {
+    let list = api.list(&ListParams::default()).await.map_err(ControllerError::kube)?;
+    Ok(list.items.iter().filter_map(|s| Some(Arc::new(KeptSite::new(s)?))).collect())
 }
 
 /// Observations of a tenant without a client yet.

@@ -17,6 +17,7 @@ use super::events::EventSink;
 use super::leader::{Elector, Fence, LeaseSettings};
 use super::metrics::Metrics;
 use super::{ControllerError, Reconciler, ReconcilerOptions, SiteCache, SiteSource};
+use crate::api::annotations::SITE_SET_LABEL;
 use crate::api::{OneDriveSite, OneDriveSiteSet, OneDriveTenant};
 use crate::slots::Slots;
 
@@ -177,8 +178,21 @@ async fn run_sets(client: &kube::Client, options: &RunOptions, reconciler: Arc<R
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    Controller::new(sets, watcher::Config::default().any_semantic())
-        .with_config(controller::Config::default().debounce(Duration::from_millis(250)))
+    // The sets' own sites (labelled with their set's name), metadata only: a site's change — its
+    // phase, a hand deletion — wakes its set through the owner reference.
+    let sites: Api<PartialObjectMeta<OneDriveSite>> = match &options.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let own_sites = watcher(sites, watcher::Config::default().labels(SITE_SET_LABEL).any_semantic())
+        .default_backoff()
+        .touched_objects();
+    let controller = Controller::new(sets, watcher::Config::default().any_semantic());
+    let _sweeper = AbortOnDrop(spawn_set_sweeper(reconciler.clone(), controller.store()));
+    controller
+        // A few sets at once: each writes at most 8 sites at a time.
+        .with_config(controller::Config::default().debounce(Duration::from_millis(250)).concurrency(4))
+        .owns_stream(own_sites)
         .shutdown_on_signal()
         .run(reconcile_set, set_error_policy, reconciler)
         .for_each(|result| async move {
@@ -190,12 +204,36 @@ async fn run_sets(client: &kube::Client, options: &RunOptions, reconciler: Arc<R
         .await;
 }
 
+/// Forgets what deleted sets remembered (the controller never visits a set that is gone).
+fn spawn_set_sweeper(
+    reconciler: Arc<Reconciler>,
+    store: reflector::Store<OneDriveSiteSet>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            let live: std::collections::HashSet<String> = store
+                .state()
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}/{}",
+                        s.metadata.namespace.as_deref().unwrap_or_default(),
+                        s.metadata.name.as_deref().unwrap_or_default()
+                    )
+                })
+                .collect();
+            reconciler.forget_sets(|key| live.contains(key));
+        }
+    })
+}
+
 async fn reconcile_set(set: Arc<OneDriveSiteSet>, ctx: Arc<Reconciler>) -> Result<Action, ControllerError> {
     use kube::ResourceExt;
     let (namespace, name) = (set.namespace().unwrap_or_default(), set.name_any());
     let report = ctx.reconcile_set(&namespace, &name).await?;
-    if report.created + report.updated + report.deleted > 0 {
-        tracing::info!(set = %format!("{namespace}/{name}"), created = report.created, updated = report.updated, deleted = report.deleted, "set's sites written");
+    if report.wrote() || report.refused > 0 {
+        tracing::info!(set = %format!("{namespace}/{name}"), created = report.created, updated = report.updated, deleted = report.deleted, refused = report.refused, "set's sites written");
     }
     Ok(Action::requeue(report.requeue_after))
 }

@@ -51,6 +51,11 @@ pub enum GroupError {
     Tenant { group: String, error: M365Error },
     #[error("reading the members of {group}: {message}")]
     Broken { group: String, message: String },
+    #[error(
+        "{group} has more members than {pages} pages of Microsoft Graph hold (about {} users): split it over several groups and sets",
+        pages * PAGE as u64
+    )]
+    TooLarge { group: String, pages: u64 },
 }
 
 impl GroupError {
@@ -61,7 +66,9 @@ impl GroupError {
             GroupError::PermissionMissing { .. } => SetReason::GroupPermissionMissing,
             GroupError::Unreadable { .. } => SetReason::MembersUnreadable,
             GroupError::Tenant { error: M365Error::Throttled { .. }, .. } => SetReason::Throttled,
-            GroupError::Tenant { .. } | GroupError::Broken { .. } => SetReason::SourceUnavailable,
+            GroupError::Tenant { .. } | GroupError::Broken { .. } | GroupError::TooLarge { .. } => {
+                SetReason::SourceUnavailable
+            }
         }
     }
 
@@ -92,7 +99,9 @@ impl TenantClient {
             (None, Some(mail)) => resolve_mail(self, mail, &named).await?,
             (None, None) => return Err(GroupError::NotFound(named)),
         };
-        if !regex::Regex::new(GUID_PATTERN).expect("the GUID pattern compiles").is_match(&id) {
+        static GUID: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new(GUID_PATTERN).expect("the GUID pattern compiles"));
+        if !GUID.is_match(&id) {
             return Err(broken(&named, format!("the group id {id:?} is not an object id")));
         }
         let url = format!(
@@ -110,7 +119,20 @@ impl TenantClient {
         .await;
         match listed {
             Ok(_) if hidden > 0 => Err(GroupError::Unreadable { group: named, count: hidden }),
+            // The pages must hold as many members as the first announced: fewer would read as
+            // people leaving.
+            Ok(pages) if pages.count.is_some_and(|c| c != users.len() as u64) => Err(broken(
+                &named,
+                format!(
+                    "Microsoft Graph announced {} members and listed {}",
+                    pages.count.unwrap_or_default(),
+                    users.len()
+                ),
+            )),
             Ok(_) => Ok(users),
+            Err(PageError::Broken(message)) if message.starts_with("more than") => {
+                Err(GroupError::TooLarge { group: named, pages: MAX_PAGES })
+            }
             Err(PageError::Status { status: 404, .. }) => Err(gone(self, &id, named).await),
             Err(PageError::Status { status: 403, .. }) => Err(permission_missing(self, named)),
             Err(PageError::Status { status, code }) => {
@@ -134,14 +156,20 @@ fn permission_missing(client: &TenantClient, group: String) -> GroupError {
     GroupError::PermissionMissing { group, kind }
 }
 
-/// A group Graph does not find: deleted (it is among the deleted items) or never there.
+/// A group Graph does not find: deleted (it is among the deleted items), never there, or not
+/// known for now (the deleted items could not be asked).
 async fn gone(client: &TenantClient, id: &str, named: String) -> GroupError {
     let url = format!("{}/v1.0/directory/deletedItems/{id}?$select=id", client.config.graph_url);
     let answer =
         with_token(client, MAX_BODY, |token| client.http.client().get(&url).bearer_auth(token)).await;
     match answer {
         Ok(a) if a.status == 200 => GroupError::Deleted(named),
-        _ => GroupError::NotFound(named),
+        // Not among the deleted items, or not allowed to look (Group.Read.All is not granted).
+        Ok(a) if matches!(a.status, 403 | 404) => GroupError::NotFound(named),
+        Ok(a) => {
+            broken(&named, format!("Microsoft Graph answered {} when asked for deleted items", a.status))
+        }
+        Err(error) => GroupError::Tenant { group: named, error },
     }
 }
 

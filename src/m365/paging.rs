@@ -33,7 +33,14 @@ pub(super) async fn each_page(
     units: u64,
     each: impl FnMut(Value),
 ) -> Result<u64, PageError> {
-    each_page_of(client, Query::Standard, first, max_pages, units, each).await
+    Ok(each_page_of(client, Query::Standard, first, max_pages, units, each).await?.read)
+}
+
+/// What a listing read: its pages, and the total the first page announced (`@odata.count`, an
+/// advanced query's).
+pub(super) struct Pages {
+    pub(super) read: u64,
+    pub(super) count: Option<u64>,
 }
 
 /// How Graph is asked for a listing.
@@ -45,7 +52,9 @@ pub(super) enum Query {
     Advanced,
 }
 
-/// [`each_page`] for a query of the given kind.
+/// [`each_page`] for a query of the given kind. An advanced query's page must hold a `value`
+/// list: a page without one is refused rather than read as empty (a member list read short
+/// would look like people leaving).
 pub(super) async fn each_page_of(
     client: &TenantClient,
     query: Query,
@@ -53,10 +62,11 @@ pub(super) async fn each_page_of(
     max_pages: u64,
     units: u64,
     mut each: impl FnMut(Value),
-) -> Result<u64, PageError> {
+) -> Result<Pages, PageError> {
     let root = &client.config.graph_url;
     let mut url = first;
     let mut read = 0;
+    let mut count = None;
     loop {
         if read == max_pages {
             return Err(PageError::Broken(format!(
@@ -67,11 +77,17 @@ pub(super) async fn each_page_of(
         read += 1;
         client.http.count_units(Service::Graph, units);
         let mut body = answer.json().map_err(|e| PageError::Broken(format!("a page is not a page: {e}")))?;
+        if query == Query::Advanced && !body["value"].is_array() {
+            return Err(PageError::Broken("a page without a value list".into()));
+        }
+        if read == 1 {
+            count = body["@odata.count"].as_u64();
+        }
         for item in body["value"].as_array_mut().map(std::mem::take).into_iter().flatten() {
             each(item);
         }
         match body["@odata.nextLink"].as_str() {
-            None => return Ok(read),
+            None => return Ok(Pages { read, count }),
             Some(next) if stays_on(next, root) => url = next.to_string(),
             Some(next) => {
                 let host = Url::parse(next).ok().and_then(|u| u.host_str().map(str::to_string));

@@ -92,7 +92,8 @@ impl Operator {
             .arg(LEASE_SECONDS.to_string())
             .args(["--identity", identity])
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
+            // `E2E_OPERATOR_LOG=debug` (any `RUST_LOG` value) to see more of a failing run.
+            .env("RUST_LOG", std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
             .spawn()

@@ -4,6 +4,7 @@
 //! is the tenant cycle's, which sees the set's sites as any others.
 
 mod children;
+mod remember;
 mod source;
 
 use std::collections::HashSet;
@@ -11,28 +12,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::ControllerError;
 use super::memory::{SetMemory, SourceRead};
-use super::reconciler::{Reconciler, SiteSource};
+use super::reconciler::{Reconciler, SiteSource, listed};
 use crate::api::annotations::CONFIRM_REMOVALS;
 use crate::api::{
     KeptSite, OneDriveSite, OneDriveSiteSet, OneDriveSiteSetStatus, OneDriveTenant, SetReason,
     condition_type, find_condition,
 };
 use crate::m365::{M365Error, TenantClient};
-use crate::plan::site_set::{self, SetInput, SetPlan, SetProblem, Source};
+use crate::plan::site_set::{self, Confirmed, SetInput, SetPlan, SetProblem, Source};
 
-/// Creations and updates of one pass: the next pass follows at once, so this bounds how many
-/// writes are in flight in one burst, not the rate.
+/// Writes (creations, updates, deletions) of one pass. Passes that write follow each other a
+/// second apart: at most 200 site writes a second per set, 8 in flight.
 pub const WRITES_PER_PASS: usize = 200;
-/// How soon a set is looked at again while its sites are being provisioned (its counts follow
-/// its sites' phases) and after a source failure.
-const WHILE_UNSETTLED: Duration = Duration::from_secs(30);
+/// How soon a set that wrote is looked at again.
+const WHILE_WRITING: Duration = Duration::from_secs(1);
+/// How soon a set is looked at again while its sites are being provisioned or its source fails
+/// (its sites' changes wake it too).
+const WHILE_UNSETTLED: Duration = Duration::from_secs(60);
 /// A label value (the set's name on its sites) is at most 63 characters.
 const MAX_SET_NAME: usize = 63;
 
@@ -42,10 +45,19 @@ pub struct SetReport {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
+    /// Sites the API server refused.
+    pub refused: usize,
     /// The set's Ready reason after the pass.
     pub reason: Option<String>,
     pub status_written: bool,
     pub requeue_after: Duration,
+}
+
+impl SetReport {
+    /// Whether the pass wrote any site.
+    pub fn wrote(&self) -> bool {
+        self.created + self.updated + self.deleted > 0
+    }
 }
 
 /// The set, its tenant (if it exists) and the namespace's sites.
@@ -61,11 +73,14 @@ impl Reconciler {
         let key = format!("{namespace}/{name}");
         let kept = self.sets.lock().unwrap().entry(key.clone()).or_default().clone();
         let mut memory = kept.lock().await;
+        // Gather.
         let Some(g) = self.gather_set(namespace, name).await? else {
             self.sets.lock().unwrap().remove(&key);
             return Ok(SetReport::default());
         };
         let now = (self.options.clock)();
+        memory.adopt(g.set.uid(), g.set.metadata.generation);
+        // Read the source.
         let source = match (&g.tenant, name.len() > MAX_SET_NAME) {
             (_, true) => Err(SetProblem::new(
                 SetReason::InvalidSpec,
@@ -78,20 +93,39 @@ impl Reconciler {
             (Err(problem), _) => Err(problem.clone()),
             (Ok(tenant), _) => self.read_source(&g.set, tenant, &mut memory, now).await,
         };
-        let plan = plan_pass(&g, &source, now);
+        // Plan.
+        let digest = template_digest(&g.set);
+        memory.settle(&g.sites, now);
+        let problem_since = memory.problem_since(&source, now);
+        let plan = plan_pass(&g, &source, &memory, &digest, problem_since, now);
+        // Write the sites; a refusal is planned again at once, to be reported.
         let mut report = SetReport::default();
-        if !plan.create.is_empty() || !plan.update.is_empty() || !plan.delete.is_empty() {
+        let plan = if plan.create.is_empty() && plan.update.is_empty() && plan.delete.is_empty() {
+            plan
+        } else {
             let api: Api<OneDriveSite> = Api::namespaced(self.client.clone(), namespace);
-            let digest = declared(&g.set);
-            report.created = children::create(&api, &g.set, &plan.create, &digest).await?;
-            report.updated = children::update(&api, &g.set, &plan.update, &digest).await?;
-            report.deleted = children::delete(&api, &plan.delete).await?;
-        }
+            let written = children::write(&api, &g.set, &plan, &digest).await?;
+            (report.created, report.updated, report.deleted) =
+                (written.created, written.updated, written.deleted);
+            report.refused = written.refused.len();
+            memory.wrote(&plan, &digest, written.refused, now);
+            if report.refused > 0 {
+                plan_pass(&g, &source, &memory, &digest, problem_since, now)
+            } else {
+                plan
+            }
+        };
+        // Write the set's status.
         report.status_written = self.write_set_status(&g.set, &plan.status).await?;
         report.reason =
             find_condition(&plan.status.conditions, condition_type::READY).map(|c| c.reason.clone());
-        report.requeue_after = requeue(&plan, &g.set, &memory, now);
+        report.requeue_after = requeue(&report, &plan, &g.set, &memory, now);
         Ok(report)
+    }
+
+    /// Forgets the memory of every set `keep` does not name (`namespace/name`).
+    pub fn forget_sets(&self, keep: impl Fn(&str) -> bool) {
+        self.sets.lock().unwrap().retain(|key, _| keep(key));
     }
 
     /// Gather: the set, its tenant, and the namespace's sites (the set's and the others').
@@ -124,14 +158,7 @@ impl Reconciler {
                 cache.wait_until_synced().await;
                 cache.namespace_sites(namespace)
             }
-            SiteSource::List => Api::<OneDriveSite>::namespaced(self.client.clone(), namespace)
-                .list(&ListParams::default())
-                .await
-                .map_err(ControllerError::kube)?
-                .items
-                .iter()
-                .filter_map(|s| Some(Arc::new(KeptSite::new(s)?)))
-                .collect(),
+            SiteSource::List => listed(Api::namespaced(self.client.clone(), namespace)).await?,
         };
         Ok(Some(Gathered { set, tenant, sites }))
     }
@@ -186,8 +213,16 @@ impl Reconciler {
     }
 }
 
-/// Plan: the set's own sites and the names it must not take, against what the source gave.
-fn plan_pass(g: &Gathered, source: &SourceRead, now: Timestamp) -> SetPlan {
+/// Plan: the set's own sites and the names it must not take, against what the source gave and
+/// what the set remembers of its recent writes.
+fn plan_pass(
+    g: &Gathered,
+    source: &SourceRead,
+    memory: &SetMemory,
+    digest: &str,
+    problem_since: Timestamp,
+    now: Timestamp,
+) -> SetPlan {
     let uid = g.set.uid().unwrap_or_default();
     let (own, others): (Vec<&KeptSite>, Vec<&KeptSite>) =
         g.sites.iter().map(|s| &**s).partition(|s| s.owner.as_ref().is_some_and(|o| *o.uid == *uid));
@@ -199,40 +234,55 @@ fn plan_pass(g: &Gathered, source: &SourceRead, now: Timestamp) -> SetPlan {
         .ok()
         .and_then(|t| t.status.as_ref()?.progress.as_ref()?.estimated_completion.as_ref())
         .map(|t| t.0);
-    let declared = declared(&g.set);
     let source = match source {
         Ok((users, at)) => Source::Listed { users, at: *at },
         Err(problem) => Source::Failed(problem.clone()),
     };
+    let settling: HashSet<String> = memory.settling.keys().cloned().collect();
+    let refused = memory.refused.iter().map(|(name, (message, _))| (name.clone(), message.clone())).collect();
     site_set::plan(&SetInput {
         generation: g.set.metadata.generation,
         previous: &previous,
         source,
         children: &own,
         taken: &taken,
-        declared: &declared,
+        declared: digest,
         policy: g.set.spec.removal_policy,
         guard: &g.set.spec.removal_guard,
-        confirmed: g.set.annotations().get(CONFIRM_REMOVALS).map(String::as_str),
+        confirmed: Confirmed {
+            token: g.set.annotations().get(CONFIRM_REMOVALS).map(String::as_str),
+            uids: Some(&memory.confirmed),
+        },
+        settling: &settling,
+        refused: &refused,
+        problem_since,
         budget: WRITES_PER_PASS,
         eta,
         now,
     })
 }
 
+/// Bumped when what a set declares for a site changes shape, so every site is declared again.
+const DECLARATION_FORMAT: &str = "1";
+
 /// The digest of what the set declares for each site: its tenant and template.
-fn declared(set: &OneDriveSiteSet) -> String {
+fn template_digest(set: &OneDriveSiteSet) -> String {
     let spec =
         serde_json::to_string(&(&set.spec.tenant_ref, &set.spec.template)).expect("the template serializes");
-    site_set::digest([spec.as_str()])
+    site_set::digest([DECLARATION_FORMAT, spec.as_str()])
 }
 
-/// When to look again: at once while writes remain, soon while sites settle or after a failure,
-/// else when the group is due to be read again.
-fn requeue(plan: &SetPlan, set: &OneDriveSiteSet, memory: &SetMemory, now: Timestamp) -> Duration {
-    let busy = !plan.create.is_empty() || !plan.update.is_empty() || !plan.delete.is_empty() || plan.more;
-    if busy {
-        return Duration::from_millis(100);
+/// When to look again: a second after a pass that wrote, soon while sites settle or the source
+/// fails, else when the group is due to be read again (a list: an hour; its changes wake it).
+fn requeue(
+    report: &SetReport,
+    plan: &SetPlan,
+    set: &OneDriveSiteSet,
+    memory: &SetMemory,
+    now: Timestamp,
+) -> Duration {
+    if report.wrote() || plan.more {
+        return WHILE_WRITING;
     }
     let settled =
         find_condition(&plan.status.conditions, condition_type::READY).is_some_and(|c| c.status == "True");
@@ -240,9 +290,5 @@ fn requeue(plan: &SetPlan, set: &OneDriveSiteSet, memory: &SetMemory, now: Times
         (Some(_), Some(at)) => Duration::try_from(at.duration_since(now)).unwrap_or_default(),
         _ => Duration::from_secs(3600),
     };
-    if settled {
-        next_read.max(Duration::from_secs(1))
-    } else {
-        next_read.clamp(Duration::from_secs(1), WHILE_UNSETTLED)
-    }
+    if settled { next_read.max(WHILE_WRITING) } else { next_read.clamp(WHILE_WRITING, WHILE_UNSETTLED) }
 }

@@ -13,6 +13,10 @@ use crate::api::{GroupRef, OneDriveSiteSet, OneDriveTenant, SetReason, parse_dur
 use crate::m365::TenantClient;
 use crate::plan::site_set::{SetProblem, may_read};
 
+/// The resync interval's bounds (the CRD's too): a shorter one would spend the tenant's shared
+/// Graph budget on one set.
+const SHORTEST_RESYNC: SignedDuration = SignedDuration::from_mins(1);
+const LONGEST_RESYNC: SignedDuration = SignedDuration::from_hours(168);
 /// How long a failed group read waits before the next (unless Microsoft said when).
 const RETRY_FAILED_READ: SignedDuration = SignedDuration::from_secs(60);
 
@@ -45,15 +49,19 @@ impl Reconciler {
         let namespace = set.namespace().unwrap_or_default();
         may_read(&tenant.spec.group_sources, &tenant.name_any(), &namespace, group)?;
         let interval = parse_duration("spec.resyncInterval", &set.spec.resync_interval)
-            .map_err(|e| SetProblem::new(SetReason::InvalidSpec, e, true))?;
+            .map_err(|e| SetProblem::new(SetReason::InvalidSpec, e, true))?
+            .clamp(SHORTEST_RESYNC, LONGEST_RESYNC);
         let due = memory.generation != generation
             || memory.read.is_none()
             || memory.next_read.is_none_or(|t| now >= t);
         if due {
             let read = self.read_group(tenant, group, now).await;
+            // A failure a person must fix is not asked again before the next resync.
             memory.next_read = Some(match &read {
                 Ok(_) => now + interval,
-                Err((_, retry)) => retry.unwrap_or(now + RETRY_FAILED_READ),
+                Err((_, Some(retry))) => *retry,
+                Err((problem, None)) if problem.stalled => now + interval,
+                Err(_) => now + RETRY_FAILED_READ,
             });
             memory.generation = generation;
             memory.read = Some(read.map_err(|(p, _)| p));
@@ -68,18 +76,21 @@ impl Reconciler {
         group: &GroupRef,
         now: Timestamp,
     ) -> Result<(Arc<[String]>, Timestamp), (SetProblem, Option<Timestamp>)> {
+        // The tenant's own condition says what is wrong with its credentials; the set, readable
+        // in its namespace, only points there.
         let client: Arc<TenantClient> = self.tenant_client(tenant).await.map_err(|e| {
             let message = format!(
-                "the tenant's client could not be built: {}",
-                super::super::reconciler::without_users(&e.to_string())
+                "the OneDriveTenant {} cannot reach Microsoft 365 ({}): see its Ready condition",
+                tenant.name_any(),
+                e.reason()
             );
             (SetProblem::new(SetReason::SourceUnavailable, message, e.needs_person()), None)
         })?;
         match client.group_members(group).await {
             Ok(users) => Ok((users.into(), now)),
             Err(e) => {
-                let problem = SetProblem::new(e.reason(), e.to_string(), e.needs_person());
-                Err((problem, e.retry_at()))
+                // The message names the group as the set does, and Graph's status and code.
+                Err((SetProblem::new(e.reason(), e.to_string(), e.needs_person()), e.retry_at()))
             }
         }
     }

@@ -13,11 +13,13 @@ pub fn may_read(
     namespace: &str,
     group: &GroupRef,
 ) -> Result<(), SetProblem> {
-    let names = [group.id.as_deref(), group.mail.as_deref()];
-    let granted = grants.iter().filter(|g| g.namespaces.iter().any(|n| n == namespace)).any(|g| {
-        g.groups.iter().any(|allowed| {
+    // The name the group will be read by: its id when the set gives one (the CRD allows only
+    // one of the two; this stays right if it did not).
+    let read_by = group.id.as_deref().or(group.mail.as_deref()).unwrap_or_default();
+    let granted = grants.iter().filter(|g| g.namespaces.iter().any(|n| n.trim() == namespace)).any(|g| {
+        g.groups.iter().map(|a| a.trim()).any(|allowed| {
             allowed == GroupSourceGrant::ALL_GROUPS
-                || names.iter().flatten().any(|name| name.eq_ignore_ascii_case(allowed.trim()))
+                || (!read_by.is_empty() && read_by.eq_ignore_ascii_case(allowed))
         })
     });
     if granted {

@@ -2,9 +2,12 @@
 //! group, an emptied group) must not delete thousands of sites. Deletions of one sync beyond
 //! both limits wait for a person, who confirms exactly these deletions (by their token) or fixes
 //! the source.
+//!
+//! The token is a digest of the sites' uids: sites recreated after a confirmed deletion have new
+//! uids, so a confirmation left on the set never lets a later glitch through.
 
+use super::Confirmed;
 use crate::api::{KeptSite, RemovalGuard};
-use crate::plan::user_key;
 
 /// What the guard decided about one sync's deletions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,20 +17,27 @@ pub struct Guard {
     pub of: usize,
     /// Names these deletions: the confirmation annotation must carry it.
     pub token: String,
-    /// Held back (beyond both limits and not confirmed).
+    /// Beyond both limits and not confirmed: nothing is deleted.
     pub held: bool,
+    /// Beyond both limits, and a person confirmed them: the uids confirmed.
+    pub confirmed: Option<Vec<String>>,
 }
 
 /// Judges deleting `leavers` of a set's `total` sites.
-pub fn judge(leavers: &[&KeptSite], total: usize, limits: &RemovalGuard, confirmed: Option<&str>) -> Guard {
+pub fn judge(leavers: &[&KeptSite], total: usize, limits: &RemovalGuard, confirmed: Confirmed) -> Guard {
     let count = leavers.len();
-    let mut users: Vec<String> = leavers.iter().map(|c| user_key(&c.user).to_string()).collect();
-    users.sort_unstable();
-    let token = super::digest(users.iter().map(String::as_str))[..12].to_string();
+    let mut uids: Vec<String> = leavers
+        .iter()
+        .map(|c| c.uid.as_deref().map_or_else(|| format!("name:{}", c.name), String::from))
+        .collect();
+    uids.sort_unstable();
+    let token = super::digest(uids.iter().map(String::as_str))[..12].to_string();
     let max_count = usize::try_from(limits.max_count).unwrap_or(0);
     let max_percent = usize::try_from(limits.max_percent).unwrap_or(0);
     // Both limits: a small set may lose a few sites freely, a large one a small share.
-    let beyond = count > max_count && count * 100 > max_percent * total;
-    let held = beyond && confirmed.is_none_or(|c| c.trim() != token);
-    Guard { count, of: total, token, held }
+    let beyond = count > max_count && count.saturating_mul(100) > max_percent.saturating_mul(total);
+    let by_token = confirmed.token.is_some_and(|t| t.trim() == token);
+    let by_earlier = confirmed.uids.is_some_and(|known| uids.iter().all(|u| known.contains(u)));
+    let ok = by_token || by_earlier;
+    Guard { count, of: total, token, held: beyond && !ok, confirmed: (beyond && ok).then_some(uids) }
 }

@@ -6,8 +6,11 @@
 //! - one site per user, named by [`child_name`]; a member whose name is taken by a site the set
 //!   does not own is a conflict (never adopted, never overwritten), a member the CRD would refuse
 //!   is reported (`invalidMembers`): neither stops the others;
-//! - creations and updates are bounded per pass (`budget`): a big source is worked through over
-//!   several passes, neither flooding the API server nor holding thousands of writes at once;
+//! - creations, updates and deletions are bounded per pass (`budget`): a big source is worked
+//!   through over several passes, neither flooding the API server nor holding thousands of writes
+//!   at once; a site whose last write the cache does not show yet (`settling`) is left alone;
+//! - a member whose site the API server refused (`refused`) is reported, not written again until
+//!   the set changes;
 //! - a user who left the source loses their site only under `removalPolicy: Delete`, and only
 //!   when the deletions of one sync stay within the removal guard (or a person confirmed exactly
 //!   these: [`guard`]);
@@ -20,7 +23,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 
@@ -62,13 +65,30 @@ pub struct SetInput<'a> {
     pub declared: &'a str,
     pub policy: RemovalPolicy,
     pub guard: &'a RemovalGuard,
-    /// The `onedrive-operator.dev/confirm-removals` annotation's value.
-    pub confirmed: Option<&'a str>,
-    /// Creations and updates this pass.
+    /// What a person confirmed of held deletions.
+    pub confirmed: Confirmed<'a>,
+    /// Names written by an earlier pass whose write the cache does not show yet: neither created,
+    /// updated nor deleted again, nor counted as leaving.
+    pub settling: &'a HashSet<String>,
+    /// Names of members whose site the API server refused, with its message.
+    pub refused: &'a BTreeMap<String, String>,
+    /// Since when the source's current problem has been seen (its messages' date).
+    pub problem_since: Timestamp,
+    /// Writes (creations, updates, deletions) this pass.
     pub budget: usize,
     /// The tenant's estimate of when its queue is done.
     pub eta: Option<Timestamp>,
     pub now: Timestamp,
+}
+
+/// What a person confirmed of the deletions the guard held.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Confirmed<'a> {
+    /// The `onedrive-operator.dev/confirm-removals` annotation's value.
+    pub token: Option<&'a str>,
+    /// The uids of sites whose deletion an earlier pass saw confirmed (what is left of them
+    /// after a partial pass is still confirmed).
+    pub uids: Option<&'a HashSet<String>>,
 }
 
 /// A site the set declares.
@@ -96,9 +116,11 @@ pub struct SetPlan {
     pub delete: Vec<Removal>,
     /// Work beyond this pass's budget: come back soon.
     pub more: bool,
-    /// Creations and updates the sync found (this pass makes at most its budget of them).
+    /// Creations, updates and deletions the sync found (this pass makes at most its budget of
+    /// them).
     pub to_create: usize,
     pub to_update: usize,
+    pub to_delete: usize,
     pub status: OneDriveSiteSetStatus,
     /// The guard's decision, when there were deletions to judge.
     pub guard: Option<Guard>,
@@ -138,8 +160,16 @@ pub fn plan(input: &SetInput) -> SetPlan {
     let listed: HashSet<&UserKey> = members.valid.iter().map(|(_, k)| k).collect();
     let mut plan = SetPlan::default();
     let mut conflicts = Vec::new();
+    let mut refused = Vec::new();
     for (user, key) in &members.valid {
         let name = child_name(user);
+        if input.settling.contains(&name) {
+            continue;
+        }
+        if let Some(message) = input.refused.get(&name) {
+            refused.push((*user, message.as_str()));
+            continue;
+        }
         match own.get(name.as_str()) {
             Some(child) if user_key(&child.user) != *key => conflicts.push((name, *user)),
             Some(child) => {
@@ -156,14 +186,12 @@ pub fn plan(input: &SetInput) -> SetPlan {
             None => plan.create.push(Member { name, user: user.to_string(), uid: None }),
         }
     }
-    let leavers: Vec<&KeptSite> =
-        input.children.iter().copied().filter(|c| !listed.contains(&user_key(&c.user))).collect();
-    // Creations first (a new member waits for no update), both within the budget.
-    (plan.to_create, plan.to_update) = (plan.create.len(), plan.update.len());
-    let wanted = plan.to_create + plan.to_update;
-    plan.create.truncate(input.budget);
-    plan.update.truncate(input.budget - plan.create.len());
-    plan.more = wanted > plan.create.len() + plan.update.len();
+    let leavers: Vec<&KeptSite> = input
+        .children
+        .iter()
+        .copied()
+        .filter(|c| !listed.contains(&user_key(&c.user)) && !input.settling.contains(&*c.name))
+        .collect();
     if input.policy == RemovalPolicy::Delete && !leavers.is_empty() {
         let decision = guard::judge(&leavers, input.children.len(), input.guard, input.confirmed);
         if !decision.held {
@@ -174,7 +202,18 @@ pub fn plan(input: &SetInput) -> SetPlan {
         }
         plan.guard = Some(decision);
     }
-    let found = status::Found { at, members, conflicts, leavers: leavers.len() };
+    // Creations first (a new member waits for no update), then updates, then deletions, all
+    // within the budget.
+    (plan.to_create, plan.to_update, plan.to_delete) =
+        (plan.create.len(), plan.update.len(), plan.delete.len());
+    let mut left = input.budget;
+    plan.create.truncate(left);
+    left -= plan.create.len();
+    plan.update.truncate(left);
+    left -= plan.update.len();
+    plan.delete.truncate(left);
+    plan.more = plan.to_create + plan.to_update + plan.to_delete > input.budget;
+    let found = status::Found { at, members, conflicts, refused, leavers: leavers.len() };
     plan.status = status::after_sync(input, &plan, &found);
     plan
 }

@@ -20,6 +20,8 @@ pub(super) struct Found<'a> {
     pub members: Members<'a>,
     /// Members whose name a site the set does not own has: (name, user).
     pub conflicts: Vec<(String, &'a str)>,
+    /// Members whose site the API server refused: (user, its message).
+    pub refused: Vec<(&'a str, &'a str)>,
     /// Sites of users no longer listed.
     pub leavers: usize,
 }
@@ -69,9 +71,9 @@ pub(super) fn without_source(input: &SetInput, problem: &SetProblem) -> SetPlan 
     let previous = input.previous;
     let children = counts(input.children, usize::try_from(previous.children.left).unwrap_or(0));
     let message = format!(
-        "{} at {}; no site was created or deleted; {}",
+        "{} (since {}); no site was created or deleted; {}",
         problem.message,
-        date(input.now),
+        date(input.problem_since),
         phases(&children)
     );
     let status = OneDriveSiteSetStatus {
@@ -101,6 +103,13 @@ pub(super) fn after_sync(input: &SetInput, plan: &SetPlan, found: &Found) -> One
             found.members.invalid.len()
         ));
     }
+    if !found.refused.is_empty() {
+        let names = named(&found.refused, |(u, why)| format!("{u} ({why})"));
+        notes.push(format!(
+            "the API server refused the OneDriveSites of {} users: {names}",
+            found.refused.len()
+        ));
+    }
     if !found.conflicts.is_empty() {
         let names = named(&found.conflicts, |(name, user)| format!("{name} ({user})"));
         notes.push(format!(
@@ -123,13 +132,14 @@ pub(super) fn after_sync(input: &SetInput, plan: &SetPlan, found: &Found) -> One
         || !plan.update.is_empty()
         || !plan.delete.is_empty()
         || plan.more
+        || !input.settling.is_empty()
         || !settled(&children)
     {
         let message = format!(
             "{synced}: {} sites to create, {} to update, {} to delete; {}{notes}",
             plan.to_create,
             plan.to_update,
-            plan.delete.len(),
+            plan.to_delete,
             phases(&children)
         );
         ConditionSet::new(&input.previous.conditions, input.generation, input.now)
@@ -159,7 +169,7 @@ pub(super) fn after_sync(input: &SetInput, plan: &SetPlan, found: &Found) -> One
             input,
             Some(listed as i32),
             Some(Time(Timestamp::from_second(found.at.as_second()).unwrap_or(found.at))),
-            found.members.invalid.len() as i32,
+            (found.members.invalid.len() + found.refused.len()) as i32,
             found.conflicts.len() as i32,
         )
     }

@@ -1,6 +1,6 @@
 //! Examples of the set planner's rules.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -46,6 +46,9 @@ struct Case {
     policy: RemovalPolicy,
     guard: RemovalGuard,
     confirmed: Option<String>,
+    confirmed_uids: Option<HashSet<String>>,
+    settling: HashSet<String>,
+    refused: BTreeMap<String, String>,
     budget: usize,
     previous: OneDriveSiteSetStatus,
 }
@@ -59,6 +62,9 @@ impl Case {
             policy: RemovalPolicy::Delete,
             guard: RemovalGuard::default(),
             confirmed: None,
+            confirmed_uids: None,
+            settling: HashSet::new(),
+            refused: BTreeMap::new(),
             budget: 10_000,
             previous: OneDriveSiteSetStatus::default(),
         }
@@ -80,7 +86,10 @@ impl Case {
             declared: DECLARED,
             policy: self.policy,
             guard: &self.guard,
-            confirmed: self.confirmed.as_deref(),
+            confirmed: Confirmed { token: self.confirmed.as_deref(), uids: self.confirmed_uids.as_ref() },
+            settling: &self.settling,
+            refused: &self.refused,
+            problem_since: now(),
             budget: self.budget,
             eta: None,
             now: now(),
@@ -273,4 +282,100 @@ fn an_unchanged_world_plans_the_same_status() {
     let first = case.run();
     case.previous = first.status.clone();
     assert_eq!(case.run().status, first.status);
+}
+
+#[test]
+fn a_confirmation_left_on_the_set_does_not_let_a_later_glitch_through() {
+    let sites = |uid_suffix: &str| -> Vec<KeptSite> {
+        (0..100)
+            .map(|i| {
+                let mut c = child(&format!("user{i}@contoso.com"), DECLARED, Some(SitePhase::Ready));
+                c.uid = Some(format!("uid-{i}-{uid_suffix}").into());
+                c
+            })
+            .collect()
+    };
+    let mut case = Case::new(vec![], sites("first"));
+    let token = case.run().guard.unwrap().token;
+    case.confirmed = Some(token.clone());
+    assert_eq!(case.run().delete.len(), 100);
+    // The group restored, the sites recreated (new uids), then emptied by the same glitch: the
+    // annotation still on the set confirms nothing.
+    case.children = sites("again");
+    let plan = case.run();
+    assert!(plan.delete.is_empty() && plan.guard.as_ref().unwrap().held);
+    assert_ne!(plan.guard.unwrap().token, token);
+}
+
+#[test]
+fn what_is_left_of_confirmed_deletions_stays_confirmed() {
+    let children: Vec<KeptSite> =
+        (0..1000).map(|i| child(&format!("user{i}@contoso.com"), DECLARED, Some(SitePhase::Ready))).collect();
+    let mut case = Case::new(vec![], children);
+    case.budget = 200;
+    case.confirmed = Some(case.run().guard.unwrap().token);
+    let first = case.run();
+    assert_eq!(
+        (first.delete.len(), first.to_delete, first.more),
+        (200, 1000, true),
+        "deletions count in the budget"
+    );
+    let uids: HashSet<String> = first.guard.unwrap().confirmed.unwrap().into_iter().collect();
+    // Those 200 gone: the 800 left have another token, yet were confirmed.
+    case.children.drain(..200);
+    case.confirmed_uids = Some(uids);
+    let next = case.run();
+    assert_eq!(next.delete.len(), 200);
+    assert!(!next.guard.unwrap().held);
+}
+
+#[test]
+fn settling_sites_are_not_written_again_and_refused_ones_are_reported() {
+    let mut case = Case::new(users(0..4), vec![child("user9@contoso.com", DECLARED, Some(SitePhase::Ready))]);
+    case.settling = [child_name("user0@contoso.com"), child_name("user9@contoso.com")].into();
+    case.refused = [(child_name("user1@contoso.com"), "metadata.labels: Invalid value".to_string())].into();
+    let plan = case.run();
+    let created: Vec<&str> = plan.create.iter().map(|m| m.user.as_str()).collect();
+    assert_eq!(created, ["user2@contoso.com", "user3@contoso.com"]);
+    assert!(plan.delete.is_empty(), "a settling site is not a leaver");
+    assert_eq!(plan.status.invalid_members, 1);
+    let (_, reason, message) = ready_of(&plan);
+    assert_eq!(reason, "Syncing");
+    assert!(message.contains("refused") && message.contains("metadata.labels: Invalid value"), "{message}");
+}
+
+#[test]
+fn a_failing_source_is_dated_when_first_seen() {
+    let mut case = Case::new(vec![], vec![]);
+    let problem = || SetProblem::new(SetReason::GroupNotAllowed, "not allowed", true);
+    let since: Timestamp = "2026-12-06T07:00:00Z".parse().unwrap();
+    let children: Vec<&KeptSite> = Vec::new();
+    let taken = HashSet::new();
+    let input = |previous: &'_ OneDriveSiteSetStatus, now: Timestamp| -> OneDriveSiteSetStatus {
+        plan(&SetInput {
+            generation: Some(1),
+            previous,
+            source: Source::Failed(problem()),
+            children: &children,
+            taken: &taken,
+            declared: DECLARED,
+            policy: case.policy,
+            guard: &case.guard,
+            confirmed: Confirmed::default(),
+            settling: &case.settling,
+            refused: &case.refused,
+            problem_since: since,
+            budget: 10,
+            eta: None,
+            now,
+        })
+        .status
+    };
+    let first = input(&OneDriveSiteSetStatus::default(), now());
+    let later = input(&first, now() + jiff::SignedDuration::from_mins(30));
+    assert_eq!(first, later, "an unchanged failure writes nothing");
+    assert!(
+        ready_of(&SetPlan { status: first, ..SetPlan::default() }).2.contains("since 2026-12-06T07:00:00Z")
+    );
+    case.previous = OneDriveSiteSetStatus::default();
 }
