@@ -173,6 +173,8 @@ fn a_set_takes_exactly_one_source_and_one_way_to_name_its_group() {
         (set(json!({"source": {"group": {"id": "staff"}}})), "GUID"),
         (set(json!({"source": {"group": {"mail": "staff"}}})), "mail address"),
         (set(json!({"source": {"users": ["a@b.c"]}, "resyncInterval": "soon"})), "spec.resyncInterval"),
+        (set(json!({"source": {"users": ["a@b.c"]}, "resyncInterval": "30s"})), "from 1m to 168h"),
+        (set(json!({"source": {"users": ["a@b.c"]}, "resyncInterval": "200h"})), "from 1m to 168h"),
         (set(json!({"source": {"users": ["a@b.c"]}, "template": {"storageQuota": "6Ti"}})), "storageQuota"),
     ];
     for (bad, expected) in cases {
