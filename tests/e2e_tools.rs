@@ -312,7 +312,7 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
         );
         *counted.entry(key).or_default() += 1;
     }
-    let expected: BTreeMap<(String, String, String), usize> = [
+    let mut expected: BTreeMap<(String, String, String), usize> = [
         ("s0-ok1", "Provisioned", "Normal", 1),
         ("s1-ok2", "Provisioned", "Normal", 1),
         ("s2-ok3", "Provisioned", "Normal", 1),
@@ -325,6 +325,19 @@ fn argo_cd_health_events_and_probes_tell_what_the_run_did() {
     .into_iter()
     .map(|(n, r, t, c)| ((n.to_string(), r.to_string(), t.to_string()), c))
     .collect();
+    // The set's sites share their users' phases, and each has its own Event (the set, settled,
+    // has none: only a problem is an Event).
+    for (user, reason, type_) in [
+        ("ok1", "Provisioned", "Normal"),
+        ("ok2", "Provisioned", "Normal"),
+        ("ok3", "Provisioned", "Normal"),
+        ("ok4", "Provisioned", "Normal"),
+        ("nolicence", "UserNotLicensed", "Warning"),
+        ("broken", "ProvisioningFailed", "Warning"),
+    ] {
+        let name = onedrive_operator::plan::site_set::child_name(&format!("{user}@contoso.onmicrosoft.com"));
+        expected.insert((name, reason.to_string(), type_.to_string()), 1);
+    }
     assert_eq!(counted, expected, "the Events of the run");
 
     // The probes and the metrics endpoint, as the kubelet and Prometheus request them.

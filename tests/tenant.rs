@@ -469,7 +469,13 @@ fn doctor_passes_against_the_simulator_and_names_the_fix_when_enqueue_is_refused
     let (ok, out) = doctor(&manifests, "accept");
     assert!(ok, "{out}");
     assert!(out.contains("All checks passed."), "{out}");
-    assert_eq!(out.matches("[ok]").count(), 11, "{out}");
+    assert_eq!(out.matches("[ok]").count(), 12, "{out}");
+    assert!(
+        out.contains(
+            "[ok]   Graph token may read group members (OneDriveSiteSet group sources): GroupMember.Read.All"
+        ),
+        "{out}"
+    );
     assert!(out.contains("[ok]   cloud and hosts: Global cloud: sign-in http://127.0.0.1"), "{out}");
     assert!(out.contains("[ok]   Multi-Geo: the tenant's geos: single-geo tenant"), "{out}");
     assert!(!out.contains("PRIVATE KEY") && !out.contains("eyJ"));
@@ -509,7 +515,7 @@ fn doctor_checks_every_geos_admin_host() {
         );
     }
     assert!(out.contains("/geos/EUR/sharepoint"), "{out}");
-    assert_eq!(out.matches("[ok]").count(), 17, "{out}");
+    assert_eq!(out.matches("[ok]").count(), 18, "{out}");
 }
 
 /// The permission is named from the token's claims, with the step that needs it; the tenant
@@ -535,6 +541,21 @@ fn doctor_names_a_missing_permission_and_the_step_that_needs_it() {
     assert!(!ok, "{out}");
     assert!(out.contains("lacks User.Read.All (application), needed to look users up"), "{out}");
     assert!(out.contains("User.Read.All"), "the Graph lookup failure names the permission too:\n{out}");
+
+    // Without any permission that lists group members: a warning while no namespace may read a
+    // group (spec.groupSources empty), naming the permission.
+    let (_sim, manifests) = spawn_simulate(&[
+        "--generate",
+        "300",
+        "--withhold-permission",
+        "GroupMember.Read.All",
+        "--withhold-permission",
+        "Group.Read.All",
+    ]);
+    let (ok, out) = doctor(&manifests, "withheld-groups");
+    assert!(ok, "a warning does not fail doctor:\n{out}");
+    let line = out.lines().find(|l| l.contains("may read group members")).unwrap_or_default();
+    assert!(line.contains("[warn]") && line.contains("lacks GroupMember.Read.All (application)"), "{out}");
 }
 
 /// `check`'s words for every kind of user, read through the controller's own classification:
