@@ -28,8 +28,9 @@ use crate::api::{
 use crate::m365::{M365Error, TenantClient};
 use crate::plan::site_set::{self, Confirmed, SetInput, SetPlan, SetProblem, Source};
 
-/// Writes (creations, updates, deletions) of one pass. Passes that write follow each other a
-/// second apart: at most 200 site writes a second per set, 8 in flight.
+/// Writes (creations, updates, deletions) of one pass, 8 in flight. The next pass comes when the
+/// writes show in the site watch, or a second later: the API server's speed sets the pace, and
+/// no set has more than 8 writes in flight.
 pub const WRITES_PER_PASS: usize = 200;
 /// How soon a set that wrote is looked at again.
 const WHILE_WRITING: Duration = Duration::from_secs(1);
